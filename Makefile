@@ -1,0 +1,39 @@
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+BERNINI := $(VENV)/bin/bernini
+# Re-install whenever pyproject.toml changes; the stamp lives inside the git-ignored venv.
+VENV_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+
+.PHONY: help venv controlplane cluster-up cluster-down demo test crds
+
+help:
+	@echo "make demo          run the operator's main job on a local control plane"
+	@echo "make test          run the whole test suite (builds what it needs)"
+	@echo "make controlplane  build/cache etcd, kube-*, kubectl, KWOK, KubeRay operator, helm"
+	@echo "make cluster-up    start the local control plane (kubeconfig: .local/kubeconfig)"
+	@echo "make cluster-down  stop it"
+
+$(VENV_STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check uv
+	$(VENV)/bin/uv pip install --python $(PY) -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(VENV_STAMP)
+
+controlplane:
+	@bash hack/controlplane/build.sh
+
+cluster-up: venv controlplane
+	@$(BERNINI) cluster up
+
+cluster-down: venv
+	@$(BERNINI) cluster down
+
+demo: venv controlplane
+	@$(BERNINI) demo
+
+test: venv controlplane
+	$(PY) -m pytest

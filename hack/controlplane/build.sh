@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Builds every binary the local control plane needs from the Go module proxy (no Docker, no release
+# downloads), caches them outside the repo keyed by the pinned versions, and links them into .local/bin.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+source "$here/versions.env"
+
+key=$(cat "$here/versions.env" "$here/go.mod" "$here/go.sum" | sha256sum | cut -c1-16)
+cache=${BERNINI_CACHE:-$HOME/.cache/bernini}/controlplane-$key
+bin=$cache/bin
+link=$repo/.local/bin
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok ray-operator helm)
+
+step() { printf '[controlplane %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+fail_proxy() {
+  echo "controlplane: building $1 failed; if the lines above say 'not available' or '410 Gone', the Go" >&2
+  echo "module proxy refused that version: pick another in hack/controlplane/versions.env" >&2
+  exit 1
+}
+
+link_all() {
+  mkdir -p "$link"
+  for b in "${binaries[@]}"; do ln -sfn "$bin/$b" "$link/$b"; done
+}
+
+mkdir -p "$bin"
+start=$(date +%s)
+export GOFLAGS=-buildvcs=false CGO_ENABLED=0
+
+pkg=k8s.io/component-base/version
+ldflags="-s -w -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=${K8S_VERSION%%.*}"
+minor=${K8S_VERSION#*.}; minor=${minor%%.*}
+ldflags+=" -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION"
+
+cd "$here"
+for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  if [ ! -x "$bin/$cmd" ]; then
+    step "building $cmd v$K8S_VERSION"
+    go build -trimpath -ldflags "$ldflags" -o "$bin/$cmd" "k8s.io/kubernetes/cmd/$cmd" || fail_proxy "$cmd"
+  fi
+done
+if [ ! -x "$bin/etcd" ]; then
+  step "building etcd (version selected by the Kubernetes module graph)"
+  go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3 || fail_proxy etcd
+fi
+
+install_tool() { # name module@version
+  if [ ! -x "$bin/$1" ]; then
+    step "installing $1 from $2"
+    GOBIN=$bin go install -trimpath -ldflags "-s -w" "$2" || fail_proxy "$1"
+  fi
+}
+install_tool kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+install_tool ray-operator "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION"
+install_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+
+# KubeRay's CRDs and KWOK's default stages ship inside their modules; keep copies next to the binaries.
+module_dir() { go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'; }
+if [ ! -d "$cache/kuberay-crds" ]; then
+  crds=$(module_dir "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION")/config/crd/bases
+  mkdir -p "$cache/kuberay-crds.tmp" && cp "$crds"/*.yaml "$cache/kuberay-crds.tmp/"
+  chmod u+w "$cache"/kuberay-crds.tmp/*.yaml && mv "$cache/kuberay-crds.tmp" "$cache/kuberay-crds"
+fi
+if [ ! -f "$cache/kwok-stages.yaml" ]; then
+  stages=$(module_dir "sigs.k8s.io/kwok@$KWOK_VERSION")/kustomize/stage
+  for f in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
+           pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
+    cat "$stages/$f.yaml"; echo "---"
+  done > "$cache/kwok-stages.yaml.tmp"
+  mv "$cache/kwok-stages.yaml.tmp" "$cache/kwok-stages.yaml"
+fi
+
+link_all
+ln -sfn "$cache/kuberay-crds" "$repo/.local/kuberay-crds"
+ln -sfn "$cache/kwok-stages.yaml" "$repo/.local/kwok-stages.yaml"
+step "ready in $(( $(date +%s) - start ))s: $cache"

@@ -1,0 +1,5 @@
+import sys
+
+from bernini.cli import main
+
+sys.exit(main())

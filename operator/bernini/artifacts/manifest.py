@@ -1,0 +1,68 @@
+"""manifest.json: the one description of a compiled artifact set, written last by `bernini compile`."""
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from bernini.api.base import ApiModel
+
+MANIFEST_FILE = "manifest.json"
+SUPPORTED_MANIFEST_VERSIONS = (1,)
+SHA256 = r"^[0-9a-f]{64}$"
+
+
+class TensorSpec(ApiModel):
+    """A static input shape the stage was traced with."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+
+
+class StageArtifact(ApiModel):
+    """One compiled stage."""
+
+    file: str = Field(min_length=1)
+    """Key of the stage file relative to the artifacts prefix."""
+
+    sha256: str = Field(pattern=SHA256)
+    size: int = Field(ge=0)
+    neuron_cores: int = Field(0, ge=0)
+    """NeuronCores the compiled graph needs (0 for the cpu target)."""
+
+    inputs: list[TensorSpec] = Field(default_factory=list)
+    compiler_args: list[str] = Field(default_factory=list)
+
+    @field_validator("file")
+    @classmethod
+    def _stays_inside_prefix(cls, key: str) -> str:
+        parts = key.split("/")
+        if key.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"stage file key {key!r} must be a plain relative path inside the artifacts prefix")
+        return key
+
+
+class Toolchain(ApiModel):
+    """Versions that produced the artifacts; neuronx-cc artifacts load only on the same compiler major."""
+
+    torch: str
+    torch_neuronx: str | None = None
+    neuronx_cc: str | None = None
+
+
+class ModelIdentity(ApiModel):
+    name: str
+    version: str
+
+
+class Manifest(ApiModel):
+    manifest_version: int
+    model: ModelIdentity
+    target: Literal["inf2", "cpu"]
+    toolchain: Toolchain
+    stages: dict[str, StageArtifact]
+    created_at: str = ""
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(stage.size for stage in self.stages.values())

@@ -1,0 +1,1 @@
+"""Pure renderers: a BerniniDeployment spec in, the desired Kubernetes objects out. No I/O."""

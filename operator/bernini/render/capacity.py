@@ -1,0 +1,145 @@
+"""How stage replicas pack onto inf2 worker nodes, and the worker-group bounds that follow.
+
+Packing rule (one Ray worker pod per inf2 node, taking all of the node's NeuronCores):
+- A worker pod on instance type T offers T's NeuronCores, its vCPUs less one (kubelet and
+  daemonsets), and 80% of its memory. A stage replica asks for (neuronCores, cpus, memory); the ingress
+  is packed like a stage with no NeuronCores. CPU stages ride on the inf2 workers' spare vCPUs.
+- A stage fits T when one replica fits an empty worker pod of T. A stage that fits no allowed type is
+  an error the user must fix (condition Rendered=False, reason StageDoesNotFit).
+- Minimum: every deployment's minReplicas go to its home type (the smallest allowed type it fits),
+  packed first-fit decreasing; that node count is the group's minReplicas.
+- Maximum: each group's maxReplicas is the node count that holds maxReplicas of every deployment
+  that fits T, so Ray's autoscaler may pick any allowed type without running out of nodes.
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from bernini.api.spec import BerniniDeploymentSpec, ReplicaSpec
+from bernini.render.quantity import to_bytes
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    name: str
+    neuron_cores: int
+    neuron_devices: int
+    vcpus: int
+    memory_gib: int
+    hourly_usd: float
+
+    @property
+    def worker_cpus(self) -> int:
+        # One vCPU stays for kubelet, the Neuron device plugin and daemonsets; Ray wants whole CPUs.
+        return self.vcpus - 1
+
+    @property
+    def worker_memory_bytes(self) -> int:
+        return self.memory_gib * 2**30 * 8 // 10
+
+
+INSTANCE_TYPES = {
+    t.name: t
+    for t in (
+        InstanceType("inf2.xlarge", 2, 1, 4, 16, 0.758),
+        InstanceType("inf2.8xlarge", 2, 1, 32, 128, 1.97),
+        InstanceType("inf2.24xlarge", 12, 6, 96, 384, 6.49),
+        InstanceType("inf2.48xlarge", 24, 12, 192, 768, 12.981),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What one replica of a deployment asks of a worker pod."""
+
+    deployment: str
+    neuron_cores: int
+    cpus: Decimal
+    memory_bytes: int
+
+    @classmethod
+    def of(cls, deployment: str, spec: ReplicaSpec) -> "Demand":
+        return cls(deployment, getattr(spec, "neuron_cores", 0), Decimal(str(spec.cpus)), to_bytes(spec.memory))
+
+    def fits(self, instance: InstanceType) -> bool:
+        return (
+            self.neuron_cores <= instance.neuron_cores
+            and self.cpus <= instance.worker_cpus
+            and self.memory_bytes <= instance.worker_memory_bytes
+        )
+
+
+@dataclass(frozen=True)
+class GroupBounds:
+    instance_type: InstanceType
+    min_replicas: int
+    max_replicas: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    groups: tuple[GroupBounds, ...]
+    min_neuron_cores: int
+    max_neuron_cores: int
+
+    @property
+    def min_workers(self) -> int:
+        return sum(group.min_replicas for group in self.groups)
+
+    @property
+    def max_workers(self) -> int:
+        return sum(group.max_replicas for group in self.groups)
+
+
+class StageDoesNotFit(ValueError):
+    """A deployment's replica is larger than a worker pod of every allowed instance type."""
+
+
+def _nodes_needed(replicas: list[Demand], instance: InstanceType) -> int:
+    """First-fit decreasing over three dimensions; returns the node count."""
+    free: list[list] = []  # per node: [cores, cpus, memory]
+    ordered = sorted(replicas, key=lambda d: (d.neuron_cores, d.cpus, d.memory_bytes), reverse=True)
+    for demand in ordered:
+        for node in free:
+            if demand.neuron_cores <= node[0] and demand.cpus <= node[1] and demand.memory_bytes <= node[2]:
+                break
+        else:
+            node = [instance.neuron_cores, instance.worker_cpus, instance.worker_memory_bytes]
+            free.append(node)
+        node[0] -= demand.neuron_cores
+        node[1] -= demand.cpus
+        node[2] -= demand.memory_bytes
+    return len(free)
+
+
+def deployments(spec: BerniniDeploymentSpec) -> list[tuple[str, ReplicaSpec]]:
+    return [*spec.stages.items(), ("ingress", spec.ingress)]
+
+
+def plan(spec: BerniniDeploymentSpec) -> Plan:
+    """Worker-group bounds and NeuronCore totals for spec; raises StageDoesNotFit."""
+    allowed = [INSTANCE_TYPES[name] for name in spec.accelerator.instance_types]
+    by_size = sorted(allowed, key=lambda t: (t.neuron_cores, t.vcpus))
+    minimum: dict[str, list[Demand]] = {t.name: [] for t in allowed}
+    maximum: dict[str, list[Demand]] = {t.name: [] for t in allowed}
+    for name, replica_spec in deployments(spec):
+        demand = Demand.of(name, replica_spec)
+        fitting = [t for t in by_size if demand.fits(t)]
+        if not fitting:
+            raise StageDoesNotFit(
+                f"{name} asks {demand.neuron_cores} NeuronCores, {demand.cpus} CPUs and {replica_spec.memory} per "
+                f"replica, more than one worker of any allowed instance type "
+                f"({', '.join(spec.accelerator.instance_types)}) offers"
+            )
+        minimum[fitting[0].name] += [demand] * replica_spec.min_replicas
+        for instance in fitting:
+            maximum[instance.name] += [demand] * replica_spec.max_replicas
+    groups = tuple(
+        GroupBounds(t, _nodes_needed(minimum[t.name], t), _nodes_needed(maximum[t.name], t)) for t in allowed
+    )
+    return Plan(
+        groups=groups,
+        min_neuron_cores=sum(getattr(s, "neuron_cores", 0) * s.min_replicas for _, s in deployments(spec)),
+        max_neuron_cores=sum(getattr(s, "neuron_cores", 0) * s.max_replicas for _, s in deployments(spec)),
+    )

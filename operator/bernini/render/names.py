@@ -1,0 +1,24 @@
+"""Names and labels every rendered object shares."""
+
+MANAGER = "bernini-operator"
+
+
+def labels(name: str, model_version: str | None = None) -> dict[str, str]:
+    result = {
+        "app.kubernetes.io/name": "bernini",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/managed-by": MANAGER,
+        "bernini.dev/deployment": name,
+    }
+    if model_version:
+        result["app.kubernetes.io/version"] = model_version
+    return result
+
+
+def serve_endpoint(name: str, namespace: str) -> str:
+    # KubeRay names the Serve Service <rayservice>-serve-svc and serves HTTP on 8000.
+    return f"http://{name}-serve-svc.{namespace}.svc.cluster.local:8000"
+
+
+def worker_group_name(instance_type: str) -> str:
+    return instance_type.replace(".", "-")

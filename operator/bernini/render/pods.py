@@ -1,0 +1,115 @@
+"""Pod templates of the Ray head and the inf2 workers: Neuron scheduling recipe and the restricted profile."""
+
+from bernini.api.spec import BerniniDeploymentSpec
+from bernini.artifacts.manifest import Manifest
+from bernini.pipeline import ARTIFACTS_MOUNT_PATH
+from bernini.render.capacity import InstanceType
+from bernini.render.quantity import to_bytes
+
+NEURON_CORE_RESOURCE = "aws.amazon.com/neuroncore"
+NEURON_TAINT = {"key": "aws.amazon.com/neuron", "operator": "Exists", "effect": "NoSchedule"}
+ACCELERATED_FAMILIES = ["inf1", "inf2", "trn1", "trn2"]
+RAY_UID = 1000  # the Ray images' "ray" user; a numeric uid lets runAsNonRoot be verified
+RAY_GID = 100
+
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": RAY_UID,
+    "runAsGroup": RAY_GID,
+    "fsGroup": RAY_GID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def _shm_volume(memory_bytes: int) -> dict:
+    # Ray's object store lives in /dev/shm and takes 30% of memory by default.
+    return {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{memory_bytes * 3 // 10 // 2**20}Mi"}}
+
+
+SHM_MOUNT = {"name": "dshm", "mountPath": "/dev/shm"}
+
+
+def _container(spec: BerniniDeploymentSpec, name: str, resources: dict[str, str], mounts: list[dict]) -> dict:
+    return {
+        "name": name,
+        "image": spec.runtime.image,
+        "imagePullPolicy": spec.runtime.image_pull_policy,
+        "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "securityContext": CONTAINER_SECURITY,
+        "volumeMounts": mounts,
+    }
+
+
+def _pod_spec(spec: BerniniDeploymentSpec, containers: list[dict], volumes: list[dict], **extra) -> dict:
+    pod = {"securityContext": POD_SECURITY, "containers": containers, "volumes": volumes, **extra}
+    if spec.service_account_name:
+        pod["serviceAccountName"] = spec.service_account_name
+    return pod
+
+
+def head_template(spec: BerniniDeploymentSpec, labels: dict[str, str]) -> dict:
+    resources = {"cpu": spec.head.cpu, "memory": spec.head.memory}
+    container = _container(spec, "ray-head", resources, [SHM_MOUNT])
+    not_accelerated = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {
+                    "matchExpressions": [
+                        {"key": "karpenter.k8s.aws/instance-family", "operator": "NotIn", "values": ACCELERATED_FAMILIES}
+                    ]
+                }
+            ]
+        }
+    }
+    pod = _pod_spec(
+        spec, [container], [_shm_volume(to_bytes(spec.head.memory))], affinity={"nodeAffinity": not_accelerated}
+    )
+    return {"metadata": {"labels": labels}, "spec": pod}
+
+
+def artifacts_volume_size(manifest: Manifest) -> str:
+    # Room for the files plus their temp copies while a resumed pull renames them into place.
+    return f"{max(1, -(-manifest.total_bytes * 2 // 2**30))}Gi"
+
+
+def pull_command(spec: BerniniDeploymentSpec, manifest_sha256: str) -> list[str]:
+    """The init container's command; it pins the manifest the operator's preflight verified."""
+    command = [
+        "bernini", "artifacts", "pull", spec.model.artifacts_uri, ARTIFACTS_MOUNT_PATH,
+        "--manifest-sha256", manifest_sha256,
+        "--region", spec.s3.region,
+    ]
+    if spec.s3.endpoint_url:
+        command += ["--endpoint-url", spec.s3.endpoint_url]
+    return command
+
+
+def worker_template(
+    spec: BerniniDeploymentSpec,
+    labels: dict[str, str],
+    instance: InstanceType,
+    manifest: Manifest,
+    manifest_sha256: str,
+) -> dict:
+    resources = {
+        "cpu": str(instance.worker_cpus),
+        "memory": f"{instance.worker_memory_bytes // 2**20}Mi",
+        NEURON_CORE_RESOURCE: str(instance.neuron_cores),
+    }
+    artifacts_mount = {"name": "artifacts", "mountPath": ARTIFACTS_MOUNT_PATH}
+    puller = _container(spec, "pull-artifacts", {"cpu": "1", "memory": "1Gi"}, [artifacts_mount])
+    puller["command"] = pull_command(spec, manifest_sha256)
+    worker = _container(spec, "ray-worker", resources, [{**artifacts_mount, "readOnly": True}, SHM_MOUNT])
+    volumes = [
+        {"name": "artifacts", "emptyDir": {"sizeLimit": artifacts_volume_size(manifest)}},
+        _shm_volume(instance.worker_memory_bytes),
+    ]
+    extra = {
+        "initContainers": [puller],
+        "nodeSelector": {"node.kubernetes.io/instance-type": instance.name},
+        "tolerations": [NEURON_TAINT],
+    }
+    if spec.accelerator.scheduler_name:
+        extra["schedulerName"] = spec.accelerator.scheduler_name
+    return {"metadata": {"labels": labels}, "spec": _pod_spec(spec, [worker], volumes, **extra)}

@@ -1,0 +1,92 @@
+"""BerniniDeployment (+ the manifest its preflight verified) -> the desired KubeRay RayService."""
+
+import copy
+from typing import Any
+
+from bernini.api import GROUP, KIND, VERSION
+from bernini.api.spec import BerniniDeploymentSpec
+from bernini.artifacts.manifest import Manifest
+from bernini.render import names
+from bernini.render.capacity import Plan, plan
+from bernini.render.pods import CONTAINER_SECURITY, head_template, worker_template
+from bernini.render.serve_config import serve_config_yaml
+
+
+def owner_reference(name: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _worker_groups(
+    spec: BerniniDeploymentSpec, capacity: Plan, labels: dict[str, str], manifest: Manifest, manifest_sha256: str
+) -> list[dict[str, Any]]:
+    groups = []
+    for group in capacity.groups:
+        instance = group.instance_type
+        low, high = (0, 0) if spec.suspend else (group.min_replicas, group.max_replicas)
+        groups.append(
+            {
+                "groupName": names.worker_group_name(instance.name),
+                "replicas": low,
+                "minReplicas": low,
+                "maxReplicas": high,
+                "rayStartParams": {
+                    # The Ray autoscaler reads custom resources only from here, not from container limits.
+                    "resources": f"'{{\"neuron_cores\": {instance.neuron_cores}}}'",
+                    "num-cpus": str(instance.worker_cpus),
+                },
+                "template": worker_template(spec, labels, instance, manifest, manifest_sha256),
+            }
+        )
+    return groups
+
+
+def render_rayservice(
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: BerniniDeploymentSpec,
+    manifest: Manifest,
+    manifest_sha256: str,
+) -> dict[str, Any]:
+    """The full desired RayService; raises capacity.StageDoesNotFit when a stage fits no allowed type."""
+    capacity = plan(spec)
+    pod_labels = names.labels(name, spec.model.version)
+    rayservice = {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": names.labels(name),
+            "ownerReferences": [owner_reference(name, uid)],
+        },
+        "spec": {
+            "upgradeStrategy": {"type": spec.upgrade_strategy.type},
+            "serveConfigV2": serve_config_yaml(spec),
+            "rayClusterConfig": {
+                "rayVersion": spec.runtime.ray_version,
+                # Without a token anyone who reaches the dashboard could submit jobs, i.e. run code.
+                "authOptions": {"mode": "token"},
+                "enableInTreeAutoscaling": True,
+                "autoscalerOptions": {
+                    "idleTimeoutSeconds": spec.autoscaling.idle_timeout_seconds,
+                    "upscalingMode": spec.autoscaling.upscaling_mode,
+                    "securityContext": CONTAINER_SECURITY,
+                },
+                "headGroupSpec": {
+                    # num-cpus 0 keeps Serve replicas off the head.
+                    "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+                    "template": head_template(spec, pod_labels),
+                },
+                "workerGroupSpecs": _worker_groups(spec, capacity, pod_labels, manifest, manifest_sha256),
+            },
+        },
+    }
+    return copy.deepcopy(rayservice)  # the builders share constant sub-dicts; callers get their own

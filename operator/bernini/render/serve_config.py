@@ -1,0 +1,60 @@
+"""serveConfigV2: one application, one Serve deployment per stage plus the ingress."""
+
+from typing import Any
+
+import yaml
+
+from bernini.api.spec import BerniniDeploymentSpec, ReplicaSpec
+from bernini.pipeline import APPLICATION_IMPORT_PATH, APPLICATION_NAME, ARTIFACTS_MOUNT_PATH, DEPLOYMENT_NAMES
+from bernini.render.capacity import deployments
+from bernini.render.quantity import to_bytes
+
+HTTP_OPTIONS = {"host": "0.0.0.0", "port": 8000}
+
+
+def _deployment(name: str, replica_spec: ReplicaSpec, spec: BerniniDeploymentSpec) -> dict[str, Any]:
+    actor_options: dict[str, Any] = {"num_cpus": replica_spec.cpus, "memory": to_bytes(replica_spec.memory)}
+    neuron_cores = getattr(replica_spec, "neuron_cores", 0)
+    if neuron_cores:
+        actor_options["resources"] = {"neuron_cores": neuron_cores}
+    return {
+        "name": DEPLOYMENT_NAMES[name],
+        "max_ongoing_requests": replica_spec.max_ongoing_requests,
+        "ray_actor_options": actor_options,
+        "autoscaling_config": {
+            "min_replicas": replica_spec.min_replicas,
+            "initial_replicas": replica_spec.min_replicas,
+            "max_replicas": replica_spec.max_replicas,
+            "target_ongoing_requests": replica_spec.target_ongoing_requests,
+            "upscale_delay_s": spec.autoscaling.upscale_delay_seconds,
+            "downscale_delay_s": spec.autoscaling.downscale_delay_seconds,
+        },
+    }
+
+
+def serve_config(spec: BerniniDeploymentSpec) -> dict[str, Any]:
+    """Suspended: no application at all. Serve cannot hold a deployment at zero replicas with no way up,
+    and an absent application answers 404 at once instead of queueing requests no replica will take."""
+    if spec.suspend:
+        return {"http_options": HTTP_OPTIONS, "applications": []}
+    return {
+        "http_options": HTTP_OPTIONS,
+        "applications": [
+            {
+                "name": APPLICATION_NAME,
+                "route_prefix": "/",
+                # Imported from the serving image: KubeRay's REST deploy path refuses a local working_dir.
+                "import_path": APPLICATION_IMPORT_PATH,
+                "args": {
+                    "artifacts_dir": ARTIFACTS_MOUNT_PATH,
+                    "model_name": spec.model.name,
+                    "model_version": spec.model.version,
+                },
+                "deployments": [_deployment(name, replica_spec, spec) for name, replica_spec in deployments(spec)],
+            }
+        ],
+    }
+
+
+def serve_config_yaml(spec: BerniniDeploymentSpec) -> str:
+    return yaml.safe_dump(serve_config(spec), sort_keys=False)
