@@ -6,6 +6,8 @@ BERNINI := $(VENV)/bin/bernini
 # Re-install whenever pyproject.toml changes; the stamp lives inside the git-ignored venv.
 VENV_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
+CRD_FILES := crds/bernini.dev_berninideployments.yaml charts/bernini-operator/crds/bernini.dev_berninideployments.yaml
+
 .PHONY: help venv controlplane cluster-up cluster-down demo test crds
 
 help:
@@ -14,6 +16,7 @@ help:
 	@echo "make controlplane  build/cache etcd, kube-*, kubectl, KWOK, KubeRay operator, helm"
 	@echo "make cluster-up    start the local control plane (kubeconfig: .local/kubeconfig)"
 	@echo "make cluster-down  stop it"
+	@echo "make crds          regenerate crds/ and the chart's CRD copy from the pydantic models"
 
 $(VENV_STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +37,9 @@ cluster-down: venv
 
 demo: venv controlplane
 	@$(BERNINI) demo
+
+crds: venv
+	@$(BERNINI) crds $(CRD_FILES)
 
 test: venv controlplane
 	$(PY) -m pytest

@@ -4,11 +4,18 @@ import os
 import uuid
 from pathlib import Path
 
+import boto3
 import pytest
+import yaml
 from kubernetes import client, config
 
 from bernini.localcluster import LocalCluster
+from bernini.localcluster.s3server import LocalS3
+from tests.artifacts import publish_artifacts
+from tests.operator_process import OperatorProcess
 from tests.waiting import wait_for
+
+CRD_FILE = Path(__file__).parents[1] / "crds" / "bernini.dev_berninideployments.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +64,69 @@ def namespace(core) -> str:
     )
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def local_s3(tmp_path_factory) -> LocalS3:
+    """The real S3-compatible server (versitygw) the artifact tests and the operator's preflight talk to."""
+    root = tmp_path_factory.mktemp("s3")
+    server = LocalS3(root / "data", root / "versitygw.log", tied_to_parent=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(local_s3):
+    return boto3.client(
+        "s3", endpoint_url=local_s3.endpoint_url, region_name="us-east-1",
+        aws_access_key_id=local_s3.access_key, aws_secret_access_key=local_s3.secret_key,
+    )
+
+
+@pytest.fixture(scope="session")
+def bernini_crd(kubeconfig, api_client):
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    extensions = client.ApiextensionsV1Api(api_client)
+    extensions.patch_custom_resource_definition(
+        crd["metadata"]["name"], crd, field_manager="bernini-tests", force=True,
+        _content_type="application/apply-patch+yaml",
+    )
+    wait_for(
+        lambda: any(
+            c.type == "Established" and c.status == "True"
+            for c in extensions.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or []
+        ),
+        "the BerniniDeployment CRD to be Established",
+    )
+    return crd
+
+
+@pytest.fixture(scope="session")
+def operator(kubeconfig, bernini_crd, local_s3, tmp_path_factory) -> "OperatorProcess":
+    process = OperatorProcess(kubeconfig, local_s3.credentials_env, tmp_path_factory.mktemp("operator") / "operator.log")
+    process.start()
+    yield process
+    process.stop()
+    if process.log_file.exists():
+        print("\n--- operator log (tail) ---\n" + "\n".join(process.log_file.read_text().splitlines()[-40:]))
+
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "bernini-minimal.yaml"
+
+
+@pytest.fixture
+def example_deployment(namespace, core, s3, local_s3):
+    """examples/bernini-minimal.yaml pointed at the local S3 server, with its artifacts published there."""
+    core.create_namespaced_service_account(namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="bernini-serving")))
+
+    def build(version: str = "1.0.0", publish: bool = True) -> dict:
+        body = yaml.safe_load(EXAMPLE.read_text())
+        uri = f"s3://artifacts/{namespace}/{version}/"
+        body["spec"]["model"].update(version=version, artifactsUri=uri)
+        body["spec"]["s3"] = {"region": "us-east-1", "endpointUrl": local_s3.endpoint_url}
+        if publish:
+            publish_artifacts(s3, uri, version)
+        return body
+
+    return build

@@ -11,7 +11,7 @@ key=$(cat "$here/versions.env" "$here/go.mod" "$here/go.sum" | sha256sum | cut -
 cache=${BERNINI_CACHE:-$HOME/.cache/bernini}/controlplane-$key
 bin=$cache/bin
 link=$repo/.local/bin
-binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok ray-operator helm)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok ray-operator helm versitygw)
 
 step() { printf '[controlplane %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
@@ -57,6 +57,8 @@ install_tool() { # name module@version
 install_tool kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 install_tool ray-operator "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION"
 install_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+# The S3-compatible server of the tests: Apache-2.0, serves a plain directory, fast enough for bench-pull.
+install_tool versitygw "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 
 # KubeRay's CRDs and KWOK's default stages ship inside their modules; keep copies next to the binaries.
 module_dir() { go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'; }

@@ -26,6 +26,33 @@ def _cluster_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from bernini.reconcile import handlers
+
+    handlers.OPTIONS.update(workers=args.workers, resync_seconds=args.resync_seconds)
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        standalone=True,  # one replica with strategy Recreate; kopf peering is not leader election
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from bernini.api.crd import render_yaml
+
+    text = render_yaml()
+    for path in args.output:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from bernini.demo import run
 
@@ -45,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
         sub = cluster_commands.add_parser(name, help=help_text)
         sub.add_argument("--root", type=Path, default=LOCAL_ROOT, help="where state, logs and kubeconfig live")
         sub.set_defaults(handler=handler)
+
+    operator = commands.add_parser("operator", help="run the operator (kopf) against the current kubeconfig")
+    operator.add_argument("--namespace", action="append", help="watch only these namespaces (repeatable)")
+    operator.add_argument("--workers", type=int, default=4, help="concurrent reconciles")
+    operator.add_argument("--resync-seconds", type=float, default=60.0, help="re-check every object this often")
+    operator.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
+    operator.add_argument("--verbose", action="store_true")
+    operator.set_defaults(handler=_operator)
+
+    crds = commands.add_parser("crds", help="write the BerniniDeployment CRD generated from the pydantic models")
+    crds.add_argument("output", type=Path, nargs="+")
+    crds.set_defaults(handler=_crds)
 
     demo = commands.add_parser("demo", help="run the product's main job on the local control plane")
     demo.add_argument("--root", type=Path, default=LOCAL_ROOT)

@@ -35,6 +35,9 @@ class ModelRef(ApiModel):
     artifacts_uri: str = Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$", max_length=1024)
     """S3 prefix holding manifest.json and the compiled stage files, e.g. s3://models/bernini/1.4.0/."""
 
+    target: Literal["inf2", "cpu"] = "inf2"
+    """Compilation target the artifacts must have; cpu runs TorchScript on the workers' CPUs (development only)."""
+
 
 class S3Settings(ApiModel):
     """How pods and the operator reach the artifact store. Credentials never go here: use IRSA or Pod Identity."""

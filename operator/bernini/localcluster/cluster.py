@@ -174,6 +174,14 @@ class LocalCluster:
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
+            # Published so the scheduler's and controller-manager's delegated authentication find it.
+            f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            # The "kubernetes" Service cannot point at loopback; nothing in this cluster needs it.
+            "--endpoint-reconciler-type=none",
             f"--service-account-key-file={pki / 'service-account.pub'}",
             f"--service-account-signing-key-file={pki / 'service-account.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",

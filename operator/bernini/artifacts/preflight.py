@@ -1,0 +1,135 @@
+"""The operator's preflight: read and judge manifest.json before anything is rolled out.
+
+A failed preflight blocks creating or upgrading the RayService and leaves a running one untouched.
+"""
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
+
+from bernini.api.spec import BerniniDeploymentSpec
+from bernini.artifacts.manifest import MANIFEST_FILE, SUPPORTED_MANIFEST_VERSIONS, Manifest
+from bernini.artifacts.store import S3Location, s3_client
+
+NEURAL_STAGES = ("encoder", "diffusion", "decoder")
+CACHE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Preflight:
+    ok: bool
+    reason: str
+    message: str
+    manifest: Manifest | None = None
+    manifest_sha256: str = ""
+
+
+def _major(version: str) -> str:
+    return version.split(".", 1)[0]
+
+
+def judge(spec: BerniniDeploymentSpec, manifest: Manifest, manifest_sha256: str) -> Preflight:
+    """Spec-against-manifest checks; pure."""
+    model = spec.model
+    if (manifest.model.name, manifest.model.version) != (model.name, model.version):
+        return Preflight(False, "ModelMismatch",
+                         f"manifest is {manifest.model.name} {manifest.model.version}, spec.model asks "
+                         f"{model.name} {model.version}")
+    if manifest.target != model.target:
+        return Preflight(False, "TargetMismatch",
+                         f"artifacts were compiled for {manifest.target}, spec.model.target is {model.target}")
+    missing = [stage for stage in NEURAL_STAGES if stage not in manifest.stages]
+    if missing:
+        return Preflight(False, "StageMissing", f"manifest has no compiled {', '.join(missing)} stage")
+    for name, stage in spec.stages.items():
+        artifact = manifest.stages.get(name)
+        if artifact and manifest.target == "inf2" and artifact.neuron_cores > stage.neuron_cores:
+            return Preflight(False, "NeuronCoresTooFew",
+                             f"{name} was compiled for {artifact.neuron_cores} NeuronCores, "
+                             f"spec.stages.{name}.neuronCores is {stage.neuron_cores}")
+    compiled_with, runtime_pairs = manifest.toolchain.neuronx_cc, spec.runtime.neuron_compiler_version
+    if compiled_with and runtime_pairs and _major(compiled_with) != _major(runtime_pairs):
+        return Preflight(False, "CompilerIncompatible",
+                         f"artifacts were compiled by neuronx-cc {compiled_with}; the runtime image pairs with "
+                         f"{runtime_pairs} and loads only the same major version")
+    return Preflight(True, "Verified",
+                     f"{model.name} {model.version} ({manifest.target}, {len(manifest.stages)} stages, "
+                     f"{manifest.total_bytes} bytes)", manifest, manifest_sha256)
+
+
+def parse_manifest(raw: bytes) -> Manifest:
+    """Raises ValueError with a specific message for any manifest this version cannot use."""
+    try:
+        document = json.loads(raw)
+    except ValueError as error:
+        raise ValueError(f"manifest.json is not JSON: {error}") from None
+    version = document.get("manifestVersion") if isinstance(document, dict) else None
+    if version not in SUPPORTED_MANIFEST_VERSIONS:
+        raise UnsupportedManifestVersion(
+            f"manifestVersion {version!r} is not supported (supported: {list(SUPPORTED_MANIFEST_VERSIONS)})"
+        )
+    try:
+        return Manifest.model_validate(document)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
+        raise ValueError(f"manifest.json is invalid: {problems}") from None
+
+
+class UnsupportedManifestVersion(ValueError):
+    pass
+
+
+class ManifestReader:
+    """Fetches manifests with short timeouts; re-reads a URI at most every CACHE_SECONDS."""
+
+    def __init__(self, cache_seconds: float = CACHE_SECONDS):
+        self._cache: dict[tuple, tuple[float, Preflight | tuple[Manifest, str]]] = {}
+        self._lock = threading.Lock()
+        self._cache_seconds = cache_seconds
+
+    def check(self, spec: BerniniDeploymentSpec) -> Preflight:
+        fetched = self._fetch(spec)
+        if isinstance(fetched, Preflight):
+            return fetched
+        return judge(spec, *fetched)
+
+    def _fetch(self, spec: BerniniDeploymentSpec) -> Preflight | tuple[Manifest, str]:
+        key = (spec.model.artifacts_uri, spec.s3.region, spec.s3.endpoint_url)
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached and time.monotonic() - cached[0] < self._cache_seconds:
+            return cached[1]
+        result = self._read(spec)
+        with self._lock:
+            self._cache[key] = (time.monotonic(), result)
+        return result
+
+    def _read(self, spec: BerniniDeploymentSpec) -> Preflight | tuple[Manifest, str]:
+        location = S3Location.parse(spec.model.artifacts_uri)
+        uri = location.uri(MANIFEST_FILE)
+        try:
+            client = s3_client(spec.s3.region, spec.s3.endpoint_url, connect_timeout=2, read_timeout=5, attempts=2)
+            raw = client.get_object(Bucket=location.bucket, Key=location.key(MANIFEST_FILE))["Body"].read()
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return Preflight(False, "ManifestNotFound", f"{uri} does not exist")
+            if code == "NoSuchBucket":
+                return Preflight(False, "ManifestNotFound", f"bucket {location.bucket} does not exist")
+            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                return Preflight(False, "AccessDenied", f"reading {uri} was denied ({code}); check the IAM role")
+            return Preflight(False, "StoreError", f"reading {uri} failed: {code}")
+        except BotoCoreError as error:
+            return Preflight(False, "StoreUnreachable", f"reading {uri} failed: {error}")
+        try:
+            manifest = parse_manifest(raw)
+        except UnsupportedManifestVersion as error:
+            return Preflight(False, "UnsupportedManifestVersion", str(error))
+        except ValueError as error:
+            return Preflight(False, "ManifestInvalid", str(error))
+        return manifest, hashlib.sha256(raw).hexdigest()

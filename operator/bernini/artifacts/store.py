@@ -1,0 +1,43 @@
+"""S3 access with bounded timeouts. Credentials come from the default chain (IRSA, Pod Identity, env)."""
+
+from dataclasses import dataclass
+
+import boto3
+from botocore.config import Config
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    prefix: str  # "" or ends with "/"
+
+    @classmethod
+    def parse(cls, uri: str) -> "S3Location":
+        if not uri.startswith("s3://"):
+            raise ValueError(f"{uri!r} is not an s3:// URI")
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        if not bucket:
+            raise ValueError(f"{uri!r} names no bucket")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        return cls(bucket, prefix)
+
+    def key(self, relative: str) -> str:
+        return self.prefix + relative
+
+    def uri(self, relative: str = "") -> str:
+        return f"s3://{self.bucket}/{self.key(relative)}"
+
+
+def s3_client(region: str, endpoint_url: str | None = None, connect_timeout: float = 3, read_timeout: float = 10,
+              attempts: int = 3, max_pool_connections: int = 10):
+    config = Config(
+        region_name=region,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": attempts},
+        max_pool_connections=max_pool_connections,
+        # S3-compatible stores on plain hostnames or IPs need path-style addressing.
+        s3={"addressing_style": "path" if endpoint_url else "auto"},
+    )
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)

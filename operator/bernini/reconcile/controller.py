@@ -1,0 +1,186 @@
+"""One level-based reconcile per BerniniDeployment: preflight, render, apply on drift, status on change."""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from bernini.api import KIND
+from bernini.api.spec import BerniniDeploymentSpec
+from bernini.artifacts.preflight import ManifestReader, Preflight
+from bernini.reconcile import conditions
+from bernini.reconcile.drift import contains
+from bernini.reconcile.kube import Kube, now
+from bernini.reconcile.queue import WorkQueue
+from bernini.reconcile.status import Observation, desired_status
+from bernini.render.capacity import StageDoesNotFit, plan
+from bernini.render.rayservice import render_rayservice
+
+Key = tuple[str, str]  # (namespace, name)
+logger = logging.getLogger("bernini.controller")
+
+
+def _key(body: dict[str, Any]) -> Key:
+    return body["metadata"]["namespace"], body["metadata"]["name"]
+
+
+def _owner_key(rayservice: dict[str, Any]) -> Key | None:
+    for reference in rayservice["metadata"].get("ownerReferences", []):
+        if reference.get("kind") == KIND and reference.get("controller"):
+            return rayservice["metadata"]["namespace"], reference["name"]
+    return None
+
+
+def _in_sync(observed: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
+    return observed is not None and contains(observed, desired)
+
+
+def _controlled_by(rayservice: dict[str, Any], uid: str) -> bool:
+    return any(
+        ref.get("uid") == uid and ref.get("controller") for ref in rayservice["metadata"].get("ownerReferences", [])
+    )
+
+
+def _without_nulls(status: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in status.items() if value is not None}
+
+
+class Controller:
+    def __init__(self, kube: Kube, manifests: ManifestReader, workers: int = 4, resync_seconds: float = 60.0):
+        self.kube = kube
+        self.manifests = manifests
+        self.workers = workers
+        self.resync_seconds = resync_seconds
+        self.deployments: dict[Key, dict[str, Any]] = {}
+        self.rayservices: dict[Key, dict[str, Any]] = {}
+        self.queue = WorkQueue()
+        self.on_reconciled: Callable[[str, float], None] = lambda result, seconds: None
+        self._tasks: list[asyncio.Task] = []
+        self._failures: dict[Key, int] = {}
+
+    # -- event feeds (called on the event loop) -------------------------------------------------
+
+    def observe_deployment(self, event_type: str | None, body: dict[str, Any]) -> None:
+        key = _key(body)
+        if event_type == "DELETED":
+            self.deployments.pop(key, None)  # owner references let the garbage collector remove the rest
+            return
+        self.deployments[key] = body
+        self.queue.add(key)
+
+    def observe_rayservice(self, event_type: str | None, body: dict[str, Any]) -> None:
+        key = _key(body)
+        if event_type == "DELETED":
+            self.rayservices.pop(key, None)
+        else:
+            self.rayservices[key] = body
+        owner = _owner_key(body)
+        if owner in self.deployments:
+            self.queue.add(owner)
+
+    # -- workers ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._work()) for _ in range(self.workers)]
+        self._tasks.append(asyncio.create_task(self._resync()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync_seconds)
+            for key in list(self.deployments):
+                self.queue.add(key)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            key = await self.queue.get()
+            started = loop.time()
+            try:
+                await asyncio.to_thread(self.reconcile, key)
+            except Exception:
+                failures = self._failures[key] = self._failures.get(key, 0) + 1
+                delay = min(60.0, 0.5 * 2**failures)
+                logger.exception("[%s/%s] reconcile failed (attempt %d), retrying in %.0fs", *key, failures, delay)
+                self.queue.add_after(key, delay)
+                self.on_reconciled("error", loop.time() - started)
+            else:
+                self._failures.pop(key, None)
+                self.on_reconciled("success", loop.time() - started)
+            finally:
+                self.queue.done(key)
+
+    # -- the reconcile (runs in a worker thread) ------------------------------------------------
+
+    def reconcile(self, key: Key) -> None:
+        body = self.deployments.get(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        namespace, name = key
+        metadata = body["metadata"]
+        observed = self.rayservices.get(key)
+        capacity, blocked = None, None
+        try:
+            spec = BerniniDeploymentSpec.model_validate(body.get("spec", {}))
+        except ValidationError as error:
+            # Admission normally refuses these; an older CRD in the cluster may not.
+            problems = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
+            self._write_status(body, None, Observation(metadata.get("generation", 0),
+                               Preflight(False, "InvalidSpec", problems), None, None, observed))
+            return
+        preflight = self.manifests.check(spec)
+        if preflight.ok:
+            try:
+                capacity = plan(spec)
+                desired = render_rayservice(name, namespace, metadata["uid"], spec, preflight.manifest,
+                                            preflight.manifest_sha256)
+            except StageDoesNotFit as error:
+                blocked = ("StageDoesNotFit", str(error))
+            else:
+                observed, blocked = self._converge(key, metadata["uid"], observed, desired)
+        self._write_status(body, spec, Observation(metadata.get("generation", 0), preflight, capacity, blocked, observed))
+
+    def _converge(self, key: Key, uid: str, observed: dict[str, Any] | None, desired: dict[str, Any]):
+        if _in_sync(observed, desired):
+            return observed, None
+        observed = self.kube.read_rayservice(*key)  # the cache may lag our own last write
+        if observed is not None and not _controlled_by(observed, uid):
+            return observed, ("NameConflict", f"RayService {key[1]} exists and is not controlled by this BerniniDeployment")
+        if _in_sync(observed, desired):
+            return observed, None
+        applied = self.kube.apply_rayservice(desired)
+        self.rayservices[key] = applied
+        logger.info("[%s/%s] %s RayService", *key, "updated" if observed else "created")
+        return applied, None
+
+    def _write_status(self, body: dict[str, Any], spec: BerniniDeploymentSpec | None, seen: Observation) -> None:
+        namespace, name = _key(body)
+        current = body.get("status") or {}
+        if spec is None:
+            status, transitions = self._invalid_status(current, seen)
+        else:
+            status, transitions = desired_status(name, namespace, spec, seen, current, now())
+        if _without_nulls(status) == _without_nulls(current):
+            return
+        # JSON merge patch: null removes capacity/artifacts a blocked spec no longer reports.
+        patch = {"capacity": None, "artifacts": None, **status}
+        self.kube.patch_status(namespace, name, patch)
+        body["status"] = status  # until the watch delivers our own write
+        for transition in transitions:
+            judgement = transition.after
+            event_type = "Normal" if judgement.status == "True" or judgement.reason == "Suspended" else "Warning"
+            message = f"{judgement.type} is {judgement.status}: {judgement.message}"
+            self.kube.post_event(body, event_type, judgement.reason, message)
+            logger.info("[%s/%s] %s", namespace, name, message)
+
+    @staticmethod
+    def _invalid_status(current: dict[str, Any], seen: Observation):
+        judgement = conditions.Judgement(conditions.READY, "False", seen.preflight.reason, seen.preflight.message)
+        merged, transitions = conditions.merge(current.get("conditions", []), [judgement], seen.generation, now())
+        return {**current, "observedGeneration": seen.generation, "conditions": merged}, transitions

@@ -1,0 +1,36 @@
+"""Publish a synthetic compiled-artifact set (random stage bytes, a real manifest) to the test S3 server."""
+
+import hashlib
+import json
+import os
+
+from bernini.artifacts.manifest import MANIFEST_FILE
+from bernini.artifacts.store import S3Location
+
+STAGE_SIZES = {"encoder": 2048, "diffusion": 4096, "decoder": 3072}
+
+
+def publish_artifacts(s3, uri: str, version: str, name: str = "bernini", target: str = "inf2",
+                      neuronx_cc: str | None = "2.21.0", manifest_version: int = 1) -> dict:
+    location = S3Location.parse(uri)
+    try:
+        s3.create_bucket(Bucket=location.bucket)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    stages = {}
+    for stage, size in STAGE_SIZES.items():
+        payload = os.urandom(size)
+        key = f"{stage}.pt"
+        s3.put_object(Bucket=location.bucket, Key=location.key(key), Body=payload)
+        stages[stage] = {"file": key, "sha256": hashlib.sha256(payload).hexdigest(), "size": size,
+                         "neuronCores": 1 if target == "inf2" else 0}
+    manifest = {
+        "manifestVersion": manifest_version,
+        "model": {"name": name, "version": version},
+        "target": target,
+        "toolchain": {"torch": "2.9.0", "torchNeuronx": "2.9.0" if target == "inf2" else None,
+                      "neuronxCc": neuronx_cc if target == "inf2" else None},
+        "stages": stages,
+    }
+    s3.put_object(Bucket=location.bucket, Key=location.key(MANIFEST_FILE), Body=json.dumps(manifest).encode())
+    return manifest

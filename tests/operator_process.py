@@ -1,0 +1,45 @@
+"""The operator as a real process (`bernini operator`), so tests can kill and restart it."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class OperatorProcess:
+    def __init__(self, kubeconfig: Path, env: dict[str, str], log_file: Path, resync_seconds: float = 5.0):
+        self.kubeconfig = kubeconfig
+        self.env = env
+        self.log_file = log_file
+        self.resync_seconds = resync_seconds
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = self.log_file.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bernini", "operator", "--resync-seconds", str(self.resync_seconds)],
+            env={**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)},
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        time.sleep(0.5)
+        if self.process.poll() is not None:
+            raise AssertionError(f"the operator exited at once:\n{self.log_file.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as when a node dies mid-reconcile."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
