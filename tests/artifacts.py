@@ -13,10 +13,8 @@ STAGE_SIZES = {"encoder": 2048, "diffusion": 4096, "decoder": 3072}
 def publish_artifacts(s3, uri: str, version: str, name: str = "bernini", target: str = "inf2",
                       neuronx_cc: str | None = "2.21.0", manifest_version: int = 1) -> dict:
     location = S3Location.parse(uri)
-    try:
+    if location.bucket not in {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}:
         s3.create_bucket(Bucket=location.bucket)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
     stages = {}
     for stage, size in STAGE_SIZES.items():
         payload = os.urandom(size)

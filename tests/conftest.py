@@ -34,7 +34,7 @@ def kubeconfig(request, tmp_path_factory) -> Path:
     print(f"\nlocal control plane up in {seconds:.1f}s at {cluster.server}")
     yield cluster.kubeconfig
     if request.session.testsfailed:
-        print("\n--- component logs (tails) ---\n" + cluster.log_tail())
+        print("\n--- component logs (tails) ---\n" + cluster.log_tail(lines=12))
     cluster.down()
 
 

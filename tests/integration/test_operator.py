@@ -78,3 +78,195 @@ def test_example_becomes_a_rayservice_with_neuron_workers_on_inf2(operator, cust
     assert _condition(current, "Ready")["status"] == "False"
     events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name=bernini,involvedObject.kind=BerniniDeployment").items
     assert {"Verified", "Applied"} <= {event.reason for event in events}
+
+
+def _patch(custom, namespace, patch, name="bernini"):
+    return custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
+
+
+def _rendered_generation(custom, namespace, generation):
+    def probe():
+        current = _get(custom, namespace)
+        condition = _condition(current, "Rendered")
+        return condition.get("observedGeneration") == generation and condition.get("status") == "True" and current
+    return probe
+
+
+def _serve_config(rayservice):
+    return yaml.safe_load(rayservice["spec"]["serveConfigV2"])
+
+
+def _deployment(rayservice, name):
+    return next(d for d in _serve_config(rayservice)["applications"][0]["deployments"] if d["name"] == name)
+
+
+def _rayclusters(custom, namespace):
+    return custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")["items"]
+
+
+def test_updates_change_the_rayservice_in_place(operator, custom, namespace, example_deployment):
+    """Bounds and artifacts changes land in the same RayService; KubeRay then decides in-place vs NewCluster.
+
+    KubeRay only rolls a new RayCluster after it has read Serve status from a Ray dashboard, which fake
+    KWOK pods cannot serve; the rollout itself is therefore not asserted here.
+    """
+    _create(custom, namespace, example_deployment())
+    first = wait_for(lambda: _rayservice(custom, namespace), "the RayService")
+
+    _patch(custom, namespace, {"spec": {"stages": {"diffusion": {"maxReplicas": 7}}}})
+    wait_for(lambda: _deployment(_rayservice(custom, namespace), "Diffusion")["autoscaling_config"]["max_replicas"] == 7,
+             "serveConfigV2 to carry the new bound")
+    wait_for(_rendered_generation(custom, namespace, 2), "Rendered for generation 2")
+
+    v2 = example_deployment(version="2.0.0")
+    _patch(custom, namespace, {"spec": {"model": v2["spec"]["model"]}})
+    current = wait_for(_rendered_generation(custom, namespace, 3), "Rendered for generation 3")
+    assert current["status"]["modelVersion"] == "2.0.0"
+    rayservice = _rayservice(custom, namespace)
+    assert rayservice["metadata"]["uid"] == first["metadata"]["uid"]
+    assert rayservice["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
+    worker = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]
+    assert v2["spec"]["model"]["artifactsUri"] in worker["spec"]["initContainers"][0]["command"]
+    assert worker["metadata"]["labels"]["app.kubernetes.io/version"] == "2.0.0"
+
+
+def test_hand_edits_to_the_rayservice_are_reverted(operator, custom, namespace, example_deployment):
+    _create(custom, namespace, example_deployment())
+    original = wait_for(lambda: _rayservice(custom, namespace), "the RayService")
+    wait_for(lambda: _rayservice(custom, namespace)["metadata"]["resourceVersion"] and True, "settle")
+    custom.patch_namespaced_custom_object(
+        "ray.io", "v1", namespace, "rayservices", "bernini",
+        {"spec": {"serveConfigV2": "applications: []\n", "upgradeStrategy": {"type": "None"}}},
+    )
+    reverted = wait_for(
+        lambda: (rs := _rayservice(custom, namespace))["spec"]["serveConfigV2"] == original["spec"]["serveConfigV2"] and rs,
+        "the operator to revert the edit", timeout=30,
+    )
+    assert reverted["spec"]["upgradeStrategy"]["type"] == "NewCluster"
+
+
+def test_suspend_scales_to_zero_without_deleting(operator, custom, core, namespace, example_deployment):
+    _create(custom, namespace, example_deployment())
+    wait_for(lambda: len(core.list_namespaced_pod(namespace, label_selector="ray.io/node-type=worker").items) >= 2,
+             "worker pods", timeout=90)
+    _patch(custom, namespace, {"spec": {"suspend": True}})
+
+    def suspended():
+        rayservice = _rayservice(custom, namespace)
+        groups = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+        return _serve_config(rayservice)["applications"] == [] and all(g["maxReplicas"] == 0 for g in groups)
+
+    wait_for(suspended, "an empty Serve config and zero worker bounds")
+    current = wait_for(lambda: _condition(c := _get(custom, namespace), "Ready").get("reason") == "Suspended" and c,
+                       "Ready=False/Suspended")
+    assert _condition(current, "Ready")["status"] == "False"
+    assert _rayservice(custom, namespace) is not None
+    assert core.list_namespaced_pod(namespace, label_selector="ray.io/node-type=head").items
+
+    _patch(custom, namespace, {"spec": {"suspend": False}})
+    wait_for(lambda: _serve_config(_rayservice(custom, namespace))["applications"], "the application back")
+
+
+def test_deleting_the_deployment_leaves_no_children(operator, custom, core, namespace, example_deployment):
+    _create(custom, namespace, example_deployment())
+    wait_for(lambda: core.list_namespaced_pod(namespace, label_selector="ray.io/is-ray-node=yes").items, "pods", timeout=90)
+    created = _get(custom, namespace)
+    assert not created["metadata"].get("finalizers")
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini")
+    wait_for(lambda: _rayservice(custom, namespace) is None, "the RayService to be garbage collected")
+    wait_for(lambda: not _rayclusters(custom, namespace), "the RayCluster to be garbage collected")
+    wait_for(lambda: not core.list_namespaced_pod(namespace, label_selector="ray.io/is-ray-node=yes").items,
+             "the Ray pods to be gone", timeout=90)
+
+
+INVALID = [
+    ({"stages": {"diffusion": {"minReplicas": 5, "maxReplicas": 2}}}, "minReplicas must not exceed maxReplicas"),
+    ({"stages": {"encoder": {"targetOngoingRequests": 8, "maxOngoingRequests": 4}}}, "maxOngoingRequests must be at least targetOngoingRequests"),
+    ({"accelerator": {"instanceTypes": ["p4d.24xlarge"]}}, "spec.accelerator.instanceTypes[0]"),
+    ({"accelerator": {"instanceTypes": []}}, "spec.accelerator.instanceTypes"),
+    ({"model": {"version": "1.0.0", "artifactsUri": "https://bucket/x"}}, "spec.model.artifactsUri"),
+    ({"stages": {"decoder": {"neuronCores": -1}}}, "spec.stages.decoder.neuronCores"),
+    ({"runtime": {"image": ""}}, "spec.runtime.image"),
+    ({"upgradeStrategy": {"type": "Incremental"}}, "spec.upgradeStrategy.type"),
+    ({"s3": {"region": "us-east-1", "accessKey": "AKIA..."}}, "accessKey"),
+]
+
+
+@pytest.mark.parametrize("change, message", INVALID, ids=[m for _, m in INVALID])
+def test_invalid_specs_are_refused_at_admission_naming_the_field(bernini_crd, custom, namespace, example_deployment, change, message):
+    from kubernetes.client.exceptions import ApiException
+
+    body = example_deployment(publish=False)
+    for key, value in change.items():
+        body["spec"][key] = {**body["spec"].get(key, {}), **value} if isinstance(value, dict) else value
+    with pytest.raises(ApiException) as refused:
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body, field_validation="Strict")
+    assert refused.value.status in (400, 422)
+    assert message in refused.value.body
+
+
+def test_names_longer_than_kuberay_allows_are_refused(bernini_crd, custom, namespace, example_deployment):
+    from kubernetes.client.exceptions import ApiException
+
+    body = example_deployment(publish=False)
+    body["metadata"]["name"] = "b" * 48
+    with pytest.raises(ApiException) as refused:
+        _create(custom, namespace, body)
+    assert "metadata.name must be at most 47 characters" in refused.value.body
+
+
+def _events(core, namespace, reason):
+    return [e for e in core.list_namespaced_event(namespace, field_selector="involvedObject.kind=BerniniDeployment").items
+            if e.reason == reason]
+
+
+def test_a_stage_that_fits_no_instance_type_becomes_a_condition_and_an_event(operator, custom, core, namespace, example_deployment):
+    body = example_deployment()
+    body["spec"]["stages"] = {"diffusion": {"neuronCores": 4}}
+    _create(custom, namespace, body)
+    current = wait_for(lambda: _condition(c := _get(custom, namespace), "Rendered").get("reason") == "StageDoesNotFit" and c,
+                       "Rendered=False/StageDoesNotFit")
+    assert "diffusion asks 4 NeuronCores" in _condition(current, "Rendered")["message"]
+    assert _rayservice(custom, namespace) is None
+    wait_for(lambda: _events(core, namespace, "StageDoesNotFit"), "a StageDoesNotFit event")
+
+
+def test_broken_artifacts_block_the_upgrade_and_leave_the_running_rayservice_alone(operator, custom, core, s3, namespace, example_deployment):
+    _create(custom, namespace, example_deployment())
+    wait_for(_rendered_generation(custom, namespace, 1), "the first version rendered")
+    before = _rayservice(custom, namespace)
+
+    missing = example_deployment(version="3.0.0", publish=False)
+    _patch(custom, namespace, {"spec": {"model": missing["spec"]["model"]}})
+    current = wait_for(lambda: _condition(c := _get(custom, namespace), "ArtifactsVerified").get("reason") == "ManifestNotFound" and c,
+                       "ArtifactsVerified=False/ManifestNotFound")
+    assert _condition(current, "Ready")["reason"] == "ManifestNotFound"
+    assert current["status"]["modelVersion"] == "1.0.0"
+    wait_for(lambda: _events(core, namespace, "ManifestNotFound"), "a ManifestNotFound event")
+    after = _rayservice(custom, namespace)
+    assert after["spec"] == before["spec"]
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+
+
+def test_operator_killed_mid_reconcile_converges_after_restart(operator, custom, namespace, example_deployment):
+    operator.kill()
+    try:
+        _create(custom, namespace, example_deployment())
+        assert _rayservice(custom, namespace) is None
+    finally:
+        operator.start()
+    wait_for(lambda: _rayservice(custom, namespace), "the restarted operator to create the RayService")
+    wait_for(_rendered_generation(custom, namespace, 1), "Rendered after restart")
+
+
+def test_an_idle_deployment_costs_no_api_writes(operator, custom, namespace, example_deployment):
+    _create(custom, namespace, example_deployment())
+    wait_for(lambda: _condition(_get(custom, namespace), "RayServiceReady").get("status") == "False", "KubeRay's first report")
+    import time
+
+    time.sleep(2)  # let the last status write land
+    deployment_version = _get(custom, namespace)["metadata"]["resourceVersion"]
+    rayservice_version = _rayservice(custom, namespace)["metadata"]["resourceVersion"]
+    time.sleep(2.5 * operator.resync_seconds)  # two full resyncs
+    assert _get(custom, namespace)["metadata"]["resourceVersion"] == deployment_version
+    assert _rayservice(custom, namespace)["metadata"]["resourceVersion"] == rayservice_version

@@ -1,0 +1,46 @@
+"""Preflight judgement of a manifest against a spec, and manifest parsing."""
+
+import json
+
+import pytest
+
+from bernini.artifacts.manifest import Manifest
+from bernini.artifacts.preflight import UnsupportedManifestVersion, judge, parse_manifest
+from tests.unit.specs import make_manifest, make_spec
+
+
+def test_matching_manifest_is_verified():
+    result = judge(make_spec(), make_manifest(), "f" * 64)
+    assert (result.ok, result.reason, result.manifest_sha256) == (True, "Verified", "f" * 64)
+
+
+@pytest.mark.parametrize(
+    "spec, manifest, reason",
+    [
+        (make_spec(model={"version": "2.0.0"}), make_manifest("1.0.0"), "ModelMismatch"),
+        (make_spec(), make_manifest(target="cpu"), "TargetMismatch"),
+        (make_spec(stages={"encoder": {"neuronCores": 1}}), make_manifest(cores=2), "NeuronCoresTooFew"),
+        (make_spec(runtime={"neuronCompilerVersion": "3.0.1"}), make_manifest(neuronx_cc="2.21.0"), "CompilerIncompatible"),
+    ],
+)
+def test_mismatches_have_specific_reasons(spec, manifest, reason):
+    result = judge(spec, manifest, "f" * 64)
+    assert (result.ok, result.reason) == (False, reason)
+    assert result.message
+
+
+def test_missing_neural_stage():
+    manifest = make_manifest()
+    partial = Manifest.model_validate({**manifest.model_dump(), "stages": {"encoder": manifest.stages["encoder"].model_dump()}})
+    assert judge(make_spec(), partial, "f" * 64).reason == "StageMissing"
+
+
+def test_parse_refuses_unknown_versions_and_escaping_keys():
+    document = make_manifest().model_dump()
+    with pytest.raises(UnsupportedManifestVersion, match="manifestVersion 9"):
+        parse_manifest(json.dumps({**document, "manifestVersion": 9}).encode())
+    document["stages"]["encoder"]["file"] = "../../etc/passwd"
+    with pytest.raises(ValueError, match="must be a plain relative path"):
+        parse_manifest(json.dumps(document).encode())
+    with pytest.raises(ValueError, match="not JSON"):
+        parse_manifest(b"{")

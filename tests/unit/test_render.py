@@ -1,0 +1,137 @@
+"""The pure renderer: BerniniDeployment -> RayService, checked field by field and against Ray's own schema."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from bernini.api.spec import BerniniDeploymentSpec
+from bernini.render.capacity import StageDoesNotFit, plan
+from bernini.render.rayservice import render_rayservice
+from tests.unit.specs import make_manifest, make_spec
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("bernini-*.yaml"))
+
+
+def render(spec, name="bernini"):
+    return render_rayservice(name, "models", "uid-1", spec, make_manifest(spec.model.version), "f" * 64)
+
+
+def serve(rayservice) -> dict:
+    return yaml.safe_load(rayservice["spec"]["serveConfigV2"])
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_renders_a_serve_config_ray_accepts(example):
+    spec = BerniniDeploymentSpec.model_validate(yaml.safe_load(example.read_text())["spec"])
+    for variant in (spec, spec.model_copy(update={"suspend": True})):
+        ServeDeploySchema.model_validate(serve(render(variant)))
+
+
+def test_worker_groups_follow_the_neuron_recipe():
+    cluster = render(make_spec(accelerator={"instanceTypes": ["inf2.xlarge", "inf2.24xlarge"], "schedulerName": "neuron-scheduler"}))["spec"]["rayClusterConfig"]
+    groups = {group["groupName"]: group for group in cluster["workerGroupSpecs"]}
+    assert set(groups) == {"inf2-xlarge", "inf2-24xlarge"}
+    big = groups["inf2-24xlarge"]
+    assert big["rayStartParams"]["resources"] == "'{\"neuron_cores\": 12}'"
+    assert json.loads(big["rayStartParams"]["resources"].strip("'")) == {"neuron_cores": 12}
+    pod = big["template"]["spec"]
+    worker = pod["containers"][0]
+    assert worker["resources"]["requests"] == worker["resources"]["limits"]
+    assert worker["resources"]["limits"]["aws.amazon.com/neuroncore"] == "12"
+    assert pod["nodeSelector"] == {"node.kubernetes.io/instance-type": "inf2.24xlarge"}
+    assert {"key": "aws.amazon.com/neuron", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["schedulerName"] == "neuron-scheduler"
+    assert any(v["name"] == "dshm" and v["emptyDir"]["medium"] == "Memory" for v in pod["volumes"])
+    puller = pod["initContainers"][0]
+    assert puller["command"][:3] == ["bernini", "artifacts", "pull"]
+    assert puller["command"][puller["command"].index("--manifest-sha256") + 1] == "f" * 64
+
+
+def test_head_stays_off_accelerated_nodes_and_hosts_no_replicas():
+    cluster = render(make_spec())["spec"]["rayClusterConfig"]
+    head = cluster["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    terms = head["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    expression = terms["nodeSelectorTerms"][0]["matchExpressions"][0]
+    assert expression["operator"] == "NotIn" and "inf2" in expression["values"]
+    assert "tolerations" not in head["template"]["spec"]
+    assert "headService" not in head  # kuberay#2433
+
+
+def test_security_defaults_token_auth_and_restricted_pods():
+    rayservice = render(make_spec())
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    assert cluster["authOptions"] == {"mode": "token"}
+    assert cluster["enableInTreeAutoscaling"] is True
+    templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    for template in templates:
+        pod = template["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["containers"] + pod.get("initContainers", []):
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(rayservice)
+
+
+def test_serve_deployments_autoscale_per_stage():
+    spec = make_spec(stages={"diffusion": {"neuronCores": 2, "minReplicas": 1, "maxReplicas": 6, "targetOngoingRequests": 2, "maxOngoingRequests": 3}})
+    application = serve(render(spec))["applications"][0]
+    deployments = {d["name"]: d for d in application["deployments"]}
+    assert list(deployments) == ["Encoder", "Diffusion", "Decoder", "Triangulation", "BerniniIngress"]
+    diffusion = deployments["Diffusion"]
+    assert diffusion["ray_actor_options"]["resources"] == {"neuron_cores": 2}
+    assert diffusion["autoscaling_config"]["min_replicas"] == 1
+    assert diffusion["autoscaling_config"]["max_replicas"] == 6
+    assert diffusion["max_ongoing_requests"] == 3
+    assert "resources" not in deployments["Triangulation"]["ray_actor_options"]
+    assert application["import_path"] == "bernini.serve.app:app_builder"
+    assert "runtime_env" not in application  # KubeRay's REST deploy refuses a local working_dir
+
+
+def test_suspend_removes_the_application_and_zeroes_the_workers():
+    rayservice = render(make_spec(suspend=True))
+    assert serve(rayservice)["applications"] == []
+    for group in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
+        assert group["minReplicas"] == group["maxReplicas"] == group["replicas"] == 0
+
+
+def test_owner_reference_and_labels_carry_no_tracking_labels():
+    metadata = render(make_spec())["metadata"]
+    assert metadata["ownerReferences"] == [
+        {"apiVersion": "bernini.dev/v1alpha1", "kind": "BerniniDeployment", "name": "bernini", "uid": "uid-1",
+         "controller": True, "blockOwnerDeletion": True}
+    ]
+    assert all(not key.startswith("argocd.argoproj.io") for key in metadata["labels"])
+
+
+def test_packing_default_spec_needs_two_inf2_xlarge_at_minimum():
+    capacity = plan(make_spec())
+    assert (capacity.min_workers, capacity.min_neuron_cores) == (2, 3)
+    assert capacity.max_neuron_cores == 2 + 4 + 4
+    # 10 NeuronCores at most need at least 5 two-core nodes; CPU-bound triangulation may need more.
+    assert capacity.max_workers >= 5
+
+
+def test_packing_prefers_the_smallest_type_for_minimum_and_bounds_every_type_for_maximum():
+    capacity = plan(make_spec(accelerator={"instanceTypes": ["inf2.24xlarge", "inf2.xlarge"]}))
+    bounds = {g.instance_type.name: (g.min_replicas, g.max_replicas) for g in capacity.groups}
+    assert bounds["inf2.xlarge"][0] == 2 and bounds["inf2.24xlarge"][0] == 0
+    assert bounds["inf2.24xlarge"][1] == 1  # all stages at max fit one 24xlarge
+    assert [g.instance_type.name for g in capacity.groups] == ["inf2.24xlarge", "inf2.xlarge"]
+
+
+def test_a_stage_that_fits_no_allowed_type_is_refused_with_its_name():
+    with pytest.raises(StageDoesNotFit, match="diffusion asks 4 NeuronCores"):
+        plan(make_spec(stages={"diffusion": {"neuronCores": 4}}))
+    assert plan(make_spec(stages={"diffusion": {"neuronCores": 4}}, accelerator={"instanceTypes": ["inf2.24xlarge"]}))
+
+
+def test_renderer_returns_fresh_objects():
+    spec = make_spec()
+    first, second = render(spec), render(spec)
+    first["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["securityContext"]["runAsUser"] = 0
+    assert second["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["securityContext"]["runAsUser"] == 1000

@@ -1,0 +1,69 @@
+"""Condition bookkeeping and the status the operator derives from one reconcile."""
+
+from bernini.artifacts.preflight import Preflight
+from bernini.reconcile.conditions import Judgement, merge
+from bernini.reconcile.status import Observation, desired_status
+from bernini.render.capacity import plan
+from tests.unit.specs import make_manifest, make_spec
+
+READY_RAYSERVICE = {"metadata": {"name": "bernini"}, "status": {
+    "conditions": [{"type": "Ready", "status": "True", "reason": "RunningServeApps"}],
+    "activeServiceStatus": {"rayClusterName": "bernini-abcde"},
+}}
+
+
+def test_transition_time_moves_only_when_status_changes():
+    first, transitions = merge([], [Judgement("Ready", "False", "Initializing", "")], 3, "t1")
+    assert first[0]["lastTransitionTime"] == "t1" and first[0]["observedGeneration"] == 3
+    assert [t.type for t in transitions] == ["Ready"]
+    same, transitions = merge(first, [Judgement("Ready", "False", "Initializing", "")], 4, "t2")
+    assert same[0]["lastTransitionTime"] == "t1" and transitions == []
+    reason_only, transitions = merge(same, [Judgement("Ready", "False", "Other", "")], 4, "t3")
+    assert reason_only[0]["lastTransitionTime"] == "t1" and len(transitions) == 1
+    flipped, _ = merge(reason_only, [Judgement("Ready", "True", "Serving", "")], 4, "t4")
+    assert flipped[0]["lastTransitionTime"] == "t4"
+
+
+def _status(spec, preflight, rayservice, blocked=None, current=None):
+    seen = Observation(7, preflight, plan(spec), blocked, rayservice)
+    return desired_status("bernini", "models", spec, seen, current or {}, "now")[0]
+
+
+def _conditions(status):
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_ready_only_when_artifacts_verified_and_rayservice_ready():
+    spec = make_spec()
+    verified = Preflight(True, "Verified", "ok", make_manifest(), "f" * 64)
+    status = _status(spec, verified, READY_RAYSERVICE)
+    assert _conditions(status)["Ready"] == ("True", "Serving")
+    assert status["rayService"]["activeCluster"] == "bernini-abcde"
+    assert status["serveEndpoint"] == "http://bernini-serve-svc.models.svc.cluster.local:8000"
+    assert status["observedGeneration"] == 7
+    failed = _status(spec, Preflight(False, "ManifestNotFound", "gone"), READY_RAYSERVICE)
+    assert _conditions(failed)["Ready"] == ("False", "ManifestNotFound")
+    assert _conditions(failed)["Rendered"] == ("False", "BlockedByPreflight")
+
+
+def test_blocked_update_keeps_reporting_what_runs():
+    spec = make_spec(model={"version": "2.0.0"})
+    current = {"modelVersion": "1.0.0", "artifacts": {"uri": "s3://bucket/bernini/1.0.0/", "target": "inf2"}}
+    status = _status(spec, Preflight(False, "AccessDenied", "denied"), READY_RAYSERVICE, current=current)
+    assert status["modelVersion"] == "1.0.0"
+    assert status["artifacts"]["uri"].endswith("1.0.0/")
+    assert "left as it was" in next(c for c in status["conditions"] if c["type"] == "Rendered")["message"]
+
+
+def test_suspended_is_not_ready_with_its_own_reason():
+    spec = make_spec(suspend=True)
+    status = _status(spec, Preflight(True, "Verified", "ok", make_manifest(), "f" * 64), READY_RAYSERVICE)
+    assert _conditions(status)["Ready"] == ("False", "Suspended")
+
+
+def test_stage_that_does_not_fit_is_a_rendered_condition():
+    spec = make_spec()
+    status = _status(spec, Preflight(True, "Verified", "ok", make_manifest(), "f" * 64), None,
+                     blocked=("StageDoesNotFit", "diffusion asks 4 NeuronCores"))
+    assert _conditions(status)["Rendered"] == ("False", "StageDoesNotFit")
+    assert _conditions(status)["RayServiceReady"] == ("Unknown", "NotCreated")
