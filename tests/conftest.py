@@ -11,7 +11,7 @@ from kubernetes import client, config
 
 from bernini.localcluster import LocalCluster
 from bernini.localcluster.s3server import LocalS3
-from tests.artifacts import publish_artifacts
+from bernini.localcluster.placeholder_artifacts import publish_placeholder_artifacts
 from tests.operator_process import OperatorProcess
 from tests.waiting import wait_for
 
@@ -126,7 +126,7 @@ def example_deployment(namespace, core, s3, local_s3):
         body["spec"]["model"].update(version=version, artifactsUri=uri)
         body["spec"]["s3"] = {"region": "us-east-1", "endpointUrl": local_s3.endpoint_url}
         if publish:
-            publish_artifacts(s3, uri, version)
+            publish_placeholder_artifacts(s3, uri, version)
         return body
 
     return build

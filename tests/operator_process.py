@@ -5,7 +5,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+
+from bernini.localcluster.processes import free_port
 
 
 class OperatorProcess:
@@ -15,11 +18,13 @@ class OperatorProcess:
         self.log_file = log_file
         self.resync_seconds = resync_seconds
         self.process: subprocess.Popen | None = None
+        self.metrics_port = free_port()
 
     def start(self) -> None:
         log = self.log_file.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bernini", "operator", "--resync-seconds", str(self.resync_seconds)],
+            [sys.executable, "-m", "bernini", "operator", "--resync-seconds", str(self.resync_seconds),
+             "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"],
             env={**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)},
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
@@ -40,6 +45,17 @@ class OperatorProcess:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def metrics(self) -> dict[str, float]:
+        """Samples of the operator's /metrics, keyed like 'name{label="value"}'."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")

@@ -28,11 +28,14 @@ def _cluster_down(args: argparse.Namespace) -> int:
 
 def _operator(args: argparse.Namespace) -> int:
     import kopf
+    from prometheus_client import start_http_server
 
     from bernini.reconcile import handlers
 
     handlers.OPTIONS.update(workers=args.workers, resync_seconds=args.resync_seconds)
     kopf.configure(verbose=args.verbose)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr=args.metrics_address)
     kopf.run(
         standalone=True,  # one replica with strategy Recreate; kopf peering is not leader election
         clusterwide=not args.namespace,
@@ -78,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--workers", type=int, default=4, help="concurrent reconciles")
     operator.add_argument("--resync-seconds", type=float, default=60.0, help="re-check every object this often")
     operator.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
+    operator.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (0: off)")
+    operator.add_argument("--metrics-address", default="0.0.0.0")
     operator.add_argument("--verbose", action="store_true")
     operator.set_defaults(handler=_operator)
 

@@ -1,26 +1,159 @@
-"""`make demo`: the product's main job on the embedded local control plane."""
+"""`make demo`: the operator's main job on the embedded local control plane.
 
+Starts (or reuses) the local cluster, an S3-compatible server and the operator, publishes an artifact
+set, applies examples/bernini-minimal.yaml pointed at that server, waits for the RayService and its
+pods, and prints where everything landed. Everything keeps running until `make cluster-down`.
+"""
+
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from bernini.localcluster import LocalCluster
+import boto3
+import yaml
+
+from bernini.artifacts.manifest import MANIFEST_FILE
+from bernini.artifacts.store import S3Location
+
+from bernini.localcluster import LocalCluster, processes
+from bernini.localcluster.cluster import REPO_ROOT
+from bernini.localcluster.placeholder_artifacts import publish_placeholder_artifacts
+from bernini.localcluster.s3server import LocalS3
+
+EXAMPLE = REPO_ROOT / "examples" / "bernini-minimal.yaml"
+CRDS = REPO_ROOT / "crds"
+ARTIFACTS_URI = "s3://bernini-artifacts/bernini/1.0.0/"
+
+
+def say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
 
 
 def _ensure_cluster(root: Path) -> LocalCluster:
     cluster = LocalCluster.load(root)
     if cluster.pids and len(cluster.running_components()) == len(cluster.pids):
-        print(f"[demo] reusing the running local cluster at {cluster.server}")
+        say(f"reusing the running local cluster at {cluster.server}")
         return cluster
     cluster.down()
-    seconds = cluster.up(progress=lambda message: print(f"[demo] {message}", flush=True))
-    print(f"[demo] local cluster up in {seconds:.1f}s")
+    seconds = cluster.up(progress=say)
+    say(f"local cluster up in {seconds:.1f}s")
     return cluster
+
+
+def _ensure_s3(cluster: LocalCluster) -> LocalS3:
+    record = cluster.state_dir / "s3.json"
+    if record.exists():
+        server = LocalS3(cluster.state_dir / "s3", cluster.log_dir / "versitygw.log", **json.loads(record.read_text()))
+        if server.running():
+            return server
+    server = LocalS3(cluster.state_dir / "s3", cluster.log_dir / "versitygw.log")
+    server.start()
+    cluster.adopt(server.pid, server.executable)
+    record.write_text(json.dumps({"port": server.port, "access_key": server.access_key,
+                                  "secret_key": server.secret_key, "pid": server.pid}))
+    record.chmod(0o600)
+    say(f"S3-compatible server (versitygw) at {server.endpoint_url}")
+    return server
+
+
+def _ensure_operator(cluster: LocalCluster, s3: LocalS3) -> None:
+    record = cluster.state_dir / "operator.pid"
+    if record.exists() and processes.is_running(int(record.read_text()), sys.executable):
+        return
+    pid = cluster.start_process(
+        "operator", [sys.executable, "-m", "bernini", "operator"],
+        env={**s3.credentials_env, "KUBECONFIG": str(cluster.kubeconfig)},
+    )
+    record.write_text(str(pid))
+    say(f"operator started (pid {pid}), log {cluster.log_dir / 'operator.log'}")
+
+
+def _publish_artifacts(s3: LocalS3) -> None:
+    client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
+                          aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key)
+    location = S3Location.parse(ARTIFACTS_URI)
+    try:
+        client.head_object(Bucket=location.bucket, Key=location.key(MANIFEST_FILE))
+        return  # republishing would change the manifest digest and roll the RayService for nothing
+    except client.exceptions.ClientError:
+        pass
+    manifest = publish_placeholder_artifacts(client, ARTIFACTS_URI, version="1.0.0")
+    say(f"published a placeholder artifact set ({len(manifest['stages'])} stages + manifest.json) to {ARTIFACTS_URI}")
+
+
+def _example(s3: LocalS3) -> dict:
+    body = yaml.safe_load(EXAMPLE.read_text())
+    body["metadata"]["namespace"] = "default"
+    body["spec"]["model"]["artifactsUri"] = ARTIFACTS_URI
+    body["spec"]["s3"] = {"region": "us-east-1", "endpointUrl": s3.endpoint_url}
+    return body
+
+
+def _wait_rendered(cluster: LocalCluster, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = json.loads(cluster.kubectl("get", "bd", "bernini", "-n", "default", "-o", "json"))
+        conditions = {c["type"]: c for c in body.get("status", {}).get("conditions", [])}
+        rendered = conditions.get("Rendered", {})
+        if rendered.get("status") == "True" and rendered.get("observedGeneration") == body["metadata"]["generation"]:
+            return body
+        if rendered.get("status") == "False":
+            raise SystemExit(f"[demo] the operator refused the example: {rendered['reason']}: {rendered['message']}")
+        time.sleep(0.5)
+    raise SystemExit("[demo] the operator did not render the example in time; see .local/logs/operator.log")
+
+
+def _wait_pods(cluster: LocalCluster, count: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pods = json.loads(cluster.kubectl("get", "pods", "-n", "default", "-l", "ray.io/is-ray-node=yes", "-o", "json"))
+        if sum(p["status"].get("phase") == "Running" for p in pods["items"]) >= count:
+            return
+        time.sleep(0.5)
+    raise SystemExit("[demo] Ray pods did not start in time; see .local/logs/")
 
 
 def run(root: Path) -> int:
     cluster = _ensure_cluster(root)
-    print(cluster.kubectl("get", "nodes", "-L", "node.kubernetes.io/instance-type", "-o", "custom-columns="
-          "NAME:.metadata.name,TYPE:.metadata.labels.node\\.kubernetes\\.io/instance-type,"
-          "NEURONCORES:.status.allocatable.aws\\.amazon\\.com/neuroncore,"
-          "NEURON:.status.allocatable.aws\\.amazon\\.com/neuron,TAINTS:.spec.taints[*].key"))
-    print(f"[demo] the cluster keeps running; KUBECONFIG={cluster.kubeconfig.resolve()}; stop it with `make cluster-down`")
+    s3 = _ensure_s3(cluster)
+    cluster.kubectl("apply", "--server-side", "--field-manager=bernini-demo", "-f", str(CRDS))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/berninideployments.bernini.dev", "--timeout=30s")
+    _ensure_operator(cluster, s3)
+    _publish_artifacts(s3)
+    subprocess.run([cluster.binary("kubectl"), f"--kubeconfig={cluster.kubeconfig}", "create", "serviceaccount",
+                    "bernini-serving", "-n", "default"], capture_output=True)
+    cluster.kubectl("apply", "--server-side", "--field-manager=bernini-demo", "-f", "-", input=json.dumps(_example(s3)))
+    say("applied examples/bernini-minimal.yaml")
+    started = time.monotonic()
+    body = _wait_rendered(cluster)
+    say(f"RayService rendered {time.monotonic() - started:.1f}s after apply")
+    _wait_pods(cluster, 1 + body["status"]["capacity"]["minWorkers"])
+
+    print(cluster.kubectl("get", "bd", "-n", "default", "-o", "wide"))
+    rayservice = json.loads(cluster.kubectl("get", "rayservice", "bernini", "-n", "default", "-o", "json"))
+    cluster_spec = rayservice["spec"]["rayClusterConfig"]
+    print("RayService bernini:")
+    print(f"  upgradeStrategy={rayservice['spec']['upgradeStrategy']['type']}  auth={cluster_spec['authOptions']['mode']}"
+          f"  rayVersion={cluster_spec['rayVersion']}")
+    for group in cluster_spec["workerGroupSpecs"]:
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        print(f"  worker group {group['groupName']}: {group['minReplicas']}..{group['maxReplicas']} nodes, "
+              f"{limits['aws.amazon.com/neuroncore']} NeuronCores each, rayStartParams.resources={group['rayStartParams']['resources']}")
+    for deployment in yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"][0]["deployments"]:
+        scaling = deployment["autoscaling_config"]
+        cores = deployment["ray_actor_options"].get("resources", {}).get("neuron_cores", 0)
+        print(f"  serve {deployment['name']:<15} replicas {scaling['min_replicas']}..{scaling['max_replicas']}"
+              f"  target {scaling['target_ongoing_requests']}  neuron_cores {cores}")
+    print()
+    print(cluster.kubectl("get", "pods", "-n", "default", "-l", "ray.io/is-ray-node=yes", "-o",
+                          "custom-columns=POD:.metadata.name,TYPE:.metadata.labels.ray\\.io/node-type,"
+                          "NODE:.spec.nodeName,NEURONCORES:.spec.containers[0].resources.limits.aws\\.amazon\\.com/neuroncore,"
+                          "PHASE:.status.phase"))
+    print(cluster.kubectl("get", "nodes", "-o", "custom-columns=NODE:.metadata.name,"
+                          "TYPE:.metadata.labels.node\\.kubernetes\\.io/instance-type,"
+                          "NEURONCORES:.status.allocatable.aws\\.amazon\\.com/neuroncore"))
+    say("KubeRay reports the RayService Initializing: fake KWOK pods run no Ray dashboard for it to reach")
+    say(f"everything keeps running; KUBECONFIG={cluster.kubeconfig}; stop with `make cluster-down`")
     return 0

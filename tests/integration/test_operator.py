@@ -267,6 +267,17 @@ def test_an_idle_deployment_costs_no_api_writes(operator, custom, namespace, exa
     time.sleep(2)  # let the last status write land
     deployment_version = _get(custom, namespace)["metadata"]["resourceVersion"]
     rayservice_version = _rayservice(custom, namespace)["metadata"]["resourceVersion"]
+    writes, reconciles = _writes_and_reconciles(operator)
     time.sleep(2.5 * operator.resync_seconds)  # two full resyncs
     assert _get(custom, namespace)["metadata"]["resourceVersion"] == deployment_version
     assert _rayservice(custom, namespace)["metadata"]["resourceVersion"] == rayservice_version
+    writes_after, reconciles_after = _writes_and_reconciles(operator)
+    assert reconciles_after >= reconciles + 2, "the resync did not run"
+    assert writes_after == writes, "idle resyncs wrote to the API server"
+
+
+def _writes_and_reconciles(operator) -> tuple[float, float]:
+    samples = operator.metrics()
+    writes = sum(v for k, v in samples.items() if k.startswith("bernini_api_writes_total{"))
+    reconciles = sum(v for k, v in samples.items() if k.startswith("bernini_reconcile_total{"))
+    return writes, reconciles

@@ -135,13 +135,24 @@ class LocalCluster:
             chunks.append(f"==> {log} <==\n" + "\n".join(tail))
         return "\n".join(chunks)
 
+    def start_process(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+        """Start another process that belongs to this cluster's lifetime (stopped by down())."""
+        pid = self._start(name, argv, env)
+        self._save_record()
+        return pid
+
+    def adopt(self, pid: int, executable: str) -> None:
+        self.pids[pid] = executable
+        self._save_record()
+
     # -- components ----------------------------------------------------------------------------
 
-    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
         log = self.log_dir / f"{name}.log"
         log.unlink(missing_ok=True)
         pid = processes.start(argv, log, env=env, tied_to_parent=self.tied_to_parent)
         self.pids[pid] = argv[0]
+        return pid
 
     def _save_record(self) -> None:
         record = {"ports": self.ports, "pids": {str(pid): exe for pid, exe in self.pids.items()}}

@@ -29,6 +29,13 @@ class LocalS3:
     def credentials_env(self) -> dict[str, str]:
         return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
 
+    @property
+    def executable(self) -> str:
+        return str((self.bin_dir / "versitygw").resolve())
+
+    def running(self) -> bool:
+        return bool(self.pid) and processes.is_running(self.pid, self.executable)
+
     def start(self, timeout: float = 20.0) -> None:
         binary = self.bin_dir / "versitygw"
         if not binary.exists():
@@ -53,4 +60,4 @@ class LocalS3:
         raise ClusterError(f"versitygw did not answer on {self.endpoint_url} within {timeout:.0f}s; see {self.log_file}")
 
     def stop(self) -> None:
-        processes.stop({self.pid: str((self.bin_dir / "versitygw").resolve())})
+        processes.stop({self.pid: self.executable})

@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -13,6 +12,7 @@ from bernini.artifacts.preflight import ManifestReader, Preflight
 from bernini.reconcile import conditions
 from bernini.reconcile.drift import contains
 from bernini.reconcile.kube import Kube, now
+from bernini.reconcile.metrics import PREFLIGHT_FAILURES, observe_reconcile
 from bernini.reconcile.queue import WorkQueue
 from bernini.reconcile.status import Observation, desired_status
 from bernini.render.capacity import StageDoesNotFit, plan
@@ -56,7 +56,6 @@ class Controller:
         self.deployments: dict[Key, dict[str, Any]] = {}
         self.rayservices: dict[Key, dict[str, Any]] = {}
         self.queue = WorkQueue()
-        self.on_reconciled: Callable[[str, float], None] = lambda result, seconds: None
         self._tasks: list[asyncio.Task] = []
         self._failures: dict[Key, int] = {}
 
@@ -109,10 +108,10 @@ class Controller:
                 delay = min(60.0, 0.5 * 2**failures)
                 logger.exception("[%s/%s] reconcile failed (attempt %d), retrying in %.0fs", *key, failures, delay)
                 self.queue.add_after(key, delay)
-                self.on_reconciled("error", loop.time() - started)
+                observe_reconcile("error", loop.time() - started)
             else:
                 self._failures.pop(key, None)
-                self.on_reconciled("success", loop.time() - started)
+                observe_reconcile("success", loop.time() - started)
             finally:
                 self.queue.done(key)
 
@@ -135,6 +134,8 @@ class Controller:
                                Preflight(False, "InvalidSpec", problems), None, None, observed))
             return
         preflight = self.manifests.check(spec)
+        if not preflight.ok:
+            PREFLIGHT_FAILURES.labels(preflight.reason).inc()
         if preflight.ok:
             try:
                 capacity = plan(spec)

@@ -8,10 +8,12 @@ import logging
 from typing import Any
 
 import kopf
+from prometheus_client import REGISTRY
 
 from bernini.api import GROUP, PLURAL, VERSION
 from bernini.artifacts.preflight import ManifestReader
 from bernini.reconcile.controller import Controller
+from bernini.reconcile.metrics import DeploymentsByReady
 from bernini.reconcile.kube import RAY_GROUP, RAY_PLURAL, RAY_VERSION, Kube, api_client
 from bernini.render.names import MANAGER
 
@@ -28,6 +30,7 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     _controller = Controller(Kube(api_client()), ManifestReader(), **OPTIONS)
+    REGISTRY.register(DeploymentsByReady(lambda: _controller.deployments.values()))
     _controller.start()
 
 

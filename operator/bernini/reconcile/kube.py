@@ -9,6 +9,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from bernini.api import GROUP, PLURAL, VERSION
+from bernini.reconcile.metrics import API_WRITES
 from bernini.render.names import MANAGER
 
 RAY_GROUP, RAY_VERSION, RAY_PLURAL = "ray.io", "v1", "rayservices"
@@ -41,6 +42,7 @@ class Kube:
     def apply_rayservice(self, desired: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply with our field manager; force takes back fields a hand edit claimed."""
         metadata = desired["metadata"]
+        API_WRITES.labels("apply", "rayservices").inc()
         response = self.custom.patch_namespaced_custom_object(
             RAY_GROUP, RAY_VERSION, metadata["namespace"], RAY_PLURAL, metadata["name"], desired,
             field_manager=MANAGER, force=True, _content_type="application/apply-patch+yaml",
@@ -49,12 +51,14 @@ class Kube:
         return json.loads(response.data)
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        API_WRITES.labels("patch", "berninideployments/status").inc()
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status},
             field_manager=MANAGER, _content_type="application/merge-patch+json",
         )
 
     def post_event(self, body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        API_WRITES.labels("create", "events").inc()
         metadata = body["metadata"]
         timestamp = datetime.datetime.now(datetime.timezone.utc)
         self.core.create_namespaced_event(

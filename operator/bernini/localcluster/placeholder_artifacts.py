@@ -1,4 +1,6 @@
-"""Publish a synthetic compiled-artifact set (random stage bytes, a real manifest) to the test S3 server."""
+"""A placeholder artifact set (random stage bytes, a real manifest) for operator tests and the demo.
+
+The operator only reads the manifest; `bernini compile` publishes real compiled stages the same way."""
 
 import hashlib
 import json
@@ -10,7 +12,7 @@ from bernini.artifacts.store import S3Location
 STAGE_SIZES = {"encoder": 2048, "diffusion": 4096, "decoder": 3072}
 
 
-def publish_artifacts(s3, uri: str, version: str, name: str = "bernini", target: str = "inf2",
+def publish_placeholder_artifacts(s3, uri: str, version: str, name: str = "bernini", target: str = "inf2",
                       neuronx_cc: str | None = "2.21.0", manifest_version: int = 1) -> dict:
     location = S3Location.parse(uri)
     if location.bucket not in {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}:
