@@ -1,6 +1,7 @@
 """The `bernini` command: one entry point for the operator, its artifacts tools and the local cluster."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -45,6 +46,41 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _artifacts_puller(args: argparse.Namespace):
+    from bernini.artifacts.pull import Puller
+
+    return Puller(args.uri, getattr(args, "dest", None), region=args.region, endpoint_url=args.endpoint_url,
+                  concurrency=args.concurrency, part_size=args.part_size_mib << 20)
+
+
+def _artifacts_pull(args: argparse.Namespace) -> int:
+    from bernini.artifacts.pull import PullError
+
+    try:
+        report = _artifacts_puller(args).pull(args.manifest_sha256)
+    except PullError as error:
+        print(f"bernini artifacts pull: {error}", file=sys.stderr)
+        return error.exit_code
+    print(f"pulled {report.files} files ({report.bytes / 2**20:.1f} MiB) in {report.seconds:.2f}s: "
+          f"{report.mib_per_second:.0f} MiB/s, checksums verified; {report.skipped} already present and verified")
+    return 0
+
+
+def _artifacts_verify(args: argparse.Namespace) -> int:
+    from bernini.artifacts.pull import PullError
+    from bernini.artifacts.verify import verify
+
+    try:
+        checked, findings = verify(_artifacts_puller(args), args.manifest_sha256)
+    except PullError as error:
+        print(f"bernini artifacts verify: {error}", file=sys.stderr)
+        return error.exit_code
+    for finding in findings:
+        print(f"{finding.file}: {finding.problem}", file=sys.stderr)
+    print(f"{checked} stage files checked against the manifest: {len(findings)} problems")
+    return 1 if findings else 0
+
+
 def _crds(args: argparse.Namespace) -> int:
     from bernini.api.crd import render_yaml
 
@@ -85,6 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--metrics-address", default="0.0.0.0")
     operator.add_argument("--verbose", action="store_true")
     operator.set_defaults(handler=_operator)
+
+    artifacts = commands.add_parser("artifacts", help="compiled stage artifacts in S3")
+    artifact_commands = artifacts.add_subparsers(dest="action", required=True)
+    pull = artifact_commands.add_parser("pull", help="download and verify an artifact set (the init container)")
+    verify_parser = artifact_commands.add_parser("verify", help="check a remote artifact set from S3 metadata")
+    for sub, handler in ((pull, _artifacts_pull), (verify_parser, _artifacts_verify)):
+        sub.add_argument("uri", help="s3://bucket/prefix/ holding manifest.json")
+        if sub is pull:
+            sub.add_argument("dest", type=Path, help="local directory")
+        sub.add_argument("--manifest-sha256", help="refuse a manifest.json with another digest")
+        sub.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+        sub.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL_S3"))
+        sub.add_argument("--concurrency", type=int, default=16)
+        sub.add_argument("--part-size-mib", type=int, default=8)
+        sub.set_defaults(handler=handler)
 
     crds = commands.add_parser("crds", help="write the BerniniDeployment CRD generated from the pydantic models")
     crds.add_argument("output", type=Path, nargs="+")

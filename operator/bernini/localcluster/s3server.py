@@ -44,7 +44,7 @@ class LocalS3:
         self.port = self.port or processes.free_port()
         argv = [
             str(binary.resolve()), "--port", f"127.0.0.1:{self.port}", "--health", "/health", "--quiet",
-            "posix", "--nometa", str(self.root),
+            "posix", str(self.root),
         ]
         # Keys go through the environment so they never show in `ps`.
         env = {"ROOT_ACCESS_KEY_ID": self.access_key, "ROOT_SECRET_ACCESS_KEY": self.secret_key}

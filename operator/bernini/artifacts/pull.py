@@ -1,0 +1,263 @@
+"""`bernini artifacts pull`: the init container that puts exactly the verified artifact set on local disk.
+
+Parallel ranged GETs across all files; each file's SHA-256 is computed in byte order while its parts
+arrive; a file only appears under its final name (atomic rename) once its digest matched the manifest.
+Files already present and matching are skipped, so a restarted pull resumes where it stopped.
+"""
+
+import hashlib
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from bernini.artifacts.manifest import MANIFEST_FILE, Manifest, StageArtifact
+from bernini.artifacts.preflight import UnsupportedManifestVersion, parse_manifest
+from bernini.artifacts.store import S3Location, s3_client
+
+MiB = 1 << 20
+
+
+class PullError(Exception):
+    """A failure with a specific message and exit code; the init container exits with it."""
+
+    exit_code = 1
+
+
+class ManifestMissing(PullError):
+    exit_code = 2
+
+
+class AccessDenied(PullError):
+    exit_code = 3
+
+
+class ChecksumMismatch(PullError):
+    exit_code = 4
+
+
+class ManifestUnsupported(PullError):
+    exit_code = 5
+
+
+class ManifestChanged(PullError):
+    exit_code = 6
+
+
+class UnsafeKey(PullError):
+    exit_code = 7
+
+
+@dataclass
+class PullReport:
+    files: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def mib_per_second(self) -> float:
+        return self.bytes / MiB / self.seconds if self.seconds else 0.0
+
+
+def _client_error(error: ClientError, what: str) -> PullError:
+    code = error.response.get("Error", {}).get("Code", "")
+    if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
+        return ManifestMissing(f"{what} does not exist ({code})")
+    if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return AccessDenied(f"access to {what} was denied ({code}); check the pod's IAM role")
+    return PullError(f"reading {what} failed: {code}")
+
+
+def safe_destination(dest: Path, key: str) -> Path:
+    root = dest.resolve()
+    target = (root / key).resolve()
+    if target == root or root not in target.parents:
+        raise UnsafeKey(f"manifest key {key!r} would escape {dest}")
+    return target
+
+
+def sha256_of(path: Path, chunk: int = 8 * MiB) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class _FileJob:
+    """One file in flight: parts land at their offsets; the digest follows in byte order."""
+
+    artifact: StageArtifact
+    target: Path
+    part_size: int
+    digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    next_part: int = 0
+    pending: dict[int, bytes] = field(default_factory=dict)
+    done_parts: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    fd: int = -1
+
+    @property
+    def temp(self) -> Path:
+        return self.target.with_name(self.target.name + ".partial")
+
+    @property
+    def parts(self) -> int:
+        return max(1, -(-self.artifact.size // self.part_size))
+
+    def open(self) -> None:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.temp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+        os.ftruncate(self.fd, self.artifact.size)
+
+    def land(self, index: int, data: bytes) -> tuple[bool, int]:
+        """Write a part; returns (file complete, parts hashed now) so the caller can release window slots."""
+        os.pwrite(self.fd, data, index * self.part_size)
+        hashed = 0
+        with self.lock:
+            self.pending[index] = data
+            while self.next_part in self.pending:
+                self.digest.update(self.pending.pop(self.next_part))
+                self.next_part += 1
+                hashed += 1
+            self.done_parts += 1
+            return self.done_parts == self.parts, hashed
+
+    def abandon(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.temp.unlink(missing_ok=True)
+
+    def finish(self) -> None:
+        os.close(self.fd)
+        self.fd = -1
+        actual = self.digest.hexdigest()
+        if actual != self.artifact.sha256:
+            self.temp.unlink(missing_ok=True)
+            raise ChecksumMismatch(
+                f"checksum mismatch for {self.artifact.file}: manifest says {self.artifact.sha256}, got {actual}"
+            )
+        os.replace(self.temp, self.target)
+
+
+class Puller:
+    def __init__(self, uri: str, dest: Path, region: str = "us-east-1", endpoint_url: str | None = None,
+                 concurrency: int = 16, part_size: int = 8 * MiB, attempts: int = 5, log=print):
+        self.location = S3Location.parse(uri)
+        self.dest = dest
+        self.concurrency = concurrency
+        self.part_size = part_size
+        self.attempts = attempts
+        self.log = log
+        self.s3 = s3_client(region, endpoint_url, connect_timeout=5, read_timeout=30, attempts=attempts,
+                            max_pool_connections=concurrency + 2)
+
+    def read_manifest(self, expected_sha256: str | None) -> tuple[Manifest, bytes]:
+        uri = self.location.uri(MANIFEST_FILE)
+        try:
+            raw = self.s3.get_object(Bucket=self.location.bucket, Key=self.location.key(MANIFEST_FILE))["Body"].read()
+        except ClientError as error:
+            raise _client_error(error, uri) from None
+        except BotoCoreError as error:
+            raise PullError(f"cannot reach the artifact store for {uri}: {error}") from None
+        digest = hashlib.sha256(raw).hexdigest()
+        if expected_sha256 and digest != expected_sha256:
+            raise ManifestChanged(
+                f"{uri} has sha256 {digest}, but the operator verified {expected_sha256}: the artifact set changed "
+                f"after preflight; the operator will roll out the new one"
+            )
+        try:
+            return parse_manifest(raw), raw
+        except UnsupportedManifestVersion as error:
+            raise ManifestUnsupported(str(error)) from None
+        except ValueError as error:
+            raise PullError(str(error)) from None
+
+    def pull(self, expected_manifest_sha256: str | None = None) -> PullReport:
+        started = time.monotonic()
+        manifest, raw = self.read_manifest(expected_manifest_sha256)
+        self.dest.mkdir(parents=True, exist_ok=True)
+        report = PullReport()
+        jobs = []
+        for artifact in manifest.stages.values():
+            target = safe_destination(self.dest, artifact.file)
+            if target.exists() and target.stat().st_size == artifact.size and sha256_of(target) == artifact.sha256:
+                report.skipped += 1
+                self.log(f"present and verified: {artifact.file}")
+                continue
+            jobs.append(_FileJob(artifact, target, self.part_size))
+        self._download(jobs)
+        report.files = len(jobs)
+        report.bytes = sum(job.artifact.size for job in jobs)
+        # The manifest goes last, like the compile tool's upload: its presence means the set is complete.
+        manifest_path = self.dest / MANIFEST_FILE
+        temp = manifest_path.with_name(MANIFEST_FILE + ".partial")
+        temp.write_bytes(raw)
+        os.replace(temp, manifest_path)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _download(self, jobs: list[_FileJob]) -> None:
+        # Bounds memory: a part holds its slot until it has been hashed, not just downloaded.
+        window = threading.Semaphore(self.concurrency * 2)
+        failed = threading.Event()
+        for job in jobs:
+            job.open()
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            futures = []
+            for job in jobs:
+                for index in range(job.parts):
+                    while not window.acquire(timeout=0.2):
+                        if failed.is_set():
+                            break
+                    if failed.is_set():
+                        break
+                    futures.append(pool.submit(self._part, job, index, window, failed))
+            wait(futures)
+        errors = [f.exception() for f in futures if f.exception()]
+        if errors:
+            for job in jobs:
+                job.abandon()
+            raise errors[0]
+
+    def _part(self, job: _FileJob, index: int, window: threading.Semaphore, failed: threading.Event) -> None:
+        try:
+            self._fetch_part(job, index, window)
+        except BaseException:
+            failed.set()
+            raise
+
+    def _fetch_part(self, job: _FileJob, index: int, window: threading.Semaphore) -> None:
+        start = index * job.part_size
+        end = min(job.artifact.size, start + job.part_size) - 1
+        key = self.location.key(job.artifact.file)
+        what = self.location.uri(job.artifact.file)
+        for attempt in range(1, self.attempts + 1):
+            try:
+                if job.artifact.size == 0:
+                    data = b""
+                else:
+                    response = self.s3.get_object(Bucket=self.location.bucket, Key=key, Range=f"bytes={start}-{end}")
+                    data = response["Body"].read()
+                if len(data) != end - start + 1:
+                    raise PullError(f"short read of {what} bytes {start}-{end}: got {len(data)}")
+                break
+            except ClientError as error:
+                raise _client_error(error, what) from None
+            except (BotoCoreError, PullError, OSError) as error:
+                if attempt == self.attempts:
+                    raise PullError(f"reading {what} failed after {attempt} attempts: {error}") from None
+                time.sleep(min(5.0, 0.2 * 2**attempt))
+        complete, hashed = job.land(index, data)
+        for _ in range(hashed):
+            window.release()
+        if complete:
+            job.finish()
+            self.log(f"verified {job.artifact.file} ({job.artifact.size / MiB:.1f} MiB)")

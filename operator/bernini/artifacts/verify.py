@@ -1,0 +1,35 @@
+"""`bernini artifacts verify`: check a remote artifact set from S3 metadata alone (HEAD requests)."""
+
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+from bernini.artifacts.publish import SHA256_METADATA
+from bernini.artifacts.pull import Puller
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: str
+    problem: str
+
+
+def verify(puller: Puller, expected_manifest_sha256: str | None = None) -> tuple[int, list[Finding]]:
+    """Returns (stages checked, problems). Raises PullError for manifest-level failures."""
+    manifest, _ = puller.read_manifest(expected_manifest_sha256)
+    location = puller.location
+    findings = []
+    for artifact in manifest.stages.values():
+        try:
+            head = puller.s3.head_object(Bucket=location.bucket, Key=location.key(artifact.file))
+        except ClientError as error:
+            findings.append(Finding(artifact.file, f"missing or unreadable ({error.response['Error'].get('Code')})"))
+            continue
+        if head["ContentLength"] != artifact.size:
+            findings.append(Finding(artifact.file, f"size {head['ContentLength']}, manifest says {artifact.size}"))
+        recorded = head.get("Metadata", {}).get(SHA256_METADATA)
+        if recorded is None:
+            findings.append(Finding(artifact.file, "no sha256 metadata; pull it to verify the bytes"))
+        elif recorded != artifact.sha256:
+            findings.append(Finding(artifact.file, f"sha256 metadata {recorded}, manifest says {artifact.sha256}"))
+    return len(manifest.stages), findings

@@ -1,0 +1,171 @@
+"""The artifact puller and verifier against a real S3-compatible server (versitygw) over HTTP on loopback.
+
+versitygw: Apache-2.0, built from the Go module proxy, serves a plain directory through the real S3 API
+(SigV4, ranged GETs, multipart uploads), so every request here is the one an init container makes on EKS.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bernini.artifacts.manifest import MANIFEST_FILE, Manifest
+from bernini.artifacts.publish import publish
+from bernini.artifacts.pull import ChecksumMismatch, ManifestChanged, ManifestMissing, PullError, Puller
+from bernini.artifacts.verify import verify
+
+MiB = 1 << 20
+
+
+def _write_set(directory: Path, sizes: dict[str, int], version: str = "1.0.0") -> Manifest:
+    directory.mkdir(parents=True, exist_ok=True)
+    stages = {}
+    for stage, size in sizes.items():
+        data = os.urandom(size)
+        (directory / f"{stage}.pt").write_bytes(data)
+        stages[stage] = {"file": f"{stage}.pt", "sha256": hashlib.sha256(data).hexdigest(), "size": size,
+                         "neuronCores": 1}
+    return Manifest.model_validate({
+        "manifestVersion": 1, "model": {"name": "bernini", "version": version}, "target": "inf2",
+        "toolchain": {"torch": "2.9.0", "torchNeuronx": "2.9.0", "neuronxCc": "2.21.0"}, "stages": stages,
+    })
+
+
+SIZES = {"encoder": 3 * MiB + 17, "diffusion": 20 * MiB + 5, "decoder": 1}
+
+
+@pytest.fixture
+def published(s3, local_s3, tmp_path, request):
+    uri = f"s3://artifacts/{request.node.name}/"
+    if "artifacts" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket="artifacts")
+    manifest = _write_set(tmp_path / "compiled", SIZES)
+    publish(s3, uri, tmp_path / "compiled", manifest)
+    return uri, manifest
+
+
+def _puller(local_s3, uri, dest, monkeypatch, **kwargs):
+    for name, value in local_s3.credentials_env.items():
+        monkeypatch.setenv(name, value)
+    return Puller(uri, dest, endpoint_url=local_s3.endpoint_url, part_size=1 * MiB, log=lambda _: None, **kwargs)
+
+
+def test_round_trip_publish_verify_pull(published, local_s3, tmp_path, monkeypatch):
+    uri, manifest = published
+    puller = _puller(local_s3, uri, tmp_path / "pulled", monkeypatch)
+    checked, problems = verify(puller)
+    assert (checked, problems) == (3, [])
+    report = puller.pull()
+    assert (report.files, report.skipped, report.bytes) == (3, 0, sum(SIZES.values()))
+    for artifact in manifest.stages.values():
+        pulled = (tmp_path / "pulled" / artifact.file).read_bytes()
+        assert pulled == (tmp_path / "compiled" / artifact.file).read_bytes()
+    assert Manifest.model_validate_json((tmp_path / "pulled" / MANIFEST_FILE).read_text()) == manifest
+    assert not list((tmp_path / "pulled").glob("*.partial"))
+
+
+def test_corrupted_object_fails_the_checksum_and_leaves_no_file(published, s3, local_s3, tmp_path, monkeypatch):
+    uri, manifest = published
+    key = uri.removeprefix("s3://artifacts/") + "diffusion.pt"
+    s3.put_object(Bucket="artifacts", Key=key, Body=os.urandom(SIZES["diffusion"]),
+                  Metadata={"sha256": manifest.stages["diffusion"].sha256})
+    puller = _puller(local_s3, uri, tmp_path / "pulled", monkeypatch)
+    with pytest.raises(ChecksumMismatch, match="checksum mismatch for diffusion.pt"):
+        puller.pull()
+    assert not (tmp_path / "pulled" / "diffusion.pt").exists()
+    assert not (tmp_path / "pulled" / MANIFEST_FILE).exists()
+
+
+def test_verify_reports_a_truncated_object_without_downloading(published, s3, local_s3, tmp_path, monkeypatch):
+    uri, _ = published
+    s3.put_object(Bucket="artifacts", Key=uri.removeprefix("s3://artifacts/") + "encoder.pt", Body=b"short")
+    checked, problems = verify(_puller(local_s3, uri, tmp_path, monkeypatch))
+    assert checked == 3
+    assert [p.file for p in problems] == ["encoder.pt", "encoder.pt"]  # wrong size, no sha256 metadata
+
+
+def test_missing_manifest_names_the_uri(local_s3, tmp_path, monkeypatch, s3):
+    if "artifacts" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket="artifacts")
+    with pytest.raises(ManifestMissing, match="s3://artifacts/nothing-here/manifest.json does not exist"):
+        _puller(local_s3, "s3://artifacts/nothing-here/", tmp_path, monkeypatch).pull()
+
+
+def test_pinned_manifest_digest_refuses_a_changed_set(published, local_s3, tmp_path, monkeypatch):
+    uri, _ = published
+    with pytest.raises(ManifestChanged, match="changed after preflight"):
+        _puller(local_s3, uri, tmp_path, monkeypatch).pull(expected_manifest_sha256="0" * 64)
+
+
+def test_path_traversal_keys_are_refused_before_any_download(s3, local_s3, tmp_path, monkeypatch, published):
+    uri, manifest = published
+    document = json.loads(manifest.model_dump_json())
+    document["stages"]["encoder"]["file"] = "../../outside.pt"
+    s3.put_object(Bucket="artifacts", Key=uri.removeprefix("s3://artifacts/") + MANIFEST_FILE, Body=json.dumps(document))
+    with pytest.raises(PullError, match="must be a plain relative path"):
+        _puller(local_s3, uri, tmp_path / "pulled", monkeypatch).pull()
+    assert not (tmp_path / "outside.pt").exists()
+
+
+def test_interrupted_pull_resumes_and_skips_verified_files(published, local_s3, tmp_path, monkeypatch):
+    uri, manifest = published
+    dest = tmp_path / "pulled"
+    env = {**os.environ, **local_s3.credentials_env}
+    command = [sys.executable, "-m", "bernini", "artifacts", "pull", uri, str(dest),
+               "--endpoint-url", local_s3.endpoint_url, "--part-size-mib", "1", "--concurrency", "1"]
+    interrupted = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while not (dest / "encoder.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    interrupted.kill()  # mid-way through the 20 MiB diffusion file
+    interrupted.wait()
+    assert (dest / "encoder.pt").exists() and not (dest / MANIFEST_FILE).exists()
+    (dest / "decoder.pt").unlink(missing_ok=True)
+
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "present and verified: encoder.pt" in resumed.stdout
+    assert "checksums verified; 1 already present and verified" in resumed.stdout
+    for artifact in manifest.stages.values():
+        assert hashlib.sha256((dest / artifact.file).read_bytes()).hexdigest() == artifact.sha256
+
+
+def test_exit_codes_and_messages_of_the_init_container(published, local_s3, tmp_path):
+    uri, _ = published
+    base = [sys.executable, "-m", "bernini", "artifacts", "pull"]
+    env = {**os.environ, **local_s3.credentials_env}
+    denied = subprocess.run(base + [uri, str(tmp_path / "a"), "--endpoint-url", local_s3.endpoint_url],
+                            env={**env, "AWS_SECRET_ACCESS_KEY": "wrong"}, capture_output=True, text=True, timeout=60)
+    assert denied.returncode == 3 and "denied" in denied.stderr
+    assert local_s3.secret_key not in denied.stderr + denied.stdout
+
+    missing = subprocess.run(base + ["s3://artifacts/absent/", str(tmp_path / "b"), "--endpoint-url", local_s3.endpoint_url],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_unreachable_store_fails_clearly_in_bounded_time(tmp_path, monkeypatch):
+    from bernini.localcluster.processes import free_port
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    started = time.monotonic()
+    with pytest.raises(PullError, match="cannot reach the artifact store"):
+        Puller("s3://artifacts/x/", tmp_path, endpoint_url=f"http://127.0.0.1:{free_port()}", log=lambda _: None).pull()
+    assert time.monotonic() - started < 30
+
+
+def test_unsupported_manifest_version_exits_with_its_own_code(published, s3, local_s3, tmp_path):
+    uri, manifest = published
+    document = json.loads(manifest.model_dump_json())
+    document["manifestVersion"] = 2
+    s3.put_object(Bucket="artifacts", Key=uri.removeprefix("s3://artifacts/") + MANIFEST_FILE, Body=json.dumps(document))
+    result = subprocess.run(
+        [sys.executable, "-m", "bernini", "artifacts", "pull", uri, str(tmp_path), "--endpoint-url", local_s3.endpoint_url],
+        env={**os.environ, **local_s3.credentials_env}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 5 and "manifestVersion 2 is not supported" in result.stderr
