@@ -8,7 +8,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
 CRD_FILES := crds/bernini.dev_berninideployments.yaml charts/bernini-operator/crds/bernini.dev_berninideployments.yaml
 
-.PHONY: help venv controlplane cluster-up cluster-down demo test crds bench-reconcile
+.PHONY: help venv controlplane cluster-up cluster-down demo test crds bench-reconcile bench-pull
 
 help:
 	@echo "make demo          run the operator's main job on a local control plane"
@@ -46,3 +46,6 @@ test: venv controlplane
 
 bench-reconcile: venv controlplane
 	$(PY) -m tests.bench.reconcile
+
+bench-pull: venv controlplane
+	$(PY) -m tests.bench.pull

@@ -7,11 +7,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 source "$here/versions.env"
 
-key=$(cat "$here/versions.env" "$here/go.mod" "$here/go.sum" | sha256sum | cut -c1-16)
+benchtools=$(cd "$here/../benchtools" && pwd)
+key=$(cat "$here/versions.env" "$here/go.mod" "$here/go.sum" "$benchtools/go.mod" "$benchtools/go.sum" | sha256sum | cut -c1-16)
 cache=${BERNINI_CACHE:-$HOME/.cache/bernini}/controlplane-$key
 bin=$cache/bin
 link=$repo/.local/bin
-binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok ray-operator helm versitygw)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok ray-operator helm versitygw s5cmd)
 
 step() { printf '[controlplane %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
@@ -59,6 +60,12 @@ install_tool ray-operator "github.com/ray-project/kuberay/ray-operator@$KUBERAY_
 install_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 # The S3-compatible server of the tests: Apache-2.0, serves a plain directory, fast enough for bench-pull.
 install_tool versitygw "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+
+if [ ! -x "$bin/s5cmd" ]; then
+  # Built inside its own module: `go install s5cmd@version` is refused (the proxy hides its version list).
+  step "building s5cmd (bench-pull peer)"
+  (cd "$benchtools" && go build -trimpath -ldflags "-s -w" -o "$bin/s5cmd" github.com/peak/s5cmd/v2) || fail_proxy s5cmd
+fi
 
 # KubeRay's CRDs and KWOK's default stages ship inside their modules; keep copies next to the binaries.
 module_dir() { go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'; }

@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from pydantic import ValidationError
 
 from bernini.api.spec import BerniniDeploymentSpec
@@ -89,6 +89,8 @@ class ManifestReader:
 
     def __init__(self, cache_seconds: float = CACHE_SECONDS):
         self._cache: dict[tuple, tuple[float, Preflight | tuple[Manifest, str]]] = {}
+        self._clients: dict[tuple, object] = {}
+        self._key_locks: dict[tuple, threading.Lock] = {}
         self._lock = threading.Lock()
         self._cache_seconds = cache_seconds
 
@@ -101,19 +103,28 @@ class ManifestReader:
     def _fetch(self, spec: BerniniDeploymentSpec) -> Preflight | tuple[Manifest, str]:
         key = (spec.model.artifacts_uri, spec.s3.region, spec.s3.endpoint_url)
         with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # many deployments of one URI share one read
             cached = self._cache.get(key)
-        if cached and time.monotonic() - cached[0] < self._cache_seconds:
-            return cached[1]
-        result = self._read(spec)
-        with self._lock:
+            if cached and time.monotonic() - cached[0] < self._cache_seconds:
+                return cached[1]
+            result = self._read(spec)
             self._cache[key] = (time.monotonic(), result)
-        return result
+            return result
+
+    def _client(self, region: str, endpoint_url: str | None):
+        with self._lock:
+            if (region, endpoint_url) not in self._clients:
+                self._clients[(region, endpoint_url)] = s3_client(
+                    region, endpoint_url, connect_timeout=2, read_timeout=5, attempts=2
+                )
+            return self._clients[(region, endpoint_url)]
 
     def _read(self, spec: BerniniDeploymentSpec) -> Preflight | tuple[Manifest, str]:
         location = S3Location.parse(spec.model.artifacts_uri)
         uri = location.uri(MANIFEST_FILE)
         try:
-            client = s3_client(spec.s3.region, spec.s3.endpoint_url, connect_timeout=2, read_timeout=5, attempts=2)
+            client = self._client(spec.s3.region, spec.s3.endpoint_url)
             raw = client.get_object(Bucket=location.bucket, Key=location.key(MANIFEST_FILE))["Body"].read()
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
@@ -124,6 +135,8 @@ class ManifestReader:
             if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 return Preflight(False, "AccessDenied", f"reading {uri} was denied ({code}); check the IAM role")
             return Preflight(False, "StoreError", f"reading {uri} failed: {code}")
+        except NoCredentialsError:
+            return Preflight(False, "NoCredentials", f"no AWS credentials to read {uri}: give the operator an IAM role")
         except BotoCoreError as error:
             return Preflight(False, "StoreUnreachable", f"reading {uri} failed: {error}")
         try:
