@@ -12,11 +12,13 @@ from bernini.localcluster.processes import free_port
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, env: dict[str, str], log_file: Path, resync_seconds: float = 5.0):
+    def __init__(self, kubeconfig: Path, env: dict[str, str], log_file: Path, resync_seconds: float = 5.0,
+                 namespaces: tuple[str, ...] = ()):
         self.kubeconfig = kubeconfig
         self.env = env
         self.log_file = log_file
         self.resync_seconds = resync_seconds
+        self.namespaces = namespaces
         self.process: subprocess.Popen | None = None
         self.metrics_port = free_port()
 
@@ -24,7 +26,8 @@ class OperatorProcess:
         log = self.log_file.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bernini", "operator", "--resync-seconds", str(self.resync_seconds),
-             "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"],
+             "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
+             *(f"--namespace={namespace}" for namespace in self.namespaces)],
             env={**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)},
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )

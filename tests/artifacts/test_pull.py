@@ -28,7 +28,7 @@ def _write_set(directory: Path, sizes: dict[str, int], version: str = "1.0.0") -
     for stage, size in sizes.items():
         data = os.urandom(size)
         (directory / f"{stage}.pt").write_bytes(data)
-        stages[stage] = {"file": f"{stage}.pt", "sha256": hashlib.sha256(data).hexdigest(), "size": size,
+        stages[stage] = {"stage": stage, "file": f"{stage}.pt", "sha256": hashlib.sha256(data).hexdigest(), "size": size,
                          "neuronCores": 1}
     return Manifest.model_validate({
         "manifestVersion": 1, "model": {"name": "bernini", "version": version}, "target": "inf2",

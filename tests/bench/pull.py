@@ -48,7 +48,7 @@ def make_dataset(directory: Path, big: int, big_mib: int, small: int, small_kib:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = os.urandom(size)
         path.write_bytes(data)
-        stages[name] = {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "size": size}
+        stages[name] = {"stage": "bench", "file": name, "sha256": hashlib.sha256(data).hexdigest(), "size": size}
     return Manifest.model_validate({"manifestVersion": 1, "model": {"name": "bench", "version": "1"}, "target": "cpu",
                                     "toolchain": {"torch": "none"}, "stages": stages})
 

@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from bernini.api import GROUP, PLURAL, VERSION
+from tests.operator_process import OperatorProcess
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -259,7 +260,17 @@ def test_operator_killed_mid_reconcile_converges_after_restart(operator, custom,
     wait_for(_rendered_generation(custom, namespace, 1), "Rendered after restart")
 
 
-def test_an_idle_deployment_costs_no_api_writes(operator, custom, namespace, example_deployment):
+@pytest.fixture
+def scoped_operator(kubeconfig, bernini_crd, local_s3, namespace, tmp_path):
+    """An operator watching only this test's namespace, so its write counter counts this test alone."""
+    process = OperatorProcess(kubeconfig, local_s3.credentials_env, tmp_path / "operator.log", namespaces=(namespace,))
+    process.start()
+    yield process
+    process.stop()
+
+
+def test_an_idle_deployment_costs_no_api_writes(operator, scoped_operator, custom, namespace, example_deployment):
+    operator = scoped_operator
     _create(custom, namespace, example_deployment())
     wait_for(lambda: _condition(_get(custom, namespace), "RayServiceReady").get("status") == "False", "KubeRay's first report")
     import time

@@ -20,7 +20,10 @@ class TensorSpec(ApiModel):
 
 
 class StageArtifact(ApiModel):
-    """One compiled stage."""
+    """One compiled graph of a pipeline stage (the encoder stage has one per input modality)."""
+
+    stage: str
+    """Pipeline stage the graph belongs to: encoder, diffusion or decoder."""
 
     file: str = Field(min_length=1)
     """Key of the stage file relative to the artifacts prefix."""
@@ -56,12 +59,17 @@ class ModelIdentity(ApiModel):
 
 
 class Manifest(ApiModel):
+    """manifest.json, version 1. `stages` maps artifact names (e.g. encoder-image) to their files."""
+
     manifest_version: int
     model: ModelIdentity
     target: Literal["inf2", "cpu"]
     toolchain: Toolchain
     stages: dict[str, StageArtifact]
     created_at: str = ""
+
+    def of_stage(self, stage: str) -> list[StageArtifact]:
+        return [artifact for artifact in self.stages.values() if artifact.stage == stage]
 
     @property
     def total_bytes(self) -> int:

@@ -43,14 +43,14 @@ def judge(spec: BerniniDeploymentSpec, manifest: Manifest, manifest_sha256: str)
     if manifest.target != model.target:
         return Preflight(False, "TargetMismatch",
                          f"artifacts were compiled for {manifest.target}, spec.model.target is {model.target}")
-    missing = [stage for stage in NEURAL_STAGES if stage not in manifest.stages]
+    missing = [stage for stage in NEURAL_STAGES if not manifest.of_stage(stage)]
     if missing:
         return Preflight(False, "StageMissing", f"manifest has no compiled {', '.join(missing)} stage")
     for name, stage in spec.stages.items():
-        artifact = manifest.stages.get(name)
-        if artifact and manifest.target == "inf2" and artifact.neuron_cores > stage.neuron_cores:
+        needed = max((artifact.neuron_cores for artifact in manifest.of_stage(name)), default=0)
+        if manifest.target == "inf2" and needed > stage.neuron_cores:
             return Preflight(False, "NeuronCoresTooFew",
-                             f"{name} was compiled for {artifact.neuron_cores} NeuronCores, "
+                             f"{name} was compiled for {needed} NeuronCores, "
                              f"spec.stages.{name}.neuronCores is {stage.neuron_cores}")
     compiled_with, runtime_pairs = manifest.toolchain.neuronx_cc, spec.runtime.neuron_compiler_version
     if compiled_with and runtime_pairs and _major(compiled_with) != _major(runtime_pairs):

@@ -22,7 +22,7 @@ def publish_placeholder_artifacts(s3, uri: str, version: str, name: str = "berni
         payload = os.urandom(size)
         key = f"{stage}.pt"
         s3.put_object(Bucket=location.bucket, Key=location.key(key), Body=payload)
-        stages[stage] = {"file": key, "sha256": hashlib.sha256(payload).hexdigest(), "size": size,
+        stages[stage] = {"stage": stage, "file": key, "sha256": hashlib.sha256(payload).hexdigest(), "size": size,
                          "neuronCores": 1 if target == "inf2" else 0}
     manifest = {
         "manifestVersion": manifest_version,

@@ -1,0 +1,69 @@
+"""Reverse diffusion: a conditional 3D denoiser and a DDIM sampler with classifier-free guidance."""
+
+import math
+
+import torch
+from torch import nn
+
+from bernini.model.shapes import CONDITION_DIM, LATENT_CHANNELS, LATENT_SIZE
+
+
+def timestep_embedding(t: torch.Tensor, dim: int = CONDITION_DIM) -> torch.Tensor:
+    half = dim // 2
+    frequencies = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32) / half)
+    angles = t.float()[:, None] * frequencies[None, :]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+class FiLMBlock(nn.Module):
+    """Conv3d residual block whose features are scaled and shifted by the condition and timestep."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(8, channels)
+        self.conv = nn.Conv3d(channels, channels, 3, padding=1)
+        self.film = nn.Linear(CONDITION_DIM, 2 * channels)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.film(context).chunk(2, dim=1)
+        h = self.norm(x) * (1 + scale[:, :, None, None, None]) + shift[:, :, None, None, None]
+        return x + self.conv(torch.nn.functional.silu(h))
+
+
+class Denoiser(nn.Module):
+    """Predicts the noise in a latent grid (B, 4, 12, 12, 12) at timestep t given the condition."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.time = nn.Sequential(nn.Linear(CONDITION_DIM, CONDITION_DIM), nn.SiLU(), nn.Linear(CONDITION_DIM, CONDITION_DIM))
+        self.stem = nn.Conv3d(LATENT_CHANNELS, width, 3, padding=1)
+        self.blocks = nn.ModuleList([FiLMBlock(width) for _ in range(3)])
+        self.head = nn.Conv3d(width, LATENT_CHANNELS, 3, padding=1)
+
+    def forward(self, latent: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        context = self.time(timestep_embedding(t)) + condition
+        h = self.stem(latent)
+        for block in self.blocks:
+            h = block(h, context)
+        return self.head(h)
+
+
+def ddim_sample(denoise, condition: torch.Tensor, steps: int = 8, guidance: float = 3.0, seed: int = 0,
+                train_steps: int = 1000) -> torch.Tensor:
+    """Deterministic DDIM over `steps` timesteps; each step runs the compiled denoiser once on a batch of
+    two (conditional, unconditional) and mixes them with the guidance scale."""
+    generator = torch.Generator().manual_seed(seed)
+    latent = torch.randn(1, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE, LATENT_SIZE, generator=generator)
+    betas = torch.linspace(1e-4, 0.02, train_steps)
+    alphas = torch.cumprod(1 - betas, dim=0)
+    timesteps = torch.linspace(train_steps - 1, 0, steps).long()
+    guided = torch.cat([condition, torch.zeros_like(condition)])  # the null condition
+    for index, t in enumerate(timesteps):
+        both = denoise(latent.repeat(2, 1, 1, 1, 1), t.repeat(2).float(), guided)
+        conditional, unconditional = both.chunk(2)
+        noise = unconditional + guidance * (conditional - unconditional)
+        alpha = alphas[t]
+        alpha_next = alphas[timesteps[index + 1]] if index + 1 < steps else torch.tensor(1.0)
+        predicted = (latent - (1 - alpha).sqrt() * noise) / alpha.sqrt()
+        latent = alpha_next.sqrt() * predicted + (1 - alpha_next).sqrt() * noise
+    return latent

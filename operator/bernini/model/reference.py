@@ -1,0 +1,41 @@
+"""The reference model's compiled stages with their example inputs, built from a fixed seed."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bernini.model.diffusion import Denoiser
+from bernini.model.encoders import ImageEncoder, PointCloudEncoder, TextEncoder
+from bernini.model.shapes import (CONDITION_DIM, GUIDANCE_BATCH, IMAGE_SIZE, LATENT_CHANNELS, LATENT_SIZE, POINTS,
+                                  TEXT_TOKENS)
+from bernini.model.wavelet import WaveletDecoder
+
+
+@dataclass(frozen=True)
+class CompiledStage:
+    """One traced graph: its artifact name, its pipeline stage and the static example inputs."""
+
+    artifact: str
+    stage: str
+    module: nn.Module
+    inputs: tuple[tuple[str, torch.Tensor], ...]
+    neuron_cores: int = 1
+
+
+def reference_stages(seed: int = 0) -> list[CompiledStage]:
+    torch.manual_seed(seed)
+    latent = torch.zeros(1, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE, LATENT_SIZE)
+    guided = torch.zeros(GUIDANCE_BATCH, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE, LATENT_SIZE)
+    return [
+        CompiledStage("encoder-image", "encoder", ImageEncoder().eval(),
+                      (("image", torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)),)),
+        CompiledStage("encoder-pointcloud", "encoder", PointCloudEncoder().eval(),
+                      (("points", torch.zeros(1, POINTS, 3)),)),
+        CompiledStage("encoder-text", "encoder", TextEncoder().eval(),
+                      (("tokens", torch.zeros(1, TEXT_TOKENS, dtype=torch.int64)),)),
+        CompiledStage("diffusion", "diffusion", Denoiser().eval(),
+                      (("latent", guided), ("t", torch.zeros(GUIDANCE_BATCH)),
+                       ("condition", torch.zeros(GUIDANCE_BATCH, CONDITION_DIM)))),
+        CompiledStage("decoder", "decoder", WaveletDecoder().eval(), (("latent", latent),)),
+    ]
