@@ -81,6 +81,21 @@ def _artifacts_verify(args: argparse.Namespace) -> int:
     return 1 if findings else 0
 
 
+def _compile(args: argparse.Namespace) -> int:
+    from bernini.compile import compile_model, neuron_available
+
+    target = args.target or ("inf2" if neuron_available() else "cpu")
+    manifest = compile_model(args.out, args.version, target, seed=args.seed)
+    print(f"compiled {len(manifest.stages)} graphs for {target} into {args.out} ({manifest.total_bytes / 2**20:.1f} MiB)")
+    if args.upload:
+        from bernini.artifacts.publish import publish
+        from bernini.artifacts.store import s3_client
+
+        publish(s3_client(args.region, args.endpoint_url), args.upload, args.out, manifest)
+        print(f"published to {args.upload} (manifest.json last)")
+    return 0
+
+
 def _crds(args: argparse.Namespace) -> int:
     from bernini.api.crd import render_yaml
 
@@ -136,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--concurrency", type=int, default=16)
         sub.add_argument("--part-size-mib", type=int, default=8)
         sub.set_defaults(handler=handler)
+
+    compile_parser = commands.add_parser("compile", help="trace every stage, write manifest.json, publish to S3")
+    compile_parser.add_argument("--version", required=True, help="model version recorded in the manifest")
+    compile_parser.add_argument("--out", type=Path, required=True, help="local directory for the artifact set")
+    compile_parser.add_argument("--target", choices=("inf2", "cpu"), help="default: inf2 when torch-neuronx imports")
+    compile_parser.add_argument("--seed", type=int, default=0, help="reference model weights seed")
+    compile_parser.add_argument("--upload", metavar="S3_URI", help="publish the set to this prefix")
+    compile_parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+    compile_parser.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL_S3"))
+    compile_parser.set_defaults(handler=_compile)
 
     crds = commands.add_parser("crds", help="write the BerniniDeployment CRD generated from the pydantic models")
     crds.add_argument("output", type=Path, nargs="+")

@@ -1,0 +1,1 @@
+"""The Ray Serve application that runs the compiled Bernini stages."""
