@@ -1,0 +1,91 @@
+"""A real local Ray head (GCS, raylet, dashboard, Serve) on loopback, with token authentication on."""
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from bernini.localcluster.processes import free_port
+
+RAY = Path(sys.executable).with_name("ray")
+
+
+class RayHead:
+    def __init__(self, temp_dir: Path, log_file: Path, neuron_cores: int = 8, cpus: int = 8):
+        self.temp_dir = temp_dir
+        self.log_file = log_file
+        self.neuron_cores = neuron_cores
+        self.cpus = cpus
+        self.token = secrets.token_hex(32)
+        self.gcs_port, self.dashboard_port, self.serve_port = free_port(), free_port(), free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        # What KubeRay sets on every Ray container when authOptions.mode is token.
+        return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0"}
+
+    def start(self, timeout: float = 90) -> None:
+        # neuron_cores is a custom resource here, as the Neuron workers declare it via rayStartParams;
+        # memory is logical, so the example's per-replica memory schedules on this machine.
+        command = [
+            str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}", f"--num-cpus={self.cpus}",
+            f"--memory={64 * 2**30}", f'--resources={{"neuron_cores": {self.neuron_cores}}}',
+            f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
+        ]
+        log = self.log_file.open("ab")
+        self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"ray start exited:\n{self.log_file.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.request("/api/version"), timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError(f"the Ray dashboard did not answer within {timeout}s:\n{self.log_file.read_text()[-3000:]}")
+
+    def request(self, path: str, method: str = "GET", body: bytes | None = None) -> urllib.request.Request:
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        return urllib.request.Request(self.dashboard + path, data=body, method=method, headers=headers)
+
+    def stop(self) -> None:
+        """Kill exactly this head's processes: those in its group and those naming its temp dir
+        (`ray stop` would kill every Ray on the machine)."""
+        if self.process is None:
+            return
+        for pid in self._processes_of_this_head():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+
+    def _processes_of_this_head(self) -> list[int]:
+        marker = str(self.temp_dir).encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if marker in (entry / "cmdline").read_bytes():
+                        found.append(int(entry.name))
+                except OSError:
+                    pass
+        return found

@@ -1,0 +1,149 @@
+"""The operator's serveConfigV2 deployed on a real Ray head through Ray's REST deploy path."""
+
+import http.client
+import io
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from tests.serve.conftest import deploy, rendered_serve_config, running_replicas, wait_running
+
+UPSCALE_DELAY, DOWNSCALE_DELAY = 2.0, 4.0
+
+
+@pytest.fixture(scope="module")
+def serving(ray_head, artifacts_dir):
+    config = rendered_serve_config(
+        artifacts_dir, ray_head.serve_port,
+        autoscaling={"upscaleDelaySeconds": UPSCALE_DELAY, "downscaleDelaySeconds": DOWNSCALE_DELAY},
+    )
+    deploy(ray_head, config)
+    wait_running(ray_head)
+    return f"http://127.0.0.1:{ray_head.serve_port}/", config
+
+
+def post(url: str, body: bytes, content_type: str, timeout: float = 120):
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def _png() -> bytes:
+    pixels = (np.random.default_rng(1).random((64, 80, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _points() -> bytes:
+    rng = np.random.default_rng(2)
+    direction = rng.normal(size=(5000, 3))
+    return json.dumps({"points": (direction / np.linalg.norm(direction, axis=1, keepdims=True)).tolist()}).encode()
+
+
+MODALITIES = {
+    "image": (_png, "image/png", "glb"),
+    "pointcloud": (_points, "application/json", "obj"),
+    "text": (lambda: json.dumps({"prompt": "a small wooden chair"}).encode(), "application/json", "ply"),
+}
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+def test_every_input_kind_returns_a_valid_mesh(serving, modality):
+    url, _ = serving
+    make_body, content_type, file_format = MODALITIES[modality]
+    status, headers, body = post(f"{url}?format={file_format}", make_body(), content_type)
+    assert status == 200, body[:500]
+    assert headers["content-type"].startswith({"glb": "model/gltf-binary", "obj": "model/obj", "ply": "application/ply"}[file_format])
+    info = json.loads(headers["x-bernini-mesh"])
+    assert info["modality"] == modality
+    timings = json.loads(headers["x-bernini-timings"])
+    assert set(timings) == {"encoder", "diffusion", "decoder", "triangulation"} and all(v > 0 for v in timings.values())
+    mesh = trimesh.load(io.BytesIO(body), file_type=file_format, force="mesh")
+    assert len(mesh.vertices) > 100 and len(mesh.faces) > 100
+    assert np.isfinite(mesh.vertices).all()
+    assert mesh.faces.max() < len(mesh.vertices)
+    assert mesh.is_winding_consistent
+
+
+def test_different_inputs_give_different_meshes(serving):
+    url, _ = serving
+    first = post(url, json.dumps({"prompt": "a chair"}).encode(), "application/json")[2]
+    second = post(url, json.dumps({"prompt": "a lamp"}).encode(), "application/json")[2]
+    assert first != second
+
+
+BAD_INPUTS = [
+    (b"{not json", "application/json", "", 400, "not valid JSON"),
+    (b'{"points": [[1, 2]]}', "application/json", "", 400, "shape (N, 3)"),
+    (b'{"prompt": ""}', "application/json", "", 400, "non-empty"),
+    (b'{"prompt": "a chair"}', "application/json", "?format=stl", 400, "format must be one of"),
+    (b'{"prompt": "a chair"}', "application/json", "?steps=500", 400, "steps must be within"),
+    (b"\x89PNG broken", "image/png", "", 400, "not a readable PNG or JPEG"),
+    (b"<mesh/>", "application/xml", "", 415, "unsupported content type application/xml"),
+]
+
+
+@pytest.mark.parametrize("body, content_type, query, status, message", BAD_INPUTS, ids=[case[4] for case in BAD_INPUTS])
+def test_bad_input_gets_a_clear_4xx(serving, body, content_type, query, status, message):
+    url, _ = serving
+    code, _, answer = post(url + query, body, content_type)
+    assert code == status
+    assert message in json.loads(answer)["error"]
+
+
+def test_oversized_bodies_are_refused_from_the_declared_length(serving):
+    url, _ = serving
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    connection.putrequest("POST", "/")
+    connection.putheader("Content-Type", "text/plain")
+    connection.putheader("Content-Length", str(17 << 20))
+    connection.endheaders()
+    connection.send(b"x" * (1 << 20))  # the rest never comes: the answer must not wait for it
+    response = connection.getresponse()
+    assert response.status == 413
+    assert "exceeds" in json.loads(response.read())["error"]
+
+
+def test_diffusion_scales_up_under_load_and_back_down(serving, ray_head):
+    url, config = serving
+    diffusion = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Diffusion")
+    assert diffusion["autoscaling_config"]["upscale_delay_s"] == UPSCALE_DELAY
+    assert running_replicas(ray_head, "Diffusion") == diffusion["autoscaling_config"]["min_replicas"] == 1
+
+    stop = threading.Event()
+
+    def client():
+        while not stop.is_set():
+            post(url + "?steps=20", json.dumps({"prompt": "load"}).encode(), "application/json")
+
+    workers = [threading.Thread(target=client, daemon=True) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    started = time.monotonic()
+    try:
+        while running_replicas(ray_head, "Diffusion") < 2:
+            assert time.monotonic() - started < UPSCALE_DELAY + 60, "Serve did not add a Diffusion replica under load"
+            time.sleep(0.5)
+        scaled_up_after = time.monotonic() - started
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(120)
+    stopped = time.monotonic()
+    while running_replicas(ray_head, "Diffusion") > 1:
+        assert time.monotonic() - stopped < DOWNSCALE_DELAY + 60, "Serve did not remove replicas after the load"
+        time.sleep(0.5)
+    print(f"\nDiffusion scaled up {scaled_up_after:.1f}s after load began; back to 1 replica "
+          f"{time.monotonic() - stopped:.1f}s after it stopped")
