@@ -9,6 +9,6 @@ def triangulate(sdf: np.ndarray, level: float = 0.0) -> trimesh.Trimesh:
     size = sdf.shape[0]
     # Ray hands numpy arrays over zero-copy and read-only; skimage needs a writable buffer.
     sdf = np.array(sdf, dtype=np.float32, copy=True)
-    vertices, faces, normals, _ = measure.marching_cubes(sdf, level=level, spacing=(2 / (size - 1),) * 3)
-    # skimage orders faces for the gradient direction; flip so normals point out of the solid (SDF < 0 inside).
-    return trimesh.Trimesh(vertices=vertices - 1.0, faces=faces[:, ::-1], vertex_normals=-normals, process=True)
+    # skimage's default winding gives outward normals (positive volume) for an SDF that is negative inside.
+    vertices, faces, _, _ = measure.marching_cubes(sdf, level=level, spacing=(2 / (size - 1),) * 3)
+    return trimesh.Trimesh(vertices=vertices - 1.0, faces=faces, process=True)
