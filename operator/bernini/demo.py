@@ -1,28 +1,36 @@
 """`make demo`: the operator's main job on the embedded local control plane.
 
-Starts (or reuses) the local cluster, an S3-compatible server and the operator, publishes an artifact
-set, applies examples/bernini-minimal.yaml pointed at that server, waits for the RayService and its
-pods, and prints where everything landed. Everything keeps running until `make cluster-down`.
+Starts (or reuses) the local cluster, an S3-compatible server and the operator; compiles the reference
+model and publishes it; applies examples/bernini-minimal.yaml pointed at that server; waits for the
+RayService and its pods and prints where everything landed. Then it runs the RayService's own
+serveConfigV2 on a local Ray head (fake KWOK pods run no Ray) with the artifacts pulled exactly as the
+init container pulls them, and generates one mesh. The cluster keeps running until `make cluster-down`.
 """
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import boto3
 import yaml
 
 from bernini.artifacts.manifest import MANIFEST_FILE
+from bernini.artifacts.publish import publish
 from bernini.artifacts.store import S3Location
+from bernini.compile import compile_model
 
 from bernini.localcluster import LocalCluster, processes
 from bernini.localcluster.cluster import REPO_ROOT
-from bernini.localcluster.placeholder_artifacts import publish_placeholder_artifacts
+from bernini.localcluster.ray_head import RayHead, localize_serve_config
 from bernini.localcluster.s3server import LocalS3
 
 EXAMPLE = REPO_ROOT / "examples" / "bernini-minimal.yaml"
+EXAMPLE_INPUT = REPO_ROOT / "examples" / "inputs" / "chair-prompt.json"
 CRDS = REPO_ROOT / "crds"
 ARTIFACTS_URI = "s3://bernini-artifacts/bernini/1.0.0/"
 
@@ -70,7 +78,7 @@ def _ensure_operator(cluster: LocalCluster, s3: LocalS3) -> None:
     say(f"operator started (pid {pid}), log {cluster.log_dir / 'operator.log'}")
 
 
-def _publish_artifacts(s3: LocalS3) -> None:
+def _publish_artifacts(cluster: LocalCluster, s3: LocalS3) -> None:
     client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
                           aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key)
     location = S3Location.parse(ARTIFACTS_URI)
@@ -79,14 +87,19 @@ def _publish_artifacts(s3: LocalS3) -> None:
         return  # republishing would change the manifest digest and roll the RayService for nothing
     except client.exceptions.ClientError:
         pass
-    manifest = publish_placeholder_artifacts(client, ARTIFACTS_URI, version="1.0.0")
-    say(f"published a placeholder artifact set ({len(manifest['stages'])} stages + manifest.json) to {ARTIFACTS_URI}")
+    if location.bucket not in {bucket["Name"] for bucket in client.list_buckets()["Buckets"]}:
+        client.create_bucket(Bucket=location.bucket)
+    compiled = cluster.state_dir / "compiled"
+    manifest = compile_model(compiled, "1.0.0", "cpu", log=lambda line: say(f"compile: {line}"))
+    publish(client, ARTIFACTS_URI, compiled, manifest)
+    say(f"published {len(manifest.stages)} compiled graphs (cpu target) + manifest.json to {ARTIFACTS_URI}")
 
 
 def _example(s3: LocalS3) -> dict:
     body = yaml.safe_load(EXAMPLE.read_text())
     body["metadata"]["namespace"] = "default"
     body["spec"]["model"]["artifactsUri"] = ARTIFACTS_URI
+    body["spec"]["model"]["target"] = "cpu"  # compiled here with torch.jit.trace; inf2 needs torch-neuronx
     body["spec"]["s3"] = {"region": "us-east-1", "endpointUrl": s3.endpoint_url}
     return body
 
@@ -121,7 +134,7 @@ def run(root: Path) -> int:
     cluster.kubectl("apply", "--server-side", "--field-manager=bernini-demo", "-f", str(CRDS))
     cluster.kubectl("wait", "--for=condition=Established", "crd/berninideployments.bernini.dev", "--timeout=30s")
     _ensure_operator(cluster, s3)
-    _publish_artifacts(s3)
+    _publish_artifacts(cluster, s3)
     subprocess.run([cluster.binary("kubectl"), f"--kubeconfig={cluster.kubeconfig}", "create", "serviceaccount",
                     "bernini-serving", "-n", "default"], capture_output=True)
     cluster.kubectl("apply", "--server-side", "--field-manager=bernini-demo", "-f", "-", input=json.dumps(_example(s3)))
@@ -155,5 +168,41 @@ def run(root: Path) -> int:
                           "TYPE:.metadata.labels.node\\.kubernetes\\.io/instance-type,"
                           "NEURONCORES:.status.allocatable.aws\\.amazon\\.com/neuroncore"))
     say("KubeRay reports the RayService Initializing: fake KWOK pods run no Ray dashboard for it to reach")
-    say(f"everything keeps running; KUBECONFIG={cluster.kubeconfig}; stop with `make cluster-down`")
+    _generate_mesh(cluster, s3, rayservice)
+    say(f"the cluster keeps running; KUBECONFIG={cluster.kubeconfig}; stop it with `make cluster-down`")
     return 0
+
+
+def _generate_mesh(cluster: LocalCluster, s3: LocalS3, rayservice: dict) -> None:
+    """Run the RayService's serveConfigV2 on a local Ray head and generate one mesh."""
+    worker = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    pull = worker["initContainers"][0]["command"]
+    demo_dir = cluster.state_dir / "demo"
+    artifacts = demo_dir / "artifacts"
+    env = {**os.environ, **s3.credentials_env}
+    command = [sys.executable, "-m", "bernini", *pull[1:4], str(artifacts), *pull[5:]]  # dest is local here
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"[demo] the init container's pull failed: {result.stderr}")
+    say(f"init container command, run here: {' '.join(pull[:4])} ... -> {result.stdout.strip().splitlines()[-1]}")
+    head = RayHead(Path(tempfile.mkdtemp(prefix="bernini-ray-")), cluster.log_dir / "ray.log")
+    say("starting a local Ray head (token auth on, neuron_cores as a custom resource)")
+    head.start()
+    try:
+        config = localize_serve_config(yaml.safe_load(rayservice["spec"]["serveConfigV2"]), artifacts, head.serve_port)
+        head.deploy_serve(config)
+        head.wait_running("bernini")
+        say("the RayService's serveConfigV2 is RUNNING on Ray Serve")
+        request = urllib.request.Request(f"http://127.0.0.1:{head.serve_port}/?format=glb", data=EXAMPLE_INPUT.read_bytes(),
+                                         method="POST", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=300) as response:
+            mesh, headers = response.read(), response.headers
+        output = cluster.log_dir.parent / "bernini-mesh.glb"
+        output.write_bytes(mesh)
+        info = json.loads(headers["X-Bernini-Mesh"])
+        timings = json.loads(headers["X-Bernini-Timings"])
+        say(f"mesh from {EXAMPLE_INPUT.relative_to(REPO_ROOT)}: {output} "
+            f"({info['vertices']} vertices, {info['faces']} faces, watertight={info['watertight']})")
+        say("per-stage timings: " + ", ".join(f"{stage} {seconds * 1000:.0f} ms" for stage, seconds in timings.items()))
+    finally:
+        head.stop()

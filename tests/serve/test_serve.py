@@ -13,7 +13,7 @@ import pytest
 import trimesh
 from PIL import Image
 
-from tests.serve.conftest import deploy, rendered_serve_config, running_replicas, wait_running
+from tests.serve.conftest import rendered_serve_config
 
 UPSCALE_DELAY, DOWNSCALE_DELAY = 2.0, 4.0
 
@@ -24,8 +24,8 @@ def serving(ray_head, artifacts_dir):
         artifacts_dir, ray_head.serve_port,
         autoscaling={"upscaleDelaySeconds": UPSCALE_DELAY, "downscaleDelaySeconds": DOWNSCALE_DELAY},
     )
-    deploy(ray_head, config)
-    wait_running(ray_head)
+    ray_head.deploy_serve(config)
+    ray_head.wait_running("bernini")
     return f"http://127.0.0.1:{ray_head.serve_port}/", config
 
 
@@ -120,7 +120,7 @@ def test_diffusion_scales_up_under_load_and_back_down(serving, ray_head):
     url, config = serving
     diffusion = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Diffusion")
     assert diffusion["autoscaling_config"]["upscale_delay_s"] == UPSCALE_DELAY
-    assert running_replicas(ray_head, "Diffusion") == diffusion["autoscaling_config"]["min_replicas"] == 1
+    assert ray_head.running_replicas("bernini", "Diffusion") == diffusion["autoscaling_config"]["min_replicas"] == 1
 
     stop = threading.Event()
 
@@ -133,7 +133,7 @@ def test_diffusion_scales_up_under_load_and_back_down(serving, ray_head):
         worker.start()
     started = time.monotonic()
     try:
-        while running_replicas(ray_head, "Diffusion") < 2:
+        while ray_head.running_replicas("bernini", "Diffusion") < 2:
             assert time.monotonic() - started < UPSCALE_DELAY + 60, "Serve did not add a Diffusion replica under load"
             time.sleep(0.5)
         scaled_up_after = time.monotonic() - started
@@ -142,7 +142,7 @@ def test_diffusion_scales_up_under_load_and_back_down(serving, ray_head):
         for worker in workers:
             worker.join(120)
     stopped = time.monotonic()
-    while running_replicas(ray_head, "Diffusion") > 1:
+    while ray_head.running_replicas("bernini", "Diffusion") > 1:
         assert time.monotonic() - stopped < DOWNSCALE_DELAY + 60, "Serve did not remove replicas after the load"
         time.sleep(0.5)
     print(f"\nDiffusion scaled up {scaled_up_after:.1f}s after load began; back to 1 replica "

@@ -1,5 +1,6 @@
 """A real local Ray head (GCS, raylet, dashboard, Serve) on loopback, with token authentication on."""
 
+import json
 import os
 import secrets
 import signal
@@ -49,18 +50,46 @@ class RayHead:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"ray start exited:\n{self.log_file.read_text()[-3000:]}")
+                raise RuntimeError(f"ray start exited:\n{self.log_file.read_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(self.request("/api/version"), timeout=2) as response:
                     if response.status == 200:
                         return
             except OSError:
                 time.sleep(0.5)
-        raise AssertionError(f"the Ray dashboard did not answer within {timeout}s:\n{self.log_file.read_text()[-3000:]}")
+        raise RuntimeError(f"the Ray dashboard did not answer within {timeout}s:\n{self.log_file.read_text()[-3000:]}")
 
     def request(self, path: str, method: str = "GET", body: bytes | None = None) -> urllib.request.Request:
         headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
         return urllib.request.Request(self.dashboard + path, data=body, method=method, headers=headers)
+
+    def deploy_serve(self, config: dict) -> None:
+        """PUT /api/serve/applications/: the very call KubeRay makes with a RayService's serveConfigV2."""
+        request = self.request("/api/serve/applications/", "PUT", json.dumps(config).encode())
+        with urllib.request.urlopen(request, timeout=60) as response:
+            if response.status != 200:
+                raise RuntimeError(f"Serve refused the config: HTTP {response.status}")
+
+    def serve_application(self, name: str) -> dict:
+        with urllib.request.urlopen(self.request("/api/serve/applications/"), timeout=10) as response:
+            return json.loads(response.read()).get("applications", {}).get(name, {})
+
+    def running_replicas(self, application: str, deployment: str) -> int:
+        replicas = self.serve_application(application).get("deployments", {}).get(deployment, {}).get("replicas", [])
+        return sum(replica.get("state") == "RUNNING" for replica in replicas)
+
+    def wait_running(self, application: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        status = None
+        while time.monotonic() < deadline:
+            details = self.serve_application(application)
+            status = details.get("status")
+            if status == "RUNNING":
+                return
+            if status == "DEPLOY_FAILED":
+                raise RuntimeError(f"Serve could not deploy {application}: {details.get('message')}")
+            time.sleep(1)
+        raise RuntimeError(f"{application} did not reach RUNNING within {timeout}s (last: {status})")
 
     def stop(self) -> None:
         """Kill exactly this head's processes: those in its group and those naming its temp dir
@@ -89,3 +118,13 @@ class RayHead:
                 except OSError:
                     pass
         return found
+
+
+def localize_serve_config(config: dict, artifacts_dir: Path, port: int) -> dict:
+    """A RayService's serveConfigV2 with the two things a pod provides and this machine does not: the
+    artifacts path (pods mount /mnt/bernini/artifacts) and the HTTP port (KubeRay's pods own 8000)."""
+    local = json.loads(json.dumps(config))
+    local["http_options"] = {**local.get("http_options", {}), "host": "127.0.0.1", "port": port}
+    for application in local["applications"]:
+        application["args"]["artifacts_dir"] = str(artifacts_dir)
+    return local
