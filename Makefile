@@ -8,7 +8,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
 CRD_FILES := crds/bernini.dev_berninideployments.yaml charts/bernini-operator/crds/bernini.dev_berninideployments.yaml
 
-.PHONY: help venv controlplane cluster-up cluster-down demo test crds bench-reconcile bench-pull
+.PHONY: help venv controlplane cluster-up cluster-down demo test crds bench-reconcile bench-pull bench-serve
 
 help:
 	@echo "make demo          run the operator's main job on a local control plane"
@@ -49,3 +49,6 @@ bench-reconcile: venv controlplane
 
 bench-pull: venv controlplane
 	$(PY) -m tests.bench.pull
+
+bench-serve: venv controlplane
+	$(PY) -m tests.bench.serve
