@@ -77,8 +77,8 @@ def timed(command: list[str], env: dict, dest: Path, manifest: Manifest | None) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--big", type=int, default=3)
-    parser.add_argument("--big-mib", type=int, default=384)
+    parser.add_argument("--big", type=int, default=4)
+    parser.add_argument("--big-mib", type=int, default=512)
     parser.add_argument("--small", type=int, default=200)
     parser.add_argument("--small-kib", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from bernini.artifacts.manifest import Manifest
-from bernini.artifacts.preflight import UnsupportedManifestVersion, judge, parse_manifest
+from bernini.artifacts.manifest import UnsupportedManifestVersion, parse_manifest
+from bernini.artifacts.preflight import judge
 from tests.unit.specs import make_manifest, make_spec
 
 

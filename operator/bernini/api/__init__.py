@@ -1,11 +1,6 @@
-"""The BerniniDeployment API: pydantic models that are the single source of truth for the CRD."""
-
-from bernini.api.spec import BerniniDeploymentSpec
-from bernini.api.status import BerniniDeploymentStatus, Condition
+"""The BerniniDeployment API: pydantic models (spec.py, status.py) are the single source of truth for the CRD."""
 
 GROUP = "bernini.dev"
 VERSION = "v1alpha1"
 KIND = "BerniniDeployment"
 PLURAL = "berninideployments"
-
-__all__ = ["GROUP", "VERSION", "KIND", "PLURAL", "BerniniDeploymentSpec", "BerniniDeploymentStatus", "Condition"]

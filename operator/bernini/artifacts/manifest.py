@@ -1,10 +1,18 @@
 """manifest.json: the one description of a compiled artifact set, written last by `bernini compile`."""
 
+import json
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
 
-from bernini.api.base import ApiModel
+
+class ApiModel(BaseModel):
+    """camelCase on the wire like the API models, without their docstring parsing: the init container
+    imports this module and every 100 ms of start-up is scale-up latency."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True,
+                              extra="forbid", frozen=True)
 
 MANIFEST_FILE = "manifest.json"
 SUPPORTED_MANIFEST_VERSIONS = (1,)
@@ -74,3 +82,25 @@ class Manifest(ApiModel):
     @property
     def total_bytes(self) -> int:
         return sum(stage.size for stage in self.stages.values())
+
+
+def parse_manifest(raw: bytes) -> Manifest:
+    """Raises ValueError with a specific message for any manifest this version cannot use."""
+    try:
+        document = json.loads(raw)
+    except ValueError as error:
+        raise ValueError(f"manifest.json is not JSON: {error}") from None
+    version = document.get("manifestVersion") if isinstance(document, dict) else None
+    if version not in SUPPORTED_MANIFEST_VERSIONS:
+        raise UnsupportedManifestVersion(
+            f"manifestVersion {version!r} is not supported (supported: {list(SUPPORTED_MANIFEST_VERSIONS)})"
+        )
+    try:
+        return Manifest.model_validate(document)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
+        raise ValueError(f"manifest.json is invalid: {problems}") from None
+
+
+class UnsupportedManifestVersion(ValueError):
+    pass

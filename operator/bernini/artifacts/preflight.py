@@ -4,16 +4,14 @@ A failed preflight blocks creating or upgrading the RayService and leaves a runn
 """
 
 import hashlib
-import json
 import threading
 import time
 from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-from pydantic import ValidationError
 
 from bernini.api.spec import BerniniDeploymentSpec
-from bernini.artifacts.manifest import MANIFEST_FILE, SUPPORTED_MANIFEST_VERSIONS, Manifest
+from bernini.artifacts.manifest import MANIFEST_FILE, Manifest, UnsupportedManifestVersion, parse_manifest
 from bernini.artifacts.store import S3Location, s3_client
 
 NEURAL_STAGES = ("encoder", "diffusion", "decoder")
@@ -60,28 +58,6 @@ def judge(spec: BerniniDeploymentSpec, manifest: Manifest, manifest_sha256: str)
     return Preflight(True, "Verified",
                      f"{model.name} {model.version} ({manifest.target}, {len(manifest.stages)} stages, "
                      f"{manifest.total_bytes} bytes)", manifest, manifest_sha256)
-
-
-def parse_manifest(raw: bytes) -> Manifest:
-    """Raises ValueError with a specific message for any manifest this version cannot use."""
-    try:
-        document = json.loads(raw)
-    except ValueError as error:
-        raise ValueError(f"manifest.json is not JSON: {error}") from None
-    version = document.get("manifestVersion") if isinstance(document, dict) else None
-    if version not in SUPPORTED_MANIFEST_VERSIONS:
-        raise UnsupportedManifestVersion(
-            f"manifestVersion {version!r} is not supported (supported: {list(SUPPORTED_MANIFEST_VERSIONS)})"
-        )
-    try:
-        return Manifest.model_validate(document)
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
-        raise ValueError(f"manifest.json is invalid: {problems}") from None
-
-
-class UnsupportedManifestVersion(ValueError):
-    pass
 
 
 class ManifestReader:

@@ -6,7 +6,7 @@ in metadata so `bernini artifacts verify` can check a remote set without downloa
 
 from pathlib import Path
 
-from boto3.s3.transfer import TransferConfig
+from boto3.s3.transfer import S3Transfer, TransferConfig
 
 from bernini.artifacts.manifest import MANIFEST_FILE, Manifest
 from bernini.artifacts.store import S3Location
@@ -17,11 +17,12 @@ SHA256_METADATA = "sha256"
 
 def publish(s3, uri: str, directory: Path, manifest: Manifest, concurrency: int = 16) -> None:
     location = S3Location.parse(uri)
-    transfer = TransferConfig(multipart_threshold=16 * MiB, multipart_chunksize=16 * MiB, max_concurrency=concurrency)
+    transfer = S3Transfer(s3, TransferConfig(multipart_threshold=16 * MiB, multipart_chunksize=16 * MiB,
+                                             max_concurrency=concurrency))
     for artifact in manifest.stages.values():
-        s3.upload_file(
+        transfer.upload_file(
             str(directory / artifact.file), location.bucket, location.key(artifact.file),
-            ExtraArgs={"Metadata": {SHA256_METADATA: artifact.sha256}}, Config=transfer,
+            extra_args={"Metadata": {SHA256_METADATA: artifact.sha256}},
         )
     s3.put_object(
         Bucket=location.bucket, Key=location.key(MANIFEST_FILE),

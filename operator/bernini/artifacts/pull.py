@@ -7,6 +7,7 @@ Files already present and matching are skipped, so a restarted pull resumes wher
 
 import hashlib
 import os
+import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -15,11 +16,12 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bernini.artifacts.manifest import MANIFEST_FILE, Manifest, StageArtifact
-from bernini.artifacts.preflight import UnsupportedManifestVersion, parse_manifest
+from bernini.artifacts.manifest import MANIFEST_FILE, Manifest, StageArtifact, UnsupportedManifestVersion, parse_manifest
+from bernini.artifacts.ranged import RangedReader, RangeError
 from bernini.artifacts.store import S3Location, s3_client
 
 MiB = 1 << 20
+PRESIGNED_SECONDS = 6 * 3600
 
 
 class PullError(Exception):
@@ -98,10 +100,11 @@ class _FileJob:
     part_size: int
     digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
     next_part: int = 0
-    pending: dict[int, bytes] = field(default_factory=dict)
-    done_parts: int = 0
+    pending: dict[int, tuple[memoryview, bytearray]] = field(default_factory=dict)
+    hashing: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     fd: int = -1
+    url: str = ""  # presigned GET
 
     @property
     def temp(self) -> Path:
@@ -116,18 +119,27 @@ class _FileJob:
         self.fd = os.open(self.temp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
         os.ftruncate(self.fd, self.artifact.size)
 
-    def land(self, index: int, data: bytes) -> tuple[bool, int]:
-        """Write a part; returns (file complete, parts hashed now) so the caller can release window slots."""
+    def land(self, index: int, data: memoryview, buffer: bytearray) -> tuple[bool, list[bytearray]]:
+        """Write a part, then hash whatever is next in byte order unless another thread already does.
+
+        Returns (this call completed the file's digest, buffers whose bytes are hashed and reusable).
+        Hashing happens outside the lock, so threads landing other parts never wait for it."""
         os.pwrite(self.fd, data, index * self.part_size)
-        hashed = 0
         with self.lock:
-            self.pending[index] = data
-            while self.next_part in self.pending:
-                self.digest.update(self.pending.pop(self.next_part))
+            self.pending[index] = (data, buffer)
+            if self.hashing:
+                return False, []
+            self.hashing = True
+        released = []
+        while True:
+            with self.lock:
+                item = self.pending.pop(self.next_part, None)
+                if item is None:
+                    self.hashing = False
+                    return self.next_part == self.parts, released
                 self.next_part += 1
-                hashed += 1
-            self.done_parts += 1
-            return self.done_parts == self.parts, hashed
+            self.digest.update(item[0])
+            released.append(item[1])
 
     def abandon(self) -> None:
         if self.fd >= 0:
@@ -147,6 +159,30 @@ class _FileJob:
         os.replace(self.temp, self.target)
 
 
+class _BufferPool:
+    """At most `limit` part buffers, allocated on first need and reused."""
+
+    def __init__(self, limit: int, size: int):
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        self._limit, self._size, self._created = limit, size, 0
+        self._lock = threading.Lock()
+
+    def take(self, failed: threading.Event) -> bytearray | None:
+        while not failed.is_set():
+            with self._lock:
+                if self._free.empty() and self._created < self._limit:
+                    self._created += 1
+                    return bytearray(self._size)
+            try:
+                return self._free.get(timeout=0.2)
+            except queue.Empty:
+                continue
+        return None
+
+    def give(self, buffer: bytearray) -> None:
+        self._free.put(buffer)
+
+
 class Puller:
     def __init__(self, uri: str, dest: Path, region: str = "us-east-1", endpoint_url: str | None = None,
                  concurrency: int = 16, part_size: int = 8 * MiB, attempts: int = 5, log=print):
@@ -156,6 +192,7 @@ class Puller:
         self.part_size = part_size
         self.attempts = attempts
         self.log = log
+        self.ranges = RangedReader()
         self.s3 = s3_client(region, endpoint_url, connect_timeout=5, read_timeout=30, attempts=attempts,
                             max_pool_connections=concurrency + 2)
 
@@ -205,21 +242,24 @@ class Puller:
         return report
 
     def _download(self, jobs: list[_FileJob]) -> None:
-        # Bounds memory: a part holds its slot until it has been hashed, not just downloaded.
-        window = threading.Semaphore(self.concurrency * 2)
+        # Parts are read into reused buffers (fresh 8 MiB allocations would page-fault on every part);
+        # a buffer returns to the pool once its bytes are hashed, which also bounds memory.
+        buffers = _BufferPool(self.concurrency * 2, self.part_size)
         failed = threading.Event()
         for job in jobs:
             job.open()
+            job.url = self.s3.generate_presigned_url(
+                "get_object", Params={"Bucket": self.location.bucket, "Key": self.location.key(job.artifact.file)},
+                ExpiresIn=PRESIGNED_SECONDS,
+            )
         with ThreadPoolExecutor(self.concurrency) as pool:
             futures = []
             for job in jobs:
                 for index in range(job.parts):
-                    while not window.acquire(timeout=0.2):
-                        if failed.is_set():
-                            break
-                    if failed.is_set():
+                    buffer = buffers.take(failed)
+                    if buffer is None:
                         break
-                    futures.append(pool.submit(self._part, job, index, window, failed))
+                    futures.append(pool.submit(self._part, job, index, buffer, buffers, failed))
             wait(futures)
         errors = [f.exception() for f in futures if f.exception()]
         if errors:
@@ -227,37 +267,37 @@ class Puller:
                 job.abandon()
             raise errors[0]
 
-    def _part(self, job: _FileJob, index: int, window: threading.Semaphore, failed: threading.Event) -> None:
+    def _part(self, job: _FileJob, index: int, buffer: bytearray, buffers: "_BufferPool",
+              failed: threading.Event) -> None:
         try:
-            self._fetch_part(job, index, window)
+            self._fetch_part(job, index, buffer, buffers)
         except BaseException:
             failed.set()
             raise
 
-    def _fetch_part(self, job: _FileJob, index: int, window: threading.Semaphore) -> None:
+    def _fetch_part(self, job: _FileJob, index: int, buffer: bytearray, buffers: "_BufferPool") -> None:
         start = index * job.part_size
         end = min(job.artifact.size, start + job.part_size) - 1
-        key = self.location.key(job.artifact.file)
         what = self.location.uri(job.artifact.file)
+        length = end - start + 1
+        view = memoryview(buffer)[:max(0, length)]
         for attempt in range(1, self.attempts + 1):
             try:
-                if job.artifact.size == 0:
-                    data = b""
-                else:
-                    response = self.s3.get_object(Bucket=self.location.bucket, Key=key, Range=f"bytes={start}-{end}")
-                    data = response["Body"].read()
-                if len(data) != end - start + 1:
-                    raise PullError(f"short read of {what} bytes {start}-{end}: got {len(data)}")
+                if length > 0:
+                    self.ranges.read_range(job.url, start, view)
                 break
-            except ClientError as error:
-                raise _client_error(error, what) from None
-            except (BotoCoreError, PullError, OSError) as error:
+            except RangeError as error:
+                if error.status in (401, 403, 404):
+                    code = "NoSuchKey" if error.status == 404 else "AccessDenied"
+                    raise _client_error(ClientError({"Error": {"Code": code}}, "GetObject"), what) from None
+                if 400 <= error.status < 500 and error.status not in (408, 429):
+                    raise PullError(f"reading {what} was refused (HTTP {error.status}): {error}") from None
                 if attempt == self.attempts:
-                    raise PullError(f"reading {what} failed after {attempt} attempts: {error}") from None
+                    raise PullError(f"reading {what} bytes {start}-{end} failed after {attempt} attempts: {error}") from None
                 time.sleep(min(5.0, 0.2 * 2**attempt))
-        complete, hashed = job.land(index, data)
-        for _ in range(hashed):
-            window.release()
+        complete, released = job.land(index, view, buffer)
+        for spent in released:
+            buffers.give(spent)
         if complete:
             job.finish()
             self.log(f"verified {job.artifact.file} ({job.artifact.size / MiB:.1f} MiB)")

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-import boto3
+import botocore.session
 from botocore.config import Config
 
 
@@ -37,7 +37,9 @@ def s3_client(region: str, endpoint_url: str | None = None, connect_timeout: flo
         read_timeout=read_timeout,
         retries={"mode": "standard", "total_max_attempts": attempts},
         max_pool_connections=max_pool_connections,
+        signature_version="s3v4",  # presigned URLs too; S3 and most compatible stores refuse SigV2
         # S3-compatible stores on plain hostnames or IPs need path-style addressing.
         s3={"addressing_style": "path" if endpoint_url else "auto"},
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+    # botocore alone: boto3 would add ~0.2 s of imports to every init container start.
+    return botocore.session.get_session().create_client("s3", endpoint_url=endpoint_url, config=config)
