@@ -32,9 +32,16 @@ class OperatorProcess:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         log.close()
-        time.sleep(0.5)
-        if self.process.poll() is not None:
-            raise AssertionError(f"the operator exited at once:\n{self.log_file.read_text()[-3000:]}")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the operator exited:\n{self.log_file.read_text()[-3000:]}")
+            try:
+                self.metrics()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"the operator's metrics never answered:\n{self.log_file.read_text()[-3000:]}")
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as when a node dies mid-reconcile."""

@@ -72,7 +72,9 @@ class LocalCluster:
             raise ClusterError(f"a cluster is already recorded in {self._record}: run cluster-down first")
         started = time.monotonic()
         for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok", "kuberay-metrics", "kuberay-probe"):
-            self.ports[name] = processes.free_port()
+            while (port := processes.free_port()) in self.ports.values():
+                pass
+            self.ports[name] = port
         self.state_dir.mkdir(parents=True, exist_ok=True)
         certs.write_pki(self.pki)
         self._write_kubeconfig()
