@@ -1,5 +1,6 @@
 """The operator as a real process (`bernini operator`), so tests can kill and restart it."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,6 +13,20 @@ from bernini.localcluster.processes import free_port
 
 
 class OperatorProcess:
+    running: "set[OperatorProcess]" = set()
+
+    @classmethod
+    @contextlib.contextmanager
+    def paused(cls):
+        """Stop every operator the tests started, and start them again afterwards."""
+        stopped = list(cls.running)
+        for process in stopped:
+            process.stop()
+        try:
+            yield
+        finally:
+            for process in stopped:
+                process.start()
     def __init__(self, kubeconfig: Path, env: dict[str, str], log_file: Path, resync_seconds: float = 5.0,
                  namespaces: tuple[str, ...] = ()):
         self.kubeconfig = kubeconfig
@@ -38,6 +53,7 @@ class OperatorProcess:
                 raise AssertionError(f"the operator exited:\n{self.log_file.read_text()[-3000:]}")
             try:
                 self.metrics()
+                OperatorProcess.running.add(self)
                 return
             except OSError:
                 time.sleep(0.1)
@@ -49,6 +65,7 @@ class OperatorProcess:
         self.process.wait(10)
 
     def stop(self) -> None:
+        OperatorProcess.running.discard(self)
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:

@@ -1,6 +1,7 @@
 """The `bernini` command: one entry point for the operator, its artifacts tools and the local cluster."""
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -34,7 +35,8 @@ def _operator(args: argparse.Namespace) -> int:
     from bernini.reconcile import handlers
 
     handlers.OPTIONS.update(workers=args.workers, resync_seconds=args.resync_seconds)
-    kopf.configure(verbose=args.verbose)
+    kopf.configure(verbose=args.log_level == "debug")
+    logging.getLogger().setLevel(args.log_level.upper())
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address)
     kopf.run(
@@ -134,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
     operator.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (0: off)")
     operator.add_argument("--metrics-address", default="0.0.0.0")
-    operator.add_argument("--verbose", action="store_true")
+    operator.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     operator.set_defaults(handler=_operator)
 
     artifacts = commands.add_parser("artifacts", help="compiled stage artifacts in S3")

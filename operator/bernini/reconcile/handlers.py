@@ -29,6 +29,9 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    # No watch on CustomResourceDefinitions: least privilege. CRDs installed after start (KubeRay's)
+    # are noticed on the next operator restart.
+    settings.scanning.disabled = True
     _controller = Controller(Kube(api_client()), ManifestReader(), **OPTIONS)
     REGISTRY.register(DeploymentsByReady(lambda: _controller.deployments.values()))
     _controller.start()

@@ -1,0 +1,46 @@
+{{/* "bernini" -> bernini-operator, "bernini-operator-prod" -> itself, "prod" -> prod-bernini-operator */}}
+{{- define "bernini.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}{{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else if hasPrefix .Release.Name .Chart.Name -}}{{ .Chart.Name }}
+{{- else -}}{{ printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- end -}}
+
+{{- define "bernini.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "bernini.selector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "bernini.serviceAccountName" -}}
+{{- default (include "bernini.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{/* The operator's permissions; the same rules back a ClusterRole or one Role per watched namespace. */}}
+{{- define "bernini.rules" -}}
+- apiGroups: [bernini.dev]
+  resources: [berninideployments]
+  verbs: [get, list, watch]
+- apiGroups: [bernini.dev]
+  resources: [berninideployments/status]
+  verbs: [get, patch]
+# blockOwnerDeletion on the RayService's ownerReference needs update on the owner's finalizers.
+- apiGroups: [bernini.dev]
+  resources: [berninideployments/finalizers]
+  verbs: [update]
+- apiGroups: [ray.io]
+  resources: [rayservices]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}

@@ -1,0 +1,162 @@
+"""The Helm chart and plain kubectl, proven on the real control plane with the helm and kubectl binaries."""
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bernini.api import GROUP, PLURAL, VERSION
+from bernini.localcluster.cluster import DEFAULT_BIN_DIR
+from tests.operator_process import OperatorProcess
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).parents[2]
+CHART = ROOT / "charts" / "bernini-operator"
+RELEASE, SYSTEM = "bernini", "bernini-system"
+ACCOUNT = f"system:serviceaccount:{SYSTEM}:bernini-operator"
+
+
+def run(*command: str, kubeconfig: Path | None = None, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    argv = [str(DEFAULT_BIN_DIR / command[0]), *command[1:]]
+    if kubeconfig:
+        argv.append(f"--kubeconfig={kubeconfig}")
+    result = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_helm_lint_is_clean():
+    result = run("helm", "lint", "--strict", str(CHART))
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_bad_values_fail_at_install_with_a_clear_message(kubeconfig):
+    result = run("helm", "template", RELEASE, str(CHART), "--kube-version", "1.34.12", "--set", "workers=0",
+                 "--set", "logLevel=chatty", check=False)
+    assert result.returncode != 0
+    assert "workers" in result.stderr and "logLevel" in result.stderr
+
+
+def test_rendered_chart_passes_a_server_side_dry_run(kubeconfig, bernini_crd):
+    manifests = run("helm", "template", RELEASE, str(CHART), "--namespace", "default", "--kube-version", "1.34.12").stdout
+    run("kubectl", "apply", "--dry-run=server", "-f", "-", kubeconfig=kubeconfig, input=manifests)
+
+
+@pytest.fixture(scope="module")
+def installed(kubeconfig, bernini_crd):
+    run("helm", "install", RELEASE, str(CHART), "--namespace", SYSTEM, "--create-namespace", "--wait=false",
+        kubeconfig=kubeconfig)
+    yield
+    run("helm", "uninstall", RELEASE, "--namespace", SYSTEM, kubeconfig=kubeconfig, check=False)
+
+
+def test_helm_install_creates_a_restricted_single_replica_operator(installed, kubeconfig, core):
+    deployment = json.loads(run("kubectl", "get", "deployment", "-n", SYSTEM, "bernini-operator", "-o", "json",
+                                kubeconfig=kubeconfig).stdout)
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    pod = spec["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # The namespace enforces the restricted profile: a pod that breaks it would be refused.
+    run("kubectl", "label", "namespace", SYSTEM, "pod-security.kubernetes.io/enforce=restricted", "--overwrite",
+        kubeconfig=kubeconfig)
+    run("kubectl", "rollout", "restart", "deployment/bernini-operator", "-n", SYSTEM, kubeconfig=kubeconfig)
+    wait_for(lambda: [p for p in core.list_namespaced_pod(SYSTEM).items if p.status.phase == "Running"],
+             "the operator pod (KWOK runs no containers) to be admitted and Running", timeout=60)
+
+
+@pytest.mark.parametrize("verb, resource, allowed", [
+    ("list", "secrets", "no"),
+    ("get", "secrets -n kube-system", "no"),
+    ("create", "pods", "no"),
+    ("delete", "nodes", "no"),
+    ("delete", "rayservices.ray.io", "no"),
+    ("patch", "rayservices.ray.io", "yes"),
+    ("watch", "berninideployments.bernini.dev", "yes"),
+    ("patch", "berninideployments.bernini.dev --subresource=status", "yes"),
+    ("patch", "berninideployments.bernini.dev", "no"),
+])
+def test_rbac_is_least_privilege(installed, kubeconfig, verb, resource, allowed):
+    scope = [] if "-n" in resource else ["--all-namespaces"]
+    result = run("kubectl", "auth", "can-i", verb, *resource.split(), f"--as={ACCOUNT}", *scope,
+                 kubeconfig=kubeconfig, check=False)
+    assert result.stdout.strip() == allowed, f"can-i {verb} {resource}: {result.stdout}{result.stderr}"
+
+
+def _service_account_kubeconfig(kubeconfig: Path, directory: Path) -> Path:
+    """A kubeconfig holding a real token of the chart's ServiceAccount (TokenRequest API)."""
+    token = run("kubectl", "create", "token", "bernini-operator", "-n", SYSTEM, "--duration=1h",
+                kubeconfig=kubeconfig).stdout.strip()
+    config = yaml.safe_load(kubeconfig.read_text())
+    config["users"] = [{"name": "operator", "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = "operator"
+    path = directory / "operator-kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_the_operator_reconciles_with_only_the_charts_rbac(installed, kubeconfig, custom, local_s3, namespace,
+                                                            example_deployment, tmp_path):
+    # Any operator running with admin rights would hide missing permissions: pause them all.
+    with OperatorProcess.paused():
+        scoped = OperatorProcess(_service_account_kubeconfig(kubeconfig, tmp_path), local_s3.credentials_env,
+                                 tmp_path / "operator.log")
+        scoped.start()
+        try:
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, example_deployment())
+
+            def rendered():
+                body = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini")
+                conditions = {c["type"]: c for c in body.get("status", {}).get("conditions", [])}
+                return conditions.get("Rendered", {}).get("status") == "True" and conditions
+            conditions = wait_for(rendered, "the chart-RBAC operator to render the example")
+            assert conditions["RayServiceReady"]["status"] in ("False", "Unknown")
+            assert custom.get_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", "bernini")
+            log = scoped.log()
+            assert "Forbidden" not in log and "403" not in log, log[-3000:]
+        finally:
+            scoped.stop()
+
+
+def test_helm_upgrade_and_uninstall_leave_no_orphans(kubeconfig, bernini_crd):
+    run("helm", "install", "again", str(CHART), "--namespace", "bernini-upgrade", "--create-namespace",
+        kubeconfig=kubeconfig)
+    run("helm", "upgrade", "again", str(CHART), "--namespace", "bernini-upgrade", "--set", "resyncSeconds=30",
+        kubeconfig=kubeconfig)
+    args = json.loads(run("kubectl", "get", "deployment", "again-bernini-operator", "-n", "bernini-upgrade", "-o",
+                          "jsonpath={.spec.template.spec.containers[0].args}", kubeconfig=kubeconfig).stdout)
+    assert "--resync-seconds=30" in args
+    run("helm", "uninstall", "again", "--namespace", "bernini-upgrade", "--wait", kubeconfig=kubeconfig)
+    leftovers = run("kubectl", "get", "deployment,serviceaccount,service,role,rolebinding", "-n", "bernini-upgrade",
+                    "-l", "app.kubernetes.io/instance=again", "-o", "name", kubeconfig=kubeconfig).stdout
+    cluster_scoped = run("kubectl", "get", "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/instance=again",
+                         "-o", "name", kubeconfig=kubeconfig).stdout
+    assert leftovers.strip() == "" and cluster_scoped.strip() == ""
+    # CRDs stay, per Helm's convention, so uninstalling never deletes users' BerniniDeployments.
+    run("kubectl", "get", "crd", "berninideployments.bernini.dev", kubeconfig=kubeconfig)
+
+
+def test_kubectl_apply_explain_get_and_wait(kubeconfig, custom, operator, namespace, example_deployment):
+    run("kubectl", "apply", "-f", str(ROOT / "crds"), kubeconfig=kubeconfig)  # client-side: fits the annotation limit
+    explained = run("kubectl", "explain", "berninideployment.spec", "--recursive", kubeconfig=kubeconfig).stdout
+    for field in ("artifactsUri", "neuronCores", "targetOngoingRequests", "instanceTypes", "schedulerName", "suspend"):
+        assert field in explained
+    described = run("kubectl", "explain", "berninideployment.spec.stages.diffusion.neuronCores", kubeconfig=kubeconfig).stdout
+    assert "whole numbers only" in described
+    body = example_deployment()
+    body["metadata"]["namespace"] = namespace
+    run("kubectl", "apply", "-f", "-", kubeconfig=kubeconfig, input=json.dumps(body))
+    run("kubectl", "wait", "--for=condition=ArtifactsVerified", "bd/bernini", "-n", namespace, "--timeout=60s",
+        kubeconfig=kubeconfig)
+    table = run("kubectl", "get", "bd", "-n", namespace, kubeconfig=kubeconfig).stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "REASON", "VERSION", "ENDPOINT", "AGE"]
+    assert table[1].split()[:4] == ["bernini", "False", "RayServiceNotReady", "1.0.0"]
