@@ -28,12 +28,13 @@ class OperatorProcess:
             for process in stopped:
                 process.start()
     def __init__(self, kubeconfig: Path, env: dict[str, str], log_file: Path, resync_seconds: float = 5.0,
-                 namespaces: tuple[str, ...] = ()):
+                 namespaces: tuple[str, ...] = (), extra_args: tuple[str, ...] = ()):
         self.kubeconfig = kubeconfig
         self.env = env
         self.log_file = log_file
         self.resync_seconds = resync_seconds
         self.namespaces = namespaces
+        self.extra_args = extra_args
         self.process: subprocess.Popen | None = None
         self.metrics_port = free_port()
 
@@ -42,7 +43,7 @@ class OperatorProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bernini", "operator", "--resync-seconds", str(self.resync_seconds),
              "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
-             *(f"--namespace={namespace}" for namespace in self.namespaces)],
+             *(f"--namespace={namespace}" for namespace in self.namespaces), *self.extra_args],
             env={**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)},
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )

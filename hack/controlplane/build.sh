@@ -83,7 +83,19 @@ if [ ! -f "$cache/kwok-stages.yaml" ]; then
   mv "$cache/kwok-stages.yaml.tmp" "$cache/kwok-stages.yaml"
 fi
 
+if [ ! -d "$cache/third-party-crds" ]; then
+  step "fetching Karpenter and Argo CD CRDs (example fixtures)"
+  karpenter=$(GOTOOLCHAIN=$CRD_TOOLCHAIN module_dir "github.com/aws/karpenter-provider-aws@$KARPENTER_AWS_VERSION")
+  argocd=$(GOTOOLCHAIN=$CRD_TOOLCHAIN module_dir "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION")
+  [ -n "$karpenter" ] && [ -n "$argocd" ] || fail_proxy "third-party CRDs"
+  mkdir -p "$cache/third-party-crds.tmp"
+  cp "$karpenter"/pkg/apis/crds/karpenter.sh_nodepools.yaml "$karpenter"/pkg/apis/crds/karpenter.k8s.aws_ec2nodeclasses.yaml \
+     "$argocd"/manifests/crds/application-crd.yaml "$cache/third-party-crds.tmp/"
+  chmod u+w "$cache"/third-party-crds.tmp/*.yaml && mv "$cache/third-party-crds.tmp" "$cache/third-party-crds"
+fi
+
 link_all
 ln -sfn "$cache/kuberay-crds" "$repo/.local/kuberay-crds"
+ln -sfn "$cache/third-party-crds" "$repo/.local/third-party-crds"
 ln -sfn "$cache/kwok-stages.yaml" "$repo/.local/kwok-stages.yaml"
 step "ready in $(( $(date +%s) - start ))s: $cache"

@@ -35,7 +35,9 @@ def _operator(args: argparse.Namespace) -> int:
     from bernini.reconcile import handlers
 
     handlers.OPTIONS.update(workers=args.workers, resync_seconds=args.resync_seconds)
-    kopf.configure(verbose=args.log_level == "debug")
+    log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=args.log_level == "debug", log_format=log_format, log_prefix=args.log_format == "text",
+                   log_refkey="object")
     logging.getLogger().setLevel(args.log_level.upper())
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address)
@@ -137,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (0: off)")
     operator.add_argument("--metrics-address", default="0.0.0.0")
     operator.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    operator.add_argument("--log-format", choices=("text", "json"), default="text",
+                          help="json: one object per line with the BerniniDeployment under \"object\"")
     operator.set_defaults(handler=_operator)
 
     artifacts = commands.add_parser("artifacts", help="compiled stage artifacts in S3")

@@ -109,7 +109,7 @@ def test_the_operator_reconciles_with_only_the_charts_rbac(installed, kubeconfig
     # Any operator running with admin rights would hide missing permissions: pause them all.
     with OperatorProcess.paused():
         scoped = OperatorProcess(_service_account_kubeconfig(kubeconfig, tmp_path), local_s3.credentials_env,
-                                 tmp_path / "operator.log")
+                                 tmp_path / "operator.log", extra_args=("--log-format=json",))
         scoped.start()
         try:
             custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, example_deployment())
@@ -123,6 +123,9 @@ def test_the_operator_reconciles_with_only_the_charts_rbac(installed, kubeconfig
             assert custom.get_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", "bernini")
             log = scoped.log()
             assert "Forbidden" not in log and "403" not in log, log[-3000:]
+            records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+            ours = [r for r in records if r.get("message") == "created RayService"]
+            assert ours and ours[0]["object"]["namespace"] == namespace and ours[0]["object"]["name"] == "bernini"
         finally:
             scoped.stop()
 

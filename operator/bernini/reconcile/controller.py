@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bernini.api import KIND
+from bernini.api import GROUP, KIND, VERSION
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.preflight import ManifestReader, Preflight
 from bernini.reconcile import conditions
@@ -20,6 +20,12 @@ from bernini.render.rayservice import render_rayservice
 
 Key = tuple[str, str]  # (namespace, name)
 logger = logging.getLogger("bernini.controller")
+
+
+def _log(key: Key) -> logging.LoggerAdapter:
+    """Per-object logger: kopf's formatters print it as [namespace/name] or as a JSON "object" field."""
+    reference = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "namespace": key[0], "name": key[1]}
+    return logging.LoggerAdapter(logger, {"k8s_ref": reference, "k8s_skip": True})
 
 
 def _key(body: dict[str, Any]) -> Key:
@@ -106,7 +112,7 @@ class Controller:
             except Exception:
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
                 delay = min(60.0, 0.5 * 2**failures)
-                logger.exception("[%s/%s] reconcile failed (attempt %d), retrying in %.0fs", *key, failures, delay)
+                _log(key).exception("reconcile failed (attempt %d), retrying in %.0fs", failures, delay)
                 self.queue.add_after(key, delay)
                 observe_reconcile("error", loop.time() - started)
             else:
@@ -157,7 +163,7 @@ class Controller:
             return observed, None
         applied = self.kube.apply_rayservice(desired)
         self.rayservices[key] = applied
-        logger.info("[%s/%s] %s RayService", *key, "updated" if observed else "created")
+        _log(key).info("%s RayService", "updated" if observed else "created")
         return applied, None
 
     def _write_status(self, body: dict[str, Any], spec: BerniniDeploymentSpec | None, seen: Observation) -> None:
@@ -178,7 +184,7 @@ class Controller:
             event_type = "Normal" if judgement.status == "True" or judgement.reason == "Suspended" else "Warning"
             message = f"{judgement.type} is {judgement.status}: {judgement.message}"
             self.kube.post_event(body, event_type, judgement.reason, message)
-            logger.info("[%s/%s] %s", namespace, name, message)
+            _log((namespace, name)).info(message)
 
     @staticmethod
     def _invalid_status(current: dict[str, Any], seen: Observation):

@@ -1,0 +1,77 @@
+"""Every example is either applied to the real control plane (server-side dry-run) or checked by a test
+of its own; a new example that neither covers fails here."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bernini.localcluster.cluster import DEFAULT_BIN_DIR
+from tests.delivery.test_chart import run
+
+pytestmark = pytest.mark.cluster
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+APPLIED = ["bernini-minimal.yaml", "bernini-production.yaml", "serving-serviceaccount.yaml",
+           "karpenter-inf2-nodepool.yaml", "argocd/applications.yaml", "argocd/argocd-cm-health.yaml"]
+THIRD_PARTY_CRDS = DEFAULT_BIN_DIR.parent / "third-party-crds"  # Karpenter and Argo CD, from their Go modules
+CHECKED_ELSEWHERE = {
+    "argocd/health.lua": "tests/unit/test_argocd_health.py",
+    "iam-policy-artifacts-read.json": "test_iam_policy_is_read_only_on_the_prefix",
+    "inputs/chair-prompt.json": "make demo",
+    "neuron-helm-chart-values.yaml": "test_neuron_chart_values_advertise_the_resources_the_pods_ask_for",
+}
+
+
+def test_every_example_is_covered():
+    files = {str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*") if p.is_file()}
+    assert files == set(APPLIED) | set(CHECKED_ELSEWHERE)
+
+
+@pytest.fixture(scope="module")
+def third_party_crds(kubeconfig):
+    run("kubectl", "apply", "--server-side", "--field-manager=bernini-tests", "-f", str(THIRD_PARTY_CRDS.resolve()),
+        kubeconfig=kubeconfig)
+    run("kubectl", "wait", "--for=condition=Established", "--timeout=60s", "crd/nodepools.karpenter.sh",
+        "crd/ec2nodeclasses.karpenter.k8s.aws", "crd/applications.argoproj.io", kubeconfig=kubeconfig)
+    run("kubectl", "create", "namespace", "argocd", kubeconfig=kubeconfig, check=False)
+
+
+@pytest.mark.parametrize("example", APPLIED)
+def test_example_passes_a_server_side_dry_run(example, kubeconfig, bernini_crd, third_party_crds, namespace):
+    # Objects that name their namespace (argocd) keep it; the others land in the test's namespace.
+    result = run("kubectl", "apply", "--dry-run=server", "-n", namespace, "-f", str(EXAMPLES / example),
+                 kubeconfig=kubeconfig, check=False)
+    if "the namespace from the provided object" in result.stderr:
+        result = run("kubectl", "apply", "--dry-run=server", "-f", str(EXAMPLES / example), kubeconfig=kubeconfig)
+    assert result.returncode == 0, result.stderr
+    assert "(server dry run)" in result.stdout
+
+
+def test_neuron_chart_values_advertise_the_resources_the_pods_ask_for():
+    values = yaml.safe_load((EXAMPLES / "neuron-helm-chart-values.yaml").read_text())
+    assert values["devicePlugin"]["enabled"] and values["scheduler"]["enabled"]
+    tolerated = values["devicePlugin"]["tolerations"][0]
+    assert (tolerated["key"], tolerated["effect"]) == ("aws.amazon.com/neuron", "NoSchedule")
+
+
+def test_nodepool_matches_what_the_renderer_schedules_on():
+    nodepool = next(yaml.safe_load_all((EXAMPLES / "karpenter-inf2-nodepool.yaml").read_text()))
+    template = nodepool["spec"]["template"]["spec"]
+    assert {"key": "aws.amazon.com/neuron", "value": "true", "effect": "NoSchedule"} in template["taints"]
+    types = next(r for r in template["requirements"] if r["key"] == "node.kubernetes.io/instance-type")["values"]
+    production = yaml.safe_load((EXAMPLES / "bernini-production.yaml").read_text())
+    assert set(production["spec"]["accelerator"]["instanceTypes"]) <= set(types)
+
+
+def test_iam_policy_is_read_only_on_the_prefix():
+    policy = json.loads((EXAMPLES / "iam-policy-artifacts-read.json").read_text())
+    actions = {action for statement in policy["Statement"] for action in statement["Action"]}
+    assert actions == {"s3:GetObject", "s3:ListBucket"}
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow" and "*" != statement["Resource"]
+    production = yaml.safe_load((EXAMPLES / "bernini-production.yaml").read_text())
+    bucket, _, prefix = production["spec"]["model"]["artifactsUri"].removeprefix("s3://").partition("/")
+    get = next(s for s in policy["Statement"] if s["Action"] == ["s3:GetObject"])
+    assert get["Resource"] == f"arn:aws:s3:::{bucket}/{prefix.split('/')[0]}/*"
