@@ -163,3 +163,46 @@ def test_kubectl_apply_explain_get_and_wait(kubeconfig, custom, operator, namesp
     table = run("kubectl", "get", "bd", "-n", namespace, kubeconfig=kubeconfig).stdout.splitlines()
     assert table[0].split() == ["NAME", "READY", "REASON", "VERSION", "ENDPOINT", "AGE"]
     assert table[1].split()[:4] == ["bernini", "False", "RayServiceNotReady", "1.0.0"]
+
+
+def _rendered(*sets: str) -> list[dict]:
+    flags = [flag for value in sets for flag in ("--set", value)]
+    text = run("helm", "template", RELEASE, str(CHART), "--namespace", SYSTEM, "--kube-version", "1.34.12", *flags).stdout
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def test_namespaced_mode_grants_nothing_cluster_wide():
+    kinds = [(d["kind"], d["metadata"].get("namespace")) for d in _rendered("watchNamespaces={models,staging}")]
+    assert ("ClusterRole", None) not in kinds and ("ClusterRoleBinding", None) not in kinds
+    assert {("Role", "models"), ("Role", "staging"), ("RoleBinding", "models"), ("RoleBinding", "staging")} <= set(kinds)
+
+
+def test_irsa_annotation_and_service_monitor_are_opt_in():
+    plain = {d["kind"]: d for d in _rendered()}
+    assert "annotations" not in plain["ServiceAccount"]["metadata"] and "ServiceMonitor" not in plain
+    role = "arn:aws:iam::123456789012:role/bernini-operator"
+    configured = {d["kind"]: d for d in _rendered(f"serviceAccount.roleArn={role}", "metrics.serviceMonitor.enabled=true")}
+    assert configured["ServiceAccount"]["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": role}
+    assert configured["ServiceMonitor"]["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_liveness_endpoint_answers(kubeconfig, bernini_crd, local_s3, tmp_path):
+    import urllib.request
+
+    from bernini.localcluster.processes import free_port
+
+    port = free_port()
+    process = OperatorProcess(kubeconfig, local_s3.credentials_env, tmp_path / "operator.log",
+                              extra_args=(f"--liveness=http://127.0.0.1:{port}/healthz",))
+    process.start()
+    try:
+        def healthy():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    return response.status == 200 and json.loads(response.read())
+            except OSError:
+                return False
+        probes = wait_for(healthy, "kopf's liveness endpoint")
+        assert "queue" in probes  # our probe: the work queue depth
+    finally:
+        process.stop()
