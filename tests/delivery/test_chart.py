@@ -122,7 +122,7 @@ def test_the_operator_reconciles_with_only_the_charts_rbac(installed, kubeconfig
             assert conditions["RayServiceReady"]["status"] in ("False", "Unknown")
             assert custom.get_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", "bernini")
             log = scoped.log()
-            assert "Forbidden" not in log and "403" not in log, log[-3000:]
+            assert "APIForbiddenError" not in log and "status=403" not in log, log[-3000:]
             records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
             ours = [r for r in records if r.get("message") == "created RayService"]
             assert ours and ours[0]["object"]["namespace"] == namespace and ours[0]["object"]["name"] == "bernini"

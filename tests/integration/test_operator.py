@@ -284,7 +284,7 @@ def test_an_idle_deployment_costs_no_api_writes(operator, scoped_operator, custo
     assert _rayservice(custom, namespace)["metadata"]["resourceVersion"] == rayservice_version
     writes_after, reconciles_after = _writes_and_reconciles(operator)
     assert reconciles_after >= reconciles + 2, "the resync did not run"
-    assert writes_after == writes, "idle resyncs wrote to the API server"
+    assert writes_after == writes, f"idle resyncs wrote to the API server:\n{operator.log()[-3000:]}"
 
 
 def _writes_and_reconciles(operator) -> tuple[float, float]:
