@@ -9,6 +9,7 @@ import yaml
 
 from bernini.localcluster.cluster import DEFAULT_BIN_DIR
 from tests.delivery.test_chart import run
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -36,6 +37,9 @@ def third_party_crds(kubeconfig):
     run("kubectl", "wait", "--for=condition=Established", "--timeout=60s", "crd/nodepools.karpenter.sh",
         "crd/ec2nodeclasses.karpenter.k8s.aws", "crd/applications.argoproj.io", kubeconfig=kubeconfig)
     run("kubectl", "create", "namespace", "argocd", kubeconfig=kubeconfig, check=False)
+    # A new CRD's storage answers 429 "(re)initializing" for a moment after Established.
+    wait_for(lambda: run("kubectl", "get", "nodepools.karpenter.sh,applications.argoproj.io", "-A",
+                         kubeconfig=kubeconfig, check=False).returncode == 0, "the new CRDs to serve requests")
 
 
 @pytest.mark.parametrize("example", APPLIED)
