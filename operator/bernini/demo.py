@@ -132,7 +132,7 @@ def run(root: Path) -> int:
     cluster = _ensure_cluster(root)
     s3 = _ensure_s3(cluster)
     cluster.kubectl("apply", "--server-side", "--field-manager=bernini-demo", "-f", str(CRDS))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/berninideployments.bernini.dev", "--timeout=30s")
+    cluster.wait_established("crd/berninideployments.bernini.dev")
     _ensure_operator(cluster, s3)
     _publish_artifacts(cluster, s3)
     subprocess.run([cluster.binary("kubectl"), f"--kubeconfig={cluster.kubeconfig}", "create", "serviceaccount",

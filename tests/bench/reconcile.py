@@ -106,7 +106,7 @@ def main() -> None:
         print(f"local control plane up in {cluster.up():.1f}s")
         s3.start()
         cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd/berninideployments.bernini.dev")
+        cluster.wait_established("crd/berninideployments.bernini.dev")
         cluster.kubectl("create", "namespace", NAMESPACE)
         operator = OperatorProcess(cluster.kubeconfig, s3.credentials_env, work / "logs" / "operator.log",
                                    resync_seconds=args.resync_seconds)

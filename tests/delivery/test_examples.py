@@ -34,8 +34,10 @@ def test_every_example_is_covered():
 def third_party_crds(kubeconfig):
     run("kubectl", "apply", "--server-side", "--field-manager=bernini-tests", "-f", str(THIRD_PARTY_CRDS.resolve()),
         kubeconfig=kubeconfig)
-    run("kubectl", "wait", "--for=condition=Established", "--timeout=60s", "crd/nodepools.karpenter.sh",
-        "crd/ec2nodeclasses.karpenter.k8s.aws", "crd/applications.argoproj.io", kubeconfig=kubeconfig)
+    # kubectl wait fails at once (not waits) while a fresh CRD has no status yet: poll it.
+    wait_for(lambda: run("kubectl", "wait", "--for=condition=Established", "--timeout=10s", "crd/nodepools.karpenter.sh",
+                         "crd/ec2nodeclasses.karpenter.k8s.aws", "crd/applications.argoproj.io",
+                         kubeconfig=kubeconfig, check=False).returncode == 0, "the third-party CRDs to be Established")
     run("kubectl", "create", "namespace", "argocd", kubeconfig=kubeconfig, check=False)
     # A new CRD's storage answers 429 "(re)initializing" for a moment after Established.
     wait_for(lambda: run("kubectl", "get", "nodepools.karpenter.sh,applications.argoproj.io", "-A",

@@ -294,11 +294,23 @@ class LocalCluster:
             raise ClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
 
+    def wait_established(self, *crds: str, timeout: float = 60) -> None:
+        """kubectl wait fails at once (rather than waits) while a fresh CRD has no status yet: poll it."""
+
+        def established() -> bool:
+            try:
+                self.kubectl("wait", "--for=condition=Established", "--timeout=10s", *crds)
+            except ClusterError:
+                return False
+            return True
+
+        self._wait(established, f"{' '.join(crds)} to be Established", timeout)
+
     def _install_kuberay_crds(self) -> None:
         # Server-side: the RayCluster/RayService CRDs exceed the client-side apply annotation limit.
         crds = self.bin_dir.parent / "kuberay-crds"
         self.kubectl("apply", "--server-side", "--field-manager=bernini-localcluster", "-f", str(crds.resolve()))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        self.wait_established("crd", "--all")
 
     def _create_nodes(self) -> None:
         manifests = [nodes.node_manifest(name, shape) for name, shape in self.fleet]
