@@ -16,13 +16,17 @@ RAY = Path(sys.executable).with_name("ray")
 
 
 class RayHead:
-    def __init__(self, temp_dir: Path, log_file: Path, neuron_cores: int = 8, cpus: int = 8):
+    def __init__(self, temp_dir: Path, log_file: Path, neuron_cores: int = 8, cpus: int = 8, token: str | None = None,
+                 dashboard_port: int | None = None, serve_port: int | None = None, extra_env: dict | None = None):
         self.temp_dir = temp_dir
         self.log_file = log_file
         self.neuron_cores = neuron_cores
         self.cpus = cpus
-        self.token = secrets.token_hex(32)
-        self.gcs_port, self.dashboard_port, self.serve_port = free_port(), free_port(), free_port()
+        self.token = token or secrets.token_hex(32)
+        self.gcs_port = free_port()
+        self.dashboard_port = dashboard_port or free_port()
+        self.serve_port = serve_port or free_port()
+        self.extra_env = extra_env or {}
         self.process: subprocess.Popen | None = None
 
     @property
@@ -32,7 +36,8 @@ class RayHead:
     @property
     def env(self) -> dict[str, str]:
         # What KubeRay sets on every Ray container when authOptions.mode is token.
-        return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0"}
+        return {**os.environ, **self.extra_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+                "RAY_USAGE_STATS_ENABLED": "0"}
 
     def start(self, timeout: float = 90) -> None:
         # neuron_cores is a custom resource here, as the Neuron workers declare it via rayStartParams;

@@ -6,6 +6,7 @@ Deployment names match bernini.pipeline.DEPLOYMENT_NAMES, which the renderer use
 
 import json
 import logging
+import os
 import time
 
 import torch
@@ -24,7 +25,7 @@ MAX_BODY_BYTES = 16 << 20
 @serve.deployment
 class Encoder:
     def __init__(self, artifacts_dir: str):
-        torch.set_num_threads(1)
+        torch.set_num_threads(1)  # replicas share a node's cores: one intra-op thread each, no oversubscription
         self.graphs = {m: stages.load_graph(artifacts_dir, f"encoder-{m}") for m in MODALITIES}
         logger.info("encoder loaded; NeuronCores %s", stages.assigned_neuron_cores() or "none (cpu)")
 
@@ -152,7 +153,8 @@ class _Unsupported(Exception):
 
 
 def app_builder(args: dict) -> Application:
-    artifacts_dir = args["artifacts_dir"]
+    # A local Ray head standing in for a pod (make demo) has no /mnt/bernini/artifacts mount.
+    artifacts_dir = os.environ.get("BERNINI_LOCAL_ARTIFACTS_DIR") or args["artifacts_dir"]
     return BerniniIngress.bind(
         Encoder.bind(artifacts_dir), Diffusion.bind(artifacts_dir), Decoder.bind(artifacts_dir), Triangulation.bind()
     )
