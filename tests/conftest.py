@@ -19,10 +19,10 @@ CRD_FILE = Path(__file__).parents[1] / "crds" / "bernini.dev_berninideployments.
 
 
 @pytest.fixture(scope="session")
-def kubeconfig(request, tmp_path_factory) -> Path:
-    existing = os.environ.get("BERNINI_TEST_KUBECONFIG")
-    if existing:
-        yield Path(existing)
+def local_cluster(request, tmp_path_factory) -> LocalCluster | None:
+    """The real local control plane, or None when BERNINI_TEST_KUBECONFIG names an existing cluster."""
+    if os.environ.get("BERNINI_TEST_KUBECONFIG"):
+        yield None
         return
     cluster = LocalCluster.in_directory(tmp_path_factory.mktemp("localcluster"), tied_to_parent=True)
     try:
@@ -32,10 +32,15 @@ def kubeconfig(request, tmp_path_factory) -> Path:
         cluster.down()
         raise
     print(f"\nlocal control plane up in {seconds:.1f}s at {cluster.server}")
-    yield cluster.kubeconfig
+    yield cluster
     if request.session.testsfailed:
         print("\n--- component logs (tails) ---\n" + cluster.log_tail(lines=12))
     cluster.down()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(local_cluster) -> Path:
+    return local_cluster.kubeconfig if local_cluster else Path(os.environ["BERNINI_TEST_KUBECONFIG"])
 
 
 @pytest.fixture(scope="session")
@@ -130,3 +135,31 @@ def example_deployment(namespace, core, s3, local_s3):
         return body
 
     return build
+
+
+SERVE_URI = "s3://artifacts/serve/1.0.0/"
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(tmp_path_factory, s3, local_s3, monkeypatch_session) -> Path:
+    """The reference model compiled (cpu target), published to SERVE_URI and pulled back like an init container."""
+    from bernini.artifacts.publish import publish
+    from bernini.artifacts.pull import Puller
+    from bernini.compile import compile_model
+
+    compiled = tmp_path_factory.mktemp("compiled")
+    manifest = compile_model(compiled, "1.0.0", "cpu", log=lambda _: None)
+    if "artifacts" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket="artifacts")
+    publish(s3, SERVE_URI, compiled, manifest)
+    for name, value in local_s3.credentials_env.items():
+        monkeypatch_session.setenv(name, value)
+    pulled = tmp_path_factory.mktemp("pulled")
+    Puller(SERVE_URI, pulled, endpoint_url=local_s3.endpoint_url, log=lambda _: None).pull()
+    return pulled

@@ -7,10 +7,8 @@ serveConfigV2 on a local Ray head (fake KWOK pods run no Ray) with the artifacts
 init container pulls them, and generates one mesh. The cluster keeps running until `make cluster-down`.
 """
 
-import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +24,7 @@ from bernini.artifacts.publish import publish
 from bernini.artifacts.store import S3Location
 from bernini.compile import compile_model
 
-from bernini.localcluster import LocalCluster, processes
+from bernini.localcluster import LocalCluster, kuberay_bridge, processes
 from bernini.localcluster.cluster import REPO_ROOT
 from bernini.localcluster.ray_head import RayHead, localize_serve_config
 from bernini.localcluster.s3server import LocalS3
@@ -212,71 +210,20 @@ def _generate_mesh(cluster: LocalCluster, s3: LocalS3, rayservice: dict) -> None
     return artifacts
 
 
-def _wait_serve_running(cluster: LocalCluster, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rayservice = json.loads(cluster.kubectl("get", "rayservice", "bernini", "-n", "default", "-o", "json"))
-        statuses = rayservice.get("status", {}).get("activeServiceStatus", {}).get("applicationStatuses", {})
-        if statuses.get("bernini", {}).get("status") == "RUNNING":
-            say("KubeRay deployed the serveConfigV2 through the head's dashboard: application RUNNING, "
-                "Serve proxy healthy on the head pod's IP")
-            return
-        time.sleep(2)
-    raise SystemExit("[demo] KubeRay did not get the application RUNNING; see .local/logs/ray-operator.log")
-
-
-def _stand_in_serve_endpoints(cluster: LocalCluster) -> None:
-    """A STAND-IN EndpointSlice for the Serve Service. KubeRay turns a RayService Ready only when that
-    Service has ready endpoints, and Kubernetes refuses loopback addresses in EndpointSlices, while every
-    fake pod IP here is loopback. The address is from TEST-NET-2 (documentation only); nothing dials it."""
-    head = json.loads(cluster.kubectl("get", "pods", "-n", "default", "-l", "ray.io/node-type=head", "-o", "json"))["items"][0]
-    slice_ = {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": "bernini-serve-svc-demo-stand-in",
-            "namespace": "default",
-            "labels": {"kubernetes.io/service-name": "bernini-serve-svc",
-                       "endpointslice.kubernetes.io/managed-by": "bernini-demo"},
-        },
-        "addressType": "IPv4",
-        "ports": [{"name": "serve", "port": 8000, "protocol": "TCP"}],
-        "endpoints": [{
-            "addresses": ["198.51.100.10"],
-            "conditions": {"ready": True},
-            "targetRef": {"kind": "Pod", "namespace": "default", "name": head["metadata"]["name"],
-                          "uid": head["metadata"]["uid"]},
-        }],
-    }
-    cluster.kubectl("apply", "--server-side", "--field-manager=bernini-demo", "-f", "-", input=json.dumps(slice_))
-    say("created a STAND-IN EndpointSlice for bernini-serve-svc (Kubernetes refuses the loopback pod IPs KWOK "
-        "assigns here; KubeRay counts Serve endpoints before it declares the RayService Ready)")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
 def _serve_through_kuberay(cluster: LocalCluster, artifacts: Path, timeout: float = 240) -> None:
-    """Let the real KubeRay operator drive a local Ray head as the RayService's head: KubeRay resolves the
-    head Service's DNS name to 127.0.0.1 (its own /etc/hosts), reads the token from the Secret it made,
-    PUTs the serveConfigV2 and health-checks Serve on the head pod's IP, which KWOK took from loopback."""
-    if not (_port_free(8265) and _port_free(8000)):
+    """The real KubeRay operator drives a local Ray head as the RayService's head (see kuberay_bridge)."""
+    if not kuberay_bridge.ports_free():
         say("skipping the end-to-end step: ports 8265 and 8000 must be free for the stand-in Ray head")
         return
-    raycluster = json.loads(cluster.kubectl("get", "rayclusters", "-n", "default", "-o", "json"))["items"][0]
-    name = raycluster["metadata"]["name"]
-    secret = json.loads(cluster.kubectl("get", "secret", name, "-n", "default", "-o", "json"))
-    token = base64.b64decode(secret["data"]["auth_token"]).decode()
-    cluster.restart_kuberay_resolving({f"{name}-head-svc.default.svc.cluster.local": "127.0.0.1"})
-    say(f"KubeRay restarted resolving {name}-head-svc to 127.0.0.1; starting a Ray head with its token on :8265")
-    head = RayHead(Path(tempfile.mkdtemp(prefix="bernini-ray-")), cluster.log_dir / "ray-kuberay.log", token=token,
-                   dashboard_port=8265, serve_port=8000, extra_env={"BERNINI_LOCAL_ARTIFACTS_DIR": str(artifacts)})
-    head.start()
+    head = kuberay_bridge.start_head_for(cluster, "default", "bernini", artifacts)
+    say("KubeRay restarted resolving the head Service to 127.0.0.1; a Ray head with its token serves :8265")
     try:
-        _wait_serve_running(cluster, timeout)
-        _stand_in_serve_endpoints(cluster)
+        kuberay_bridge.wait_serve_running(cluster, "default", "bernini", timeout)
+        say("KubeRay deployed the serveConfigV2 through the head's dashboard: application RUNNING, "
+            "Serve proxy healthy on the head pod's IP")
+        kuberay_bridge.stand_in_serve_endpoints(cluster, "default", "bernini")
+        say("created a STAND-IN EndpointSlice for bernini-serve-svc (Kubernetes refuses the loopback pod IPs KWOK "
+            "assigns here; KubeRay counts Serve endpoints before it declares the RayService Ready)")
         deadline = time.monotonic() + timeout
         ready = {}
         while time.monotonic() < deadline:
