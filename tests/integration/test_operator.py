@@ -77,7 +77,7 @@ def test_example_becomes_a_rayservice_with_neuron_workers_on_inf2(operator, cust
     assert status["capacity"]["minNeuronCores"] == 3
     # Without a real Ray head KubeRay cannot reach a dashboard, so the RayService is not Ready: neither are we.
     assert _condition(current, "Ready")["status"] == "False"
-    events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name=bernini,involvedObject.kind=BerniniDeployment").items
+    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=bernini,involvedObject.kind=BerniniDeployment").items
     assert {"Verified", "Applied"} <= {event.reason for event in events}
 
 
