@@ -169,3 +169,33 @@ def test_unsupported_manifest_version_exits_with_its_own_code(published, s3, loc
         [sys.executable, "-m", "bernini", "artifacts", "pull", uri, str(tmp_path), "--endpoint-url", local_s3.endpoint_url],
         env={**os.environ, **local_s3.credentials_env}, capture_output=True, text=True, timeout=60)
     assert result.returncode == 5 and "manifestVersion 2 is not supported" in result.stderr
+
+
+def test_preflight_rides_out_a_store_outage_but_reports_one_it_never_saw_succeed(tmp_path, monkeypatch):
+    """A second, private versitygw that the test stops: the operator's reader keeps the last verified
+    manifest through a blip, and says StoreUnreachable when it has nothing verified to keep."""
+    import boto3
+
+    from bernini.artifacts.preflight import ManifestReader
+    from bernini.localcluster.s3server import LocalS3
+    from tests.unit.specs import make_spec
+
+    server = LocalS3(tmp_path / "s3", tmp_path / "s3.log", tied_to_parent=True)
+    server.start()
+    for name, value in server.credentials_env.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1",
+                          aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key)
+    client.create_bucket(Bucket="artifacts")
+    manifest = _write_set(tmp_path / "compiled", {"encoder": 10, "diffusion": 10, "decoder": 10})
+    publish(client, "s3://artifacts/blip/", tmp_path / "compiled", manifest)
+    spec = make_spec(model={"artifactsUri": "s3://artifacts/blip/"}, s3={"region": "us-east-1", "endpointUrl": server.endpoint_url})
+    reader = ManifestReader(cache_seconds=0)
+    assert reader.check(spec).ok
+    server.stop()
+    started = time.monotonic()
+    kept = reader.check(spec)
+    assert kept.ok and kept.reason == "Verified"
+    assert time.monotonic() - started < 30
+    fresh = ManifestReader(cache_seconds=0).check(spec)
+    assert (fresh.ok, fresh.reason) == (False, "StoreUnreachable")

@@ -4,6 +4,7 @@ A failed preflight blocks creating or upgrading the RayService and leaves a runn
 """
 
 import hashlib
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -14,8 +15,12 @@ from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.manifest import MANIFEST_FILE, Manifest, UnsupportedManifestVersion, parse_manifest
 from bernini.artifacts.store import S3Location, s3_client
 
+logger = logging.getLogger("bernini.preflight")
 NEURAL_STAGES = ("encoder", "diffusion", "decoder")
 CACHE_SECONDS = 60.0
+# A store outage shorter than this keeps the last verified manifest: a blip must not flip Ready.
+TRANSIENT_GRACE_SECONDS = 600.0
+TRANSIENT_REASONS = ("StoreUnreachable", "StoreError")
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,10 @@ def judge(spec: BerniniDeploymentSpec, manifest: Manifest, manifest_sha256: str)
 class ManifestReader:
     """Fetches manifests with short timeouts; re-reads a URI at most every CACHE_SECONDS."""
 
-    def __init__(self, cache_seconds: float = CACHE_SECONDS):
+    def __init__(self, cache_seconds: float = CACHE_SECONDS, grace_seconds: float = TRANSIENT_GRACE_SECONDS):
         self._cache: dict[tuple, tuple[float, Preflight | tuple[Manifest, str]]] = {}
+        self._verified: dict[tuple, tuple[float, tuple[Manifest, str]]] = {}
+        self._grace_seconds = grace_seconds
         self._clients: dict[tuple, object] = {}
         self._key_locks: dict[tuple, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -85,7 +92,15 @@ class ManifestReader:
             if cached and time.monotonic() - cached[0] < self._cache_seconds:
                 return cached[1]
             result = self._read(spec)
-            self._cache[key] = (time.monotonic(), result)
+            now = time.monotonic()
+            if not isinstance(result, Preflight):
+                self._verified[key] = (now, result)
+            elif result.reason in TRANSIENT_REASONS and key in self._verified:
+                verified_at, last_good = self._verified[key]
+                if now - verified_at < self._grace_seconds:
+                    logger.warning("%s; keeping the manifest verified %.0fs ago", result.message, now - verified_at)
+                    result = last_good
+            self._cache[key] = (now, result)
             return result
 
     def _client(self, region: str, endpoint_url: str | None):
