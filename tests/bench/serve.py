@@ -53,13 +53,13 @@ class InProcess:
         torch.set_num_threads(1)  # as each Serve replica
         self.encoder = stages.load_graph(artifacts, "encoder-text")
         self.denoiser = stages.load_graph(artifacts, "diffusion")
-        self.decoder = stages.load_graph(artifacts, "decoder")
+        self.decoders = stages.load_decoders(artifacts)
 
     def __call__(self) -> bytes:
         with torch.no_grad():
             condition = self.encoder(stages.text_tensor(PROMPT))
         latent = stages.sample_latent(self.denoiser, condition, 8, 3.0, 0)
-        return stages.mesh_bytes(stages.decode(self.decoder, latent), "glb")[0]
+        return stages.mesh_bytes(stages.decode_batch(self.decoders, [latent])[0], "glb")[0]
 
 
 def serve_call(port: int):

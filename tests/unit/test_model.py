@@ -60,3 +60,20 @@ def test_tokenizer_has_the_static_length(prompt):
     from bernini.model.encoders import tokenize
 
     assert tokenize(prompt).shape == (1, 77)
+
+
+def test_batched_decoding_pads_to_a_compiled_bucket_and_matches_single_decodes():
+    from bernini.serve.stages import decode_batch
+
+    decoder = {stage.artifact: stage for stage in reference_stages(seed=0)}
+    graphs = {}
+    with torch.no_grad():
+        for name in ("decoder", "decoder-b4"):
+            example = decoder[name].inputs[0][1]
+            graphs[example.shape[0]] = torch.jit.trace(decoder[name].module, (example,))
+    latents = [torch.randn(1, 4, 12, 12, 12, generator=torch.Generator().manual_seed(i)) for i in range(6)]
+    batched = decode_batch(graphs, latents)  # 4 + 2 (padded to 4)
+    singles = [decode_batch(graphs, [latent])[0] for latent in latents]
+    assert len(batched) == 6
+    for one, other in zip(batched, singles):
+        np.testing.assert_allclose(one, other, atol=1e-5)

@@ -7,7 +7,7 @@ from torch import nn
 
 from bernini.model.diffusion import Denoiser
 from bernini.model.encoders import ImageEncoder, PointCloudEncoder, TextEncoder
-from bernini.model.shapes import (CONDITION_DIM, GUIDANCE_BATCH, IMAGE_SIZE, LATENT_CHANNELS, LATENT_SIZE, POINTS,
+from bernini.model.shapes import (CONDITION_DIM, DECODER_BATCHES, GUIDANCE_BATCH, IMAGE_SIZE, LATENT_CHANNELS, LATENT_SIZE, POINTS,
                                   TEXT_TOKENS)
 from bernini.model.wavelet import WaveletDecoder
 
@@ -25,9 +25,8 @@ class CompiledStage:
 
 def reference_stages(seed: int = 0) -> list[CompiledStage]:
     torch.manual_seed(seed)
-    latent = torch.zeros(1, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE, LATENT_SIZE)
     guided = torch.zeros(GUIDANCE_BATCH, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE, LATENT_SIZE)
-    return [
+    stages = [
         CompiledStage("encoder-image", "encoder", ImageEncoder().eval(),
                       (("image", torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)),)),
         CompiledStage("encoder-pointcloud", "encoder", PointCloudEncoder().eval(),
@@ -37,5 +36,10 @@ def reference_stages(seed: int = 0) -> list[CompiledStage]:
         CompiledStage("diffusion", "diffusion", Denoiser().eval(),
                       (("latent", guided), ("t", torch.zeros(GUIDANCE_BATCH)),
                        ("condition", torch.zeros(GUIDANCE_BATCH, CONDITION_DIM)))),
-        CompiledStage("decoder", "decoder", WaveletDecoder().eval(), (("latent", latent),)),
     ]
+    decoder = WaveletDecoder().eval()
+    for batch in DECODER_BATCHES:  # static shapes: one graph per batch bucket, same weights
+        latent = torch.zeros(batch, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE, LATENT_SIZE)
+        stages.append(CompiledStage("decoder" if batch == 1 else f"decoder-b{batch}", "decoder", decoder,
+                                    (("latent", latent),)))
+    return stages

@@ -9,4 +9,5 @@ LATENT_CHANNELS = 4
 LATENT_SIZE = 12
 SDF_SIZE = 64  # production: 256
 GUIDANCE_BATCH = 2  # conditional + unconditional, for classifier-free guidance
+DECODER_BATCHES = (1, 4)  # the decoder is compiled once per batch bucket; Serve batches requests into them
 MODALITIES = ("image", "pointcloud", "text")

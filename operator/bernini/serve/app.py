@@ -15,7 +15,7 @@ from ray.serve import Application
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bernini.model.shapes import MODALITIES
+from bernini.model.shapes import DECODER_BATCHES, MODALITIES
 from bernini.serve import stages
 
 logger = logging.getLogger("ray.serve")
@@ -48,10 +48,12 @@ class Diffusion:
 class Decoder:
     def __init__(self, artifacts_dir: str):
         torch.set_num_threads(1)
-        self.decoder = stages.load_graph(artifacts_dir, "decoder")
+        self.decoders = stages.load_decoders(artifacts_dir)
 
-    def decode(self, latent: torch.Tensor):
-        return stages.decode(self.decoder, latent)
+    # Concurrent requests share one call of the batch-4 graph: on Neuron a call's fixed cost dominates.
+    @serve.batch(max_batch_size=max(DECODER_BATCHES), batch_wait_timeout_s=0.005)
+    async def decode(self, latents: list[torch.Tensor]) -> list:
+        return stages.decode_batch(self.decoders, latents)
 
 
 @serve.deployment

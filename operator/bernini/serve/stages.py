@@ -80,9 +80,23 @@ def sample_latent(denoiser, condition: torch.Tensor, steps: int, guidance: float
         return ddim_sample(denoiser, condition, steps=steps, guidance=guidance, seed=seed)
 
 
-def decode(decoder, latent: torch.Tensor) -> np.ndarray:
+def load_decoders(artifacts_dir: str | Path) -> dict[int, object]:
+    """The decoder's graphs by the batch size they were compiled for."""
+    manifest = load_manifest(artifacts_dir)
+    return {artifact.inputs[0].shape[0]: load_graph(artifacts_dir, name)
+            for name, artifact in manifest.stages.items() if artifact.stage == "decoder"}
+
+
+def decode_batch(decoders: dict[int, object], latents: list[torch.Tensor]) -> list[np.ndarray]:
+    """Decode several latents in the smallest compiled batch that holds them, zero-padded (static shapes)."""
+    bucket = min((size for size in decoders if size >= len(latents)), default=None)
+    if bucket is None:
+        largest = max(decoders)
+        return decode_batch(decoders, latents[:largest]) + decode_batch(decoders, latents[largest:])
+    batch = torch.cat(latents + [torch.zeros_like(latents[0])] * (bucket - len(latents)))
     with torch.no_grad():
-        return decoder(latent)[0, 0].numpy()
+        sdfs = decoders[bucket](batch)[:, 0].numpy()
+    return [sdfs[index] for index in range(len(latents))]
 
 
 MESH_TYPES = {"glb": "model/gltf-binary", "obj": "model/obj", "ply": "application/ply"}
