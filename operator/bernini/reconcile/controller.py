@@ -146,7 +146,7 @@ class Controller:
             try:
                 capacity = plan(spec)
                 desired = render_rayservice(name, namespace, metadata["uid"], spec, preflight.manifest,
-                                            preflight.manifest_sha256)
+                                            preflight.manifest_sha256, capacity)
             except StageDoesNotFit as error:
                 blocked = ("StageDoesNotFit", str(error))
             else:

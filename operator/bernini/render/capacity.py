@@ -23,10 +23,8 @@ from bernini.render.quantity import to_bytes
 class InstanceType:
     name: str
     neuron_cores: int
-    neuron_devices: int
     vcpus: int
     memory_gib: int
-    hourly_usd: float
 
     @property
     def worker_cpus(self) -> int:
@@ -41,10 +39,10 @@ class InstanceType:
 INSTANCE_TYPES = {
     t.name: t
     for t in (
-        InstanceType("inf2.xlarge", 2, 1, 4, 16, 0.758),
-        InstanceType("inf2.8xlarge", 2, 1, 32, 128, 1.97),
-        InstanceType("inf2.24xlarge", 12, 6, 96, 384, 6.49),
-        InstanceType("inf2.48xlarge", 24, 12, 192, 768, 12.981),
+        InstanceType("inf2.xlarge", 2, 4, 16),
+        InstanceType("inf2.8xlarge", 2, 32, 128),
+        InstanceType("inf2.24xlarge", 12, 96, 384),
+        InstanceType("inf2.48xlarge", 24, 192, 768),
     )
 }
 

@@ -54,9 +54,11 @@ def render_rayservice(
     spec: BerniniDeploymentSpec,
     manifest: Manifest,
     manifest_sha256: str,
+    capacity: Plan | None = None,
 ) -> dict[str, Any]:
-    """The full desired RayService; raises capacity.StageDoesNotFit when a stage fits no allowed type."""
-    capacity = plan(spec)
+    """The full desired RayService; raises capacity.StageDoesNotFit when a stage fits no allowed type.
+    Callers that already planned the capacity pass it in."""
+    capacity = capacity or plan(spec)
     pod_labels = names.labels(name, spec.model.version)
     rayservice = {
         "apiVersion": "ray.io/v1",
