@@ -3,8 +3,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 BERNINI := $(VENV)/bin/bernini
+DEV := $(VENV)/bin/bernini-dev
 # Re-install whenever pyproject.toml changes; the stamp lives inside the git-ignored venv.
-VENV_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml hack/localdev/pyproject.toml | sha256sum | cut -c1-12)
 
 CRD_FILES := crds/bernini.dev_berninideployments.yaml charts/bernini-operator/crds/bernini.dev_berninideployments.yaml
 
@@ -18,10 +19,10 @@ help:
 	@echo "make cluster-down  stop it"
 	@echo "make crds          regenerate crds/ and the chart's CRD copy from the pydantic models"
 
-$(VENV_STAMP): pyproject.toml
+$(VENV_STAMP): pyproject.toml hack/localdev/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(VENV)/bin/pip install -q --disable-pip-version-check uv
-	$(VENV)/bin/uv pip install --python $(PY) -q -e '.[dev]'
+	$(VENV)/bin/uv pip install --python $(PY) -q -e '.[dev]' -e hack/localdev
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(VENV_STAMP)
@@ -30,13 +31,13 @@ controlplane:
 	@bash hack/controlplane/build.sh
 
 cluster-up: venv controlplane
-	@$(BERNINI) cluster up
+	@$(DEV) cluster up
 
 cluster-down: venv
-	@$(BERNINI) cluster down
+	@$(DEV) cluster down
 
 demo: venv controlplane
-	@$(BERNINI) demo
+	@$(DEV) demo
 
 crds: venv
 	@$(BERNINI) crds $(CRD_FILES)

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from bernini.localcluster import LocalCluster
-from bernini.localcluster.s3server import LocalS3
-from bernini.localcluster.placeholder_artifacts import publish_placeholder_artifacts
+from localdev import LocalCluster
+from localdev.s3server import LocalS3
+from localdev.placeholder_artifacts import publish_placeholder_artifacts
 from tests.operator_process import OperatorProcess
 from tests.waiting import wait_for
 

@@ -9,7 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bernini.localcluster.processes import free_port
+from localdev.processes import free_port
 
 
 class OperatorProcess:

@@ -1,31 +1,10 @@
-"""The `bernini` command: one entry point for the operator, its artifacts tools and the local cluster."""
+"""The `bernini` command: what a user runs in a cluster (the operator, the artifacts tools, compile, crds)."""
 
 import argparse
 import logging
 import os
 import sys
 from pathlib import Path
-
-LOCAL_ROOT = Path(".local")
-
-
-def _cluster_up(args: argparse.Namespace) -> int:
-    from bernini.localcluster import LocalCluster
-
-    cluster = LocalCluster.in_directory(args.root)
-    seconds = cluster.up(progress=lambda message: print(f"[cluster] {message}", flush=True))
-    print(f"[cluster] up in {seconds:.1f}s; export KUBECONFIG={cluster.kubeconfig.resolve()}")
-    return 0
-
-
-def _cluster_down(args: argparse.Namespace) -> int:
-    from bernini.localcluster import LocalCluster
-
-    cluster = LocalCluster.load(args.root)
-    stopped = cluster.running_components()
-    cluster.down()
-    print(f"[cluster] stopped {', '.join(stopped) or 'nothing (no cluster was running)'}")
-    return 0
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -111,25 +90,9 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from bernini.demo import run
-
-    return run(args.root)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bernini", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-
-    cluster = commands.add_parser("cluster", help="the local control plane (etcd, apiserver, KWOK, KubeRay)")
-    cluster_commands = cluster.add_subparsers(dest="action", required=True)
-    for name, handler, help_text in (
-        ("up", _cluster_up, "start it in the background"),
-        ("down", _cluster_down, "stop exactly the processes `up` started and remove its state"),
-    ):
-        sub = cluster_commands.add_parser(name, help=help_text)
-        sub.add_argument("--root", type=Path, default=LOCAL_ROOT, help="where state, logs and kubeconfig live")
-        sub.set_defaults(handler=handler)
 
     operator = commands.add_parser("operator", help="run the operator (kopf) against the current kubeconfig")
     operator.add_argument("--namespace", action="append", help="watch only these namespaces (repeatable)")
@@ -172,9 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("output", type=Path, nargs="+")
     crds.set_defaults(handler=_crds)
 
-    demo = commands.add_parser("demo", help="run the product's main job on the local control plane")
-    demo.add_argument("--root", type=Path, default=LOCAL_ROOT)
-    demo.set_defaults(handler=_demo)
     return parser
 
 

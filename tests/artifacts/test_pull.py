@@ -150,7 +150,7 @@ def test_exit_codes_and_messages_of_the_init_container(published, local_s3, tmp_
 
 
 def test_unreachable_store_fails_clearly_in_bounded_time(tmp_path, monkeypatch):
-    from bernini.localcluster.processes import free_port
+    from localdev.processes import free_port
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
@@ -177,7 +177,7 @@ def test_preflight_rides_out_a_store_outage_but_reports_one_it_never_saw_succeed
     import boto3
 
     from bernini.artifacts.preflight import ManifestReader
-    from bernini.localcluster.s3server import LocalS3
+    from localdev.s3server import LocalS3
     from tests.unit.specs import make_spec
 
     server = LocalS3(tmp_path / "s3", tmp_path / "s3.log", tied_to_parent=True)

@@ -21,8 +21,8 @@ import boto3
 
 from bernini.artifacts.manifest import Manifest
 from bernini.artifacts.publish import publish
-from bernini.localcluster.cluster import DEFAULT_BIN_DIR
-from bernini.localcluster.s3server import LocalS3
+from localdev.cluster import DEFAULT_BIN_DIR
+from localdev.s3server import LocalS3
 
 MiB = 1 << 20
 AWSCLI_VERSION = "1.46.3"

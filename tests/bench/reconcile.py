@@ -20,9 +20,9 @@ import yaml
 from kubernetes import client, config, watch
 
 from bernini.api import GROUP, PLURAL, VERSION
-from bernini.localcluster import LocalCluster
-from bernini.localcluster.placeholder_artifacts import publish_placeholder_artifacts
-from bernini.localcluster.s3server import LocalS3
+from localdev import LocalCluster
+from localdev.placeholder_artifacts import publish_placeholder_artifacts
+from localdev.s3server import LocalS3
 from tests.operator_process import OperatorProcess
 
 ROOT = Path(__file__).parents[2]

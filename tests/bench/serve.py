@@ -17,7 +17,7 @@ import yaml
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.preflight import judge
 from bernini.compile import compile_model
-from bernini.localcluster.ray_head import RayHead, localize_serve_config
+from localdev.ray_head import RayHead, localize_serve_config
 from bernini.render.rayservice import render_rayservice
 from bernini.serve import stages
 

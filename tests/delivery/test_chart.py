@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from bernini.api import GROUP, PLURAL, VERSION
-from bernini.localcluster.cluster import DEFAULT_BIN_DIR
+from localdev.cluster import DEFAULT_BIN_DIR
 from tests.operator_process import OperatorProcess
 from tests.waiting import wait_for
 
@@ -188,7 +188,7 @@ def test_irsa_annotation_and_service_monitor_are_opt_in():
 def test_liveness_endpoint_answers(kubeconfig, bernini_crd, local_s3, tmp_path):
     import urllib.request
 
-    from bernini.localcluster.processes import free_port
+    from localdev.processes import free_port
 
     port = free_port()
     process = OperatorProcess(kubeconfig, local_s3.credentials_env, tmp_path / "operator.log",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bernini.localcluster.cluster import DEFAULT_BIN_DIR
+from localdev.cluster import DEFAULT_BIN_DIR
 from tests.delivery.test_chart import run
 from tests.waiting import wait_for
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from bernini.api import GROUP, PLURAL, VERSION
-from bernini.localcluster import kuberay_bridge
+from localdev import kuberay_bridge
 from tests.conftest import EXAMPLE, SERVE_URI
 from tests.waiting import wait_for
 

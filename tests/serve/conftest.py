@@ -8,7 +8,7 @@ import yaml
 
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.render.rayservice import render_rayservice
-from bernini.localcluster.ray_head import RayHead, localize_serve_config
+from localdev.ray_head import RayHead, localize_serve_config
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "bernini-minimal.yaml"
 

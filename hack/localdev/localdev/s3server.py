@@ -6,8 +6,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bernini.localcluster import processes
-from bernini.localcluster.cluster import DEFAULT_BIN_DIR, ClusterError
+from localdev import processes
+from localdev.cluster import DEFAULT_BIN_DIR, ClusterError
 
 
 @dataclass

@@ -24,10 +24,10 @@ from bernini.artifacts.publish import publish
 from bernini.artifacts.store import S3Location
 from bernini.compile import compile_model
 
-from bernini.localcluster import LocalCluster, kuberay_bridge, processes
-from bernini.localcluster.cluster import REPO_ROOT
-from bernini.localcluster.ray_head import RayHead, localize_serve_config
-from bernini.localcluster.s3server import LocalS3
+from localdev import LocalCluster, kuberay_bridge, processes
+from localdev.cluster import REPO_ROOT
+from localdev.ray_head import RayHead, localize_serve_config
+from localdev.s3server import LocalS3
 
 EXAMPLE = REPO_ROOT / "examples" / "bernini-minimal.yaml"
 EXAMPLE_INPUT = REPO_ROOT / "examples" / "inputs" / "chair-prompt.json"

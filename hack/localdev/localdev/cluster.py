@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bernini.localcluster import certs, nodes, processes
+from localdev import certs, nodes, processes
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[3]  # hack/localdev/localdev/cluster.py
 DEFAULT_BIN_DIR = REPO_ROOT / ".local" / "bin"
 POD_CIDR = "127.64.0.0/16"  # fake pod IPs stay on loopback, so nothing ever dials a real network
 SERVICE_CIDR = "10.96.0.0/16"

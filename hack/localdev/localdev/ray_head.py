@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bernini.localcluster.processes import free_port
+from localdev.processes import free_port
 
 RAY = Path(sys.executable).with_name("ray")
 

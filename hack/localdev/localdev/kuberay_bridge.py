@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bernini.localcluster.cluster import LocalCluster
-from bernini.localcluster.ray_head import RayHead
+from localdev.cluster import LocalCluster
+from localdev.ray_head import RayHead
 
 DASHBOARD_PORT, SERVE_PORT = 8265, 8000
 

@@ -1,0 +1,23 @@
+"""The product package holds the product: no development harness and no dev-only imports."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).parents[2] / "operator" / "bernini"
+
+
+def test_every_product_module_imports_without_the_harness_or_dev_dependencies():
+    modules = sorted(
+        ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        for path in PACKAGE.rglob("*.py") if path.name != "__main__.py"
+    )
+    probe = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "print(' '.join(sorted(m for m in ('localdev', 'cryptography', 'pytest') if m in sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "", f"product modules pulled in {result.stdout.strip()}"
+
