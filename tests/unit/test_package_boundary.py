@@ -15,9 +15,16 @@ def test_every_product_module_imports_without_the_harness_or_dev_dependencies():
     probe = (
         "import importlib, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"
-        "print(' '.join(sorted(m for m in ('localdev', 'cryptography', 'pytest') if m in sys.modules)))"
+        "print(' '.join(sorted(m for m in ('localdev', 'pytest') if m in sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "", f"product modules pulled in {result.stdout.strip()}"
 
+
+
+def test_no_product_source_imports_the_harness_or_its_pki_library():
+    # cryptography arrives with some third-party packages, but our own code must not need it.
+    offenders = [str(path) for path in PACKAGE.rglob("*.py")
+                 if any(word in path.read_text() for word in ("import localdev", "from localdev", "from cryptography"))]
+    assert offenders == []
