@@ -8,7 +8,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from bernini.api.spec import BerniniDeploymentSpec
-from bernini.render.capacity import StageDoesNotFit, plan
+from bernini.render.capacity import StageDoesNotFit, WorkerDoesNotFit, plan
 from bernini.render.rayservice import render_rayservice
 from tests.unit.specs import make_manifest, make_spec
 
@@ -118,16 +118,33 @@ def test_packing_default_spec_needs_two_inf2_xlarge_at_minimum():
 
 def test_packing_prefers_the_smallest_type_for_minimum_and_bounds_every_type_for_maximum():
     capacity = plan(make_spec(accelerator={"instanceTypes": ["inf2.24xlarge", "inf2.xlarge"]}))
-    bounds = {g.instance_type.name: (g.min_replicas, g.max_replicas) for g in capacity.groups}
+    bounds = {g.worker.instance.name: (g.min_replicas, g.max_replicas) for g in capacity.groups}
     assert bounds["inf2.xlarge"][0] == 2 and bounds["inf2.24xlarge"][0] == 0
     assert bounds["inf2.24xlarge"][1] == 1  # all stages at max fit one 24xlarge
-    assert [g.instance_type.name for g in capacity.groups] == ["inf2.24xlarge", "inf2.xlarge"]
+    assert [g.worker.instance.name for g in capacity.groups] == ["inf2.24xlarge", "inf2.xlarge"]
 
 
 def test_a_stage_that_fits_no_allowed_type_is_refused_with_its_name():
     with pytest.raises(StageDoesNotFit, match="diffusion asks 4 NeuronCores"):
         plan(make_spec(stages={"diffusion": {"neuronCores": 4}}))
     assert plan(make_spec(stages={"diffusion": {"neuronCores": 4}}, accelerator={"instanceTypes": ["inf2.24xlarge"]}))
+
+
+def test_worker_pods_take_the_size_spec_workers_sets_and_pack_by_it():
+    spec = make_spec(workers={"cpus": 1, "memory": "3Gi"},
+                     stages={name: {"cpus": 0.25, "memory": "512Mi"} for name in ("encoder", "diffusion", "decoder", "triangulation")},
+                     ingress={"cpus": 0.25, "memory": "512Mi"})
+    group = render(spec)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    worker = group["template"]["spec"]["containers"][0]
+    assert worker["resources"]["limits"] == {"cpu": "1", "memory": "3072Mi", "aws.amazon.com/neuroncore": "2"}
+    assert group["rayStartParams"]["num-cpus"] == "1"
+    # 3 NeuronCore replicas at minimum need two 2-core nodes; the CPU replicas (1.25 CPUs) spill onto the second.
+    assert plan(spec).min_workers == 2
+
+
+def test_worker_pods_larger_than_the_instance_are_refused_with_the_sizes():
+    with pytest.raises(WorkerDoesNotFit, match="spec.workers asks 4 CPUs .* inf2.xlarge offers at most 3 CPUs"):
+        plan(make_spec(workers={"cpus": 4}))
 
 
 def test_renderer_returns_fresh_objects():

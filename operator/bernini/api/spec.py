@@ -171,6 +171,17 @@ class Head(ApiModel):
     """Memory request and limit of the head pod."""
 
 
+class WorkerPods(ApiModel):
+    """Size of each inf2 worker pod. Unset: the instance's vCPUs less one and 80% of its memory, which leaves
+    room for kubelet and the Neuron daemonsets; set both lower when your nodes run more daemonsets."""
+
+    cpus: int | None = Field(None, ge=1, le=192)
+    """Whole CPUs per worker pod (its request, limit and Ray num-cpus); must not exceed the instance's vCPUs less one."""
+
+    memory: str | None = Field(None, pattern=QUANTITY)
+    """Memory per worker pod (request and limit); must not exceed 80% of the instance's memory."""
+
+
 class Autoscaling(ApiModel):
     """How fast Serve replicas and inf2 nodes follow the load."""
 
@@ -204,6 +215,7 @@ class BerniniDeploymentSpec(ApiModel):
     stages: Stages = Stages()
     ingress: IngressSpec = IngressSpec()
     head: Head = Head()
+    workers: WorkerPods = WorkerPods()
     autoscaling: Autoscaling = Autoscaling()
     upgrade_strategy: UpgradeStrategy = UpgradeStrategy()
 

@@ -15,7 +15,7 @@ from bernini.reconcile.kube import Kube, now
 from bernini.reconcile.metrics import PREFLIGHT_FAILURES, observe_reconcile
 from bernini.reconcile.queue import WorkQueue
 from bernini.reconcile.status import Observation, desired_status
-from bernini.render.capacity import StageDoesNotFit, plan
+from bernini.render.capacity import DoesNotFit, plan
 from bernini.render.rayservice import render_rayservice
 
 Key = tuple[str, str]  # (namespace, name)
@@ -147,8 +147,8 @@ class Controller:
                 capacity = plan(spec)
                 desired = render_rayservice(name, namespace, metadata["uid"], spec, preflight.manifest,
                                             preflight.manifest_sha256, capacity)
-            except StageDoesNotFit as error:
-                blocked = ("StageDoesNotFit", str(error))
+            except DoesNotFit as error:
+                blocked = (error.reason, str(error))
             else:
                 observed, blocked = self._converge(key, metadata["uid"], observed, desired)
         self._write_status(body, spec, Observation(metadata.get("generation", 0), preflight, capacity, blocked, observed))

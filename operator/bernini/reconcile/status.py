@@ -84,7 +84,7 @@ def _capacity(plan: Plan) -> dict[str, Any]:
         "minWorkers": plan.min_workers,
         "maxWorkers": plan.max_workers,
         "workerGroups": [
-            {"instanceType": g.instance_type.name, "minReplicas": g.min_replicas, "maxReplicas": g.max_replicas}
+            {"instanceType": g.worker.instance.name, "minReplicas": g.min_replicas, "maxReplicas": g.max_replicas}
             for g in plan.groups
         ],
     }

@@ -2,7 +2,7 @@
 
 Packing rule (one Ray worker pod per inf2 node, taking all of the node's NeuronCores):
 - A worker pod on instance type T offers T's NeuronCores, its vCPUs less one (kubelet and
-  daemonsets), and 80% of its memory. A stage replica asks for (neuronCores, cpus, memory); the ingress
+  daemonsets), and 80% of its memory, unless spec.workers sets smaller CPUs or memory. A stage replica asks for (neuronCores, cpus, memory); the ingress
   is packed like a stage with no NeuronCores. CPU stages ride on the inf2 workers' spare vCPUs.
 - A stage fits T when one replica fits an empty worker pod of T. A stage that fits no allowed type is
   an error the user must fix (condition Rendered=False, reason StageDoesNotFit).
@@ -36,6 +36,30 @@ class InstanceType:
         return self.memory_gib * 2**30 * 8 // 10
 
 
+@dataclass(frozen=True)
+class WorkerShape:
+    """What one worker pod on an instance type offers: all its NeuronCores, CPUs and memory."""
+
+    instance: InstanceType
+    cpus: int
+    memory_bytes: int
+
+    @property
+    def neuron_cores(self) -> int:
+        return self.instance.neuron_cores
+
+    @classmethod
+    def of(cls, instance: InstanceType, spec: BerniniDeploymentSpec) -> "WorkerShape":
+        cpus = spec.workers.cpus or instance.worker_cpus
+        memory = to_bytes(spec.workers.memory) if spec.workers.memory else instance.worker_memory_bytes
+        if cpus > instance.worker_cpus or memory > instance.worker_memory_bytes:
+            raise WorkerDoesNotFit(
+                f"spec.workers asks {cpus} CPUs and {memory // 2**20}Mi per worker pod; {instance.name} offers at "
+                f"most {instance.worker_cpus} CPUs and {instance.worker_memory_bytes // 2**20}Mi"
+            )
+        return cls(instance, cpus, memory)
+
+
 INSTANCE_TYPES = {
     t.name: t
     for t in (
@@ -60,17 +84,17 @@ class Demand:
     def of(cls, deployment: str, spec: ReplicaSpec) -> "Demand":
         return cls(deployment, getattr(spec, "neuron_cores", 0), Decimal(str(spec.cpus)), to_bytes(spec.memory))
 
-    def fits(self, instance: InstanceType) -> bool:
+    def fits(self, worker: WorkerShape) -> bool:
         return (
-            self.neuron_cores <= instance.neuron_cores
-            and self.cpus <= instance.worker_cpus
-            and self.memory_bytes <= instance.worker_memory_bytes
+            self.neuron_cores <= worker.neuron_cores
+            and self.cpus <= worker.cpus
+            and self.memory_bytes <= worker.memory_bytes
         )
 
 
 @dataclass(frozen=True)
 class GroupBounds:
-    instance_type: InstanceType
+    worker: WorkerShape
     min_replicas: int
     max_replicas: int
 
@@ -90,11 +114,25 @@ class Plan:
         return sum(group.max_replicas for group in self.groups)
 
 
-class StageDoesNotFit(ValueError):
+class DoesNotFit(ValueError):
+    """The spec asks for more than the allowed instance types hold; `reason` names the condition reason."""
+
+    reason = "DoesNotFit"
+
+
+class StageDoesNotFit(DoesNotFit):
     """A deployment's replica is larger than a worker pod of every allowed instance type."""
 
+    reason = "StageDoesNotFit"
 
-def _nodes_needed(replicas: list[Demand], instance: InstanceType) -> int:
+
+class WorkerDoesNotFit(DoesNotFit):
+    """spec.workers asks for a worker pod larger than an allowed instance type offers."""
+
+    reason = "WorkerDoesNotFit"
+
+
+def _nodes_needed(replicas: list[Demand], worker: WorkerShape) -> int:
     """First-fit decreasing over three dimensions; returns the node count."""
     free: list[list] = []  # per node: [cores, cpus, memory]
     ordered = sorted(replicas, key=lambda d: (d.neuron_cores, d.cpus, d.memory_bytes), reverse=True)
@@ -103,7 +141,7 @@ def _nodes_needed(replicas: list[Demand], instance: InstanceType) -> int:
             if demand.neuron_cores <= node[0] and demand.cpus <= node[1] and demand.memory_bytes <= node[2]:
                 break
         else:
-            node = [instance.neuron_cores, instance.worker_cpus, instance.worker_memory_bytes]
+            node = [worker.neuron_cores, worker.cpus, worker.memory_bytes]
             free.append(node)
         node[0] -= demand.neuron_cores
         node[1] -= demand.cpus
@@ -116,11 +154,11 @@ def deployments(spec: BerniniDeploymentSpec) -> list[tuple[str, ReplicaSpec]]:
 
 
 def plan(spec: BerniniDeploymentSpec) -> Plan:
-    """Worker-group bounds and NeuronCore totals for spec; raises StageDoesNotFit."""
-    allowed = [INSTANCE_TYPES[name] for name in spec.accelerator.instance_types]
-    by_size = sorted(allowed, key=lambda t: (t.neuron_cores, t.vcpus))
-    minimum: dict[str, list[Demand]] = {t.name: [] for t in allowed}
-    maximum: dict[str, list[Demand]] = {t.name: [] for t in allowed}
+    """Worker-group bounds and NeuronCore totals for spec; raises a DoesNotFit."""
+    allowed = [WorkerShape.of(INSTANCE_TYPES[name], spec) for name in spec.accelerator.instance_types]
+    by_size = sorted(allowed, key=lambda w: (w.neuron_cores, w.instance.vcpus))
+    minimum: dict[str, list[Demand]] = {w.instance.name: [] for w in allowed}
+    maximum: dict[str, list[Demand]] = {w.instance.name: [] for w in allowed}
     for name, replica_spec in deployments(spec):
         demand = Demand.of(name, replica_spec)
         fitting = [t for t in by_size if demand.fits(t)]
@@ -130,11 +168,12 @@ def plan(spec: BerniniDeploymentSpec) -> Plan:
                 f"replica, more than one worker of any allowed instance type "
                 f"({', '.join(spec.accelerator.instance_types)}) offers"
             )
-        minimum[fitting[0].name] += [demand] * replica_spec.min_replicas
-        for instance in fitting:
-            maximum[instance.name] += [demand] * replica_spec.max_replicas
+        minimum[fitting[0].instance.name] += [demand] * replica_spec.min_replicas
+        for worker in fitting:
+            maximum[worker.instance.name] += [demand] * replica_spec.max_replicas
     groups = tuple(
-        GroupBounds(t, _nodes_needed(minimum[t.name], t), _nodes_needed(maximum[t.name], t)) for t in allowed
+        GroupBounds(w, _nodes_needed(minimum[w.instance.name], w), _nodes_needed(maximum[w.instance.name], w))
+        for w in allowed
     )
     return Plan(
         groups=groups,

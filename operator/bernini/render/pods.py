@@ -3,7 +3,7 @@
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.manifest import Manifest
 from bernini.pipeline import ARTIFACTS_MOUNT_PATH
-from bernini.render.capacity import InstanceType
+from bernini.render.capacity import WorkerShape
 from bernini.render.quantity import to_bytes
 
 NEURON_CORE_RESOURCE = "aws.amazon.com/neuroncore"
@@ -88,14 +88,14 @@ def pull_command(spec: BerniniDeploymentSpec, manifest_sha256: str) -> list[str]
 def worker_template(
     spec: BerniniDeploymentSpec,
     labels: dict[str, str],
-    instance: InstanceType,
+    worker_shape: WorkerShape,
     manifest: Manifest,
     manifest_sha256: str,
 ) -> dict:
     resources = {
-        "cpu": str(instance.worker_cpus),
-        "memory": f"{instance.worker_memory_bytes // 2**20}Mi",
-        NEURON_CORE_RESOURCE: str(instance.neuron_cores),
+        "cpu": str(worker_shape.cpus),
+        "memory": f"{worker_shape.memory_bytes // 2**20}Mi",
+        NEURON_CORE_RESOURCE: str(worker_shape.neuron_cores),
     }
     artifacts_mount = {"name": "artifacts", "mountPath": ARTIFACTS_MOUNT_PATH}
     puller = _container(spec, "pull-artifacts", {"cpu": "1", "memory": "1Gi"}, [artifacts_mount])
@@ -103,11 +103,11 @@ def worker_template(
     worker = _container(spec, "ray-worker", resources, [{**artifacts_mount, "readOnly": True}, SHM_MOUNT])
     volumes = [
         {"name": "artifacts", "emptyDir": {"sizeLimit": artifacts_volume_size(manifest)}},
-        _shm_volume(instance.worker_memory_bytes),
+        _shm_volume(worker_shape.memory_bytes),
     ]
     extra = {
         "initContainers": [puller],
-        "nodeSelector": {"node.kubernetes.io/instance-type": instance.name},
+        "nodeSelector": {"node.kubernetes.io/instance-type": worker_shape.instance.name},
         "tolerations": [NEURON_TAINT],
     }
     if spec.accelerator.scheduler_name:

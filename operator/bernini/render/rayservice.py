@@ -28,20 +28,20 @@ def _worker_groups(
 ) -> list[dict[str, Any]]:
     groups = []
     for group in capacity.groups:
-        instance = group.instance_type
+        worker = group.worker
         low, high = (0, 0) if spec.suspend else (group.min_replicas, group.max_replicas)
         groups.append(
             {
-                "groupName": names.worker_group_name(instance.name),
+                "groupName": names.worker_group_name(worker.instance.name),
                 "replicas": low,
                 "minReplicas": low,
                 "maxReplicas": high,
                 "rayStartParams": {
                     # The Ray autoscaler reads custom resources only from here, not from container limits.
-                    "resources": f"'{{\"neuron_cores\": {instance.neuron_cores}}}'",
-                    "num-cpus": str(instance.worker_cpus),
+                    "resources": f"'{{\"neuron_cores\": {worker.neuron_cores}}}'",
+                    "num-cpus": str(worker.cpus),
                 },
-                "template": worker_template(spec, labels, instance, manifest, manifest_sha256),
+                "template": worker_template(spec, labels, worker, manifest, manifest_sha256),
             }
         )
     return groups
@@ -56,7 +56,7 @@ def render_rayservice(
     manifest_sha256: str,
     capacity: Plan | None = None,
 ) -> dict[str, Any]:
-    """The full desired RayService; raises capacity.StageDoesNotFit when a stage fits no allowed type.
+    """The full desired RayService; raises a capacity.DoesNotFit when a stage or worker fits no allowed type.
     Callers that already planned the capacity pass it in."""
     capacity = capacity or plan(spec)
     pod_labels = names.labels(name, spec.model.version)
