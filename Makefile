@@ -9,12 +9,13 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml hack/localdev/pyproj
 
 CRD_FILES := crds/bernini.dev_berninideployments.yaml charts/bernini-operator/crds/bernini.dev_berninideployments.yaml
 
-.PHONY: help venv controlplane cluster-up cluster-down demo test crds bench-reconcile bench-pull bench-serve
+.PHONY: help venv controlplane node-packages images cluster-up cluster-down demo test crds bench-reconcile bench-pull bench-serve bench-e2e
 
 help:
 	@echo "make demo          run the operator's main job on a local control plane"
 	@echo "make test          run the whole test suite (builds what it needs)"
 	@echo "make controlplane  build/cache etcd, kube-*, kubectl, KWOK, KubeRay operator, helm"
+	@echo "make images        build/cache the serving, pause and KubeRay images for the real nodes"
 	@echo "make cluster-up    start the local control plane (kubeconfig: .local/kubeconfig)"
 	@echo "make cluster-down  stop it"
 	@echo "make crds          regenerate crds/ and the chart's CRD copy from the pydantic models"
@@ -30,19 +31,25 @@ venv: $(VENV_STAMP)
 controlplane:
 	@bash hack/controlplane/build.sh
 
+node-packages:
+	@bash hack/install-node-packages.sh
+
+images: venv controlplane node-packages
+	@bash hack/images/build.sh > /dev/null
+
 cluster-up: venv controlplane
 	@$(DEV) cluster up
 
 cluster-down: venv
 	@$(DEV) cluster down
 
-demo: venv controlplane
+demo: venv controlplane images
 	@$(DEV) demo
 
 crds: venv
 	@$(BERNINI) crds $(CRD_FILES)
 
-test: venv controlplane
+test: venv controlplane images
 	$(PY) -m pytest
 
 bench-reconcile: venv controlplane

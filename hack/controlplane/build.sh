@@ -12,7 +12,8 @@ key=$(cat "$here/versions.env" "$here/go.mod" "$here/go.sum" "$benchtools/go.mod
 cache=${BERNINI_CACHE:-$HOME/.cache/bernini}/controlplane-$key
 bin=$cache/bin
 link=$repo/.local/bin
-binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok ray-operator helm versitygw s5cmd)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy kwok ray-operator helm
+          versitygw s5cmd coredns)
 
 step() { printf '[controlplane %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
@@ -38,7 +39,7 @@ ldflags+=" -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean -X $pkg.buildDate=
 ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION"
 
 cd "$here"
-for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
   if [ ! -x "$bin/$cmd" ]; then
     step "building $cmd v$K8S_VERSION"
     go build -trimpath -ldflags "$ldflags" -o "$bin/$cmd" "k8s.io/kubernetes/cmd/$cmd" || fail_proxy "$cmd"
@@ -60,6 +61,8 @@ install_tool ray-operator "github.com/ray-project/kuberay/ray-operator@$KUBERAY_
 install_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 # The S3-compatible server of the tests: Apache-2.0, serves a plain directory, fast enough for bench-pull.
 install_tool versitygw "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+# Cluster DNS of the real-node cluster (its default plugin set includes kubernetes).
+install_tool coredns "github.com/coredns/coredns@$COREDNS_VERSION"
 
 if [ ! -x "$bin/s5cmd" ]; then
   # Built inside its own module: `go install s5cmd@version` is refused (the proxy hides its version list).
@@ -73,6 +76,11 @@ if [ ! -d "$cache/kuberay-crds" ]; then
   crds=$(module_dir "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION")/config/crd/bases
   mkdir -p "$cache/kuberay-crds.tmp" && cp "$crds"/*.yaml "$cache/kuberay-crds.tmp/"
   chmod u+w "$cache"/kuberay-crds.tmp/*.yaml && mv "$cache/kuberay-crds.tmp" "$cache/kuberay-crds"
+fi
+if [ ! -d "$cache/kuberay-rbac" ]; then
+  rbac=$(module_dir "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION")/config/rbac
+  mkdir -p "$cache/kuberay-rbac.tmp" && cp "$rbac/role.yaml" "$cache/kuberay-rbac.tmp/"
+  chmod u+w "$cache"/kuberay-rbac.tmp/*.yaml && mv "$cache/kuberay-rbac.tmp" "$cache/kuberay-rbac"
 fi
 if [ ! -f "$cache/kwok-stages.yaml" ]; then
   stages=$(module_dir "sigs.k8s.io/kwok@$KWOK_VERSION")/kustomize/stage
@@ -96,6 +104,7 @@ fi
 
 link_all
 ln -sfn "$cache/kuberay-crds" "$repo/.local/kuberay-crds"
+ln -sfn "$cache/kuberay-rbac" "$repo/.local/kuberay-rbac"
 ln -sfn "$cache/third-party-crds" "$repo/.local/third-party-crds"
 ln -sfn "$cache/kwok-stages.yaml" "$repo/.local/kwok-stages.yaml"
 step "ready in $(( $(date +%s) - start ))s: $cache"

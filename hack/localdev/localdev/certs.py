@@ -52,7 +52,7 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key) -> x509.Certific
     )
 
 
-def write_pki(directory: Path) -> None:
+def write_pki(directory: Path, extra_ips: list[str] = ()) -> None:
     """Write ca.{crt,key}, apiserver.{crt,key}, admin.{crt,key} and service-account.{key,pub}."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = _key()
@@ -80,8 +80,12 @@ def write_pki(directory: Path) -> None:
             x509.SubjectAlternativeName(
                 [
                     x509.DNSName("localhost"),
+                    x509.DNSName("kubernetes"),
+                    x509.DNSName("kubernetes.default"),
                     x509.DNSName("kubernetes.default.svc"),
+                    x509.DNSName("kubernetes.default.svc.cluster.local"),
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
                 ]
             ),
             critical=False,

@@ -10,7 +10,7 @@ LOCAL_ROOT = Path(".local")
 
 
 def _cluster_up(args: argparse.Namespace) -> int:
-    cluster = LocalCluster.in_directory(args.root)
+    cluster = LocalCluster.in_directory(args.root, real_nodes=args.real_nodes)
     seconds = cluster.up(progress=lambda message: print(f"[cluster] {message}", flush=True))
     print(f"[cluster] up in {seconds:.1f}s; export KUBECONFIG={cluster.kubeconfig.resolve()}")
     return 0
@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub = cluster_commands.add_parser(name, help=help_text)
         sub.add_argument("--root", type=Path, default=LOCAL_ROOT, help="where state, logs and kubeconfig live")
         sub.set_defaults(handler=handler)
+        if name == "up":
+            sub.add_argument("--real-nodes", action="store_true",
+                             help="real kubelet nodes running containers instead of KWOK's fake nodes (root)")
     demo = commands.add_parser("demo", help="run the product's main job on the local control plane")
     demo.add_argument("--root", type=Path, default=LOCAL_ROOT)
     demo.set_defaults(handler=_demo)

@@ -1,4 +1,5 @@
-"""LocalCluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, KWOK and KubeRay on loopback."""
+"""LocalCluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KubeRay, with either KWOK's fake
+nodes (everything on loopback) or real kubelet nodes running containers (see nodelayer)."""
 
 import json
 import shutil
@@ -11,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localdev import certs, nodes, processes
+from localdev import certs, nodenet, nodes, processes
 
 REPO_ROOT = Path(__file__).resolve().parents[3]  # hack/localdev/localdev/cluster.py
 DEFAULT_BIN_DIR = REPO_ROOT / ".local" / "bin"
@@ -33,6 +34,7 @@ class LocalCluster:
     bin_dir: Path = DEFAULT_BIN_DIR
     tied_to_parent: bool = False
     fleet: tuple[tuple[str, nodes.NodeShape], ...] = nodes.DEFAULT_FLEET
+    real_nodes: bool = False
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[int, str] = field(default_factory=dict)
 
@@ -41,6 +43,11 @@ class LocalCluster:
         self.state_dir, self.log_dir, self.kubeconfig = (
             Path(p).resolve() for p in (self.state_dir, self.log_dir, self.kubeconfig)
         )
+        if self.real_nodes:
+            from localdev.nodelayer import NodeLayer
+
+            self.fleet = ()
+            self.node_layer = NodeLayer(self)
 
     @classmethod
     def in_directory(cls, root: Path, **kwargs) -> "LocalCluster":
@@ -55,8 +62,13 @@ class LocalCluster:
         return self.state_dir / "cluster.json"
 
     @property
+    def address(self) -> str:
+        """Where the apiserver listens: loopback, or the node network's host address that pods reach."""
+        return nodenet.HOST_IP if self.real_nodes else "127.0.0.1"
+
+    @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports['apiserver']}"
+        return f"https://{self.address}:{self.ports['apiserver']}"
 
     def binary(self, name: str) -> str:
         path = self.bin_dir / name
@@ -76,9 +88,12 @@ class LocalCluster:
                 pass
             self.ports[name] = port
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        certs.write_pki(self.pki)
+        self._save_record()  # from here on down() knows what to clean, whatever fails
+        certs.write_pki(self.pki, extra_ips=[nodenet.HOST_IP, nodenet.KUBERNETES_SERVICE_IP] if self.real_nodes else [])
         self._write_kubeconfig()
         try:
+            if self.real_nodes:
+                self.node_layer.prepare(progress)
             self._start("etcd", self._etcd_argv())
             self._wait(lambda: self._get(f"http://127.0.0.1:{self.ports['etcd']}/health"), "etcd", 30)
             progress("etcd healthy")
@@ -87,20 +102,25 @@ class LocalCluster:
             progress(f"kube-apiserver ready at {self.server}")
             self._start("kube-controller-manager", self._controller_manager_argv())
             self._start("kube-scheduler", self._scheduler_argv())
-            self._start("kwok", self._kwok_argv())
+            if not self.real_nodes:
+                self._start("kwok", self._kwok_argv())
             with ThreadPoolExecutor(2) as pool:
                 crds = pool.submit(self._install_kuberay_crds)
                 fleet = pool.submit(self._create_nodes)
                 crds.result()
                 progress("KubeRay CRDs established")
                 fleet.result()
-            self._start("ray-operator", self._kuberay_argv(), env={"KUBECONFIG": str(self.kubeconfig)})
-            self._wait(self._nodes_ready, "KWOK to mark every node Ready", 60)
-            progress(f"{len(self.fleet)} nodes Ready")
             self._wait(self._default_service_account_exists, "the default ServiceAccount", 60)
-            self._wait(
-                lambda: self._get(f"http://127.0.0.1:{self.ports['kuberay-probe']}/readyz"), "KubeRay /readyz", 60
-            )
+            if self.real_nodes:
+                self.node_layer.start(progress)
+                self.node_layer.deploy_kuberay(progress)
+            else:
+                self._start("ray-operator", self._kuberay_argv(), env={"KUBECONFIG": str(self.kubeconfig)})
+                self._wait(self._nodes_ready, "KWOK to mark every node Ready", 60)
+                progress(f"{len(self.fleet)} nodes Ready")
+                self._wait(
+                    lambda: self._get(f"http://127.0.0.1:{self.ports['kuberay-probe']}/readyz"), "KubeRay /readyz", 60
+                )
             progress("KubeRay operator ready")
         except Exception:
             self._save_record()
@@ -115,14 +135,17 @@ class LocalCluster:
             self.pids = {int(pid): exe for pid, exe in record["pids"].items()}
         processes.stop(self.pids)
         self.pids = {}
+        if self.real_nodes:
+            self.node_layer.teardown()
         shutil.rmtree(self.state_dir, ignore_errors=True)
         self.kubeconfig.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, root: Path) -> "LocalCluster":
-        cluster = cls.in_directory(root)
-        if cluster._record.exists():
-            record = json.loads(cluster._record.read_text())
+        probe = cls.in_directory(root)
+        record = json.loads(probe._record.read_text()) if probe._record.exists() else {}
+        cluster = cls.in_directory(root, real_nodes=record.get("realNodes", False))
+        if record:
             cluster.ports = record["ports"]
             cluster.pids = {int(pid): exe for pid, exe in record["pids"].items()}
         return cluster
@@ -177,7 +200,8 @@ class LocalCluster:
         self._wait(lambda: self._get(f"http://127.0.0.1:{self.ports['kuberay-probe']}/readyz"), "KubeRay /readyz", 60)
 
     def _save_record(self) -> None:
-        record = {"ports": self.ports, "pids": {str(pid): exe for pid, exe in self.pids.items()}}
+        record = {"ports": self.ports, "pids": {str(pid): exe for pid, exe in self.pids.items()},
+                  "realNodes": self.real_nodes}
         self._record.write_text(json.dumps(record, indent=2))
 
     def _etcd_argv(self) -> list[str]:
@@ -200,8 +224,8 @@ class LocalCluster:
         return [
             self.binary("kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.address}",
+            f"--advertise-address={self.address}",
             f"--secure-port={self.ports['apiserver']}",
             f"--cert-dir={pki}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -213,8 +237,7 @@ class LocalCluster:
             "--requestheader-username-headers=X-Remote-User",
             "--requestheader-group-headers=X-Remote-Group",
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            # The "kubernetes" Service cannot point at loopback; nothing in this cluster needs it.
-            "--endpoint-reconciler-type=none",
+            *self._node_facing_flags(),
             f"--service-account-key-file={pki / 'service-account.pub'}",
             f"--service-account-signing-key-file={pki / 'service-account.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -223,6 +246,23 @@ class LocalCluster:
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",
+        ]
+
+    def _node_facing_flags(self) -> list[str]:
+        if not self.real_nodes:
+            # The "kubernetes" Service cannot point at loopback; nothing on fake nodes needs it.
+            return ["--endpoint-reconciler-type=none"]
+        pki = self.pki
+        return [
+            # Pods reach the apiserver through the kubernetes Service (the Ray autoscaler does).
+            "--endpoint-reconciler-type=lease",
+            # logs/exec/port-forward dial the node IP; the node name resolves nowhere.
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            f"--kubelet-client-certificate={pki / 'admin.crt'}",
+            f"--kubelet-client-key={pki / 'admin.key'}",
+            # The local stand-in for EKS Pod Identity's credential injection (see nodelayer).
+            "--feature-gates=MutatingAdmissionPolicy=true",
+            "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
         ]
 
     def _component_kubeconfig_flags(self) -> list[str]:
@@ -333,6 +373,8 @@ class LocalCluster:
         self.wait_established("crd", "--all")
 
     def _create_nodes(self) -> None:
+        if not self.fleet:
+            return
         manifests = [nodes.node_manifest(name, shape) for name, shape in self.fleet]
         self.kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}))
 

@@ -16,6 +16,7 @@ class LocalS3:
     log_file: Path
     bin_dir: Path = DEFAULT_BIN_DIR
     tied_to_parent: bool = False
+    host: str = "127.0.0.1"  # the real-node cluster's host address, so pods reach it too
     port: int = 0
     access_key: str = field(default_factory=lambda: "bernini" + secrets.token_hex(4))
     secret_key: str = field(default_factory=lambda: secrets.token_hex(16))
@@ -23,7 +24,7 @@ class LocalS3:
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def credentials_env(self) -> dict[str, str]:
@@ -43,7 +44,7 @@ class LocalS3:
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = self.port or processes.free_port()
         argv = [
-            str(binary.resolve()), "--port", f"127.0.0.1:{self.port}", "--health", "/health", "--quiet",
+            str(binary.resolve()), "--port", f"{self.host}:{self.port}", "--health", "/health", "--quiet",
             "posix", str(self.root),
         ]
         # Keys go through the environment so they never show in `ps`.

@@ -63,7 +63,10 @@ def head_template(spec: BerniniDeploymentSpec, labels: dict[str, str]) -> dict:
         }
     }
     pod = _pod_spec(
-        spec, [container], [_shm_volume(to_bytes(spec.head.memory))], affinity={"nodeAffinity": not_accelerated}
+        spec, [container], [_shm_volume(to_bytes(spec.head.memory))], affinity={"nodeAffinity": not_accelerated},
+        # KubeRay's autoscaler sidecar scales the worker groups through the API with this token, even when
+        # the ServiceAccount turns automounting off for every other pod.
+        automountServiceAccountToken=True,
     )
     return {"metadata": {"labels": labels}, "spec": pod}
 
@@ -106,6 +109,7 @@ def worker_template(
         _shm_volume(worker_shape.memory_bytes),
     ]
     extra = {
+        "automountServiceAccountToken": False,  # nothing on a worker talks to the Kubernetes API
         "initContainers": [puller],
         "nodeSelector": {"node.kubernetes.io/instance-type": worker_shape.instance.name},
         "tolerations": [NEURON_TAINT],

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Builds the images the real-node cluster runs, without a Docker engine or a registry, as docker-save
+# archives that containerd imports (`ctr -n k8s.io images import`), each cached under $BERNINI_CACHE/images
+# by what goes into it:
+#   serving: base layer (serving-base.sh: Debian bookworm minbase, python3, the serve extra's dependencies in
+#            a venv at /opt/bernini, uid 1000 "ray": what images/serving.Dockerfile adds to the Neuron DLC)
+#            + app layer (this package installed --no-deps on top, through an overlay), so a source change
+#            rebuilds only the small app layer;
+#   pause:   the Kubernetes module's pause.c, static;
+#   kuberay: the KubeRay operator binary that `make controlplane` built (static Go).
+# Prints KEY=value lines (image references and archive paths) on stdout; progress goes to stderr.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${BERNINI_CACHE:-$HOME/.cache/bernini}/images
+mkdir -p "$cache"
+step() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+uv=$repo/.venv/bin/uv
+[ -x "$uv" ] || { echo "images: $uv is missing: run make venv first" >&2; exit 1; }
+command -v debootstrap >/dev/null || { echo "images: debootstrap is missing (apt-get install debootstrap)" >&2; exit 1; }
+source "$here/serving-base.sh"
+
+digest() { cat "$@" | sha256sum | cut -c1-16; }
+# Only the dependency lists of pyproject.toml go into the base (not, say, its pytest settings).
+dependencies=$(python3 -c 'import json, sys, tomllib; p = tomllib.load(open(sys.argv[1], "rb"))["project"]
+print(json.dumps([p["dependencies"], p["optional-dependencies"]], sort_keys=True))' "$repo/pyproject.toml")
+base_key=$(echo "$dependencies" | cat "$here/serving-base.sh" - | sha256sum | cut -c1-16)
+app_key=$(cd "$repo" && { echo "$base_key"; find operator -type f -name '*.py' -print0 | sort -z | xargs -0 sha256sum; } | digest)
+base=$cache/serving-base-$base_key
+app=$cache/serving-app-$app_key
+
+if [ ! -f "$base/layer.tar" ]; then
+  step "building the serving base layer (debootstrap, python, Ray, torch: several minutes, once)"
+  rm -rf "$base.tmp" && mkdir -p "$base.tmp"
+  build_serving_base "$base.tmp"
+  mv "$base.tmp" "$base"
+fi
+
+if [ ! -f "$app/layer.tar" ]; then
+  step "building the serving app layer (this package on top of the base)"
+  rm -rf "$app.tmp" && mkdir -p "$app.tmp"/{lower,upper,work,merged}
+  tar -C "$app.tmp/lower" -xf "$base/layer.tar"
+  mount -t overlay overlay -o "lowerdir=$app.tmp/lower,upperdir=$app.tmp/upper,workdir=$app.tmp/work" "$app.tmp/merged"
+  status=0
+  { cp "$uv" "$app.tmp/merged/tmp/uv" && mkdir -p "$app.tmp/merged/src" \
+    && cp -r "$repo/pyproject.toml" "$repo/README.md" "$repo/operator" "$app.tmp/merged/src/" \
+    && rm -rf "$app.tmp/merged/src/operator/"*.egg-info \
+    && in_root "$app.tmp/merged" /tmp/uv pip install -q --no-deps --python /opt/bernini/bin/python /src \
+    && rm -rf "$app.tmp/merged/src" "$app.tmp/merged/tmp/uv" "$app.tmp/merged/uvcache"; } || status=$?
+  umount "$app.tmp/merged"
+  [ $status -eq 0 ] || exit $status
+  # The layer is what changed: drop overlay whiteouts (char 0/0) and the chroot's mount points.
+  find "$app.tmp/upper" -type c -delete
+  rm -rf "$app.tmp/upper/proc" "$app.tmp/upper/dev" "$app.tmp/upper/etc/resolv.conf"
+  tar -C "$app.tmp/upper" --numeric-owner -cf "$app.tmp/layer.tar" .
+  rm -rf "$app.tmp"/{lower,upper,work,merged}
+  mv "$app.tmp" "$app"
+fi
+
+archive() { # output reference layers... [-- archive.py options]
+  python3 "$here/archive.py" "$@"
+}
+
+serving_ref=bernini.local/bernini-serving:$app_key
+serving_tar=$cache/serving-$app_key.tar
+if [ ! -f "$serving_tar" ]; then
+  step "writing $serving_tar"
+  archive "$serving_tar.tmp" "$serving_ref" --user 1000:100 --workdir /home/ray \
+    --env PATH=/opt/bernini/bin:/usr/local/bin:/usr/bin:/bin "$base/layer.tar" "$app/layer.tar"
+  mv "$serving_tar.tmp" "$serving_tar"
+fi
+
+pause_ref=bernini.local/pause:3.10
+pause_tar=$cache/pause-3.10.tar
+if [ ! -f "$pause_tar" ]; then
+  step "building the pause image from the Kubernetes module's pause.c"
+  source "$repo/hack/controlplane/versions.env"
+  src=$(cd "$repo/hack/controlplane" && go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  work=$(mktemp -d)
+  mkdir -p "$work/root"
+  gcc -Os -static -DVERSION=v3.10-bernini -o "$work/root/pause" "$src/build/pause/linux/pause.c"
+  strip "$work/root/pause"
+  tar -C "$work/root" --numeric-owner -cf "$work/layer.tar" .
+  archive "$pause_tar.tmp" "$pause_ref" --entrypoint /pause --user 65535:65535 "$work/layer.tar"
+  rm -rf "$work"
+  mv "$pause_tar.tmp" "$pause_tar"
+fi
+
+operator_bin=$(readlink -f "$repo/.local/bin/ray-operator")
+[ -x "$operator_bin" ] || { echo "images: $repo/.local/bin/ray-operator is missing: run make controlplane first" >&2; exit 1; }
+kuberay_key=$(digest "$operator_bin")
+kuberay_ref=bernini.local/kuberay-operator:$kuberay_key
+kuberay_tar=$cache/kuberay-$kuberay_key.tar
+if [ ! -f "$kuberay_tar" ]; then
+  step "packing the KubeRay operator image"
+  work=$(mktemp -d)
+  mkdir -p "$work/root/tmp" && chmod 1777 "$work/root/tmp"
+  cp "$operator_bin" "$work/root/ray-operator"
+  tar -C "$work/root" --numeric-owner -cf "$work/layer.tar" .
+  archive "$kuberay_tar.tmp" "$kuberay_ref" --entrypoint /ray-operator --user 65532:65532 "$work/layer.tar"
+  rm -rf "$work"
+  mv "$kuberay_tar.tmp" "$kuberay_tar"
+fi
+
+echo "CACHE_DIR=$cache"
+echo "SERVING_IMAGE=$serving_ref"
+echo "SERVING_ARCHIVE=$serving_tar"
+echo "PAUSE_IMAGE=$pause_ref"
+echo "PAUSE_ARCHIVE=$pause_tar"
+echo "KUBERAY_IMAGE=$kuberay_ref"
+echo "KUBERAY_ARCHIVE=$kuberay_tar"

@@ -1,0 +1,181 @@
+"""The real-node layer of a LocalCluster: node network, images, containerd + kubelet per node, kube-proxy,
+CoreDNS and the KubeRay operator running as a pod (as a Helm install would run it on EKS)."""
+
+import json
+import subprocess
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from localdev import nodenet, realnodes
+
+IMAGES_SCRIPT = Path(__file__).resolve().parents[2] / "images" / "build.sh"
+KUBERAY_NAMESPACE = "kuberay-system"
+S3_SECRET = "bernini-local-s3"  # per namespace: the local S3 server's keys, added to pods at admission
+
+
+def build_images(log_file: Path) -> dict[str, str]:
+    """Run hack/images/build.sh (cached by content) and return its KEY=value lines."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        result = subprocess.run(["bash", str(IMAGES_SCRIPT)], stdout=subprocess.PIPE, stderr=log, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"building the local images failed; see {log_file}")
+    return dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+
+
+class NodeLayer:
+    def __init__(self, cluster, fleet: tuple[realnodes.RealNode, ...] | None = None):
+        self.cluster = cluster
+        self.fleet = fleet or realnodes.default_real_fleet()
+        self.directory = cluster.state_dir / "nodes"
+        self.images: dict[str, str] = {}
+
+    def containerd(self, node: realnodes.RealNode) -> realnodes.Containerd:
+        pause = self.images.get("PAUSE_IMAGE", "")
+        return realnodes.Containerd(node.name, self.directory / node.name / "containerd",
+                                    self.directory / node.name / "cni" / "net.d", pause)
+
+    # -- before the apiserver starts: it binds the node network's host address ------------------------
+
+    def prepare(self, progress: Callable[[str], None]) -> None:
+        self.teardown()  # whatever a crashed run left (same fixed names)
+        self.images = build_images(self.cluster.log_dir / "images.log")
+        progress(f"images ready: {self.images['SERVING_IMAGE']}")
+        nodenet.up([node.addressing for node in self.fleet])
+        for node in self.fleet:
+            realnodes.prepare_cgroup_root(node)
+
+    # -- after the control plane is up ----------------------------------------------------------------
+
+    def start(self, progress: Callable[[str], None]) -> None:
+        cluster = self.cluster
+        archives = {self.images[k.replace("ARCHIVE", "IMAGE")]: Path(v) for k, v in self.images.items() if k.endswith("ARCHIVE")}
+        template = realnodes.template_store(Path(self.images["CACHE_DIR"]), archives, self.images["PAUSE_IMAGE"])
+        progress("image store ready")
+        cluster.start_process("coredns", [cluster.binary("coredns"), "-conf",
+                                          str(realnodes.corefile(self.directory / "coredns", cluster.kubeconfig))])
+        proxy_config = realnodes.kube_proxy_config(self.directory / "kube-proxy", cluster.kubeconfig, self.fleet[0].name)
+        cluster.start_process("kube-proxy", [cluster.binary("kube-proxy"), f"--config={proxy_config}", "--v=1"])
+        for node in self.fleet:
+            node_dir = self.directory / node.name
+            containerd = self.containerd(node)
+            realnodes.seed_from_template(template, containerd.directory)
+            nodenet.write_cni_config(node.addressing, containerd.cni_dir)
+            cluster.start_process(f"containerd-{node.name}", containerd.argv())
+        for node in self.fleet:
+            self.containerd(node).wait_ready(cluster.log_dir / f"containerd-{node.name}.log")
+            node_dir = self.directory / node.name / "kubelet"
+            config = realnodes.kubelet_config(node, self.containerd(node), node_dir, cluster.pki / "ca.crt")
+            cluster.start_process(f"kubelet-{node.name}", realnodes.kubelet_argv(
+                cluster.binary("kubelet"), node, config, node_dir, cluster.kubeconfig))
+        realnodes.wait(self._all_registered, "every real node to register", 120)
+        for node in self.fleet:
+            patch = realnodes.extended_resources_patch(node.shape)
+            if patch:
+                cluster.kubectl("patch", "node", node.name, "--subresource=status", "--type=json", "-p", json.dumps(patch))
+        realnodes.wait(self._all_ready, "every real node to be Ready", 120)
+        progress(f"{len(self.fleet)} real nodes Ready ({', '.join(n.name for n in self.fleet)})")
+
+    def _nodes(self) -> dict[str, dict]:
+        listing = json.loads(self.cluster.kubectl("get", "nodes", "-o", "json"))
+        return {item["metadata"]["name"]: item for item in listing["items"]}
+
+    def _all_registered(self) -> bool:
+        return all(node.name in self._nodes() for node in self.fleet)
+
+    def _all_ready(self) -> bool:
+        nodes = self._nodes()
+        return all(
+            any(c["type"] == "Ready" and c["status"] == "True" for c in nodes.get(n.name, {}).get("status", {}).get("conditions", []))
+            for n in self.fleet
+        )
+
+    def deploy_kuberay(self, progress: Callable[[str], None]) -> None:
+        cluster = self.cluster
+        role = yaml.safe_load((cluster.bin_dir.parent / "kuberay-rbac" / "role.yaml").read_text())
+        manifests = kuberay_manifests(self.images["KUBERAY_IMAGE"], role) + s3_credentials_policy(S3_SECRET)
+        cluster.kubectl("apply", "--server-side", "--field-manager=bernini-localcluster", "-f", "-",
+                        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}))
+        cluster.kubectl("rollout", "status", "deployment/kuberay-operator", "-n", KUBERAY_NAMESPACE, "--timeout=120s")
+
+    # -- teardown: after the cluster's own processes are stopped ---------------------------------------
+
+    def teardown(self) -> None:
+        for node in self.fleet:
+            realnodes.kill_shims(node)
+            realnodes.kill_cgroup_processes(node)
+        realnodes.unmount_nodes(self.fleet)
+        nodenet.down([node.addressing for node in self.fleet])
+        nodenet.remove_kube_iptables_chains()
+
+
+def kuberay_manifests(image: str, cluster_role: dict) -> list[dict]:
+    """KubeRay as its Helm chart runs it: a Deployment with its own ServiceAccount and ClusterRole (taken from
+    KubeRay's module), restricted pod security, on a CPU node."""
+    labels = {"app.kubernetes.io/name": "kuberay-operator"}
+    cluster_role = {**cluster_role, "metadata": {"name": "kuberay-operator"}}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KUBERAY_NAMESPACE}},
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": "kuberay-operator", "namespace": KUBERAY_NAMESPACE}},
+        cluster_role,
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": "kuberay-operator"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kuberay-operator"},
+         "subjects": [{"kind": "ServiceAccount", "name": "kuberay-operator", "namespace": KUBERAY_NAMESPACE}]},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": "kuberay-operator", "namespace": KUBERAY_NAMESPACE, "labels": labels},
+         "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels}, "spec": {
+                      "serviceAccountName": "kuberay-operator",
+                      "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+                      "containers": [{
+                          "name": "kuberay-operator", "image": image, "imagePullPolicy": "Never",
+                          "command": ["/ray-operator"],
+                          "args": ["--enable-leader-election=false", "--log-stdout-encoder=console",
+                                   "--health-probe-bind-address=:8082", "--metrics-addr=:8080"],
+                          "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8082}, "periodSeconds": 2},
+                          "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+                          "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                              "readOnlyRootFilesystem": True},
+                      }],
+                      "terminationGracePeriodSeconds": 5,
+                  }}}},
+    ]
+
+
+def s3_credentials_policy(secret_name: str) -> list[dict]:
+    """The local stand-in for EKS Pod Identity / IRSA: where EKS's webhook gives the init container AWS
+    credentials for the pod's ServiceAccount, this MutatingAdmissionPolicy adds them from a Secret of the
+    pod's namespace to the `pull-artifacts` init container. The operator's rendered pod spec stays exactly
+    what production gets; the credentials arrive at admission, as on EKS."""
+    env = ", ".join(
+        f'Object.spec.initContainers.env{{name: "{name}", valueFrom: Object.spec.initContainers.env.valueFrom{{'
+        f'secretKeyRef: Object.spec.initContainers.env.valueFrom.secretKeyRef{{name: "{secret_name}", key: "{name}"}}}}}}'
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    )
+    expression = (
+        "Object{spec: Object.spec{initContainers: object.spec.initContainers"
+        ".filter(c, c.name == 'pull-artifacts')"
+        f".map(c, Object.spec.initContainers{{name: c.name, env: [{env}]}})}}}}"
+    )
+    return [
+        {"apiVersion": "admissionregistration.k8s.io/v1beta1", "kind": "MutatingAdmissionPolicy",
+         "metadata": {"name": "bernini-local-s3-credentials"},
+         "spec": {
+             "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                                                     "resources": ["pods"]}]},
+             "matchConditions": [{"name": "pulls-artifacts",
+                                  "expression": "has(object.spec.initContainers) && "
+                                                "object.spec.initContainers.exists(c, c.name == 'pull-artifacts')"}],
+             "failurePolicy": "Fail",
+             "reinvocationPolicy": "Never",
+             "mutations": [{"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": expression}}],
+         }},
+        {"apiVersion": "admissionregistration.k8s.io/v1beta1", "kind": "MutatingAdmissionPolicyBinding",
+         "metadata": {"name": "bernini-local-s3-credentials"},
+         "spec": {"policyName": "bernini-local-s3-credentials"}},
+    ]

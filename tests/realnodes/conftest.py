@@ -1,0 +1,149 @@
+"""Real nodes: a control plane whose pods run as real containers (containerd + runc) on local kubelets,
+the real KubeRay operator as a pod, CoreDNS, kube-proxy, the serving image built here, the S3 server on the
+node network, the operator as a process. Nothing stands in for Ray: the head, the workers, the autoscaler
+and Serve run inside the pods the operator's RayService produces."""
+
+import base64
+import json
+import os
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from kubernetes import client, config
+
+from localdev import LocalCluster, nodenet
+from localdev.s3server import LocalS3
+from tests.operator_process import OperatorProcess
+from tests.waiting import wait_for
+
+REPO = Path(__file__).parents[2]
+EXAMPLE = REPO / "examples" / "bernini-minimal.yaml"
+SERVING_SERVICE_ACCOUNT = REPO / "examples" / "serving-serviceaccount.yaml"
+VERSIONS = ("1.0.0", "1.1.0")
+
+
+def artifacts_uri(version: str) -> str:
+    return f"s3://artifacts/e2e/{version}/"
+
+
+@pytest.fixture(scope="session")
+def real_cluster(request, tmp_path_factory) -> LocalCluster:
+    if os.geteuid() != 0:
+        pytest.fail("the real-node tests need root (network devices, cgroups, containerd); run them as root")
+    cluster = LocalCluster.in_directory(tmp_path_factory.mktemp("realcluster"), real_nodes=True, tied_to_parent=True)
+    try:
+        seconds = cluster.up(progress=lambda message: print(f"[real nodes] {message}", flush=True))
+    except Exception:
+        print(cluster.log_tail())
+        cluster.down()
+        raise
+    print(f"\nreal-node cluster up in {seconds:.1f}s at {cluster.server}")
+    yield cluster
+    if request.session.testsfailed:
+        print("\n--- component logs (tails) ---\n" + cluster.log_tail(lines=15))
+    cluster.down()
+
+
+@pytest.fixture(scope="session")
+def real_api(real_cluster) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(real_cluster.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def real_core(real_api) -> client.CoreV1Api:
+    return client.CoreV1Api(real_api)
+
+
+@pytest.fixture(scope="session")
+def real_custom(real_api) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(real_api)
+
+
+@pytest.fixture(scope="session")
+def node_s3(real_cluster, tmp_path_factory) -> LocalS3:
+    """versitygw on the node network's host address: pods (the init container) and the operator reach it."""
+    root = tmp_path_factory.mktemp("node-s3")
+    server = LocalS3(root / "data", root / "versitygw.log", tied_to_parent=True, host=nodenet.HOST_IP)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def node_s3_client(node_s3):
+    return boto3.client("s3", endpoint_url=node_s3.endpoint_url, region_name="us-east-1",
+                        aws_access_key_id=node_s3.access_key, aws_secret_access_key=node_s3.secret_key)
+
+
+@pytest.fixture(scope="session")
+def published_versions(node_s3_client, tmp_path_factory) -> dict[str, Path]:
+    """The reference model compiled for cpu twice (two versions, different weights) and published."""
+    from bernini.artifacts.publish import publish
+    from bernini.compile import compile_model
+
+    node_s3_client.create_bucket(Bucket="artifacts")
+    compiled = {}
+    for seed, version in enumerate(VERSIONS):
+        directory = tmp_path_factory.mktemp(f"compiled-{version}")
+        manifest = compile_model(directory, version, "cpu", seed=seed, log=lambda _: None)
+        publish(node_s3_client, artifacts_uri(version), directory, manifest)
+        compiled[version] = directory
+    return compiled
+
+
+@pytest.fixture(scope="session")
+def real_operator(real_cluster, node_s3, tmp_path_factory) -> OperatorProcess:
+    crd = REPO / "crds"
+    real_cluster.kubectl("apply", "--server-side", "--field-manager=bernini-tests", "-f", str(crd))
+    real_cluster.wait_established("crd/berninideployments.bernini.dev")
+    process = OperatorProcess(real_cluster.kubeconfig, node_s3.credentials_env,
+                              tmp_path_factory.mktemp("real-operator") / "operator.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def serving_namespace(real_cluster, real_core, node_s3) -> str:
+    """A namespace as a platform team prepares it: the example serving ServiceAccount, and the Secret the
+    local Pod Identity stand-in (a MutatingAdmissionPolicy) hands to the init container."""
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    real_core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    wait_for(lambda: real_core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
+             f"default ServiceAccount in {name}")
+    account = yaml.safe_load(SERVING_SERVICE_ACCOUNT.read_text())
+    account["metadata"]["namespace"] = name
+    real_cluster.kubectl("apply", "-f", "-", input=json.dumps(account))
+    real_core.create_namespaced_secret(name, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="bernini-local-s3"),
+        data={"AWS_ACCESS_KEY_ID": base64.b64encode(node_s3.access_key.encode()).decode(),
+              "AWS_SECRET_ACCESS_KEY": base64.b64encode(node_s3.secret_key.encode()).decode()}))
+    yield name
+    real_core.delete_namespace(name)
+
+
+def small_spec(real_cluster, node_s3, version: str = VERSIONS[0]) -> dict:
+    """examples/bernini-minimal.yaml sized for a 2-core machine: the local image, cpu artifacts, the local S3
+    server, small pods; Diffusion and Decoder take one NeuronCore each, so one inf2.xlarge worker holds a version."""
+    body = yaml.safe_load(EXAMPLE.read_text())
+    images = real_cluster.node_layer.images
+    small = {"cpus": 0.1, "memory": "256Mi"}
+    body["spec"].update(
+        model={"version": version, "artifactsUri": artifacts_uri(version), "target": "cpu"},
+        runtime={"image": images["SERVING_IMAGE"], "imagePullPolicy": "Never"},
+        s3={"region": "us-east-1", "endpointUrl": node_s3.endpoint_url},
+        head={"cpu": "500m", "memory": "3Gi"},
+        workers={"cpus": 1, "memory": "5Gi"},
+        stages={
+            "encoder": {**small, "neuronCores": 0, "maxReplicas": 1},
+            "diffusion": {**small, "neuronCores": 1, "maxReplicas": 2, "targetOngoingRequests": 1, "maxOngoingRequests": 2},
+            "decoder": {**small, "neuronCores": 1, "maxReplicas": 1},
+            "triangulation": {**small, "maxReplicas": 1},
+        },
+        ingress={**small, "maxReplicas": 1},
+        autoscaling={"upscaleDelaySeconds": 2, "downscaleDelaySeconds": 10, "idleTimeoutSeconds": 30},
+    )
+    return body

@@ -1,0 +1,107 @@
+"""Upgrade and suspend on real pods: what KubeRay and Ray actually do with the RayService the operator renders."""
+
+import threading
+import time
+
+import pytest
+
+from bernini.api import GROUP, PLURAL, VERSION
+from tests.realnodes import helpers
+from tests.realnodes.conftest import VERSIONS, artifacts_uri, small_spec
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.realnodes
+
+
+class Client(threading.Thread):
+    """Sends requests back to back until stopped; records (time, status) of each."""
+
+    def __init__(self, core, namespace):
+        super().__init__(daemon=True)
+        self.core, self.namespace = core, namespace
+        self.results: list[tuple[float, int]] = []
+        self.stopping = threading.Event()
+
+    def run(self):
+        while not self.stopping.is_set():
+            try:
+                status, _, _ = helpers.generate(self.core, self.namespace, timeout=120, file_format="obj")
+            except OSError as error:
+                status = -1
+                print(f"request failed: {error}")
+            self.results.append((time.monotonic(), status))
+
+    def stop(self) -> list[tuple[float, int]]:
+        self.stopping.set()
+        self.join(180)
+        return self.results
+
+
+def _deploy_ready(real_cluster, node_s3, real_custom, namespace) -> dict:
+    real_custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, small_spec(real_cluster, node_s3))
+    return wait_for(lambda: helpers.ready(real_custom, namespace), "Ready=True", timeout=600, interval=2)
+
+
+def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(
+        real_cluster, real_operator, real_core, real_custom, serving_namespace, node_s3, published_versions):
+    namespace = serving_namespace
+    old_cluster = _deploy_ready(real_cluster, node_s3, real_custom, namespace)["status"]["rayService"]["activeCluster"]
+    client = Client(real_core, namespace)
+    client.start()
+    wait_for(lambda: client.results, "a first request through the Serve Service", timeout=120)
+
+    patch = {"spec": {"model": {"version": VERSIONS[1], "artifactsUri": artifacts_uri(VERSIONS[1])}}}
+    started = time.monotonic()
+    real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", patch)
+
+    def pending_cluster():
+        status = helpers.rayservice(real_custom, namespace).get("status", {})
+        return status.get("pendingServiceStatus", {}).get("rayClusterName")
+
+    pending = wait_for(pending_cluster, "KubeRay to bring up a pending RayCluster", timeout=120, interval=1)
+    assert pending != old_cluster
+    # While the new cluster is only pending, the old version serves and status says so.
+    assert helpers.deployment(real_custom, namespace)["status"]["modelVersion"] == VERSIONS[0]
+
+    def switched():
+        status = helpers.rayservice(real_custom, namespace).get("status", {})
+        return status.get("activeServiceStatus", {}).get("rayClusterName") == pending
+
+    wait_for(switched, "KubeRay to switch traffic to the new cluster", timeout=600, interval=1)
+    switch_seconds = time.monotonic() - started
+    body = wait_for(lambda: (b := helpers.ready(real_custom, namespace)) and b["status"]["modelVersion"] == VERSIONS[1] and b,
+                    "status.modelVersion to name the new version", timeout=120, interval=1)
+    assert body["status"]["rayService"]["activeCluster"] == pending
+
+    def old_cluster_gone():
+        names = [c["metadata"]["name"] for c in real_custom.list_namespaced_custom_object(
+            "ray.io", "v1", namespace, "rayclusters")["items"]]
+        return old_cluster not in names
+
+    wait_for(old_cluster_gone, "KubeRay to delete the old RayCluster", timeout=300, interval=2)
+    time.sleep(5)  # a few requests on the new cluster alone
+    results = client.stop()
+    during = [status for at, status in results if at >= started]
+    print(f"\nupgrade: switch after {switch_seconds:.1f}s; {len(during)} requests during the switch, "
+          f"{sum(s != 200 for s in during)} failed")
+    assert during and all(status == 200 for _, status in results), results
+
+
+def test_suspend_removes_the_app_and_the_workers_and_resume_serves_again(
+        real_cluster, real_operator, real_core, real_custom, serving_namespace, node_s3, published_versions):
+    namespace = serving_namespace
+    _deploy_ready(real_cluster, node_s3, real_custom, namespace)
+    assert helpers.pods(real_core, namespace, "ray.io/node-type=worker")
+
+    real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {"suspend": True}})
+    wait_for(lambda: helpers.generate(real_core, namespace, timeout=30)[0] == 404,
+             "the Serve application to be gone (404)", timeout=180, interval=2)
+    # The Ray autoscaler, not KubeRay, removes workers of an autoscaling cluster: wait for the real pods to go.
+    wait_for(lambda: not helpers.pods(real_core, namespace, "ray.io/node-type=worker"),
+             "every worker pod to be deleted", timeout=300, interval=2)
+    assert helpers.pods(real_core, namespace, "ray.io/node-type=head"), "suspend keeps the head"
+
+    real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {"suspend": False}})
+    wait_for(lambda: helpers.pods(real_core, namespace, "ray.io/node-type=worker"), "a worker pod again", timeout=300)
+    wait_for(lambda: helpers.generate(real_core, namespace, timeout=120)[0] == 200, "a mesh after resume",
+             timeout=600, interval=3)
