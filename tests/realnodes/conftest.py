@@ -107,7 +107,7 @@ def real_operator(real_cluster, node_s3, tmp_path_factory) -> OperatorProcess:
 
 
 @pytest.fixture
-def serving_namespace(real_cluster, real_core, node_s3) -> str:
+def serving_namespace(request, real_cluster, real_core, node_s3) -> str:
     """A namespace as a platform team prepares it: the example serving ServiceAccount, and the Secret the
     local Pod Identity stand-in (a MutatingAdmissionPolicy) hands to the init container."""
     name = f"e2e-{uuid.uuid4().hex[:6]}"
@@ -121,8 +121,29 @@ def serving_namespace(real_cluster, real_core, node_s3) -> str:
         metadata=client.V1ObjectMeta(name="bernini-local-s3"),
         data={"AWS_ACCESS_KEY_ID": base64.b64encode(node_s3.access_key.encode()).decode(),
               "AWS_SECRET_ACCESS_KEY": base64.b64encode(node_s3.secret_key.encode()).decode()}))
+    failed_before = request.session.testsfailed
     yield name
+    if request.session.testsfailed > failed_before:
+        print(_pod_report(real_cluster, name))
     real_core.delete_namespace(name)
+
+
+def _pod_report(cluster, namespace: str) -> str:
+    """What a failed test leaves to read: events, and each container's state and last log lines."""
+    lines = [cluster.kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp")[-6000:]]
+    for pod in json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json"))["items"]:
+        statuses = pod["status"].get("initContainerStatuses", []) + pod["status"].get("containerStatuses", [])
+        for status in statuses:
+            lines.append(f"--- {pod['metadata']['name']}/{status['name']}: restarts {status['restartCount']}, "
+                         f"state {json.dumps(status['state'])[:300]}, last {json.dumps(status.get('lastState'))[:300]}")
+            for previous in ("--previous", None):
+                try:
+                    log = cluster.kubectl("logs", "-n", namespace, pod["metadata"]["name"], "-c", status["name"],
+                                          *([previous] if previous else []), "--tail=25")
+                    lines.append(f"[{previous or 'current'}]\n{log}")
+                except Exception as error:  # a container that never ran has no log
+                    lines.append(f"[{previous or 'current'}] no log: {str(error)[:200]}")
+    return "\n".join(lines)
 
 
 def small_spec(real_cluster, node_s3, version: str = VERSIONS[0]) -> dict:

@@ -87,11 +87,18 @@ class NodeLayer:
         return all(node.name in self._nodes() for node in self.fleet)
 
     def _all_ready(self) -> bool:
+        """Ready, and kubelet has carried the patched extended resources into allocatable."""
         nodes = self._nodes()
-        return all(
-            any(c["type"] == "Ready" and c["status"] == "True" for c in nodes.get(n.name, {}).get("status", {}).get("conditions", []))
-            for n in self.fleet
-        )
+
+        def ready(node: realnodes.RealNode) -> bool:
+            status = nodes.get(node.name, {}).get("status", {})
+            conditions = status.get("conditions", [])
+            allocatable = status.get("allocatable", {})
+            return (any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+                    and all(patch["path"].rsplit("/", 1)[1].replace("~1", "/") in allocatable
+                            for patch in realnodes.extended_resources_patch(node.shape)))
+
+        return all(ready(node) for node in self.fleet)
 
     def deploy_kuberay(self, progress: Callable[[str], None]) -> None:
         cluster = self.cluster
@@ -152,16 +159,15 @@ def s3_credentials_policy(secret_name: str) -> list[dict]:
     credentials for the pod's ServiceAccount, this MutatingAdmissionPolicy adds them from a Secret of the
     pod's namespace to the `pull-artifacts` init container. The operator's rendered pod spec stays exactly
     what production gets; the credentials arrive at admission, as on EKS."""
-    env = ", ".join(
-        f'Object.spec.initContainers.env{{name: "{name}", valueFrom: Object.spec.initContainers.env.valueFrom{{'
-        f'secretKeyRef: Object.spec.initContainers.env.valueFrom.secretKeyRef{{name: "{secret_name}", key: "{name}"}}}}}}'
+    env_type = "Object.spec.initContainers.env"
+    puller = "'/spec/initContainers/' + string(object.spec.initContainers.map(c, c.name).indexOf('pull-artifacts'))"
+    # One object per patch: the apiserver's CEL panics converting a list of typed objects (1.34.12).
+    patches = [f'JSONPatch{{op: "add", path: {puller} + "/env", value: []}}'] + [
+        f'JSONPatch{{op: "add", path: {puller} + "/env/-", value: {env_type}{{name: "{name}", valueFrom: '
+        f'{env_type}.valueFrom{{secretKeyRef: {env_type}.valueFrom.secretKeyRef{{name: "{secret_name}", key: "{name}"}}}}}}}}'
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-    )
-    expression = (
-        "Object{spec: Object.spec{initContainers: object.spec.initContainers"
-        ".filter(c, c.name == 'pull-artifacts')"
-        f".map(c, Object.spec.initContainers{{name: c.name, env: [{env}]}})}}}}"
-    )
+    ]
+    expression = "[" + ", ".join(patches) + "]"
     return [
         {"apiVersion": "admissionregistration.k8s.io/v1beta1", "kind": "MutatingAdmissionPolicy",
          "metadata": {"name": "bernini-local-s3-credentials"},
@@ -173,7 +179,7 @@ def s3_credentials_policy(secret_name: str) -> list[dict]:
                                                 "object.spec.initContainers.exists(c, c.name == 'pull-artifacts')"}],
              "failurePolicy": "Fail",
              "reinvocationPolicy": "Never",
-             "mutations": [{"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": expression}}],
+             "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": expression}}],
          }},
         {"apiVersion": "admissionregistration.k8s.io/v1beta1", "kind": "MutatingAdmissionPolicyBinding",
          "metadata": {"name": "bernini-local-s3-credentials"},

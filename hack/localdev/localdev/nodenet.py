@@ -82,12 +82,13 @@ def up(nodes: list[NodeAddressing]) -> None:
 
 
 def down(nodes: list[NodeAddressing]) -> None:
-    """Remove what up() and CNI made; safe to call when none of it exists."""
+    """Remove the devices up() and CNI made; safe to call when none of it exists. The ranges stay
+    `unreachable`, so a late client of a stopped cluster fails here instead of dialling off the machine."""
     for node in nodes:
         run("ip", "link", "del", node.bridge, check=False)
     run("ip", "link", "del", DEVICE, check=False)  # takes the Service route with it
-    for network in (NODE_NET, POD_NET):
-        run("ip", "route", "del", "unreachable", str(network), check=False)
+    for network in (NODE_NET, POD_NET, SERVICE_NET):
+        run("ip", "route", "replace", "unreachable", str(network))
 
 
 def write_cni_config(node: NodeAddressing, directory: Path) -> Path:

@@ -240,11 +240,15 @@ def kubelet_config(node: RealNode, containerd: Containerd, directory: Path, ca_f
         "clusterDNS": [nodenet.HOST_IP],
         "clusterDomain": nodenet.CLUSTER_DOMAIN,
         "resolvConf": str(directory / "resolv.conf"),
+        "podLogsDir": str(directory / "pod-logs"),  # the default /var/log/pods is shared, and each kubelet prunes it
         "registerWithTaints": taints,
         "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "serializeImagePulls": False,
+        # Three nodes share two cores: CFS quotas would starve Ray's start (its processes give up after 30 s
+        # waiting for each other); requests still share the CPU. Node setting only: pod specs are untouched.
+        "cpuCFSQuota": False,
         "maxPods": 30,
     }
     directory.mkdir(parents=True, exist_ok=True)
@@ -299,20 +303,16 @@ def kube_proxy_config(directory: Path, kubeconfig: Path, hostname: str) -> Path:
 
 
 def corefile(directory: Path, kubeconfig: Path) -> Path:
-    """Cluster DNS only: no forward plugin, so no query ever leaves this machine."""
+    """Cluster DNS only: no forward plugin, and other zones are refused, so no query leaves this machine."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "Corefile"
     path.write_text(
-        f".:53 {{\n"
+        f"{nodenet.CLUSTER_DOMAIN}:53 in-addr.arpa:53 ip6.arpa:53 {{\n"
         f"    bind {nodenet.HOST_IP}\n"
         f"    errors\n"
         f"    kubernetes {nodenet.CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{\n"
         f"        kubeconfig {kubeconfig}\n"
         f"        pods insecure\n"
-        f"        fallthrough in-addr.arpa ip6.arpa\n"
-        f"    }}\n"
-        f"    template ANY ANY {{\n"
-        f"        rcode NXDOMAIN\n"
         f"    }}\n"
         f"}}\n"
     )
