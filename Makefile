@@ -60,3 +60,6 @@ bench-pull: venv controlplane
 
 bench-serve: venv controlplane
 	$(PY) -m tests.bench.serve
+
+bench-e2e: venv controlplane images
+	$(PY) -m tests.bench.e2e

@@ -103,7 +103,13 @@ if [ ! -f "$kuberay_tar" ]; then
   mv "$kuberay_tar.tmp" "$kuberay_tar"
 fi
 
+# Older serving archives and app layers are 5 GiB each and never used again: keep the current ones only.
+for stale in "$cache"/serving-*.tar "$cache"/serving-app-*; do
+  case "$stale" in "$serving_tar"|"$app") ;; *) rm -rf "$stale" ;; esac
+done
+
 echo "CACHE_DIR=$cache"
+echo "BASE_KEY=$base_key"
 echo "SERVING_IMAGE=$serving_ref"
 echo "SERVING_ARCHIVE=$serving_tar"
 echo "PAUSE_IMAGE=$pause_ref"

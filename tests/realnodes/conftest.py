@@ -3,7 +3,6 @@ the real KubeRay operator as a pod, CoreDNS, kube-proxy, the serving image built
 node network, the operator as a process. Nothing stands in for Ray: the head, the workers, the autoscaler
 and Serve run inside the pods the operator's RayService produces."""
 
-import base64
 import json
 import os
 import uuid
@@ -15,6 +14,8 @@ import yaml
 from kubernetes import client, config
 
 from localdev import LocalCluster, nodenet
+from localdev.sizing import fit_to_local_nodes
+from localdev.stack import namespace_manifests, publish_reference_model
 from localdev.s3server import LocalS3
 from tests.operator_process import OperatorProcess
 from tests.waiting import wait_for
@@ -81,15 +82,10 @@ def node_s3_client(node_s3):
 @pytest.fixture(scope="session")
 def published_versions(node_s3_client, tmp_path_factory) -> dict[str, Path]:
     """The reference model compiled for cpu twice (two versions, different weights) and published."""
-    from bernini.artifacts.publish import publish
-    from bernini.compile import compile_model
-
-    node_s3_client.create_bucket(Bucket="artifacts")
     compiled = {}
     for seed, version in enumerate(VERSIONS):
         directory = tmp_path_factory.mktemp(f"compiled-{version}")
-        manifest = compile_model(directory, version, "cpu", seed=seed, log=lambda _: None)
-        publish(node_s3_client, artifacts_uri(version), directory, manifest)
+        publish_reference_model(node_s3_client, artifacts_uri(version), version, directory, seed=seed)
         compiled[version] = directory
     return compiled
 
@@ -114,13 +110,8 @@ def serving_namespace(request, real_cluster, real_core, node_s3) -> str:
     real_core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     wait_for(lambda: real_core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
              f"default ServiceAccount in {name}")
-    account = yaml.safe_load(SERVING_SERVICE_ACCOUNT.read_text())
-    account["metadata"]["namespace"] = name
-    real_cluster.kubectl("apply", "-f", "-", input=json.dumps(account))
-    real_core.create_namespaced_secret(name, client.V1Secret(
-        metadata=client.V1ObjectMeta(name="bernini-local-s3"),
-        data={"AWS_ACCESS_KEY_ID": base64.b64encode(node_s3.access_key.encode()).decode(),
-              "AWS_SECRET_ACCESS_KEY": base64.b64encode(node_s3.secret_key.encode()).decode()}))
+    real_cluster.kubectl("apply", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": namespace_manifests(name, node_s3)}))
     failed_before = request.session.testsfailed
     yield name
     if request.session.testsfailed > failed_before:
@@ -147,24 +138,6 @@ def _pod_report(cluster, namespace: str) -> str:
 
 
 def small_spec(real_cluster, node_s3, version: str = VERSIONS[0]) -> dict:
-    """examples/bernini-minimal.yaml sized for a 2-core machine: the local image, cpu artifacts, the local S3
-    server, small pods; Diffusion and Decoder take one NeuronCore each, so one inf2.xlarge worker holds a version."""
-    body = yaml.safe_load(EXAMPLE.read_text())
-    images = real_cluster.node_layer.images
-    small = {"cpus": 0.1, "memory": "256Mi"}
-    body["spec"].update(
-        model={"version": version, "artifactsUri": artifacts_uri(version), "target": "cpu"},
-        runtime={"image": images["SERVING_IMAGE"], "imagePullPolicy": "Never"},
-        s3={"region": "us-east-1", "endpointUrl": node_s3.endpoint_url},
-        head={"cpu": "500m", "memory": "3Gi"},
-        workers={"cpus": 1, "memory": "5Gi"},
-        stages={
-            "encoder": {**small, "neuronCores": 0, "maxReplicas": 1},
-            "diffusion": {**small, "neuronCores": 1, "maxReplicas": 2, "targetOngoingRequests": 1, "maxOngoingRequests": 2},
-            "decoder": {**small, "neuronCores": 1, "maxReplicas": 1},
-            "triangulation": {**small, "maxReplicas": 1},
-        },
-        ingress={**small, "maxReplicas": 1},
-        autoscaling={"upscaleDelaySeconds": 2, "downscaleDelaySeconds": 10, "idleTimeoutSeconds": 30},
-    )
-    return body
+    """examples/bernini-minimal.yaml fitted to the local nodes (see localdev.sizing)."""
+    return fit_to_local_nodes(yaml.safe_load(EXAMPLE.read_text()), real_cluster.node_layer.images["SERVING_IMAGE"],
+                              node_s3.endpoint_url, version, artifacts_uri(version))

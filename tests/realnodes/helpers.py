@@ -43,13 +43,27 @@ def generate(core, namespace: str, timeout: float = 180, file_format: str = "glb
         return error.code, dict(error.headers), error.read()
 
 
+def answer(core, namespace: str) -> tuple[int, dict, bytes] | None:
+    """generate(), or None while the Service refuses connections."""
+    try:
+        return generate(core, namespace)
+    except ConnectionRefusedError:
+        return None
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, ConnectionRefusedError):
+            return None
+        raise
+
+
 def ray_token(core, namespace: str, raycluster: str) -> str:
     secret = core.read_namespaced_secret(raycluster, namespace)
     return base64.b64decode(secret.data["auth_token"]).decode()
 
 
 def dashboard(core, namespace: str, raycluster: str, path: str, token: str | None) -> tuple[int, bytes]:
-    address = cluster_ip(core, namespace, f"{raycluster}-head-svc")
+    """The head's dashboard on the head pod's IP (KubeRay's head Service is headless)."""
+    head = core.list_namespaced_pod(namespace, label_selector=f"ray.io/cluster={raycluster},ray.io/node-type=head").items[0]
+    address = head.status.pod_ip
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     request = urllib.request.Request(f"http://{address}:8265{path}", headers=headers)
     try:
@@ -61,3 +75,12 @@ def dashboard(core, namespace: str, raycluster: str, path: str, token: str | Non
 
 def pods(core, namespace: str, selector: str) -> list:
     return core.list_namespaced_pod(namespace, label_selector=selector).items
+
+
+def find_key(tree, key: str) -> list:
+    """Every value stored under key anywhere in a JSON document (Ray's APIs nest their results)."""
+    if isinstance(tree, dict):
+        return ([tree[key]] if key in tree else []) + [v for value in tree.values() for v in find_key(value, key)]
+    if isinstance(tree, list):
+        return [v for item in tree for v in find_key(item, key)]
+    return []

@@ -37,18 +37,20 @@ class Client(threading.Thread):
         return self.results
 
 
-def _deploy_ready(real_cluster, node_s3, real_custom, namespace) -> dict:
+def _deploy_serving(real_cluster, node_s3, real_core, real_custom, namespace) -> dict:
+    """Apply the local spec, wait for Ready=True and a first mesh through the Serve Service."""
     real_custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, small_spec(real_cluster, node_s3))
-    return wait_for(lambda: helpers.ready(real_custom, namespace), "Ready=True", timeout=600, interval=2)
+    body = wait_for(lambda: helpers.ready(real_custom, namespace), "Ready=True", timeout=600, interval=2)
+    wait_for(lambda: helpers.answer(real_core, namespace), "a first mesh", timeout=180, interval=2)
+    return body
 
 
 def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(
         real_cluster, real_operator, real_core, real_custom, serving_namespace, node_s3, published_versions):
     namespace = serving_namespace
-    old_cluster = _deploy_ready(real_cluster, node_s3, real_custom, namespace)["status"]["rayService"]["activeCluster"]
+    old_cluster = _deploy_serving(real_cluster, node_s3, real_core, real_custom, namespace)["status"]["rayService"]["activeCluster"]
     client = Client(real_core, namespace)
     client.start()
-    wait_for(lambda: client.results, "a first request through the Serve Service", timeout=120)
 
     patch = {"spec": {"model": {"version": VERSIONS[1], "artifactsUri": artifacts_uri(VERSIONS[1])}}}
     started = time.monotonic()
@@ -90,12 +92,18 @@ def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(
 def test_suspend_removes_the_app_and_the_workers_and_resume_serves_again(
         real_cluster, real_operator, real_core, real_custom, serving_namespace, node_s3, published_versions):
     namespace = serving_namespace
-    _deploy_ready(real_cluster, node_s3, real_custom, namespace)
+    _deploy_serving(real_cluster, node_s3, real_core, real_custom, namespace)
     assert helpers.pods(real_core, namespace, "ray.io/node-type=worker")
 
     real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {"suspend": True}})
-    wait_for(lambda: helpers.generate(real_core, namespace, timeout=30)[0] == 404,
-             "the Serve application to be gone (404)", timeout=180, interval=2)
+    def application_gone():
+        status = helpers.rayservice(real_custom, namespace).get("status", {})
+        return "bernini" not in status.get("activeServiceStatus", {}).get("applicationStatuses", {})
+
+    wait_for(application_gone, "KubeRay to report the Serve application gone", timeout=180, interval=2)
+    # Whoever still answers on the Serve Service (a proxy) has no route to a mesh any more.
+    answer = helpers.answer(real_core, namespace)
+    assert answer is None or answer[0] == 404, answer and answer[:2]
     # The Ray autoscaler, not KubeRay, removes workers of an autoscaling cluster: wait for the real pods to go.
     wait_for(lambda: not helpers.pods(real_core, namespace, "ray.io/node-type=worker"),
              "every worker pod to be deleted", timeout=300, interval=2)
@@ -103,5 +111,36 @@ def test_suspend_removes_the_app_and_the_workers_and_resume_serves_again(
 
     real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {"suspend": False}})
     wait_for(lambda: helpers.pods(real_core, namespace, "ray.io/node-type=worker"), "a worker pod again", timeout=300)
-    wait_for(lambda: helpers.generate(real_core, namespace, timeout=120)[0] == 200, "a mesh after resume",
+    wait_for(lambda: (helpers.answer(real_core, namespace) or (0,))[0] == 200, "a mesh after resume",
              timeout=600, interval=3)
+
+
+def _worker_replicas(real_custom, namespace) -> int:
+    clusters = real_custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")["items"]
+    return sum(group.get("replicas", 0) for group in clusters[0]["spec"]["workerGroupSpecs"])
+
+
+def test_concurrency_scales_serve_up_then_the_ray_autoscaler_asks_for_a_worker_and_gives_it_back(
+        real_cluster, real_operator, real_core, real_custom, serving_namespace, node_s3, published_versions):
+    namespace = serving_namespace
+    _deploy_serving(real_cluster, node_s3, real_core, real_custom, namespace)
+    # Steady state first: one worker holds every minimum replica (Diffusion and Decoder take its 2 NeuronCores).
+    wait_for(lambda: _worker_replicas(real_custom, namespace) == 1, "one worker at rest", timeout=300, interval=2)
+
+    clients = [Client(real_core, namespace) for _ in range(4)]
+    started = time.monotonic()
+    for client in clients:
+        client.start()
+    try:
+        # Diffusion targets 1 ongoing request per replica; its second replica needs a NeuronCore no worker has.
+        wait_for(lambda: _worker_replicas(real_custom, namespace) >= 2,
+                 "the Ray autoscaler to raise the worker group's replicas", timeout=300, interval=1)
+        scale_up = time.monotonic() - started
+    finally:
+        results = [result for client in clients for result in client.stop()]
+    print(f"\nscale-up: load start -> worker replicas raised in {scale_up:.1f}s; {len(results)} requests, "
+          f"{sum(status != 200 for _, status in results)} failed")
+    assert results and all(status == 200 for _, status in results)
+    # Idle again: Serve scales Diffusion down, and after idleTimeoutSeconds the autoscaler returns the worker.
+    wait_for(lambda: _worker_replicas(real_custom, namespace) == 1, "the worker group back to one replica",
+             timeout=300, interval=2)

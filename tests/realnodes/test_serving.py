@@ -44,15 +44,15 @@ def test_apply_to_mesh_on_real_pods(real_cluster, real_operator, real_core, real
     token = helpers.ray_token(real_core, namespace, raycluster)
     status, _ = helpers.dashboard(real_core, namespace, raycluster, "/api/version", token=None)
     assert status in (401, 403), f"the dashboard answered {status} without the Ray token"
-    status, payload = helpers.dashboard(real_core, namespace, raycluster, "/nodes?view=summary", token=token)
-    assert status == 200
-    summaries = json.loads(payload)["data"]["summary"]
-    neuron_cores = [s.get("raylet", {}).get("resourcesTotal", {}).get("neuron_cores", 0) for s in summaries
-                    if s.get("raylet", {}).get("state") == "ALIVE"]
-    assert 2 in neuron_cores, summaries
+    status, payload = helpers.dashboard(real_core, namespace, raycluster, "/api/v0/nodes?detail=true", token=token)
+    assert status == 200, payload[:300]
+    nodes = helpers.find_key(json.loads(payload), "resources_total")
+    assert any(resources.get("neuron_cores") == 2 for resources in nodes), nodes
 
-    # A request through the cluster's own Serve Service returns a mesh.
-    status, headers, mesh = helpers.generate(real_core, namespace)
+    # A request through the cluster's own Serve Service returns a mesh (kube-proxy may need a sync period
+    # to program the endpoints KubeRay counted).
+    status, headers, mesh = wait_for(lambda: helpers.answer(real_core, namespace), "a mesh from bernini-serve-svc",
+                                     timeout=180, interval=2)
     assert status == 200, mesh[:500]
     info = json.loads(headers["X-Bernini-Mesh"])
     assert info["faces"] > 100 and mesh[:4] == b"glTF"

@@ -147,3 +147,28 @@ def test_diffusion_scales_up_under_load_and_back_down(serving, ray_head):
         time.sleep(0.5)
     print(f"\nDiffusion scaled up {scaled_up_after:.1f}s after load began; back to 1 replica "
           f"{time.monotonic() - stopped:.1f}s after it stopped")
+
+
+def test_stages_refuse_artifacts_of_another_model_version(ray_head, serving):
+    """serveConfigV2 names the release; replicas that find other artifacts fail with the reason in Serve's status."""
+    _, config = serving
+    wrong = json.loads(json.dumps(config["applications"][0]))
+    wrong.update(name="wrong-version", route_prefix="/wrong")
+    wrong["args"]["model_version"] = "9.9.9"
+    for deployment in wrong["deployments"]:
+        deployment["autoscaling_config"].update(min_replicas=1, initial_replicas=1, max_replicas=1)
+    ray_head.deploy_serve({**config, "applications": [config["applications"][0], wrong]})
+    try:
+        deadline = time.monotonic() + 180
+        details = {}
+        while time.monotonic() < deadline:
+            details = ray_head.serve_application("wrong-version")
+            if details.get("status") == "DEPLOY_FAILED":
+                break
+            time.sleep(1)
+        assert details.get("status") == "DEPLOY_FAILED", details
+        messages = json.dumps(details)
+        assert "holds bernini 1.0.0, but this application serves bernini 9.9.9; refusing to start" in messages
+        assert ray_head.serve_application("bernini").get("status") == "RUNNING"
+    finally:
+        ray_head.deploy_serve(config)

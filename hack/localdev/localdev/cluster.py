@@ -179,26 +179,6 @@ class LocalCluster:
         self.pids[pid] = executable or argv[0]
         return pid
 
-    def restart_kuberay_resolving(self, hosts: dict[str, str]) -> None:
-        """Restart the KubeRay operator in a mount namespace of its own whose /etc/hosts maps the given
-        names (e.g. a head Service's cluster DNS name) to local addresses; nothing else sees that file."""
-        kuberay = self.binary("ray-operator")
-        processes.stop({pid: exe for pid, exe in self.pids.items() if exe == kuberay})
-        self.pids = {pid: exe for pid, exe in self.pids.items() if exe != kuberay}
-        hosts_file = self.state_dir / "kuberay-hosts"
-        lines = Path("/etc/hosts").read_text().splitlines() + [f"{ip} {name}" for name, ip in hosts.items()]
-        hosts_file.write_text("\n".join(lines) + "\n")
-        script = f'mount --bind "{hosts_file}" /etc/hosts && exec "$@"'
-        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *self._kuberay_argv()]
-        pid = self._start("ray-operator", argv, env={"KUBECONFIG": str(self.kubeconfig)}, executable=kuberay)
-        self._save_record()
-        deadline = time.monotonic() + 10  # unshare and sh exec into the operator
-        while not processes.is_running(pid, kuberay):
-            if time.monotonic() > deadline:
-                raise ClusterError(f"KubeRay did not start in its mount namespace; see {self.log_dir / 'ray-operator.log'}")
-            time.sleep(0.05)
-        self._wait(lambda: self._get(f"http://127.0.0.1:{self.ports['kuberay-probe']}/readyz"), "KubeRay /readyz", 60)
-
     def _save_record(self) -> None:
         record = {"ports": self.ports, "pids": {str(pid): exe for pid, exe in self.pids.items()},
                   "realNodes": self.real_nodes}

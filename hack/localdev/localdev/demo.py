@@ -1,17 +1,15 @@
-"""`make demo`: the operator's main job on the embedded local control plane.
+"""`make demo`: the operator's main job on the embedded local cluster, with real pods.
 
-Starts (or reuses) the local cluster, an S3-compatible server and the operator; compiles the reference
-model and publishes it; applies examples/bernini-minimal.yaml pointed at that server; waits for the
-RayService and its pods and prints where everything landed. Then it runs the RayService's own
-serveConfigV2 on a local Ray head (fake KWOK pods run no Ray) with the artifacts pulled exactly as the
-init container pulls them, and generates one mesh. The cluster keeps running until `make cluster-down`.
+Starts (or reuses) the real-node cluster (control plane, three kubelet nodes, KubeRay as a pod), an S3 server
+on the node network and the operator; compiles the reference model (cpu target) and publishes it; applies
+examples/bernini-minimal.yaml fitted to this machine; waits until the BerniniDeployment is Ready (the init
+container pulled and verified the artifacts, Ray workers joined, KubeRay deployed the Serve app); then asks
+the cluster's own Serve Service for a mesh. Any step that does not happen fails the demo with the reason.
+The cluster keeps running until `make cluster-down`.
 """
 
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -20,19 +18,24 @@ import boto3
 import yaml
 
 from bernini.artifacts.manifest import MANIFEST_FILE
-from bernini.artifacts.publish import publish
 from bernini.artifacts.store import S3Location
-from bernini.compile import compile_model
-
-from localdev import LocalCluster, kuberay_bridge, processes
+from localdev import LocalCluster, nodenet, processes
 from localdev.cluster import REPO_ROOT
-from localdev.ray_head import RayHead, localize_serve_config
 from localdev.s3server import LocalS3
+from localdev.sizing import fit_to_local_nodes
+from localdev.stack import namespace_manifests, publish_reference_model
 
 EXAMPLE = REPO_ROOT / "examples" / "bernini-minimal.yaml"
 EXAMPLE_INPUT = REPO_ROOT / "examples" / "inputs" / "chair-prompt.json"
 CRDS = REPO_ROOT / "crds"
-ARTIFACTS_URI = "s3://bernini-artifacts/bernini/1.0.0/"
+VERSION = "1.0.0"
+ARTIFACTS_URI = f"s3://bernini-artifacts/bernini/{VERSION}/"
+READY_TIMEOUT = 900
+
+
+class DemoFailed(SystemExit):
+    def __init__(self, message: str):
+        super().__init__(f"[demo] FAILED: {message}")
 
 
 def say(message: str) -> None:
@@ -41,12 +44,13 @@ def say(message: str) -> None:
 
 def _ensure_cluster(root: Path) -> LocalCluster:
     cluster = LocalCluster.load(root)
-    if cluster.pids and len(cluster.running_components()) == len(cluster.pids):
-        say(f"reusing the running local cluster at {cluster.server}")
+    if cluster.real_nodes and cluster.pids and len(cluster.running_components()) == len(cluster.pids):
+        say(f"reusing the running real-node cluster at {cluster.server}")
         return cluster
     cluster.down()
+    cluster = LocalCluster.in_directory(root, real_nodes=True)
     seconds = cluster.up(progress=say)
-    say(f"local cluster up in {seconds:.1f}s")
+    say(f"real-node cluster up in {seconds:.1f}s")
     return cluster
 
 
@@ -56,10 +60,10 @@ def _ensure_s3(cluster: LocalCluster) -> LocalS3:
         server = LocalS3(cluster.state_dir / "s3", cluster.log_dir / "versitygw.log", **json.loads(record.read_text()))
         if server.running():
             return server
-    server = LocalS3(cluster.state_dir / "s3", cluster.log_dir / "versitygw.log")
+    server = LocalS3(cluster.state_dir / "s3", cluster.log_dir / "versitygw.log", host=nodenet.HOST_IP)
     server.start()
     cluster.adopt(server.pid, server.executable)
-    record.write_text(json.dumps({"port": server.port, "access_key": server.access_key,
+    record.write_text(json.dumps({"host": server.host, "port": server.port, "access_key": server.access_key,
                                   "secret_key": server.secret_key, "pid": server.pid}))
     record.chmod(0o600)
     say(f"S3-compatible server (versitygw) at {server.endpoint_url}")
@@ -87,45 +91,51 @@ def _publish_artifacts(cluster: LocalCluster, s3: LocalS3) -> None:
         return  # republishing would change the manifest digest and roll the RayService for nothing
     except client.exceptions.ClientError:
         pass
-    if location.bucket not in {bucket["Name"] for bucket in client.list_buckets()["Buckets"]}:
-        client.create_bucket(Bucket=location.bucket)
-    compiled = cluster.state_dir / "compiled"
-    manifest = compile_model(compiled, "1.0.0", "cpu", log=lambda line: say(f"compile: {line}"))
-    publish(client, ARTIFACTS_URI, compiled, manifest)
+    manifest = publish_reference_model(client, ARTIFACTS_URI, VERSION, cluster.state_dir / "compiled",
+                                       log=lambda line: say(f"compile: {line}"))
     say(f"published {len(manifest.stages)} compiled graphs (cpu target) + manifest.json to {ARTIFACTS_URI}")
 
 
-def _example(s3: LocalS3) -> dict:
-    body = yaml.safe_load(EXAMPLE.read_text())
-    body["metadata"]["namespace"] = "default"
-    body["spec"]["model"]["artifactsUri"] = ARTIFACTS_URI
-    body["spec"]["model"]["target"] = "cpu"  # compiled here with torch.jit.trace; inf2 needs torch-neuronx
-    body["spec"]["s3"] = {"region": "us-east-1", "endpointUrl": s3.endpoint_url}
-    return body
+def _get(cluster: LocalCluster, *what: str) -> dict:
+    return json.loads(cluster.kubectl("get", *what, "-n", "default", "-o", "json"))
 
 
-def _wait_rendered(cluster: LocalCluster, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = json.loads(cluster.kubectl("get", "bd", "bernini", "-n", "default", "-o", "json"))
+def _wait_ready(cluster: LocalCluster) -> float:
+    started = time.monotonic()
+    last = None
+    while time.monotonic() - started < READY_TIMEOUT:
+        body = _get(cluster, "bd", "bernini")
         conditions = {c["type"]: c for c in body.get("status", {}).get("conditions", [])}
-        rendered = conditions.get("Rendered", {})
-        if rendered.get("status") == "True" and rendered.get("observedGeneration") == body["metadata"]["generation"]:
-            return body
+        rendered, ready = conditions.get("Rendered", {}), conditions.get("Ready", {})
         if rendered.get("status") == "False":
-            raise SystemExit(f"[demo] the operator refused the example: {rendered['reason']}: {rendered['message']}")
-        time.sleep(0.5)
-    raise SystemExit("[demo] the operator did not render the example in time; see .local/logs/operator.log")
+            raise DemoFailed(f"the operator refused the example: {rendered['reason']}: {rendered['message']}")
+        if ready.get("status") == "True":
+            return time.monotonic() - started
+        state = (ready.get("reason"), ready.get("message"))
+        if state != last:
+            say(f"waiting: {state[0]}: {state[1]}")
+            last = state
+        time.sleep(3)
+    print(cluster.kubectl("get", "pods", "-n", "default", "-o", "wide"))
+    raise DemoFailed(f"not Ready within {READY_TIMEOUT}s (last: {last}); logs in {cluster.log_dir}")
 
 
-def _wait_pods(cluster: LocalCluster, count: int, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pods = json.loads(cluster.kubectl("get", "pods", "-n", "default", "-l", "ray.io/is-ray-node=yes", "-o", "json"))
-        if sum(p["status"].get("phase") == "Running" for p in pods["items"]) >= count:
-            return
-        time.sleep(0.5)
-    raise SystemExit("[demo] Ray pods did not start in time; see .local/logs/")
+def _request_mesh(cluster: LocalCluster) -> None:
+    address = _get(cluster, "service", "bernini-serve-svc")["spec"]["clusterIP"]
+    request = urllib.request.Request(f"http://{address}:8000/?format=glb", data=EXAMPLE_INPUT.read_bytes(),
+                                     method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            mesh, headers = response.read(), response.headers
+    except OSError as error:
+        raise DemoFailed(f"the Serve Service at {address}:8000 did not return a mesh: {error}") from error
+    output = cluster.log_dir.parent / "bernini-mesh.glb"
+    output.write_bytes(mesh)
+    info = json.loads(headers["X-Bernini-Mesh"])
+    timings = json.loads(headers["X-Bernini-Timings"])
+    say(f"mesh for {EXAMPLE_INPUT.relative_to(REPO_ROOT)} through bernini-serve-svc ({address}:8000, kube-proxy): "
+        f"{output} ({info['vertices']} vertices, {info['faces']} faces, watertight={info['watertight']})")
+    say("per-stage timings: " + ", ".join(f"{stage} {seconds * 1000:.0f} ms" for stage, seconds in timings.items()))
 
 
 def run(root: Path) -> int:
@@ -135,117 +145,23 @@ def run(root: Path) -> int:
     cluster.wait_established("crd/berninideployments.bernini.dev")
     _ensure_operator(cluster, s3)
     _publish_artifacts(cluster, s3)
-    subprocess.run([cluster.binary("kubectl"), f"--kubeconfig={cluster.kubeconfig}", "create", "serviceaccount",
-                    "bernini-serving", "-n", "default"], capture_output=True)
-    cluster.kubectl("apply", "--server-side", "--field-manager=bernini-demo", "-f", "-", input=json.dumps(_example(s3)))
-    say("applied examples/bernini-minimal.yaml")
-    started = time.monotonic()
-    body = _wait_rendered(cluster)
-    say(f"RayService rendered {time.monotonic() - started:.1f}s after apply")
-    _wait_pods(cluster, 1 + body["status"]["capacity"]["minWorkers"])
-
+    cluster.kubectl("apply", "--server-side", "--field-manager=bernini-demo", "-f", "-",
+                    input=json.dumps({"apiVersion": "v1", "kind": "List", "items": namespace_manifests("default", s3)}))
+    body = fit_to_local_nodes(yaml.safe_load(EXAMPLE.read_text()), cluster.node_layer.images["SERVING_IMAGE"],
+                              s3.endpoint_url, VERSION, ARTIFACTS_URI)
+    body["metadata"]["namespace"] = "default"
+    cluster.kubectl("apply", "--server-side", "--field-manager=bernini-demo", "-f", "-", input=json.dumps(body))
+    say("applied examples/bernini-minimal.yaml (fitted to this machine: local image, cpu artifacts, small pods)")
+    seconds = _wait_ready(cluster)
+    say(f"Ready {seconds:.0f}s after apply")
     print(cluster.kubectl("get", "bd", "-n", "default", "-o", "wide"))
-    rayservice = json.loads(cluster.kubectl("get", "rayservice", "bernini", "-n", "default", "-o", "json"))
-    cluster_spec = rayservice["spec"]["rayClusterConfig"]
-    print("RayService bernini:")
-    print(f"  upgradeStrategy={rayservice['spec']['upgradeStrategy']['type']}  auth={cluster_spec['authOptions']['mode']}"
-          f"  rayVersion={cluster_spec['rayVersion']}")
-    for group in cluster_spec["workerGroupSpecs"]:
-        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
-        print(f"  worker group {group['groupName']}: {group['minReplicas']}..{group['maxReplicas']} nodes, "
-              f"{limits['aws.amazon.com/neuroncore']} NeuronCores each, rayStartParams.resources={group['rayStartParams']['resources']}")
-    for deployment in yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"][0]["deployments"]:
-        scaling = deployment["autoscaling_config"]
-        cores = deployment["ray_actor_options"].get("resources", {}).get("neuron_cores", 0)
-        print(f"  serve {deployment['name']:<15} replicas {scaling['min_replicas']}..{scaling['max_replicas']}"
-              f"  target {scaling['target_ongoing_requests']}  neuron_cores {cores}")
-    print()
-    print(cluster.kubectl("get", "pods", "-n", "default", "-l", "ray.io/is-ray-node=yes", "-o",
-                          "custom-columns=POD:.metadata.name,TYPE:.metadata.labels.ray\\.io/node-type,"
-                          "NODE:.spec.nodeName,NEURONCORES:.spec.containers[0].resources.limits.aws\\.amazon\\.com/neuroncore,"
-                          "PHASE:.status.phase"))
-    print(cluster.kubectl("get", "nodes", "-o", "custom-columns=NODE:.metadata.name,"
-                          "TYPE:.metadata.labels.node\\.kubernetes\\.io/instance-type,"
-                          "NEURONCORES:.status.allocatable.aws\\.amazon\\.com/neuroncore"))
-    say("KubeRay reports the RayService Initializing: fake KWOK pods run no Ray dashboard for it to reach")
-    artifacts = _generate_mesh(cluster, s3, rayservice)
-    _serve_through_kuberay(cluster, artifacts)
+    print(cluster.kubectl("get", "pods", "-n", "default", "-o",
+                          "custom-columns=POD:.metadata.name,TYPE:.metadata.labels.ray\\.io/node-type,NODE:.spec.nodeName,"
+                          "NEURONCORES:.spec.containers[0].resources.limits.aws\\.amazon\\.com/neuroncore,"
+                          "PHASE:.status.phase,IP:.status.podIP"))
+    worker = next(p for p in _get(cluster, "pods")["items"] if p["metadata"]["labels"].get("ray.io/node-type") == "worker")
+    pulled = cluster.kubectl("logs", "-n", "default", worker["metadata"]["name"], "-c", "pull-artifacts").strip()
+    say(f"init container on {worker['spec']['nodeName']}: {pulled.splitlines()[-1]}")
+    _request_mesh(cluster)
     say(f"the cluster keeps running; KUBECONFIG={cluster.kubeconfig}; stop it with `make cluster-down`")
     return 0
-
-
-def _generate_mesh(cluster: LocalCluster, s3: LocalS3, rayservice: dict) -> None:
-    """Run the RayService's serveConfigV2 on a local Ray head and generate one mesh."""
-    worker = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
-    pull = worker["initContainers"][0]["command"]
-    demo_dir = cluster.state_dir / "demo"
-    artifacts = demo_dir / "artifacts"
-    env = {**os.environ, **s3.credentials_env}
-    command = [sys.executable, "-m", "bernini", *pull[1:4], str(artifacts), *pull[5:]]  # dest is local here
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"[demo] the init container's pull failed: {result.stderr}")
-    say(f"init container command, run here: {' '.join(pull[:4])} ... -> {result.stdout.strip().splitlines()[-1]}")
-    head = RayHead(Path(tempfile.mkdtemp(prefix="bernini-ray-")), cluster.log_dir / "ray.log")
-    say("starting a local Ray head (token auth on, neuron_cores as a custom resource)")
-    head.start()
-    try:
-        config = localize_serve_config(yaml.safe_load(rayservice["spec"]["serveConfigV2"]), artifacts, head.serve_port)
-        head.deploy_serve(config)
-        head.wait_running("bernini")
-        say("the RayService's serveConfigV2 is RUNNING on Ray Serve")
-        request = urllib.request.Request(f"http://127.0.0.1:{head.serve_port}/?format=glb", data=EXAMPLE_INPUT.read_bytes(),
-                                         method="POST", headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=300) as response:
-            mesh, headers = response.read(), response.headers
-        output = cluster.log_dir.parent / "bernini-mesh.glb"
-        output.write_bytes(mesh)
-        info = json.loads(headers["X-Bernini-Mesh"])
-        timings = json.loads(headers["X-Bernini-Timings"])
-        say(f"mesh from {EXAMPLE_INPUT.relative_to(REPO_ROOT)}: {output} "
-            f"({info['vertices']} vertices, {info['faces']} faces, watertight={info['watertight']})")
-        say("per-stage timings: " + ", ".join(f"{stage} {seconds * 1000:.0f} ms" for stage, seconds in timings.items()))
-    finally:
-        head.stop()
-    return artifacts
-
-
-def _serve_through_kuberay(cluster: LocalCluster, artifacts: Path, timeout: float = 240) -> None:
-    """The real KubeRay operator drives a local Ray head as the RayService's head (see kuberay_bridge)."""
-    if not kuberay_bridge.ports_free():
-        say("skipping the end-to-end step: ports 8265 and 8000 must be free for the stand-in Ray head")
-        return
-    head = kuberay_bridge.start_head_for(cluster, "default", "bernini", artifacts)
-    say("KubeRay restarted resolving the head Service to 127.0.0.1; a Ray head with its token serves :8265")
-    try:
-        kuberay_bridge.wait_serve_running(cluster, "default", "bernini", timeout)
-        say("KubeRay deployed the serveConfigV2 through the head's dashboard: application RUNNING, "
-            "Serve proxy healthy on the head pod's IP")
-        kuberay_bridge.stand_in_serve_endpoints(cluster, "default", "bernini")
-        say("created a STAND-IN EndpointSlice for bernini-serve-svc (Kubernetes refuses the loopback pod IPs KWOK "
-            "assigns here; KubeRay counts Serve endpoints before it declares the RayService Ready)")
-        deadline = time.monotonic() + timeout
-        ready = {}
-        while time.monotonic() < deadline:
-            body = json.loads(cluster.kubectl("get", "bd", "bernini", "-n", "default", "-o", "json"))
-            ready = next((c for c in body.get("status", {}).get("conditions", []) if c["type"] == "Ready"), {})
-            if ready.get("status") == "True":
-                break
-            time.sleep(2)
-        print(cluster.kubectl("get", "bd", "-n", "default"))
-        print(cluster.kubectl("get", "rayservice", "bernini", "-n", "default", "-o",
-                              "custom-columns=RAYSERVICE:.metadata.name,READY:.status.conditions[?(@.type==\"Ready\")].status,"
-                              "REASON:.status.conditions[?(@.type==\"Ready\")].reason,"
-                              "ACTIVE:.status.activeServiceStatus.rayClusterName"))
-        if ready.get("status") != "True":
-            say(f"end to end: the BerniniDeployment did not turn Ready within {timeout:.0f}s "
-                f"({ready.get('reason')}: {ready.get('message')}); see .local/logs/ray-operator.log")
-            return
-        say("end to end: KubeRay deployed the serveConfigV2 on the Ray head and the BerniniDeployment is Ready")
-        request = urllib.request.Request("http://127.0.0.1:8000/?format=glb", data=EXAMPLE_INPUT.read_bytes(),
-                                         method="POST", headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=300) as response:
-            info = json.loads(response.headers["X-Bernini-Mesh"])
-        say(f"a request through the KubeRay-deployed Serve app: mesh with {info['vertices']} vertices")
-    finally:
-        head.stop()

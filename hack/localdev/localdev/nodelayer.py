@@ -4,7 +4,6 @@ CoreDNS and the KubeRay operator running as a pod (as a Helm install would run i
 import json
 import subprocess
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -53,7 +52,8 @@ class NodeLayer:
     def start(self, progress: Callable[[str], None]) -> None:
         cluster = self.cluster
         archives = {self.images[k.replace("ARCHIVE", "IMAGE")]: Path(v) for k, v in self.images.items() if k.endswith("ARCHIVE")}
-        template = realnodes.template_store(Path(self.images["CACHE_DIR"]), archives, self.images["PAUSE_IMAGE"])
+        template = realnodes.template_store(Path(self.images["CACHE_DIR"]), self.images["BASE_KEY"], archives,
+                                            self.images["PAUSE_IMAGE"])
         progress("image store ready")
         cluster.start_process("coredns", [cluster.binary("coredns"), "-conf",
                                           str(realnodes.corefile(self.directory / "coredns", cluster.kubeconfig))])

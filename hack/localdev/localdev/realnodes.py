@@ -103,31 +103,29 @@ class Containerd:
         return set(self.ctr("images", "list", "--quiet").stdout.split())
 
 
-def template_store(cache: Path, archives: dict[str, Path], pause_image: str) -> Path:
-    """A containerd root holding every image of `archives` (reference -> docker-save tar), cached by their names."""
-    key = "-".join(sorted(path.stem for path in archives.values()))
-    store = cache / f"containerd-template-{key}"
-    if (store / "root").exists():
-        return store
-    building = store.with_name(store.name + ".tmp")
-    shutil.rmtree(building, ignore_errors=True)
-    daemon = Containerd("template", building, building / "cni", pause_image)
+def template_store(cache: Path, base_key: str, archives: dict[str, Path], pause_image: str) -> Path:
+    """A containerd root holding every image of `archives` (reference -> docker-save tar). One store per
+    serving base layer: a new app layer imports in seconds, since the 5 GiB base is already unpacked there."""
+    store = cache / f"containerd-store-{base_key}"
+    store.mkdir(parents=True, exist_ok=True)
+    daemon = Containerd("template", store, store / "cni", pause_image)
     argv = daemon.argv()
-    log = (building / "containerd.log").open("wb")
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log_path = store / "containerd.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        daemon.wait_ready()
+        daemon.wait_ready(log_path)
+        present = daemon.images()
         for reference, archive in archives.items():
-            daemon.ctr("images", "import", str(archive))
-            if reference not in daemon.images():
-                raise RuntimeError(f"importing {archive} did not give {reference}")
+            if reference not in present:
+                daemon.ctr("images", "import", str(archive))
+                if reference not in daemon.images():
+                    raise RuntimeError(f"importing {archive} did not give {reference}")
     finally:
         process.terminate()
         process.wait(30)
-        log.close()
     for transient in ("state", "cni"):
-        shutil.rmtree(building / transient, ignore_errors=True)
-    building.rename(store)
+        shutil.rmtree(store / transient, ignore_errors=True)
     return store
 
 
@@ -295,6 +293,7 @@ def kube_proxy_config(directory: Path, kubeconfig: Path, hostname: str) -> Path:
         "healthzBindAddress": f"{nodenet.HOST_IP}:10256",
         "metricsBindAddress": f"{nodenet.HOST_IP}:10249",
         "conntrack": {"maxPerCore": 0},  # leave the host's conntrack table size alone
+        "nodePortAddresses": [str(nodenet.NODE_NET)],  # never on the machine's own uplink
     }
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "kube-proxy.yaml"

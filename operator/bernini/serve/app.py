@@ -6,7 +6,6 @@ Deployment names match bernini.pipeline.DEPLOYMENT_NAMES, which the renderer use
 
 import json
 import logging
-import os
 import time
 
 import torch
@@ -24,7 +23,8 @@ MAX_BODY_BYTES = 16 << 20
 
 @serve.deployment
 class Encoder:
-    def __init__(self, artifacts_dir: str):
+    def __init__(self, artifacts_dir: str, model_name: str, model_version: str):
+        stages.check_model(artifacts_dir, model_name, model_version)
         torch.set_num_threads(1)  # replicas share a node's cores: one intra-op thread each, no oversubscription
         self.graphs = {m: stages.load_graph(artifacts_dir, f"encoder-{m}") for m in MODALITIES}
         logger.info("encoder loaded; NeuronCores %s", stages.assigned_neuron_cores() or "none (cpu)")
@@ -36,7 +36,8 @@ class Encoder:
 
 @serve.deployment
 class Diffusion:
-    def __init__(self, artifacts_dir: str):
+    def __init__(self, artifacts_dir: str, model_name: str, model_version: str):
+        stages.check_model(artifacts_dir, model_name, model_version)
         torch.set_num_threads(1)
         self.denoiser = stages.load_graph(artifacts_dir, "diffusion")
 
@@ -46,7 +47,8 @@ class Diffusion:
 
 @serve.deployment
 class Decoder:
-    def __init__(self, artifacts_dir: str):
+    def __init__(self, artifacts_dir: str, model_name: str, model_version: str):
+        stages.check_model(artifacts_dir, model_name, model_version)
         torch.set_num_threads(1)
         self.decoders = stages.load_decoders(artifacts_dir)
 
@@ -155,8 +157,9 @@ class _Unsupported(Exception):
 
 
 def app_builder(args: dict) -> Application:
-    # A local Ray head standing in for a pod (make demo) has no /mnt/bernini/artifacts mount.
-    artifacts_dir = os.environ.get("BERNINI_LOCAL_ARTIFACTS_DIR") or args["artifacts_dir"]
+    # Each stage checks the manifest where it loads (the workers hold the artifacts, not the head that
+    # builds this application): a mismatch fails that deployment with the reason in the Serve status.
+    artifacts = (args["artifacts_dir"], args["model_name"], args["model_version"])
     return BerniniIngress.bind(
-        Encoder.bind(artifacts_dir), Diffusion.bind(artifacts_dir), Decoder.bind(artifacts_dir), Triangulation.bind()
+        Encoder.bind(*artifacts), Diffusion.bind(*artifacts), Decoder.bind(*artifacts), Triangulation.bind()
     )

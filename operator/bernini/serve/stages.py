@@ -20,6 +20,18 @@ def load_manifest(artifacts_dir: str | Path) -> Manifest:
     return Manifest.model_validate_json((Path(artifacts_dir) / MANIFEST_FILE).read_text())
 
 
+class WrongModel(RuntimeError):
+    """The pulled artifacts are not the model release the RayService asks for."""
+
+
+def check_model(artifacts_dir: str | Path, model_name: str, model_version: str) -> None:
+    """Refuse to serve artifacts of another model or version than serveConfigV2 names."""
+    model = load_manifest(artifacts_dir).model
+    if (model.name, model.version) != (model_name, model_version):
+        raise WrongModel(f"{artifacts_dir} holds {model.name} {model.version}, but this application serves "
+                         f"{model_name} {model_version}; refusing to start")
+
+
 def load_graph(artifacts_dir: str | Path, artifact: str):
     """torch.jit.load one compiled graph; inf2 graphs need torch_neuronx imported first."""
     manifest = load_manifest(artifacts_dir)

@@ -1,0 +1,159 @@
+"""`make bench-e2e`: what a user waits for on real pods (real-node cluster, 2-core machine).
+
+Prints: cluster up with the image store cold and warm (the image import is the "cold image" cost: pods
+never pull), apply -> Ready and apply -> first mesh for a first and a second deployment, the NewCluster
+upgrade's switch time with the requests served and failed meanwhile (goal: 0 failed), and the scale-up
+request latency (load start -> the Ray autoscaler raises the worker group's replicas). Medians where a
+figure repeats; one run each otherwise (each takes minutes).
+"""
+
+import json
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import yaml
+from kubernetes import client, config
+
+from bernini.api import GROUP, PLURAL, VERSION
+from localdev import LocalCluster, nodenet
+from localdev.nodelayer import build_images
+from localdev.s3server import LocalS3
+from localdev.sizing import fit_to_local_nodes
+from localdev.stack import namespace_manifests, publish_reference_model
+from tests.operator_process import OperatorProcess
+from tests.realnodes import helpers
+from tests.waiting import wait_for
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "bernini-minimal.yaml"
+VERSIONS = ("1.0.0", "1.1.0")
+
+
+def uri(version: str) -> str:
+    return f"s3://artifacts/bench/{version}/"
+
+
+class Load(threading.Thread):
+    def __init__(self, core, namespace):
+        super().__init__(daemon=True)
+        self.core, self.namespace, self.statuses, self.stopping = core, namespace, [], threading.Event()
+
+    def run(self):
+        while not self.stopping.is_set():
+            try:
+                self.statuses.append(helpers.generate(self.core, self.namespace, timeout=120, file_format="obj")[0])
+            except OSError:
+                self.statuses.append(-1)
+
+    def stop(self) -> list[int]:
+        self.stopping.set()
+        self.join(180)
+        return self.statuses
+
+
+def cluster_up(root: Path, cold: bool) -> tuple[LocalCluster, float]:
+    if cold:
+        images = build_images(root / "images.log")
+        shutil.rmtree(Path(images["CACHE_DIR"]) / f"containerd-store-{images['BASE_KEY']}", ignore_errors=True)
+    cluster = LocalCluster.in_directory(root / ("cold" if cold else "warm"), real_nodes=True, tied_to_parent=True)
+    return cluster, cluster.up()
+
+
+def deploy(cluster, core, custom, s3, namespace: str) -> tuple[float, float]:
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    wait_for(lambda: core.list_namespaced_service_account(namespace, field_selector="metadata.name=default").items,
+             "default ServiceAccount")
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                          "items": namespace_manifests(namespace, s3)}))
+    body = fit_to_local_nodes(yaml.safe_load(EXAMPLE.read_text()), cluster.node_layer.images["SERVING_IMAGE"],
+                              s3.endpoint_url, VERSIONS[0], uri(VERSIONS[0]))
+    started = time.monotonic()
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    wait_for(lambda: helpers.ready(custom, namespace), "Ready", timeout=900, interval=1)
+    ready = time.monotonic() - started
+    wait_for(lambda: (answer := helpers.answer(core, namespace)) and answer[0] == 200, "a mesh", timeout=300, interval=1)
+    return ready, time.monotonic() - started
+
+
+def upgrade(core, custom, namespace: str) -> tuple[float, int, int]:
+    old = helpers.deployment(custom, namespace)["status"]["rayService"]["activeCluster"]
+    load = Load(core, namespace)
+    load.start()
+    started = time.monotonic()
+    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini",
+                                          {"spec": {"model": {"version": VERSIONS[1], "artifactsUri": uri(VERSIONS[1])}}})
+
+    def switched():
+        active = helpers.rayservice(custom, namespace).get("status", {}).get("activeServiceStatus", {})
+        return active.get("rayClusterName") not in (None, old)
+
+    wait_for(switched, "the switch", timeout=900, interval=0.5)
+    seconds = time.monotonic() - started
+    statuses = load.stop()
+    return seconds, len(statuses), sum(status != 200 for status in statuses)
+
+
+def scale_up(core, custom, namespace: str) -> float:
+    def replicas():
+        clusters = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")["items"]
+        return sum(group.get("replicas", 0) for c in clusters for group in c["spec"]["workerGroupSpecs"])
+
+    wait_for(lambda: replicas() == 1, "one worker at rest", timeout=600, interval=2)
+    loads = [Load(core, namespace) for _ in range(4)]
+    started = time.monotonic()
+    for load in loads:
+        load.start()
+    try:
+        wait_for(lambda: replicas() >= 2, "the autoscaler to raise replicas", timeout=600, interval=0.5)
+        return time.monotonic() - started
+    finally:
+        for load in loads:
+            load.stop()
+
+
+def main() -> None:
+    root = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    rows = []
+    for cold in (True, False):
+        cluster, seconds = cluster_up(root, cold)
+        rows.append((f"cluster up, image store {'cold (import)' if cold else 'warm'}", f"{seconds:.1f} s"))
+        if cold:
+            cluster.down()
+    s3 = LocalS3(root / "s3", root / "versitygw.log", tied_to_parent=True, host=nodenet.HOST_IP)
+    s3.start()
+    s3_client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
+                             aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key)
+    for seed, version in enumerate(VERSIONS):
+        publish_reference_model(s3_client, uri(version), version, root / f"compiled-{version}", seed=seed)
+    cluster.kubectl("apply", "--server-side", "--field-manager=bench", "-f", str(EXAMPLE.parents[1] / "crds"))
+    cluster.wait_established("crd/berninideployments.bernini.dev")
+    operator = OperatorProcess(cluster.kubeconfig, s3.credentials_env, root / "operator.log")
+    operator.start()
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    try:
+        for attempt, label in enumerate(("first deployment", "second deployment (page cache warm)")):
+            ready, mesh = deploy(cluster, core, custom, s3, f"bench-{attempt}")
+            rows += [(f"apply -> Ready, {label}", f"{ready:.1f} s"), (f"apply -> first mesh, {label}", f"{mesh:.1f} s")]
+            if attempt == 0:
+                core.delete_namespace("bench-0")
+                wait_for(lambda: not core.list_namespaced_pod("bench-0").items, "bench-0 emptied", timeout=300)
+        seconds, served, failed = upgrade(core, custom, "bench-1")
+        rows += [("upgrade: patch -> traffic on the new cluster", f"{seconds:.1f} s"),
+                 ("upgrade: requests during the switch / failed (goal 0)", f"{served} / {failed}")]
+        rows.append(("scale-up: load start -> worker replicas raised", f"{scale_up(core, custom, 'bench-1'):.1f} s"))
+    finally:
+        operator.stop()
+        s3.stop()
+        cluster.down()
+    width = max(len(name) for name, _ in rows)
+    print(f"\n{'figure':<{width}}  value")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
