@@ -80,6 +80,8 @@ def test_helm_install_creates_a_restricted_single_replica_operator(installed, ku
     ("delete", "nodes", "no"),
     ("delete", "rayservices.ray.io", "no"),
     ("patch", "rayservices.ray.io", "yes"),
+    ("get", "rayclusters.ray.io", "yes"),
+    ("patch", "rayclusters.ray.io", "no"),
     ("watch", "berninideployments.bernini.dev", "yes"),
     ("patch", "berninideployments.bernini.dev --subresource=status", "yes"),
     ("patch", "berninideployments.bernini.dev", "no"),

@@ -24,8 +24,8 @@ def test_transition_time_moves_only_when_status_changes():
     assert flipped[0]["lastTransitionTime"] == "t4"
 
 
-def _status(spec, preflight, rayservice, blocked=None, current=None):
-    seen = Observation(7, preflight, plan(spec), blocked, rayservice)
+def _status(spec, preflight, rayservice, blocked=None, current=None, serving_version=None):
+    seen = Observation(7, preflight, plan(spec), blocked, rayservice, serving_version)
     return desired_status("bernini", "models", spec, seen, current or {}, "now")[0]
 
 
@@ -67,3 +67,16 @@ def test_stage_that_does_not_fit_is_a_rendered_condition():
                      blocked=("StageDoesNotFit", "diffusion asks 4 NeuronCores"))
     assert _conditions(status)["Rendered"] == ("False", "StageDoesNotFit")
     assert _conditions(status)["RayServiceReady"] == ("Unknown", "NotCreated")
+
+
+def test_model_version_names_the_active_cluster_only_once_kuberay_switched():
+    from bernini.reconcile.status import switched_cluster
+
+    pending = {"status": {"activeServiceStatus": {"rayClusterName": "old"}, "pendingServiceStatus": {"rayClusterName": "new"}}}
+    switched = {"status": {"activeServiceStatus": {"rayClusterName": "new"}}}
+    assert switched_cluster(pending) == "" and switched_cluster(switched) == "new" and switched_cluster(None) == ""
+    spec = make_spec(model={"version": "2.0.0"})
+    verified = Preflight(True, "Verified", "ok", make_manifest("2.0.0"), "f" * 64)
+    current = {"modelVersion": "1.0.0"}
+    assert _status(spec, verified, READY_RAYSERVICE, current=current)["modelVersion"] == "1.0.0"
+    assert _status(spec, verified, READY_RAYSERVICE, current=current, serving_version="2.0.0")["modelVersion"] == "2.0.0"

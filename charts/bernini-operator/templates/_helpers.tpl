@@ -37,6 +37,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [ray.io]
   resources: [rayservices]
   verbs: [get, list, watch, create, patch]
+# Which model version the active RayCluster runs, read only while a new version rolls out.
+- apiGroups: [ray.io]
+  resources: [rayclusters]
+  verbs: [get]
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]

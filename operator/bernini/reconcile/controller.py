@@ -14,8 +14,9 @@ from bernini.reconcile.drift import contains
 from bernini.reconcile.kube import Kube, now
 from bernini.reconcile.metrics import PREFLIGHT_FAILURES, observe_reconcile
 from bernini.reconcile.queue import WorkQueue
-from bernini.reconcile.status import Observation, desired_status
+from bernini.reconcile.status import Observation, desired_status, switched_cluster
 from bernini.render.capacity import DoesNotFit, plan
+from bernini.render import names
 from bernini.render.rayservice import render_rayservice
 
 Key = tuple[str, str]  # (namespace, name)
@@ -151,7 +152,18 @@ class Controller:
                 blocked = (error.reason, str(error))
             else:
                 observed, blocked = self._converge(key, metadata["uid"], observed, desired)
-        self._write_status(body, spec, Observation(metadata.get("generation", 0), preflight, capacity, blocked, observed))
+        serving = self._serving_version(namespace, spec, observed, body.get("status") or {})
+        self._write_status(body, spec, Observation(metadata.get("generation", 0), preflight, capacity, blocked,
+                                                   observed, serving))
+
+    def _serving_version(self, namespace: str, spec: BerniniDeploymentSpec, observed, current: dict) -> str | None:
+        """Read the active RayCluster's version only while status does not yet name the spec's version:
+        an idle reconcile reads nothing."""
+        if current.get("modelVersion") == spec.model.version:
+            return None
+        active = switched_cluster(observed)
+        raycluster = self.kube.read_raycluster(namespace, active) if active else None
+        return names.model_version_of(raycluster) if raycluster else None
 
     def _converge(self, key: Key, uid: str, observed: dict[str, Any] | None, desired: dict[str, Any]):
         if _in_sync(observed, desired):

@@ -39,6 +39,14 @@ class Kube:
                 return None
             raise
 
+    def read_raycluster(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, "rayclusters", name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
     def apply_rayservice(self, desired: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply with our field manager; force takes back fields a hand edit claimed."""
         metadata = desired["metadata"]

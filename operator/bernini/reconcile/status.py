@@ -17,6 +17,7 @@ class Observation:
     plan: Plan | None
     blocked: tuple[str, str] | None  # (reason, message) when a verified spec still cannot be applied
     rayservice: dict[str, Any] | None  # as the API server holds it after this reconcile
+    serving_version: str | None = None  # model version of the RayService's active cluster, when it was read
 
 
 def _rayservice_condition(rayservice: dict[str, Any] | None, condition_type: str) -> dict[str, Any]:
@@ -65,6 +66,14 @@ def judgements(spec: BerniniDeploymentSpec, seen: Observation) -> list[c.Judgeme
     return [verified, rendered, rayservice, ready]
 
 
+def switched_cluster(rayservice: dict[str, Any] | None) -> str:
+    """The active RayCluster when no other is pending (KubeRay finished switching), else ''."""
+    status = (rayservice or {}).get("status", {})
+    if status.get("pendingServiceStatus", {}).get("rayClusterName"):
+        return ""
+    return status.get("activeServiceStatus", {}).get("rayClusterName", "")
+
+
 def _rayservice_summary(rayservice: dict[str, Any] | None) -> dict[str, Any]:
     ready = _rayservice_condition(rayservice, "Ready")
     status = (rayservice or {}).get("status", {})
@@ -94,14 +103,14 @@ def desired_status(
     name: str, namespace: str, spec: BerniniDeploymentSpec, seen: Observation, current: dict[str, Any], now: str
 ) -> tuple[dict[str, Any], list[c.Transition]]:
     conditions, transitions = c.merge(current.get("conditions", []), judgements(spec, seen), seen.generation, now)
-    applied = seen.preflight.ok and not seen.blocked
     status: dict[str, Any] = {
         "observedGeneration": seen.generation,
         "conditions": conditions,
         "rayServiceName": name if seen.rayservice else "",
         "serveEndpoint": names.serve_endpoint(name, namespace) if seen.rayservice else "",
-        # What runs is what was last applied: keep the old version and artifacts while a change is blocked.
-        "modelVersion": spec.model.version if applied else current.get("modelVersion", ""),
+        # What serves traffic: the active cluster's version once KubeRay switched to it, never the one
+        # that is only pending (or blocked).
+        "modelVersion": seen.serving_version or current.get("modelVersion", ""),
         "rayService": _rayservice_summary(seen.rayservice),
     }
     if seen.plan:

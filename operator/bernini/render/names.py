@@ -1,6 +1,7 @@
 """Names and labels every rendered object shares."""
 
 MANAGER = "bernini-operator"
+VERSION_LABEL = "app.kubernetes.io/version"
 
 
 def labels(name: str, model_version: str | None = None) -> dict[str, str]:
@@ -11,7 +12,7 @@ def labels(name: str, model_version: str | None = None) -> dict[str, str]:
         "bernini.dev/deployment": name,
     }
     if model_version:
-        result["app.kubernetes.io/version"] = model_version
+        result[VERSION_LABEL] = model_version
     return result
 
 
@@ -22,3 +23,9 @@ def serve_endpoint(name: str, namespace: str) -> str:
 
 def worker_group_name(instance_type: str) -> str:
     return instance_type.replace(".", "-")
+
+
+def model_version_of(raycluster: dict) -> str:
+    """The model version a RayCluster's pods carry (its head template's version label)."""
+    template = raycluster.get("spec", {}).get("headGroupSpec", {}).get("template", {})
+    return template.get("metadata", {}).get("labels", {}).get(VERSION_LABEL, "")
