@@ -8,7 +8,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 # torch comes with the DLC (its Neuron build); install everything else of the serve extra around it.
-RUN pip install --no-cache-dir "ray[serve]>=2.60,<2.61" "scikit-image>=0.24,<1" "trimesh>=4,<6" pillow \
+RUN pip install --no-cache-dir "ray[serve]>=2.60,<2.61" "scikit-image>=0.24,<1" "trimesh>=4,<6" "pillow>=10" \
  && pip install --no-cache-dir --no-deps . && rm -rf /src
 # uid 1000 / gid 100 as the pod templates' securityContext expects (Ray images use the same).
 RUN id -u 1000 >/dev/null 2>&1 || useradd --uid 1000 --gid 100 --create-home ray

@@ -1,21 +1,28 @@
-"""The images cannot be built here (no Docker engine); their entrypoints are checked as Python commands:
-what the chart and the rendered pods run must parse and start with the CLI the images install."""
+"""The production images cannot be built here (no Docker engine); the local serving image that the real-node
+tests run is built from the same package set (hack/images). These tests read the Dockerfiles as instructions
+and check what the chart and the rendered pods run against the CLI the images install."""
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import yaml
+from packaging.requirements import Requirement
 
 from bernini.cli import build_parser
+from tests.delivery.dockerfile import exec_form, last, pip_requirements
 from tests.delivery.test_chart import CHART, run
 
-IMAGES = Path(__file__).parents[2] / "images"
+ROOT = Path(__file__).parents[2]
+IMAGES = ROOT / "images"
+# The Neuron DLC brings its own torch (the Neuron build) and numpy; everything else must match pyproject.
+FROM_THE_DLC = {"torch", "numpy"}
 
 
 def test_operator_image_entrypoint_accepts_the_charts_arguments():
-    dockerfile = (IMAGES / "operator.Dockerfile").read_text()
-    assert 'ENTRYPOINT ["bernini"]' in dockerfile and "USER 65532:65532" in dockerfile
+    dockerfile = IMAGES / "operator.Dockerfile"
+    assert exec_form(last(dockerfile, "ENTRYPOINT")) == ["bernini"] and last(dockerfile, "USER") == "65532:65532"
     rendered = run("helm", "template", "bernini", str(CHART), "--kube-version", "1.34.12",
                    "--set", "watchNamespaces={models,staging}").stdout
     deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
@@ -25,20 +32,33 @@ def test_operator_image_entrypoint_accepts_the_charts_arguments():
     assert pod["securityContext"]["runAsUser"] == 65532
 
 
-def test_serving_image_runs_the_init_container_command():
+def test_serving_image_runs_the_init_container_command_as_the_pods_user():
     from bernini.api.spec import BerniniDeploymentSpec
     from bernini.render.rayservice import render_rayservice
     from tests.unit.specs import make_manifest
 
     spec = BerniniDeploymentSpec.model_validate(
-        yaml.safe_load((Path(__file__).parents[2] / "examples" / "bernini-production.yaml").read_text())["spec"])
+        yaml.safe_load((ROOT / "examples" / "bernini-production.yaml").read_text())["spec"])
     rayservice = render_rayservice("bernini-prod", "models", "uid", spec, make_manifest("1.4.0"), "f" * 64)
     pod = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
     command = pod["initContainers"][0]["command"]
     assert command[0] == "bernini"
     args = build_parser().parse_args(command[1:])
     assert (args.uri, str(args.dest)) == ("s3://acme-ml-artifacts/bernini/1.4.0/", "/mnt/bernini/artifacts")
-    assert pod["securityContext"]["runAsUser"] == 1000 and "USER 1000:100" in (IMAGES / "serving.Dockerfile").read_text()
+    user, group = last(IMAGES / "serving.Dockerfile", "USER").split(":")
+    assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (int(user), int(group))
+
+
+def test_serving_dockerfile_and_the_local_image_install_the_same_packages():
+    """hack/images installs this package's serve extra; the Dockerfile must pin the same set around the DLC."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    wanted = {Requirement(r).name: str(Requirement(r).specifier) for r in extras["model"] + extras["serve"]
+              if not r.startswith("bernini-operator")}
+    installed = {Requirement(r).name: str(Requirement(r).specifier) for r in pip_requirements(IMAGES / "serving.Dockerfile")}
+    assert set(installed) | FROM_THE_DLC == set(wanted), (installed, wanted)
+    assert {name: spec for name, spec in wanted.items() if name not in FROM_THE_DLC} == installed
+    assert "/src[serve]" in (ROOT / "hack" / "images" / "serving-base.sh").read_text()
 
 
 def test_console_commands_start():
