@@ -7,7 +7,8 @@ SMALL_REPLICA = {"cpus": 0.1, "memory": "256Mi"}
 
 def fit_to_local_nodes(example: dict, serving_image: str, endpoint_url: str, version: str, artifacts_uri: str) -> dict:
     """The local serving image (never pulled), cpu-compiled artifacts on the local S3 server, and small pods:
-    the head at 500m/3Gi, one worker pod per inf2.xlarge node at 1 CPU/5Gi (spec.workers), replicas at 0.1 CPU.
+    the head at 250m/3Gi (two heads with their autoscaler sidecars fit the CPU node during an upgrade), one
+    worker pod per inf2.xlarge node at 1 CPU/5Gi (spec.workers), replicas at 0.1 CPU.
     Diffusion and Decoder take one NeuronCore each, so one inf2.xlarge worker holds a whole version and the
     second inf2 node has room for the new cluster of an upgrade."""
     body = copy.deepcopy(example)
@@ -15,7 +16,7 @@ def fit_to_local_nodes(example: dict, serving_image: str, endpoint_url: str, ver
         model={"version": version, "artifactsUri": artifacts_uri, "target": "cpu"},
         runtime={"image": serving_image, "imagePullPolicy": "Never"},
         s3={"region": "us-east-1", "endpointUrl": endpoint_url},
-        head={"cpu": "500m", "memory": "3Gi"},
+        head={"cpu": "250m", "memory": "3Gi"},
         workers={"cpus": 1, "memory": "5Gi"},
         stages={
             "encoder": {**SMALL_REPLICA, "neuronCores": 0, "maxReplicas": 1},
