@@ -156,14 +156,17 @@ def test_suspend_scales_to_zero_without_deleting(operator, custom, core, namespa
     def suspended():
         rayservice = _rayservice(custom, namespace)
         groups = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]
-        return _serve_config(rayservice)["applications"] == [] and all(g["maxReplicas"] == 0 for g in groups)
+        return (_serve_config(rayservice)["applications"] == [] and all(g["maxReplicas"] == 0 for g in groups)
+                and rayservice["spec"]["rayClusterConfig"]["suspend"] is True)
 
-    wait_for(suspended, "an empty Serve config and zero worker bounds")
+    wait_for(suspended, "a suspended cluster config, an empty Serve config and zero worker bounds")
     current = wait_for(lambda: _condition(c := _get(custom, namespace), "Ready").get("reason") == "Suspended" and c,
                        "Ready=False/Suspended")
     assert _condition(current, "Ready")["status"] == "False"
     assert _rayservice(custom, namespace) is not None
-    assert core.list_namespaced_pod(namespace, label_selector="ray.io/node-type=head").items
+    # KubeRay deletes every Ray pod of the suspended RayCluster (tests/realnodes shows it on real pods).
+    wait_for(lambda: not core.list_namespaced_pod(namespace, label_selector="ray.io/is-ray-node=yes").items,
+             "every Ray pod deleted", timeout=90)
 
     _patch(custom, namespace, {"spec": {"suspend": False}})
     wait_for(lambda: _serve_config(_rayservice(custom, namespace))["applications"], "the application back")

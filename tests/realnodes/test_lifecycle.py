@@ -89,25 +89,19 @@ def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(
     assert during and all(status == 200 for _, status in results), results
 
 
-def test_suspend_removes_the_app_and_the_workers_and_resume_serves_again(
+def test_suspend_deletes_every_ray_pod_and_resume_serves_again(
         real_cluster, real_operator, real_core, real_custom, serving_namespace, node_s3, published_versions):
     namespace = serving_namespace
     _deploy_serving(real_cluster, node_s3, real_core, real_custom, namespace)
     assert helpers.pods(real_core, namespace, "ray.io/node-type=worker")
 
     real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {"suspend": True}})
-    def application_gone():
-        status = helpers.rayservice(real_custom, namespace).get("status", {})
-        return "bernini" not in status.get("activeServiceStatus", {}).get("applicationStatuses", {})
-
-    wait_for(application_gone, "KubeRay to report the Serve application gone", timeout=180, interval=2)
-    # Whoever still answers on the Serve Service (a proxy) has no route to a mesh any more.
-    answer = helpers.answer(real_core, namespace)
-    assert answer is None or answer[0] == 404, answer and answer[:2]
-    # The Ray autoscaler, not KubeRay, removes workers of an autoscaling cluster: wait for the real pods to go.
-    wait_for(lambda: not helpers.pods(real_core, namespace, "ray.io/node-type=worker"),
-             "every worker pod to be deleted", timeout=300, interval=2)
-    assert helpers.pods(real_core, namespace, "ray.io/node-type=head"), "suspend keeps the head"
+    wait_for(lambda: not helpers.pods(real_core, namespace, "ray.io/is-ray-node=yes"),
+             "KubeRay to delete every Ray pod (head and workers)", timeout=300, interval=2)
+    assert helpers.rayservice(real_custom, namespace), "suspend keeps the RayService"
+    assert helpers.answer(real_core, namespace) is None, "nothing may answer on the Serve Service while suspended"
+    body = helpers.deployment(real_custom, namespace)
+    assert helpers.condition(body, "Ready")["reason"] == "Suspended"
 
     real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {"suspend": False}})
     wait_for(lambda: helpers.pods(real_core, namespace, "ray.io/node-type=worker"), "a worker pod again", timeout=300)

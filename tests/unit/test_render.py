@@ -94,6 +94,8 @@ def test_serve_deployments_autoscale_per_stage():
 
 def test_suspend_removes_the_application_and_zeroes_the_workers():
     rayservice = render(make_spec(suspend=True))
+    assert rayservice["spec"]["rayClusterConfig"]["suspend"] is True
+    assert render(make_spec())["spec"]["rayClusterConfig"]["suspend"] is False
     assert serve(rayservice)["applications"] == []
     for group in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
         assert group["minReplicas"] == group["maxReplicas"] == group["replicas"] == 0

@@ -223,4 +223,4 @@ class BerniniDeploymentSpec(ApiModel):
     """ServiceAccount of the Ray pods, bound to an IAM role (IRSA or Pod Identity) that may read artifactsUri."""
 
     suspend: bool = False
-    """Scale every stage to zero replicas and the inf2 worker groups to zero nodes, deleting nothing."""
+    """Stop serving at no cost: every Ray pod (head and workers) is deleted; the RayService stays and false recreates it."""

@@ -74,6 +74,9 @@ def render_rayservice(
             "serveConfigV2": serve_config_yaml(spec),
             "rayClusterConfig": {
                 "rayVersion": spec.runtime.ray_version,
+                # KubeRay carries only this, not changed worker bounds, into the running RayCluster: it
+                # deletes every Ray pod and recreates them on resume (the objects stay).
+                "suspend": spec.suspend,
                 # Without a token anyone who reaches the dashboard could submit jobs, i.e. run code.
                 "authOptions": {"mode": "token"},
                 "enableInTreeAutoscaling": True,
