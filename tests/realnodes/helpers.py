@@ -32,15 +32,16 @@ def cluster_ip(core, namespace: str, service: str) -> str:
 
 
 def generate(core, namespace: str, timeout: float = 180, file_format: str = "glb") -> tuple[int, dict, bytes]:
-    """POST a prompt through the RayService's Serve Service (its ClusterIP, through kube-proxy)."""
+    """POST a prompt through the RayService's Serve Service (its ClusterIP, through kube-proxy); header names
+    come back lower-cased (HTTP header names are case-insensitive, and Serve sends them lower-case)."""
     address = cluster_ip(core, namespace, "bernini-serve-svc")
     request = urllib.request.Request(f"http://{address}:8000/?format={file_format}", data=json.dumps(CHAIR).encode(),
                                      method="POST", headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
 
 
 def answer(core, namespace: str) -> tuple[int, dict, bytes] | None:

@@ -54,6 +54,6 @@ def test_apply_to_mesh_on_real_pods(real_cluster, real_operator, real_core, real
     status, headers, mesh = wait_for(lambda: helpers.answer(real_core, namespace), "a mesh from bernini-serve-svc",
                                      timeout=180, interval=2)
     assert status == 200, mesh[:500]
-    info = json.loads(headers["X-Bernini-Mesh"])
+    info = json.loads(headers["x-bernini-mesh"])
     assert info["faces"] > 100 and mesh[:4] == b"glTF"
     print(f"apply -> first mesh: {time.monotonic() - started:.1f}s ({info['vertices']} vertices)")
