@@ -112,7 +112,7 @@ def _wait_ready(cluster: LocalCluster) -> float:
         if ready.get("status") == "True":
             return time.monotonic() - started
         state = (ready.get("reason"), ready.get("message"))
-        if state != last:
+        if state != last and state[0]:
             say(f"waiting: {state[0]}: {state[1]}")
             last = state
         time.sleep(3)
