@@ -24,17 +24,21 @@ def local_cluster(request, tmp_path_factory) -> LocalCluster | None:
     if os.environ.get("BERNINI_TEST_KUBECONFIG"):
         yield None
         return
-    cluster = LocalCluster.in_directory(tmp_path_factory.mktemp("localcluster"), tied_to_parent=True)
+    yield from running(request, LocalCluster.in_directory(tmp_path_factory.mktemp("localcluster"), tied_to_parent=True))
+
+
+def running(request, cluster: LocalCluster, progress=lambda _: None):
+    """A session fixture's body: start cluster, yield it, stop it; logs are printed when something failed."""
     try:
-        seconds = cluster.up()
+        seconds = cluster.up(progress=progress)
     except Exception:
         print(cluster.log_tail())
         cluster.down()
         raise
-    print(f"\nlocal control plane up in {seconds:.1f}s at {cluster.server}")
+    print(f"\ncluster up in {seconds:.1f}s at {cluster.server}")
     yield cluster
     if request.session.testsfailed:
-        print("\n--- component logs (tails) ---\n" + cluster.log_tail(lines=12))
+        print("\n--- component logs (tails) ---\n" + cluster.log_tail(lines=15))
     cluster.down()
 
 

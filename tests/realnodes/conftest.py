@@ -17,6 +17,7 @@ from localdev import LocalCluster, nodenet
 from localdev.sizing import fit_to_local_nodes
 from localdev.stack import namespace_manifests, publish_reference_model
 from localdev.s3server import LocalS3
+from tests.conftest import running
 from tests.operator_process import OperatorProcess
 from tests.waiting import wait_for
 
@@ -35,17 +36,7 @@ def real_cluster(request, tmp_path_factory) -> LocalCluster:
     if os.geteuid() != 0:
         pytest.fail("the real-node tests need root (network devices, cgroups, containerd); run them as root")
     cluster = LocalCluster.in_directory(tmp_path_factory.mktemp("realcluster"), real_nodes=True, tied_to_parent=True)
-    try:
-        seconds = cluster.up(progress=lambda message: print(f"[real nodes] {message}", flush=True))
-    except Exception:
-        print(cluster.log_tail())
-        cluster.down()
-        raise
-    print(f"\nreal-node cluster up in {seconds:.1f}s at {cluster.server}")
-    yield cluster
-    if request.session.testsfailed:
-        print("\n--- component logs (tails) ---\n" + cluster.log_tail(lines=15))
-    cluster.down()
+    yield from running(request, cluster, progress=lambda message: print(f"[real nodes] {message}", flush=True))
 
 
 @pytest.fixture(scope="session")
