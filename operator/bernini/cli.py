@@ -9,18 +9,26 @@ from pathlib import Path
 
 def _operator(args: argparse.Namespace) -> int:
     import kopf
-    from prometheus_client import start_http_server
+    from prometheus_client import REGISTRY, start_http_server
 
+    from bernini.artifacts.preflight import ManifestReader
     from bernini.reconcile import handlers
+    from bernini.reconcile.controller import Controller
+    from bernini.reconcile.kube import Kube, api_client
+    from bernini.reconcile.metrics import DeploymentsByReady
 
-    handlers.OPTIONS.update(workers=args.workers, resync_seconds=args.resync_seconds)
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=args.log_level == "debug", log_format=log_format, log_prefix=args.log_format == "text",
                    log_refkey="object")
     logging.getLogger().setLevel(args.log_level.upper())
+    controller = Controller(Kube(api_client()), ManifestReader(), workers=args.workers,
+                            resync_seconds=args.resync_seconds)
+    REGISTRY.register(DeploymentsByReady(lambda: controller.deployments.values()))
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address)
     kopf.run(
+        registry=handlers.registry(),
+        memo=kopf.Memo(controller=controller),
         standalone=True,  # one replica with strategy Recreate; kopf peering is not leader election
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),

@@ -1,10 +1,17 @@
 """The operator against the real apiserver, KubeRay, kube-scheduler, KWOK and an S3 server."""
 
+import copy
+import time
+import urllib.parse
+
 import pytest
 import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from bernini.api import GROUP, PLURAL, VERSION
 from tests.operator_process import OperatorProcess
+from tests.tcp_gate import GatedForwarder
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -253,36 +260,103 @@ def test_broken_artifacts_block_the_upgrade_and_leave_the_running_rayservice_alo
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
 
 
-def test_operator_killed_mid_reconcile_converges_after_restart(operator, custom, namespace, example_deployment):
-    operator.kill()
+def test_a_foreign_rayservice_of_the_same_name_is_never_taken_over(operator, custom, core, namespace, example_deployment):
+    foreign = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "bernini", "labels": {"team": "other"}},
+               "spec": {"serveConfigV2": "applications: []\n", "rayClusterConfig": {"headGroupSpec": {
+                   "rayStartParams": {}, "template": {"spec": {"containers": [{"name": "ray-head", "image": "other:1"}]}}}}}}
+    custom.create_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", foreign)
+    before = _rayservice(custom, namespace)
+    _create(custom, namespace, example_deployment())
+    current = wait_for(lambda: _condition(c := _get(custom, namespace), "Rendered").get("reason") == "NameConflict" and c,
+                       "Rendered=False/NameConflict")
+    assert "not controlled by this BerniniDeployment" in _condition(current, "Rendered")["message"]
+    assert _condition(current, "Ready")["status"] == "False"
+    wait_for(lambda: _events(core, namespace, "NameConflict"), "a NameConflict event")
+    after = _rayservice(custom, namespace)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert "ownerReferences" not in after["metadata"]
+
+
+def test_a_spec_an_older_crd_admitted_is_reported_not_applied(operator, custom, core, api_client, bernini_crd, namespace, example_deployment):
+    """The CRD is loosened (as an older release's might be) just long enough to store a version label the
+    current schema refuses; the operator must say so rather than render it."""
+    loosened = copy.deepcopy(bernini_crd)
+    spec_schema = loosened["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    del spec_schema["properties"]["model"]["properties"]["version"]["pattern"]
+    body = example_deployment()
+    body["spec"]["model"]["version"] = "1.0.0+not/a/label"
     try:
-        _create(custom, namespace, example_deployment())
-        assert _rayservice(custom, namespace) is None
+        _apply_crd(api_client, loosened)
+        wait_for(lambda: _created_or_refused(custom, namespace, body), "the loosened CRD to admit the object", timeout=30)
     finally:
+        _apply_crd(api_client, bernini_crd)
+    current = wait_for(lambda: _condition(c := _get(custom, namespace), "Ready").get("reason") == "InvalidSpec" and c,
+                       "Ready=False/InvalidSpec")
+    assert "spec.model.version" in _condition(current, "Ready")["message"]
+    wait_for(lambda: _events(core, namespace, "InvalidSpec"), "an InvalidSpec event")
+    assert _rayservice(custom, namespace) is None
+
+
+def _apply_crd(api_client, crd):
+    client.ApiextensionsV1Api(api_client).patch_custom_resource_definition(
+        crd["metadata"]["name"], crd, field_manager="bernini-tests", force=True,
+        _content_type="application/apply-patch+yaml")
+
+
+def _created_or_refused(custom, namespace, body):
+    """True once created; False while the API server still enforces the old pattern (its schema cache lags)."""
+    try:
+        _create(custom, namespace, body)
+        return True
+    except ApiException as error:
+        if error.status == 422:
+            return False
+        raise
+
+
+def test_operator_killed_mid_reconcile_converges_after_restart(operator, custom, namespace, example_deployment, local_s3):
+    store = urllib.parse.urlsplit(local_s3.endpoint_url)
+    gate = GatedForwarder((store.hostname, store.port))
+    try:
+        body = example_deployment()
+        body["spec"]["s3"]["endpointUrl"] = f"http://127.0.0.1:{gate.port}"
+        _create(custom, namespace, body)
+        assert gate.connected.wait(30), "the operator never started the preflight"
+        operator.kill()  # its preflight is waiting on the store: mid-reconcile, nothing rendered yet
+        assert _rayservice(custom, namespace) is None
+        gate.opened.set()
         operator.start()
-    wait_for(lambda: _rayservice(custom, namespace), "the restarted operator to create the RayService")
-    wait_for(_rendered_generation(custom, namespace, 1), "Rendered after restart")
+        wait_for(lambda: _rayservice(custom, namespace), "the restarted operator to create the RayService")
+        wait_for(_rendered_generation(custom, namespace, 1), "Rendered after restart")
+    finally:
+        gate.close()
 
 
 @pytest.fixture
 def scoped_operator(kubeconfig, bernini_crd, local_s3, namespace, tmp_path):
-    """An operator watching only this test's namespace, so its write counter counts this test alone."""
-    process = OperatorProcess(kubeconfig, local_s3.credentials_env, tmp_path / "operator.log", namespaces=(namespace,))
-    process.start()
-    yield process
-    process.stop()
+    """The only operator running: one watching just this test's namespace, so its write counter counts every
+    write to the test's objects (a second operator's writes would move resourceVersions uncounted)."""
+    with OperatorProcess.paused():
+        process = OperatorProcess(kubeconfig, local_s3.credentials_env, tmp_path / "operator.log", namespaces=(namespace,))
+        process.start()
+        try:
+            yield process
+        finally:
+            process.stop()
 
 
-def test_an_idle_deployment_costs_no_api_writes(operator, scoped_operator, custom, namespace, example_deployment):
+def test_an_idle_deployment_costs_no_api_writes(scoped_operator, custom, namespace, example_deployment):
     operator = scoped_operator
     _create(custom, namespace, example_deployment())
     wait_for(lambda: _condition(_get(custom, namespace), "RayServiceReady").get("status") == "False", "KubeRay's first report")
-    import time
 
-    time.sleep(2)  # let the last status write land
-    deployment_version = _get(custom, namespace)["metadata"]["resourceVersion"]
-    rayservice_version = _rayservice(custom, namespace)["metadata"]["resourceVersion"]
-    writes, reconciles = _writes_and_reconciles(operator)
+    def snapshot():
+        return (_get(custom, namespace)["metadata"]["resourceVersion"],
+                _rayservice(custom, namespace)["metadata"]["resourceVersion"], _writes_and_reconciles(operator))
+
+    # Settled: nothing moved across a full resync, so what follows measures idleness, not the tail of the rollout.
+    settled = wait_for(_unchanged_for(snapshot, operator.resync_seconds + 1), "the deployment to settle")
+    deployment_version, rayservice_version, (writes, reconciles) = settled
     time.sleep(2.5 * operator.resync_seconds)  # two full resyncs
     assert _get(custom, namespace)["metadata"]["resourceVersion"] == deployment_version
     assert _rayservice(custom, namespace)["metadata"]["resourceVersion"] == rayservice_version
@@ -291,8 +365,80 @@ def test_an_idle_deployment_costs_no_api_writes(operator, scoped_operator, custo
     assert writes_after == writes, f"idle resyncs wrote to the API server:\n{operator.log()[-3000:]}"
 
 
+def _unchanged_for(snapshot, seconds: float):
+    """A probe that answers snapshot()'s value once two readings `seconds` apart agree on the resourceVersions
+    and write count (reconciles are expected to advance)."""
+    def probe():
+        before = snapshot()
+        time.sleep(seconds)
+        after = snapshot()
+        return after if (before[0], before[1], before[2][0]) == (after[0], after[1], after[2][0]) else None
+    return probe
+
+
 def _writes_and_reconciles(operator) -> tuple[float, float]:
     samples = operator.metrics()
     writes = sum(v for k, v in samples.items() if k.startswith("bernini_api_writes_total{"))
     reconciles = sum(v for k, v in samples.items() if k.startswith("bernini_reconcile_total{"))
     return writes, reconciles
+
+
+def test_metrics_count_deployments_by_ready_and_preflight_failures_by_reason(scoped_operator, custom, namespace, example_deployment):
+    _create(custom, namespace, example_deployment())
+    missing = example_deployment(version="4.0.0", publish=False)
+    missing["metadata"]["name"] = "missing"
+    _create(custom, namespace, missing)
+    wait_for(lambda: _condition(_get(custom, namespace, "missing"), "Ready").get("reason") == "ManifestNotFound",
+             "Ready=False/ManifestNotFound on the deployment without artifacts")
+    wait_for(lambda: _condition(_get(custom, namespace), "RayServiceReady").get("status") == "False", "KubeRay's first report")
+    samples = scoped_operator.metrics()
+    assert samples['bernini_deployments{ready="False"}'] == 2  # no Ray head answers KubeRay here, so neither is Ready
+    assert samples['bernini_deployments{ready="True"}'] == 0
+    assert samples['bernini_preflight_failures_total{reason="ManifestNotFound"}'] >= 1
+    assert 'bernini_preflight_failures_total{reason="Verified"}' not in samples
+
+
+def test_two_differently_configured_operators_run_in_one_process(kubeconfig, bernini_crd, local_s3, core, custom,
+                                                                 namespace, example_deployment, monkeypatch):
+    """No module state in the controller: two of them, each with its own namespace, workers and resync
+    period, run side by side in one event loop and each sees only its own objects."""
+    import asyncio
+
+    import kopf
+
+    from bernini.artifacts.preflight import ManifestReader
+    from bernini.reconcile import handlers
+    from bernini.reconcile.controller import Controller
+    from bernini.reconcile.kube import Kube, api_client
+
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    for name, value in local_s3.credentials_env.items():
+        monkeypatch.setenv(name, value)
+    other = f"{namespace}-b"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other)))
+    body = example_deployment()
+    _create(custom, namespace, body)
+    _create(custom, other, body)
+    controllers = {namespace: Controller(Kube(api_client()), ManifestReader(), workers=1, resync_seconds=2),
+                   other: Controller(Kube(api_client()), ManifestReader(), workers=3, resync_seconds=3600)}
+
+    async def run_both():
+        stop = asyncio.Event()
+        operators = [asyncio.create_task(kopf.operator(
+            registry=handlers.registry(), memo=kopf.Memo(controller=controller), standalone=True,
+            namespaces=[watched], stop_flag=stop)) for watched, controller in controllers.items()]
+        try:
+            await asyncio.to_thread(wait_for, lambda: _rayservice(custom, namespace) and _rayservice(custom, other),
+                                    "each operator to render its own namespace's RayService")
+        finally:
+            stop.set()
+            await asyncio.gather(*operators)
+
+    try:
+        with OperatorProcess.paused():
+            asyncio.run(run_both())
+    finally:
+        core.delete_namespace(other)
+    for watched, controller in controllers.items():
+        assert set(controller.deployments) == {(watched, "bernini")}
+    assert (controllers[namespace].workers, controllers[other].workers) == (1, 3)

@@ -1,11 +1,13 @@
 """Upgrade and suspend on real pods: what KubeRay and Ray actually do with the RayService the operator renders."""
 
+import os
 import threading
 import time
 
 import pytest
 
 from bernini.api import GROUP, PLURAL, VERSION
+from localdev.stack import publish_reference_model
 from tests.realnodes import helpers
 from tests.realnodes.conftest import VERSIONS, artifacts_uri, small_spec
 from tests.waiting import wait_for
@@ -81,6 +83,8 @@ def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(
         return old_cluster not in names
 
     wait_for(old_cluster_gone, "KubeRay to delete the old RayCluster", timeout=300, interval=2)
+    status, headers, _ = helpers.generate(real_core, namespace)
+    assert (status, headers.get("x-bernini-model-version")) == (200, VERSIONS[1])
     time.sleep(5)  # a few requests on the new cluster alone
     results = client.stop()
     during = [status for at, status in results if at >= started]
@@ -138,3 +142,39 @@ def test_concurrency_scales_serve_up_then_the_ray_autoscaler_asks_for_a_worker_a
     # Idle again: Serve scales Diffusion down, and after idleTimeoutSeconds the autoscaler returns the worker.
     wait_for(lambda: _worker_replicas(real_custom, namespace) == 1, "the worker group back to one replica",
              timeout=300, interval=2)
+
+
+def test_a_corrupt_artifact_stops_the_new_cluster_in_its_init_container_while_the_old_version_serves(
+        real_cluster, real_operator, real_core, real_custom, serving_namespace, node_s3, node_s3_client,
+        published_versions, tmp_path):
+    namespace = serving_namespace
+    _deploy_serving(real_cluster, node_s3, real_core, real_custom, namespace)
+    version = "1.2.0-corrupt"
+    uri = artifacts_uri(version)
+    manifest = publish_reference_model(node_s3_client, uri, version, tmp_path / "compiled", seed=2)
+    # The manifest stays valid, so the preflight (which reads only the manifest) passes; one graph's bytes do not.
+    diffusion = next(artifact for artifact in manifest.stages.values() if artifact.stage == "diffusion")
+    bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+    node_s3_client.put_object(Bucket=bucket, Key=prefix + diffusion.file, Body=os.urandom(diffusion.size))
+
+    patch = {"spec": {"model": {"version": version, "artifactsUri": uri}}}
+    real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", patch)
+    body = wait_for(lambda: (b := helpers.deployment(real_custom, namespace))
+                    and helpers.condition(b, "PodsHealthy").get("reason") == "InitContainerFailed" and b,
+                    "PodsHealthy=False/InitContainerFailed", timeout=600, interval=2)
+    message = helpers.condition(body, "PodsHealthy")["message"]
+    assert "init container pull-artifacts exited 4" in message, message
+    assert f"checksum mismatch for {diffusion.file}" in message, message
+    assert helpers.condition(body, "ArtifactsVerified")["status"] == "True"
+    assert helpers.condition(body, "Ready")["status"] == "True"
+    assert body["status"]["modelVersion"] == VERSIONS[0]
+
+    pending = body["status"]["rayService"]["pendingCluster"]
+    assert pending and pending != body["status"]["rayService"]["activeCluster"]
+    workers = helpers.pods(real_core, namespace, f"ray.io/cluster={pending},ray.io/node-type=worker")
+    assert workers and all(pod.status.phase == "Pending" for pod in workers), "a worker with corrupt graphs started"
+    events = real_core.list_namespaced_event(namespace, field_selector="involvedObject.kind=BerniniDeployment").items
+    assert any(event.reason == "InitContainerFailed" and event.type == "Warning" for event in events)
+
+    status, headers, _ = helpers.generate(real_core, namespace)
+    assert (status, headers.get("x-bernini-model-version")) == (200, VERSIONS[0])

@@ -67,6 +67,7 @@ def test_every_input_kind_returns_a_valid_mesh(serving, modality):
     assert headers["content-type"].startswith({"glb": "model/gltf-binary", "obj": "model/obj", "ply": "application/ply"}[file_format])
     info = json.loads(headers["x-bernini-mesh"])
     assert info["modality"] == modality
+    assert headers["x-bernini-model-version"] == "1.0.0"  # the version the pulled manifest was checked against
     timings = json.loads(headers["x-bernini-timings"])
     assert set(timings) == {"encoder", "diffusion", "decoder", "triangulation"} and all(v > 0 for v in timings.values())
     mesh = trimesh.load(io.BytesIO(body), file_type=file_format, force="mesh")

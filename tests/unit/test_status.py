@@ -80,3 +80,47 @@ def test_model_version_names_the_active_cluster_only_once_kuberay_switched():
     current = {"modelVersion": "1.0.0"}
     assert _status(spec, verified, READY_RAYSERVICE, current=current)["modelVersion"] == "1.0.0"
     assert _status(spec, verified, READY_RAYSERVICE, current=current, serving_version="2.0.0")["modelVersion"] == "2.0.0"
+
+
+def _undeclared(document, schema, path="status") -> list[str]:
+    """Keys the API server would prune silently: present in the document, absent from the schema."""
+    found = []
+    if isinstance(document, dict):
+        properties = schema.get("properties", {})
+        for key, value in document.items():
+            if key not in properties:
+                found.append(f"{path}.{key}")
+            else:
+                found += _undeclared(value, properties[key], f"{path}.{key}")
+    elif isinstance(document, list):
+        for index, item in enumerate(document):
+            found += _undeclared(item, schema.get("items", {}), f"{path}[{index}]")
+    return found
+
+
+def test_every_status_the_operator_writes_fits_the_crd_schema_with_nothing_pruned():
+    import jsonschema
+    import yaml
+
+    from bernini.reconcile.pod_health import PodTrouble
+    from bernini.reconcile.status import invalid_status
+    from tests.unit.test_crd import COMMITTED
+
+    crd = yaml.safe_load(COMMITTED[0].read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    spec = make_spec()
+    verified = Preflight(True, "Verified", "ok", make_manifest(), "f" * 64)
+    statuses = [
+        _status(spec, verified, READY_RAYSERVICE, serving_version="1.0.0"),
+        _status(spec, verified, None),
+        _status(spec, Preflight(False, "AccessDenied", "denied"), READY_RAYSERVICE, current=_status(spec, verified, READY_RAYSERVICE)),
+        _status(spec, verified, READY_RAYSERVICE, blocked=("NameConflict", "taken")),
+        desired_status("bernini", "models", spec, Observation(7, verified, plan(spec), None, READY_RAYSERVICE, None,
+                                                              PodTrouble("InitContainerFailed", "exited 4")), {}, "now")[0],
+        invalid_status(_status(spec, verified, READY_RAYSERVICE), Observation(8, Preflight(False, "InvalidSpec", "bad"), None, None, None), "now")[0],
+    ]
+    for status in statuses:
+        jsonschema.validate(status, schema)
+        assert _undeclared(status, schema) == []
+    assert _conditions(statuses[-1])["Ready"] == ("False", "InvalidSpec")
+    assert statuses[-1]["capacity"] == statuses[0]["capacity"], "an invalid spec keeps what was observed before"

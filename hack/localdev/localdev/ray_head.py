@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -71,9 +72,14 @@ class RayHead:
     def deploy_serve(self, config: dict) -> None:
         """PUT /api/serve/applications/: the very call KubeRay makes with a RayService's serveConfigV2."""
         request = self.request("/api/serve/applications/", "PUT", json.dumps(config).encode())
-        with urllib.request.urlopen(request, timeout=60) as response:
-            if response.status != 200:
-                raise RuntimeError(f"Serve refused the config: HTTP {response.status}")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                response.read()
+        except urllib.error.HTTPError as refused:
+            detail = refused.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(
+                f"Serve refused the config: HTTP {refused.code}: {detail}\n{self.log_tail()}"
+            ) from None
 
     def serve_application(self, name: str) -> dict:
         with urllib.request.urlopen(self.request("/api/serve/applications/"), timeout=10) as response:
@@ -111,6 +117,14 @@ class RayHead:
         except ProcessLookupError:
             pass
         self.process.wait(10)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The head's own output and the dashboard's log, where Serve's REST errors are explained."""
+        parts = [self.log_file.read_text(errors="replace")[-chars:]]
+        dashboard_log = self.temp_dir / "session_latest" / "logs" / "dashboard.log"
+        if dashboard_log.exists():
+            parts.append(f"--- {dashboard_log.name} ---\n" + dashboard_log.read_text(errors="replace")[-chars:])
+        return "\n".join(parts)
 
     def _processes_of_this_head(self) -> list[int]:
         marker = str(self.temp_dir).encode()

@@ -13,7 +13,7 @@ class Condition(ApiModel):
     """A metav1.Condition."""
 
     type: str = Field(max_length=316)
-    """Condition type: ArtifactsVerified, Rendered, RayServiceReady or the summary Ready."""
+    """Condition type: ArtifactsVerified, Rendered, RayServiceReady, PodsHealthy or the summary Ready."""
 
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""
@@ -108,7 +108,8 @@ class BerniniDeploymentStatus(ApiModel):
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    """ArtifactsVerified, Rendered, RayServiceReady and the summary Ready."""
+    """ArtifactsVerified, Rendered, RayServiceReady, PodsHealthy (why a starting RayCluster's pods fail) and the
+    summary Ready."""
 
     ray_service_name: str = ""
     """Name of the owned KubeRay RayService."""
@@ -117,7 +118,8 @@ class BerniniDeploymentStatus(ApiModel):
     """In-cluster URL of the Ray Serve HTTP endpoint."""
 
     model_version: str = ""
-    """spec.model.version of the RayService currently rendered."""
+    """Model version the active RayCluster serves: during an upgrade, the previous one until KubeRay has
+    switched traffic to the new cluster."""
 
     capacity: Capacity | None = None
     """Worker nodes and NeuronCores at minimum and maximum replicas."""

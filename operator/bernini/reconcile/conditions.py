@@ -5,8 +5,9 @@ from dataclasses import dataclass
 ARTIFACTS_VERIFIED = "ArtifactsVerified"
 RENDERED = "Rendered"
 RAYSERVICE_READY = "RayServiceReady"
+PODS_HEALTHY = "PodsHealthy"
 READY = "Ready"
-ORDER = (ARTIFACTS_VERIFIED, RENDERED, RAYSERVICE_READY, READY)
+ORDER = (ARTIFACTS_VERIFIED, RENDERED, RAYSERVICE_READY, PODS_HEALTHY, READY)
 
 
 @dataclass(frozen=True)

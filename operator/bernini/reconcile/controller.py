@@ -9,12 +9,14 @@ from pydantic import ValidationError
 from bernini.api import GROUP, KIND, VERSION
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.preflight import ManifestReader, Preflight
-from bernini.reconcile import conditions
 from bernini.reconcile.drift import contains
 from bernini.reconcile.kube import Kube, now
 from bernini.reconcile.metrics import PREFLIGHT_FAILURES, observe_reconcile
 from bernini.reconcile.queue import WorkQueue
-from bernini.reconcile.status import Observation, desired_status, switched_cluster
+from bernini.reconcile.pod_health import PodTrouble, diagnose
+from bernini.reconcile.status import (
+    Observation, desired_status, invalid_status, starting_clusters, switched_cluster,
+)
 from bernini.render.capacity import DoesNotFit, plan
 from bernini.render import names
 from bernini.render.rayservice import render_rayservice
@@ -154,7 +156,13 @@ class Controller:
                 observed, blocked = self._converge(key, metadata["uid"], observed, desired)
         serving = self._serving_version(namespace, spec, observed, body.get("status") or {})
         self._write_status(body, spec, Observation(metadata.get("generation", 0), preflight, capacity, blocked,
-                                                   observed, serving))
+                                                   observed, serving, self._pod_trouble(namespace, observed)))
+
+    def _pod_trouble(self, namespace: str, observed) -> PodTrouble | None:
+        clusters = starting_clusters(observed)
+        if not clusters:
+            return None
+        return diagnose(self.kube.list_pods(namespace, f"ray.io/cluster in ({','.join(clusters)})"))
 
     def _serving_version(self, namespace: str, spec: BerniniDeploymentSpec, observed, current: dict) -> str | None:
         """Read the active RayCluster's version only while status does not yet name the spec's version:
@@ -182,7 +190,7 @@ class Controller:
         namespace, name = _key(body)
         current = body.get("status") or {}
         if spec is None:
-            status, transitions = self._invalid_status(current, seen)
+            status, transitions = invalid_status(current, seen, now())
         else:
             status, transitions = desired_status(name, namespace, spec, seen, current, now())
         if _without_nulls(status) == _without_nulls(current):
@@ -197,9 +205,3 @@ class Controller:
             message = f"{judgement.type} is {judgement.status}: {judgement.message}"
             self.kube.post_event(body, event_type, judgement.reason, message)
             _log((namespace, name)).info(message)
-
-    @staticmethod
-    def _invalid_status(current: dict[str, Any], seen: Observation):
-        judgement = conditions.Judgement(conditions.READY, "False", seen.preflight.reason, seen.preflight.message)
-        merged, transitions = conditions.merge(current.get("conditions", []), [judgement], seen.generation, now())
-        return {**current, "observedGeneration": seen.generation, "conditions": merged}, transitions

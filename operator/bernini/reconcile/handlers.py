@@ -2,57 +2,59 @@
 
 Only event handlers are used: kopf's timers and daemons add a finalizer to every object, and its
 create/update handlers write bookkeeping annotations; the controller's own resync needs neither.
+The controller arrives through kopf's memo, so one process can run differently configured operators.
 """
 
 import logging
 from typing import Any
 
 import kopf
-from prometheus_client import REGISTRY
 
 from bernini.api import GROUP, PLURAL, VERSION
-from bernini.artifacts.preflight import ManifestReader
 from bernini.reconcile.controller import Controller
-from bernini.reconcile.metrics import DeploymentsByReady
-from bernini.reconcile.kube import RAY_GROUP, RAY_PLURAL, RAY_VERSION, Kube, api_client
+from bernini.reconcile.kube import RAY_GROUP, RAY_PLURAL, RAY_VERSION
 from bernini.render.names import MANAGER
 
-OPTIONS: dict[str, Any] = {"workers": 4, "resync_seconds": 60.0}
-_controller: Controller | None = None
+
+def registry() -> kopf.OperatorRegistry:
+    """A fresh set of handlers; each reads the controller from memo.controller."""
+    handlers = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=handlers)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)  # the kubernetes client's kubeconfig or in-cluster account
+
+    @kopf.on.startup(registry=handlers)
+    async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        # Handler chatter stays in logs; only our condition transitions and real errors become Events.
+        settings.posting.level = logging.ERROR
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.networking.request_timeout = 30
+        # No watch on CustomResourceDefinitions: least privilege. CRDs installed after start (KubeRay's)
+        # are noticed on the next operator restart.
+        settings.scanning.disabled = True
+        _controller(memo).start()
+
+    @kopf.on.cleanup(registry=handlers)
+    async def stop(memo: kopf.Memo, **_: Any) -> None:
+        await _controller(memo).stop()
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=handlers)
+    async def deployment_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+        _controller(memo).observe_deployment(event.get("type"), event["object"])
+
+    @kopf.on.event(RAY_GROUP, RAY_VERSION, RAY_PLURAL, labels={"app.kubernetes.io/managed-by": MANAGER},
+                   registry=handlers)
+    async def rayservice_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+        _controller(memo).observe_rayservice(event.get("type"), event["object"])
+
+    @kopf.on.probe(id="queue", registry=handlers)
+    def queue_depth(memo: kopf.Memo, **_: Any) -> int:
+        return len(_controller(memo).queue)
+
+    return handlers
 
 
-@kopf.on.startup()
-async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _controller
-    # Handler chatter stays in logs; only our condition transitions and real errors become Events.
-    settings.posting.level = logging.ERROR
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    settings.networking.request_timeout = 30
-    # No watch on CustomResourceDefinitions: least privilege. CRDs installed after start (KubeRay's)
-    # are noticed on the next operator restart.
-    settings.scanning.disabled = True
-    _controller = Controller(Kube(api_client()), ManifestReader(), **OPTIONS)
-    REGISTRY.register(DeploymentsByReady(lambda: _controller.deployments.values()))
-    _controller.start()
-
-
-@kopf.on.cleanup()
-async def stop(**_: Any) -> None:
-    if _controller:
-        await _controller.stop()
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL)
-async def deployment_event(event: dict[str, Any], **_: Any) -> None:
-    _controller.observe_deployment(event.get("type"), event["object"])
-
-
-@kopf.on.event(RAY_GROUP, RAY_VERSION, RAY_PLURAL, labels={"app.kubernetes.io/managed-by": MANAGER})
-async def rayservice_event(event: dict[str, Any], **_: Any) -> None:
-    _controller.observe_rayservice(event.get("type"), event["object"])
-
-
-@kopf.on.probe(id="queue")
-def queue_depth(**_: Any) -> int:
-    return len(_controller.queue) if _controller else 0
+def _controller(memo: kopf.Memo) -> Controller:
+    return memo["controller"]

@@ -1,4 +1,5 @@
-"""The operator's only Kubernetes I/O: read and server-side apply RayServices, patch status, post events."""
+"""The operator's only Kubernetes I/O: read and server-side apply RayServices, list the pods of starting
+RayClusters, patch status, post events."""
 
 import datetime
 import json
@@ -46,6 +47,10 @@ class Kube:
             if error.status == 404:
                 return None
             raise
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        response = self.core.list_namespaced_pod(namespace, label_selector=label_selector, _preload_content=False)
+        return json.loads(response.data)["items"]
 
     def apply_rayservice(self, desired: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply with our field manager; force takes back fields a hand edit claimed."""

@@ -3,9 +3,15 @@
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from bernini.api.spec import BerniniDeploymentSpec
+from bernini.api.status import (
+    ArtifactsObservation, BerniniDeploymentStatus, Capacity, Condition, RayServiceObservation, WorkerGroupCapacity,
+)
 from bernini.artifacts.preflight import Preflight
 from bernini.reconcile import conditions as c
+from bernini.reconcile.pod_health import PodTrouble
 from bernini.render import names
 from bernini.render.capacity import Plan
 
@@ -18,6 +24,7 @@ class Observation:
     blocked: tuple[str, str] | None  # (reason, message) when a verified spec still cannot be applied
     rayservice: dict[str, Any] | None  # as the API server holds it after this reconcile
     serving_version: str | None = None  # model version of the RayService's active cluster, when it was read
+    pod_trouble: PodTrouble | None = None  # why a starting cluster's pods fail, when they were looked at
 
 
 def _rayservice_condition(rayservice: dict[str, Any] | None, condition_type: str) -> dict[str, Any]:
@@ -53,17 +60,38 @@ def judgements(spec: BerniniDeploymentSpec, seen: Observation) -> list[c.Judgeme
     else:
         rayservice = c.Judgement(c.RAYSERVICE_READY, "Unknown", "Pending", "KubeRay has not reported on it yet")
 
+    if not running:
+        pods = c.Judgement(c.PODS_HEALTHY, "Unknown", "NotCreated", "no RayService, so no pods")
+    elif seen.pod_trouble:
+        pods = c.Judgement(c.PODS_HEALTHY, "False", seen.pod_trouble.reason, seen.pod_trouble.message)
+    else:
+        pods = c.Judgement(c.PODS_HEALTHY, "True", "NoFailingPods", "no pod of the RayService's clusters is failing")
+
     if spec.suspend and verified.status == rendered.status == "True":
         ready = c.Judgement(c.READY, "False", "Suspended", "spec.suspend is true: no Serve replicas, no inf2 workers")
     else:
         failing = next((j for j in (verified, rendered, rayservice) if j.status != "True"), None)
         if failing is None:
-            ready = c.Judgement(c.READY, "True", "Serving", "artifacts verified and the RayService is ready")
+            # A failing pending cluster leaves the active one serving: still Ready, and the message says so.
+            stuck = f"; the next cluster is not starting: {pods.message}" if pods.status == "False" else ""
+            ready = c.Judgement(c.READY, "True", "Serving", f"artifacts verified and the RayService is ready{stuck}")
+        elif failing is rayservice and pods.status == "False":
+            ready = c.Judgement(c.READY, "False", pods.reason, pods.message)
         elif failing is rayservice:
             ready = c.Judgement(c.READY, "False", "RayServiceNotReady", f"{rayservice.reason}: {rayservice.message}".rstrip(": "))
         else:
             ready = c.Judgement(c.READY, "False", failing.reason, failing.message)
-    return [verified, rendered, rayservice, ready]
+    return [verified, rendered, rayservice, pods, ready]
+
+
+def starting_clusters(rayservice: dict[str, Any] | None) -> list[str]:
+    """The RayClusters whose pods may be failing to start: the pending one, and the active one until the
+    RayService is Ready. A Ready RayService with nothing pending needs no look at its pods."""
+    status = (rayservice or {}).get("status", {})
+    pending = status.get("pendingServiceStatus", {}).get("rayClusterName", "")
+    active = status.get("activeServiceStatus", {}).get("rayClusterName", "")
+    ready = _rayservice_condition(rayservice, "Ready").get("status") == "True"
+    return [name for name in (pending, "" if ready else active) if name]
 
 
 def switched_cluster(rayservice: dict[str, Any] | None) -> str:
@@ -74,57 +102,78 @@ def switched_cluster(rayservice: dict[str, Any] | None) -> str:
     return status.get("activeServiceStatus", {}).get("rayClusterName", "")
 
 
-def _rayservice_summary(rayservice: dict[str, Any] | None) -> dict[str, Any]:
+def _rayservice_summary(rayservice: dict[str, Any] | None) -> RayServiceObservation:
     ready = _rayservice_condition(rayservice, "Ready")
     status = (rayservice or {}).get("status", {})
-    return {
-        "ready": ready.get("status", "Unknown"),
-        "reason": ready.get("reason", ""),
-        "upgradeInProgress": _rayservice_condition(rayservice, "UpgradeInProgress").get("status") == "True",
-        "activeCluster": status.get("activeServiceStatus", {}).get("rayClusterName", ""),
-        "pendingCluster": status.get("pendingServiceStatus", {}).get("rayClusterName", ""),
-    }
+    return RayServiceObservation(
+        ready=ready.get("status", "Unknown"),
+        reason=ready.get("reason", ""),
+        upgrade_in_progress=_rayservice_condition(rayservice, "UpgradeInProgress").get("status") == "True",
+        active_cluster=status.get("activeServiceStatus", {}).get("rayClusterName", ""),
+        pending_cluster=status.get("pendingServiceStatus", {}).get("rayClusterName", ""),
+    )
 
 
-def _capacity(plan: Plan) -> dict[str, Any]:
-    return {
-        "minNeuronCores": plan.min_neuron_cores,
-        "maxNeuronCores": plan.max_neuron_cores,
-        "minWorkers": plan.min_workers,
-        "maxWorkers": plan.max_workers,
-        "workerGroups": [
-            {"instanceType": g.worker.instance.name, "minReplicas": g.min_replicas, "maxReplicas": g.max_replicas}
+def _capacity(plan: Plan) -> Capacity:
+    return Capacity(
+        min_neuron_cores=plan.min_neuron_cores,
+        max_neuron_cores=plan.max_neuron_cores,
+        min_workers=plan.min_workers,
+        max_workers=plan.max_workers,
+        worker_groups=[
+            WorkerGroupCapacity(instance_type=g.worker.instance.name, min_replicas=g.min_replicas, max_replicas=g.max_replicas)
             for g in plan.groups
         ],
-    }
+    )
+
+
+def _kept(model: type[BaseModel], stored: Any):
+    """What the status held before, if it still reads as the model (an older operator may have written it)."""
+    if not stored:
+        return None
+    try:
+        return model.model_validate(stored)
+    except ValidationError:
+        return None
+
+
+def _serialized(status: BerniniDeploymentStatus) -> dict[str, Any]:
+    return status.model_dump(mode="json", exclude_none=True)
 
 
 def desired_status(
     name: str, namespace: str, spec: BerniniDeploymentSpec, seen: Observation, current: dict[str, Any], now: str
 ) -> tuple[dict[str, Any], list[c.Transition]]:
     conditions, transitions = c.merge(current.get("conditions", []), judgements(spec, seen), seen.generation, now)
-    status: dict[str, Any] = {
-        "observedGeneration": seen.generation,
-        "conditions": conditions,
-        "rayServiceName": name if seen.rayservice else "",
-        "serveEndpoint": names.serve_endpoint(name, namespace) if seen.rayservice else "",
-        # What serves traffic: the active cluster's version once KubeRay switched to it, never the one
-        # that is only pending (or blocked).
-        "modelVersion": seen.serving_version or current.get("modelVersion", ""),
-        "rayService": _rayservice_summary(seen.rayservice),
-    }
-    if seen.plan:
-        status["capacity"] = _capacity(seen.plan)
-    elif current.get("capacity"):
-        status["capacity"] = current["capacity"]
     manifest = seen.preflight.manifest
     if seen.preflight.ok and manifest:
-        status["artifacts"] = {
-            "uri": spec.model.artifacts_uri,
-            "target": manifest.target,
-            "compilerVersion": manifest.toolchain.neuronx_cc or "",
-            "totalBytes": manifest.total_bytes,
-        }
-    elif current.get("artifacts"):
-        status["artifacts"] = current["artifacts"]
-    return status, transitions
+        artifacts = ArtifactsObservation(uri=spec.model.artifacts_uri, target=manifest.target,
+                                         compiler_version=manifest.toolchain.neuronx_cc or "",
+                                         total_bytes=manifest.total_bytes)
+    else:
+        artifacts = _kept(ArtifactsObservation, current.get("artifacts"))
+    status = BerniniDeploymentStatus(
+        observed_generation=seen.generation,
+        conditions=[Condition.model_validate(condition) for condition in conditions],
+        ray_service_name=name if seen.rayservice else "",
+        serve_endpoint=names.serve_endpoint(name, namespace) if seen.rayservice else "",
+        # What serves traffic: the active cluster's version once KubeRay switched to it, never the one
+        # that is only pending (or blocked).
+        model_version=seen.serving_version or current.get("modelVersion", ""),
+        ray_service=_rayservice_summary(seen.rayservice),
+        capacity=_capacity(seen.plan) if seen.plan else _kept(Capacity, current.get("capacity")),
+        artifacts=artifacts,
+    )
+    return _serialized(status), transitions
+
+
+def invalid_status(current: dict[str, Any], seen: Observation, now: str) -> tuple[dict[str, Any], list[c.Transition]]:
+    """A spec the model refuses (an older CRD admitted it): say so in Ready, keep what was observed before."""
+    judgement = c.Judgement(c.READY, "False", seen.preflight.reason, seen.preflight.message)
+    conditions, transitions = c.merge(current.get("conditions", []), [judgement], seen.generation, now)
+    kept = _kept(BerniniDeploymentStatus, current) or BerniniDeploymentStatus()
+    status = kept.model_copy(update={
+        "observed_generation": seen.generation,
+        "conditions": [Condition.model_validate(condition) for condition in conditions],
+    })
+    return _serialized(status), transitions

@@ -84,10 +84,12 @@ def _number(query, name: str, default, cast, low, high):
 @serve.deployment
 class BerniniIngress:
     """POST an image (image/png, image/jpeg), a point cloud (JSON {"points": [[x,y,z], ...]}) or a prompt
-    (JSON {"prompt": "..."} or text/plain); get a mesh (?format=glb|obj|ply) with per-stage timings."""
+    (JSON {"prompt": "..."} or text/plain); get a mesh (?format=glb|obj|ply) with per-stage timings and the
+    model version that made it."""
 
-    def __init__(self, encoder, diffusion, decoder, triangulation):
+    def __init__(self, encoder, diffusion, decoder, triangulation, model_version: str):
         self.encoder, self.diffusion, self.decoder, self.triangulation = encoder, diffusion, decoder, triangulation
+        self.model_version = model_version
 
     async def _condition_input(self, request: Request) -> tuple[str, torch.Tensor]:
         declared = int(request.headers.get("content-length") or 0)
@@ -144,7 +146,8 @@ class BerniniIngress:
         timings["decoder"], started = time.perf_counter() - started, time.perf_counter()
         mesh, info = await self.triangulation.mesh.remote(sdf, file_format)
         timings["triangulation"] = time.perf_counter() - started
-        headers = {**stages.timings_header(timings), "X-Bernini-Mesh": json.dumps({"modality": modality, **info})}
+        headers = {**stages.timings_header(timings), "X-Bernini-Mesh": json.dumps({"modality": modality, **info}),
+                   "X-Bernini-Model-Version": self.model_version}
         return Response(mesh, media_type=stages.MESH_TYPES[file_format], headers=headers)
 
 
@@ -161,5 +164,6 @@ def app_builder(args: dict) -> Application:
     # builds this application): a mismatch fails that deployment with the reason in the Serve status.
     artifacts = (args["artifacts_dir"], args["model_name"], args["model_version"])
     return BerniniIngress.bind(
-        Encoder.bind(*artifacts), Diffusion.bind(*artifacts), Decoder.bind(*artifacts), Triangulation.bind()
+        Encoder.bind(*artifacts), Diffusion.bind(*artifacts), Decoder.bind(*artifacts), Triangulation.bind(),
+        args["model_version"],
     )

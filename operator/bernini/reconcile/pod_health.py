@@ -1,0 +1,64 @@
+"""Why a RayService's pods do not start, read from the pods themselves. Pure."""
+
+from dataclasses import dataclass
+from typing import Any
+
+# Waiting reasons that do not clear on their own; ContainerCreating and PodInitializing do.
+STUCK_WAITING = frozenset({
+    "CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "ErrImageNeverPull", "InvalidImageName",
+    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+})
+
+
+@dataclass(frozen=True)
+class PodTrouble:
+    reason: str
+    message: str
+
+
+def diagnose(pods: list[dict[str, Any]]) -> PodTrouble | None:
+    """The first failing pod (by name) and why: a failed init container, a crashing or unstartable
+    container, or a Failed phase. Pending for want of a node is not trouble: autoscaling expects it."""
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        trouble = _pod_trouble(pod)
+        if trouble:
+            return trouble
+    return None
+
+
+def _pod_trouble(pod: dict[str, Any]) -> PodTrouble | None:
+    status = pod.get("status") or {}
+    phase = status.get("phase", "Unknown")
+    where = f"pod {pod['metadata']['name']} ({phase})"
+    for kind, statuses in (("init container", status.get("initContainerStatuses")),
+                           ("container", status.get("containerStatuses"))):
+        for container in statuses or []:
+            failure = _container_failure(container)
+            if failure:
+                reason, detail = failure
+                if reason == "Failed":
+                    reason = "InitContainerFailed" if kind == "init container" else "ContainerFailed"
+                return PodTrouble(reason, f"{where}: {kind} {container['name']} {detail}")
+    if phase == "Failed":
+        return PodTrouble("PodFailed", f"{where}: {status.get('reason', '')} {status.get('message', '')}".rstrip())
+    return None
+
+
+def _container_failure(container: dict[str, Any]) -> tuple[str, str] | None:
+    state = container.get("state") or {}
+    terminated = state.get("terminated") or (container.get("lastState") or {}).get("terminated")
+    waiting = (state.get("waiting") or {}).get("reason", "")
+    restarts = container.get("restartCount", 0)
+    if terminated and terminated.get("exitCode", 0) != 0:
+        backoff = f", {waiting} after {restarts} restarts" if waiting else ""
+        said = _last_line(terminated.get("message", ""))
+        return "Failed", f"exited {terminated['exitCode']} ({terminated.get('reason', 'Error')}{backoff})" + (f": {said}" if said else "")
+    if waiting in STUCK_WAITING:
+        said = _last_line(state["waiting"].get("message", ""))
+        return waiting, f"is waiting: {waiting}" + (f": {said}" if said else "")
+    return None
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:400] if lines else ""

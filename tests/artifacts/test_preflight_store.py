@@ -1,0 +1,93 @@
+"""The operator's preflight reasons, each produced by a real request to versitygw over loopback, except the one
+reply that server cannot be made to send (see the stand-in below)."""
+
+import http.server
+import threading
+
+import pytest
+
+from bernini.artifacts.manifest import MANIFEST_FILE
+from bernini.artifacts.preflight import ManifestReader
+from tests.unit.specs import make_spec
+
+
+@pytest.fixture
+def store_spec(s3, local_s3, monkeypatch, request):
+    """A spec pointing at a fresh prefix of the local store, with the store's credentials in the environment."""
+    for name, value in local_s3.credentials_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # the credential chain must never dial IMDS
+    if "artifacts" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket="artifacts")
+    prefix = f"preflight/{request.node.name}/"
+
+    def spec_for(endpoint_url: str = local_s3.endpoint_url):
+        return make_spec(model={"artifactsUri": f"s3://artifacts/{prefix}"},
+                         s3={"region": "us-east-1", "endpointUrl": endpoint_url})
+    return prefix, spec_for
+
+
+def _check(spec):
+    return ManifestReader(cache_seconds=0).check(spec)
+
+
+def test_a_missing_manifest_is_ManifestNotFound(store_spec):
+    _, spec_for = store_spec
+    result = _check(spec_for())
+    assert (result.ok, result.reason) == (False, "ManifestNotFound")
+    assert MANIFEST_FILE in result.message
+
+
+def test_a_manifest_that_is_not_json_is_ManifestInvalid(store_spec, s3):
+    prefix, spec_for = store_spec
+    s3.put_object(Bucket="artifacts", Key=prefix + MANIFEST_FILE, Body=b"{not json")
+    result = _check(spec_for())
+    assert (result.ok, result.reason) == (False, "ManifestInvalid")
+
+
+def test_a_wrong_secret_is_AccessDenied_without_echoing_it(store_spec, monkeypatch):
+    _, spec_for = store_spec
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-0123456789")
+    result = _check(spec_for())
+    assert (result.ok, result.reason) == (False, "AccessDenied")
+    assert "not-the-secret" not in result.message
+
+
+def test_no_credentials_anywhere_is_NoCredentials(store_spec, monkeypatch, tmp_path):
+    _, spec_for = store_spec
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "absent-credentials"))
+    result = _check(spec_for())
+    assert (result.ok, result.reason) == (False, "NoCredentials")
+    assert "IAM role" in result.message
+
+
+class _ThrottlingStore(http.server.BaseHTTPRequestHandler):
+    """FAKE: answers every request with S3's 503 SlowDown, which versitygw never sends on demand."""
+
+    def do_GET(self):
+        body = b"<?xml version='1.0'?><Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>"
+        self.send_response(503)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_error_reply_outside_the_known_codes_is_StoreError(store_spec):
+    _, spec_for = store_spec
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ThrottlingStore)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = _check(spec_for(f"http://127.0.0.1:{server.server_address[1]}"))
+    finally:
+        server.shutdown()
+    assert (result.ok, result.reason) == (False, "StoreError")
+    assert "SlowDown" in result.message
