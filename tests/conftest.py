@@ -13,7 +13,7 @@ from localdev import LocalCluster
 from localdev.s3server import LocalS3
 from localdev.placeholder_artifacts import publish_placeholder_artifacts
 from tests.operator_process import OperatorProcess
-from tests.waiting import wait_for
+from localdev.waiting import wait_for
 
 CRD_FILE = Path(__file__).parents[1] / "crds" / "bernini.dev_berninideployments.yaml"
 

@@ -5,11 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 from localdev.processes import free_port
+from localdev.waiting import wait_for
 
 
 class OperatorProcess:
@@ -48,17 +48,18 @@ class OperatorProcess:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"the operator exited:\n{self.log_file.read_text()[-3000:]}")
-            try:
-                self.metrics()
-                OperatorProcess.running.add(self)
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"the operator's metrics never answered:\n{self.log_file.read_text()[-3000:]}")
+        wait_for(self._metrics_answer, "the operator's metrics", timeout=30, interval=0.1,
+                 explain=lambda: self.log()[-3000:])
+        OperatorProcess.running.add(self)
+
+    def _metrics_answer(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"the operator exited:\n{self.log()[-3000:]}")
+        try:
+            self.metrics()
+            return True
+        except OSError:
+            return False
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as when a node dies mid-reconcile."""

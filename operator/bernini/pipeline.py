@@ -2,6 +2,8 @@
 
 # Order matters: each stage feeds the next.
 STAGES = ("encoder", "diffusion", "decoder", "triangulation")
+# Stages with compiled graphs in the artifacts; triangulation (marching cubes) is plain CPU code.
+NEURAL_STAGES = STAGES[:3]
 
 # Ray Serve deployment names in the rendered serveConfigV2 and in the Serve application.
 DEPLOYMENT_NAMES = {

@@ -18,6 +18,7 @@ from bernini.artifacts.manifest import MANIFEST_FILE, Manifest
 from bernini.artifacts.publish import publish
 from bernini.artifacts.pull import ChecksumMismatch, ManifestChanged, ManifestMissing, PullError, Puller
 from bernini.artifacts.verify import verify
+from localdev.waiting import wait_for
 
 MiB = 1 << 20
 
@@ -119,9 +120,7 @@ def test_interrupted_pull_resumes_and_skips_verified_files(published, local_s3, 
     command = [sys.executable, "-m", "bernini", "artifacts", "pull", uri, str(dest),
                "--endpoint-url", local_s3.endpoint_url, "--part-size-mib", "1", "--concurrency", "1"]
     interrupted = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 30
-    while not (dest / "encoder.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for((dest / "encoder.pt").exists, "the first file to land", timeout=30, interval=0.01)
     interrupted.kill()  # mid-way through the 20 MiB diffusion file
     interrupted.wait()
     assert (dest / "encoder.pt").exists() and not (dest / MANIFEST_FILE).exists()

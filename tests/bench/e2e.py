@@ -26,7 +26,7 @@ from localdev.sizing import fit_to_local_nodes
 from localdev.stack import namespace_manifests, publish_reference_model
 from tests.operator_process import OperatorProcess
 from tests.realnodes import helpers
-from tests.waiting import wait_for
+from localdev.waiting import wait_for
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "bernini-minimal.yaml"
 VERSIONS = ("1.0.0", "1.1.0")

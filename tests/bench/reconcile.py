@@ -24,15 +24,11 @@ from localdev import LocalCluster
 from localdev.placeholder_artifacts import publish_placeholder_artifacts
 from localdev.s3server import LocalS3
 from tests.operator_process import OperatorProcess
+from tests.bench.figures import percentile
 
 ROOT = Path(__file__).parents[2]
 NAMESPACE = "bench"
 URI = "s3://bench/bernini/1.0.0/"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class AddedTimes:

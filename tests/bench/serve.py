@@ -20,14 +20,10 @@ from bernini.compile import compile_model
 from localdev.ray_head import RayHead, localize_serve_config
 from bernini.render.rayservice import render_rayservice
 from bernini.serve import stages
+from tests.bench.figures import percentile
 
 ROOT = Path(__file__).parents[2]
 PROMPT = json.loads((ROOT / "examples" / "inputs" / "chair-prompt.json").read_text())["prompt"]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def measure(call, requests: int, concurrency: int) -> tuple[list[float], float]:

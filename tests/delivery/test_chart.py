@@ -10,7 +10,7 @@ import yaml
 from bernini.api import GROUP, PLURAL, VERSION
 from localdev.cluster import DEFAULT_BIN_DIR
 from tests.operator_process import OperatorProcess
-from tests.waiting import wait_for
+from localdev.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -9,7 +9,7 @@ import yaml
 
 from localdev.cluster import DEFAULT_BIN_DIR
 from tests.delivery.test_chart import run
-from tests.waiting import wait_for
+from localdev.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -3,7 +3,7 @@
 import pytest
 from kubernetes import client
 
-from tests.waiting import wait_for
+from localdev.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

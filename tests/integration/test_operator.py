@@ -12,7 +12,7 @@ from kubernetes.client.exceptions import ApiException
 from bernini.api import GROUP, PLURAL, VERSION
 from tests.operator_process import OperatorProcess
 from tests.tcp_gate import GatedForwarder
-from tests.waiting import wait_for
+from localdev.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

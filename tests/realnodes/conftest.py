@@ -19,7 +19,7 @@ from localdev.stack import namespace_manifests, publish_reference_model
 from localdev.s3server import LocalS3
 from tests.conftest import running
 from tests.operator_process import OperatorProcess
-from tests.waiting import wait_for
+from localdev.waiting import wait_for
 
 REPO = Path(__file__).parents[2]
 EXAMPLE = REPO / "examples" / "bernini-minimal.yaml"

@@ -10,7 +10,7 @@ from bernini.api import GROUP, PLURAL, VERSION
 from localdev.stack import publish_reference_model
 from tests.realnodes import helpers
 from tests.realnodes.conftest import VERSIONS, artifacts_uri, small_spec
-from tests.waiting import wait_for
+from localdev.waiting import wait_for
 
 pytestmark = pytest.mark.realnodes
 

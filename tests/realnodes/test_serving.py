@@ -8,7 +8,7 @@ import pytest
 from bernini.api import GROUP, PLURAL, VERSION
 from tests.realnodes import helpers
 from tests.realnodes.conftest import small_spec
-from tests.waiting import wait_for
+from localdev.waiting import wait_for
 
 pytestmark = pytest.mark.realnodes
 

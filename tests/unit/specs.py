@@ -2,6 +2,7 @@
 
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.manifest import Manifest
+from bernini.pipeline import NEURAL_STAGES
 
 
 def make_spec(**overrides) -> BerniniDeploymentSpec:
@@ -14,7 +15,7 @@ def make_spec(**overrides) -> BerniniDeploymentSpec:
 def make_manifest(version: str = "1.0.0", target: str = "inf2", neuronx_cc: str | None = "2.21.0", cores: int = 1) -> Manifest:
     stages = {
         stage: {"stage": stage, "file": f"{stage}.pt", "sha256": "0" * 64, "size": 1 << 20, "neuronCores": cores if target == "inf2" else 0}
-        for stage in ("encoder", "diffusion", "decoder")
+        for stage in NEURAL_STAGES
     }
     return Manifest.model_validate(
         {

@@ -8,6 +8,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from bernini.api.spec import BerniniDeploymentSpec
+from bernini.pipeline import STAGES
 from bernini.render.capacity import StageDoesNotFit, WorkerDoesNotFit, plan
 from bernini.render.rayservice import render_rayservice
 from tests.unit.specs import make_manifest, make_spec
@@ -114,8 +115,21 @@ def test_packing_default_spec_needs_two_inf2_xlarge_at_minimum():
     capacity = plan(make_spec())
     assert (capacity.min_workers, capacity.min_neuron_cores) == (2, 3)
     assert capacity.max_neuron_cores == 2 + 4 + 4
-    # 10 NeuronCores at most need at least 5 two-core nodes; CPU-bound triangulation may need more.
-    assert capacity.max_workers >= 5
+    # The README's figures: 2 nodes at minimum, 9 at most (10 NeuronCores alone need 5 two-core nodes;
+    # the replicas' CPU asks at maximum need the rest).
+    assert capacity.max_workers == 9
+
+
+def test_every_catalogued_instance_type_is_in_the_crd_enum_and_packs():
+    from bernini.api.crd import custom_resource_definition
+    from bernini.instances import INF2
+
+    schema = custom_resource_definition()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    enum = schema["properties"]["spec"]["properties"]["accelerator"]["properties"]["instanceTypes"]["items"]["enum"]
+    assert enum == list(INF2)
+    for name in INF2:
+        capacity = plan(make_spec(accelerator={"instanceTypes": [name]}))
+        assert capacity.groups[0].worker.instance is INF2[name] and capacity.min_workers >= 1
 
 
 def test_packing_prefers_the_smallest_type_for_minimum_and_bounds_every_type_for_maximum():
@@ -134,7 +148,7 @@ def test_a_stage_that_fits_no_allowed_type_is_refused_with_its_name():
 
 def test_worker_pods_take_the_size_spec_workers_sets_and_pack_by_it():
     spec = make_spec(workers={"cpus": 1, "memory": "3Gi"},
-                     stages={name: {"cpus": 0.25, "memory": "512Mi"} for name in ("encoder", "diffusion", "decoder", "triangulation")},
+                     stages={name: {"cpus": 0.25, "memory": "512Mi"} for name in STAGES},
                      ingress={"cpus": 0.25, "memory": "512Mi"})
     group = render(spec)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     worker = group["template"]["spec"]["containers"][0]

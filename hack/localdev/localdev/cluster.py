@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localdev import certs, nodenet, nodes, processes
+from localdev.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[3]  # hack/localdev/localdev/cluster.py
 DEFAULT_BIN_DIR = REPO_ROOT / ".local" / "bin"
@@ -389,13 +390,8 @@ class LocalCluster:
             return False
 
     def _wait(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ready():
-                return
-            self._check_alive(what)
-            time.sleep(0.1)
-        raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}; logs in {self.log_dir}")
+        wait_for(lambda: ready() or self._check_alive(what), what, timeout, interval=0.1, failure=ClusterError,
+                 explain=lambda: f"logs in {self.log_dir}")
 
     def _check_alive(self, what: str) -> None:
         dead = [Path(exe).name for pid, exe in self.pids.items() if not processes.is_running(pid, exe)]

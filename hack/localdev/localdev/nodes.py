@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from bernini.instances import INF2, InstanceType
+
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 NEURON_TAINT_KEY = "aws.amazon.com/neuron"
 
@@ -18,9 +20,14 @@ class NodeShape:
     def is_inf2(self) -> bool:
         return self.neuron_cores > 0
 
+    @classmethod
+    def of(cls, instance: InstanceType) -> "NodeShape":
+        return cls(instance.name, cpu=str(instance.vcpus), memory=f"{instance.memory_gib}Gi",
+                   neuron_cores=instance.neuron_cores, neuron_devices=instance.neuron_devices)
 
-INF2_XLARGE = NodeShape("inf2.xlarge", cpu="4", memory="16Gi", neuron_cores=2, neuron_devices=1)
-INF2_24XLARGE = NodeShape("inf2.24xlarge", cpu="96", memory="384Gi", neuron_cores=12, neuron_devices=6)
+
+INF2_XLARGE = NodeShape.of(INF2["inf2.xlarge"])
+INF2_24XLARGE = NodeShape.of(INF2["inf2.24xlarge"])
 M5_2XLARGE = NodeShape("m5.2xlarge", cpu="8", memory="32Gi")
 
 DEFAULT_FLEET: tuple[tuple[str, NodeShape], ...] = (

@@ -6,12 +6,12 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from localdev.processes import free_port
+from localdev.waiting import wait_for
 
 RAY = Path(sys.executable).with_name("ray")
 
@@ -53,17 +53,17 @@ class RayHead:
         self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ray start exited:\n{self.log_file.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.request("/api/version"), timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"the Ray dashboard did not answer within {timeout}s:\n{self.log_file.read_text()[-3000:]}")
+        wait_for(self._dashboard_answers, "the Ray dashboard", timeout, interval=0.5, failure=RuntimeError,
+                 explain=self.log_tail)
+
+    def _dashboard_answers(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"ray start exited:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(self.request("/api/version"), timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
 
     def request(self, path: str, method: str = "GET", body: bytes | None = None) -> urllib.request.Request:
         headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
@@ -90,17 +90,13 @@ class RayHead:
         return sum(replica.get("state") == "RUNNING" for replica in replicas)
 
     def wait_running(self, application: str, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        status = None
-        while time.monotonic() < deadline:
+        def running() -> str | None:
             details = self.serve_application(application)
-            status = details.get("status")
-            if status == "RUNNING":
-                return
-            if status == "DEPLOY_FAILED":
+            if details.get("status") == "DEPLOY_FAILED":
                 raise RuntimeError(f"Serve could not deploy {application}: {details.get('message')}")
-            time.sleep(1)
-        raise RuntimeError(f"{application} did not reach RUNNING within {timeout}s (last: {status})")
+            return details.get("status") == "RUNNING"
+
+        wait_for(running, f"{application} to reach RUNNING", timeout, interval=1, failure=RuntimeError)
 
     def stop(self) -> None:
         """Kill exactly this head's processes: those in its group and those naming its temp dir

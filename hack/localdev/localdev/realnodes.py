@@ -19,6 +19,7 @@ from pathlib import Path
 
 from localdev import nodenet
 from localdev.nodes import NodeShape
+from localdev.waiting import wait_for
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 SOCKETS = Path("/run/bernini")  # unix socket paths must stay short (containerd adds ".ttrpc"; limit 104)
@@ -90,13 +91,11 @@ class Containerd:
     def wait_ready(self, log: Path | None = None, timeout: float = 60) -> None:
         """Until the API answers and, given its log, the CRI plugin has started (kubelet exits at once on
         a CRI that is "not initialized yet")."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.socket.exists() and self.ctr("version", check=False).returncode == 0:
-                if log is None or "Start streaming server" in log.read_text(errors="replace"):
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"containerd did not answer on {self.socket} within {timeout:.0f}s")
+        def answering() -> bool:
+            return (self.socket.exists() and self.ctr("version", check=False).returncode == 0
+                    and (log is None or "Start streaming server" in log.read_text(errors="replace")))
+
+        wait_for(answering, f"containerd on {self.socket}", timeout, interval=0.1, failure=RuntimeError)
 
     def images(self) -> set[str]:
         return set(self.ctr("images", "list", "--quiet").stdout.split())

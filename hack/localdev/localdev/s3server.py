@@ -1,13 +1,13 @@
 """A real S3-compatible server on loopback: versitygw serving a plain directory (Apache-2.0, Go)."""
 
 import secrets
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from localdev import processes
 from localdev.cluster import DEFAULT_BIN_DIR, ClusterError
+from localdev.waiting import wait_for
 
 
 @dataclass
@@ -50,15 +50,15 @@ class LocalS3:
         # Keys go through the environment so they never show in `ps`.
         env = {"ROOT_ACCESS_KEY_ID": self.access_key, "ROOT_SECRET_ACCESS_KEY": self.secret_key}
         self.pid = processes.start(argv, self.log_file, env=env, tied_to_parent=self.tied_to_parent)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.endpoint_url}/health", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise ClusterError(f"versitygw did not answer on {self.endpoint_url} within {timeout:.0f}s; see {self.log_file}")
+        wait_for(self._healthy, f"versitygw on {self.endpoint_url}", timeout, interval=0.05, failure=ClusterError,
+                 explain=lambda: f"see {self.log_file}")
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.endpoint_url}/health", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
 
     def stop(self) -> None:
         processes.stop({self.pid: self.executable})

@@ -6,10 +6,10 @@ from pydantic import Field, create_model
 from pydantic.fields import FieldInfo
 
 from bernini.api.base import ApiModel
+from bernini.instances import INF2
 from bernini.pipeline import STAGES
 
-INSTANCE_TYPES = ("inf2.xlarge", "inf2.8xlarge", "inf2.24xlarge", "inf2.48xlarge")
-InstanceType = Literal["inf2.xlarge", "inf2.8xlarge", "inf2.24xlarge", "inf2.48xlarge"]
+InstanceTypeName = Literal[tuple(INF2)]  # the CRD's enum, from the one catalogue
 
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
@@ -68,7 +68,7 @@ class Runtime(ApiModel):
 class Accelerator(ApiModel):
     """Where Neuron workers may run."""
 
-    instance_types: list[InstanceType] = Field(
+    instance_types: list[InstanceTypeName] = Field(
         ["inf2.xlarge"], min_length=1, max_length=4, json_schema_extra={"x-kubernetes-list-type": "set"}
     )
     """Allowed inf2 instance types; one Ray worker group each, one worker pod per node taking all its NeuronCores."""

@@ -3,23 +3,16 @@
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, ValidationError, field_validator
 
-
-class ApiModel(BaseModel):
-    """camelCase on the wire like the API models, without their docstring parsing: the init container
-    imports this module and every 100 ms of start-up is scale-up latency."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True,
-                              extra="forbid", frozen=True)
+from bernini.api.base import WireModel
 
 MANIFEST_FILE = "manifest.json"
 SUPPORTED_MANIFEST_VERSIONS = (1,)
 SHA256 = r"^[0-9a-f]{64}$"
 
 
-class TensorSpec(ApiModel):
+class TensorSpec(WireModel):
     """A static input shape the stage was traced with."""
 
     name: str
@@ -27,7 +20,7 @@ class TensorSpec(ApiModel):
     dtype: str
 
 
-class StageArtifact(ApiModel):
+class StageArtifact(WireModel):
     """One compiled graph of a pipeline stage (the encoder stage has one per input modality)."""
 
     stage: str
@@ -53,7 +46,7 @@ class StageArtifact(ApiModel):
         return key
 
 
-class Toolchain(ApiModel):
+class Toolchain(WireModel):
     """Versions that produced the artifacts; neuronx-cc artifacts load only on the same compiler major."""
 
     torch: str
@@ -61,12 +54,12 @@ class Toolchain(ApiModel):
     neuronx_cc: str | None = None
 
 
-class ModelIdentity(ApiModel):
+class ModelIdentity(WireModel):
     name: str
     version: str
 
 
-class Manifest(ApiModel):
+class Manifest(WireModel):
     """manifest.json, version 1. `stages` maps artifact names (e.g. encoder-image) to their files."""
 
     manifest_version: int

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from bernini.api.spec import BerniniDeploymentSpec
+from bernini.pipeline import NEURAL_STAGES
 from bernini.artifacts.manifest import MANIFEST_FILE, Manifest, UnsupportedManifestVersion, parse_manifest
-from bernini.artifacts.store import S3Location, s3_client
+from bernini.artifacts.store import S3Location, failure_kind, s3_client
 
 logger = logging.getLogger("bernini.preflight")
-NEURAL_STAGES = ("encoder", "diffusion", "decoder")
 CACHE_SECONDS = 60.0
 # A store outage shorter than this keeps the last verified manifest: a blip must not flip Ready.
 TRANSIENT_GRACE_SECONDS = 600.0
@@ -118,12 +118,11 @@ class ManifestReader:
             client = self._client(spec.s3.region, spec.s3.endpoint_url)
             raw = client.get_object(Bucket=location.bucket, Key=location.key(MANIFEST_FILE))["Body"].read()
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "404", "NotFound"):
-                return Preflight(False, "ManifestNotFound", f"{uri} does not exist")
-            if code == "NoSuchBucket":
-                return Preflight(False, "ManifestNotFound", f"bucket {location.bucket} does not exist")
-            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            kind, code = failure_kind(error)
+            if kind == "missing":
+                missing = f"bucket {location.bucket}" if code == "NoSuchBucket" else uri
+                return Preflight(False, "ManifestNotFound", f"{missing} does not exist")
+            if kind == "denied":
                 return Preflight(False, "AccessDenied", f"reading {uri} was denied ({code}); check the IAM role")
             return Preflight(False, "StoreError", f"reading {uri} failed: {code}")
         except NoCredentialsError:

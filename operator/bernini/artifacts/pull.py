@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bernini.artifacts.manifest import MANIFEST_FILE, Manifest, StageArtifact, UnsupportedManifestVersion, parse_manifest
 from bernini.artifacts.ranged import RangedReader, RangeError
-from bernini.artifacts.store import S3Location, s3_client
+from bernini.artifacts.store import S3Location, failure_kind, s3_client
 
 MiB = 1 << 20
 PRESIGNED_SECONDS = 6 * 3600
@@ -67,10 +67,10 @@ class PullReport:
 
 
 def _client_error(error: ClientError, what: str) -> PullError:
-    code = error.response.get("Error", {}).get("Code", "")
-    if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
+    kind, code = failure_kind(error)
+    if kind == "missing":
         return ManifestMissing(f"{what} does not exist ({code})")
-    if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+    if kind == "denied":
         return AccessDenied(f"access to {what} was denied ({code}); check the pod's IAM role")
     return PullError(f"reading {what} failed: {code}")
 

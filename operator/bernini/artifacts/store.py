@@ -1,9 +1,25 @@
 """S3 access with bounded timeouts. Credentials come from the default chain (IRSA, Pod Identity, env)."""
 
 from dataclasses import dataclass
+from typing import Literal
 
 import botocore.session
 from botocore.config import Config
+from botocore.exceptions import ClientError
+
+# The one reading of S3 error codes (S3 proper and compatible stores); HEAD errors carry only the status.
+_MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
+_DENIED = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"})
+
+
+def failure_kind(error: ClientError) -> tuple[Literal["missing", "denied", "failed"], str]:
+    """What an S3 error means for us, and its code."""
+    code = error.response.get("Error", {}).get("Code", "")
+    if code in _MISSING:
+        return "missing", code
+    if code in _DENIED:
+        return "denied", code
+    return "failed", code
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 Packing rule (one Ray worker pod per inf2 node, taking all of the node's NeuronCores):
 - A worker pod on instance type T offers T's NeuronCores, its vCPUs less one (kubelet and
-  daemonsets), and 80% of its memory, unless spec.workers sets smaller CPUs or memory. A stage replica asks for (neuronCores, cpus, memory); the ingress
-  is packed like a stage with no NeuronCores. CPU stages ride on the inf2 workers' spare vCPUs.
+  daemonsets), and 80% of its memory, unless spec.workers sets smaller CPUs or memory. A stage
+  replica asks for (neuronCores, cpus, memory); the ingress is packed like a stage with no NeuronCores. CPU stages ride on the inf2 workers' spare vCPUs.
 - A stage fits T when one replica fits an empty worker pod of T. A stage that fits no allowed type is
   an error the user must fix (condition Rendered=False, reason StageDoesNotFit).
 - Minimum: every deployment's minReplicas go to its home type (the smallest allowed type it fits),
@@ -16,24 +16,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from bernini.api.spec import BerniniDeploymentSpec, ReplicaSpec
+from bernini.instances import INF2, InstanceType
 from bernini.render.quantity import to_bytes
-
-
-@dataclass(frozen=True)
-class InstanceType:
-    name: str
-    neuron_cores: int
-    vcpus: int
-    memory_gib: int
-
-    @property
-    def worker_cpus(self) -> int:
-        # One vCPU stays for kubelet, the Neuron device plugin and daemonsets; Ray wants whole CPUs.
-        return self.vcpus - 1
-
-    @property
-    def worker_memory_bytes(self) -> int:
-        return self.memory_gib * 2**30 * 8 // 10
 
 
 @dataclass(frozen=True)
@@ -58,17 +42,6 @@ class WorkerShape:
                 f"most {instance.worker_cpus} CPUs and {instance.worker_memory_bytes // 2**20}Mi"
             )
         return cls(instance, cpus, memory)
-
-
-INSTANCE_TYPES = {
-    t.name: t
-    for t in (
-        InstanceType("inf2.xlarge", 2, 4, 16),
-        InstanceType("inf2.8xlarge", 2, 32, 128),
-        InstanceType("inf2.24xlarge", 12, 96, 384),
-        InstanceType("inf2.48xlarge", 24, 192, 768),
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -155,7 +128,7 @@ def deployments(spec: BerniniDeploymentSpec) -> list[tuple[str, ReplicaSpec]]:
 
 def plan(spec: BerniniDeploymentSpec) -> Plan:
     """Worker-group bounds and NeuronCore totals for spec; raises a DoesNotFit."""
-    allowed = [WorkerShape.of(INSTANCE_TYPES[name], spec) for name in spec.accelerator.instance_types]
+    allowed = [WorkerShape.of(INF2[name], spec) for name in spec.accelerator.instance_types]
     by_size = sorted(allowed, key=lambda w: (w.neuron_cores, w.instance.vcpus))
     minimum: dict[str, list[Demand]] = {w.instance.name: [] for w in allowed}
     maximum: dict[str, list[Demand]] = {w.instance.name: [] for w in allowed}
