@@ -15,11 +15,15 @@ link=$repo/.local/bin
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy kwok ray-operator helm
           versitygw s5cmd coredns)
 
+log=$cache/build.log  # every `go: downloading` line lands here; the terminal gets one line per binary
+
 step() { printf '[controlplane %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+quietly() { "$@" >>"$log" 2>&1; }
 
 fail_proxy() {
-  echo "controlplane: building $1 failed; if the lines above say 'not available' or '410 Gone', the Go" >&2
-  echo "module proxy refused that version: pick another in hack/controlplane/versions.env" >&2
+  tail -n 30 "$log" >&2
+  echo "controlplane: building $1 failed (full log: $log); if the lines above say 'not available' or" >&2
+  echo "'410 Gone', the Go module proxy refused that version: pick another in hack/controlplane/versions.env" >&2
   exit 1
 }
 
@@ -42,18 +46,18 @@ cd "$here"
 for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
   if [ ! -x "$bin/$cmd" ]; then
     step "building $cmd v$K8S_VERSION"
-    go build -trimpath -ldflags "$ldflags" -o "$bin/$cmd" "k8s.io/kubernetes/cmd/$cmd" || fail_proxy "$cmd"
+    quietly go build -trimpath -ldflags "$ldflags" -o "$bin/$cmd" "k8s.io/kubernetes/cmd/$cmd" || fail_proxy "$cmd"
   fi
 done
 if [ ! -x "$bin/etcd" ]; then
   step "building etcd (version selected by the Kubernetes module graph)"
-  go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3 || fail_proxy etcd
+  quietly go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3 || fail_proxy etcd
 fi
 
 install_tool() { # name module@version
   if [ ! -x "$bin/$1" ]; then
     step "installing $1 from $2"
-    GOBIN=$bin go install -trimpath -ldflags "-s -w" "$2" || fail_proxy "$1"
+    GOBIN=$bin quietly go install -trimpath -ldflags "-s -w" "$2" || fail_proxy "$1"
   fi
 }
 install_tool kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
@@ -67,11 +71,11 @@ install_tool coredns "github.com/coredns/coredns@$COREDNS_VERSION"
 if [ ! -x "$bin/s5cmd" ]; then
   # Built inside its own module: `go install s5cmd@version` is refused (the proxy hides its version list).
   step "building s5cmd (bench-pull peer)"
-  (cd "$benchtools" && go build -trimpath -ldflags "-s -w" -o "$bin/s5cmd" github.com/peak/s5cmd/v2) || fail_proxy s5cmd
+  (cd "$benchtools" && quietly go build -trimpath -ldflags "-s -w" -o "$bin/s5cmd" github.com/peak/s5cmd/v2) || fail_proxy s5cmd
 fi
 
 # KubeRay's CRDs and KWOK's default stages ship inside their modules; keep copies next to the binaries.
-module_dir() { go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'; }
+module_dir() { go mod download -json "$1" 2>>"$log" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'; }
 if [ ! -d "$cache/kuberay-crds" ]; then
   crds=$(module_dir "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION")/config/crd/bases
   mkdir -p "$cache/kuberay-crds.tmp" && cp "$crds"/*.yaml "$cache/kuberay-crds.tmp/"
