@@ -1,17 +1,23 @@
-"""make bench-reconcile: the operator against the KubeRay operator (the Go peer) on one local control plane.
+"""make bench-reconcile: the operator at scale, beside the KubeRay operator (the Go peer) on one local control plane.
 
-(a) apply -> RayService created, p50/p99, beside RayService -> RayCluster created for KubeRay
-(b) time for N BerniniDeployments to converge (Rendered=True at their generation)
-(c) API writes by the operator during an idle period of resyncs (must be 0)
-(d) operator RSS with N objects
+(a) our latency alone: apply -> RayService created, one object at a time (p50, p90 and the maximum of n)
+(b) a burst of --count BerniniDeployments: seconds until every one is Rendered at its generation; operator RSS
+(c) measures both operators have, over the same burst: CPU-seconds per 1,000 reconciles (each process's
+    utime+stime from /proc) and API requests per reconcile (the API server's audit log, by user agent)
+(d) idle: API writes during a period of resyncs (goal: 0)
+
+Burst objects are suspended: KubeRay still creates a RayCluster for each, but no pods, so the figures are
+the operators' and not those of the scheduler placing 15,000 KWOK pods.
 """
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,60 +29,63 @@ from bernini.api import GROUP, PLURAL, VERSION
 from localdev import LocalCluster
 from localdev.placeholder_artifacts import publish_placeholder_artifacts
 from localdev.s3server import LocalS3
-from tests.operator_process import OperatorProcess
+from localdev.waiting import wait_for
 from tests.bench.figures import percentile
+from tests.operator_process import OperatorProcess
 
 ROOT = Path(__file__).parents[2]
 NAMESPACE = "bench"
 URI = "s3://bench/bernini/1.0.0/"
+OURS = ("bernini-operator", "kopf/")  # our client's user agent, and kopf's for the watches
+KUBERAY = ("ray-operator",)
 
 
-class AddedTimes:
-    """First-seen times of RayServices and RayClusters, from watches (one clock for both operators)."""
+def first_seen_rayservices(api: client.ApiClient) -> dict[str, float]:
+    """RayService name -> when its ADDED event arrived (a watch, so no polling interval in the figure)."""
+    seen: dict[str, float] = {}
 
-    def __init__(self, api: client.ApiClient):
-        self.custom = client.CustomObjectsApi(api)
-        self.rayservices: dict[str, float] = {}
-        self.rayclusters: dict[str, float] = {}  # keyed by owning RayService
-        for plural, sink in (("rayservices", self.rayservices), ("rayclusters", self.rayclusters)):
-            threading.Thread(target=self._watch, args=(plural, sink), daemon=True).start()
+    def run() -> None:
+        custom = client.CustomObjectsApi(api)
+        for event in watch.Watch().stream(custom.list_namespaced_custom_object, "ray.io", "v1", NAMESPACE,
+                                          "rayservices", timeout_seconds=3600):
+            if event["type"] == "ADDED":
+                seen.setdefault(event["object"]["metadata"]["name"], time.monotonic())
 
-    def _watch(self, plural: str, sink: dict[str, float]) -> None:
-        stream = watch.Watch().stream(self.custom.list_namespaced_custom_object, "ray.io", "v1", NAMESPACE, plural,
-                                      timeout_seconds=3600)
-        for event in stream:
-            if event["type"] != "ADDED":
-                continue
-            metadata = event["object"]["metadata"]
-            owner = metadata.get("ownerReferences", [{}])[0].get("name", metadata["name"]) if plural == "rayclusters" else metadata["name"]
-            sink.setdefault(owner, time.monotonic())
+    threading.Thread(target=run, daemon=True).start()
+    return seen
 
 
-def deployment(name: str, endpoint: str) -> dict:
+def deployment(name: str, endpoint: str, suspend: bool = False) -> dict:
     body = yaml.safe_load((ROOT / "examples" / "bernini-minimal.yaml").read_text())
     body["metadata"] = {"name": name, "namespace": NAMESPACE}
     body["spec"]["model"]["artifactsUri"] = URI
     body["spec"]["s3"] = {"region": "us-east-1", "endpointUrl": endpoint}
+    body["spec"]["suspend"] = suspend
     return body
 
 
-def converged(custom: client.CustomObjectsApi) -> int:
+def rendered(custom: client.CustomObjectsApi) -> int:
     items = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
-    done = 0
-    for item in items:
-        for condition in item.get("status", {}).get("conditions", []):
-            if condition["type"] == "Rendered" and condition["status"] == "True" \
-                    and condition["observedGeneration"] == item["metadata"]["generation"]:
-                done += 1
-    return done
+    return sum(
+        any(c["type"] == "Rendered" and c["status"] == "True" and c["observedGeneration"] == item["metadata"]["generation"]
+            for c in item.get("status", {}).get("conditions", []))
+        for item in items
+    )
 
 
-def writes(operator: OperatorProcess) -> float:
-    return sum(v for k, v in operator.metrics().items() if k.startswith("bernini_api_writes_total{"))
+def rayclusters(custom: client.CustomObjectsApi) -> int:
+    return len(custom.list_namespaced_custom_object("ray.io", "v1", NAMESPACE, "rayclusters")["items"])
 
 
-def reconciles(operator: OperatorProcess) -> float:
-    return sum(v for k, v in operator.metrics().items() if k.startswith("bernini_reconcile_total{"))
+def metric_sum(url: str, prefix: str) -> float:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(line.rpartition(" ")[2]) for line in lines if line.startswith(prefix))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def rss_mib(pid: int) -> float:
@@ -86,20 +95,44 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def audited_requests(log: Path, start: int, end: int) -> dict[str, int]:
+    """Requests in the audit log between two byte offsets, by caller."""
+    counts = {"ours": 0, "kuberay": 0}
+    with log.open("rb") as handle:
+        handle.seek(start)
+        for line in handle.read(end - start).splitlines():
+            agent = json.loads(line).get("userAgent", "")
+            if agent.startswith(OURS):
+                counts["ours"] += 1
+            elif agent.startswith(KUBERAY):
+                counts["kuberay"] += 1
+    return counts
+
+
+class Process:
+    """CPU time and reconcile count of one operator, sampled at the burst's start and end."""
+
+    def __init__(self, pid: int, reconciles):
+        self.pid, self.reconciles = pid, reconciles
+
+    def sample(self) -> tuple[float, float]:
+        return cpu_seconds(self.pid), self.reconciles()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--latency-samples", type=int, default=50)
-    parser.add_argument("--idle-seconds", type=float, default=300)
+    parser.add_argument("--idle-seconds", type=float, default=120)
     parser.add_argument("--resync-seconds", type=float, default=30)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-reconcile-"))
-    cluster = LocalCluster.in_directory(work, tied_to_parent=True)
+    cluster = LocalCluster.in_directory(work, tied_to_parent=True, audit=True)
     s3 = LocalS3(work / "s3", work / "logs" / "versitygw.log", tied_to_parent=True)
     operator = None
     try:
-        print(f"local control plane up in {cluster.up():.1f}s")
+        print(f"local control plane up in {cluster.up():.1f}s (logs in {work / 'logs'})", flush=True)
         s3.start()
         cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         cluster.wait_established("crd/berninideployments.bernini.dev")
@@ -113,78 +146,99 @@ def main() -> None:
             URI, "1.0.0")
         api = config.new_client_from_config(str(cluster.kubeconfig))
         custom = client.CustomObjectsApi(api)
-        added = AddedTimes(api)
+        seen = first_seen_rayservices(api)
         time.sleep(1)
 
         # (a) one at a time, so each latency is that of an otherwise idle operator
-        created: dict[str, float] = {}
+        latencies = []
         for i in range(args.latency_samples):
             name = f"lat-{i:03d}"
-            custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, deployment(name, s3.endpoint_url))
-            created[name] = time.monotonic()
-            deadline = time.monotonic() + 30
-            while name not in added.rayclusters and time.monotonic() < deadline:
-                time.sleep(0.005)
-        ours = [added.rayservices[n] - created[n] for n in created if n in added.rayservices]
-        theirs = [added.rayclusters[n] - added.rayservices[n] for n in created if n in added.rayclusters and n in added.rayservices]
+            created = time.monotonic()
+            custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL,
+                                                   deployment(name, s3.endpoint_url, suspend=True))
+            wait_for(lambda: name in seen, f"RayService {name}", timeout=30, interval=0.002)
+            latencies.append(seen[name] - created)
 
-        # (b) the rest in a burst
-        burst = [f"burst-{i:04d}" for i in range(args.count - args.latency_samples)]
+        # (b) and (c): the burst
+        kuberay_pid = next(pid for pid, exe in cluster.pids.items() if exe.endswith("ray-operator"))
+        kuberay_metrics = f"http://127.0.0.1:{cluster.ports['kuberay-metrics']}/metrics"
+        processes = {
+            "ours": Process(operator.process.pid, lambda: metric_sum(
+                f"http://127.0.0.1:{operator.metrics_port}/metrics", "bernini_reconcile_total{")),
+            "kuberay": Process(kuberay_pid, lambda: metric_sum(kuberay_metrics, "controller_runtime_reconcile_total{")),
+        }
+        before = {name: p.sample() for name, p in processes.items()}
+        audit_start = cluster.audit_log.stat().st_size
+        names = [f"burst-{i:05d}" for i in range(args.count)]
+        total = args.count + args.latency_samples
         started = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda n: custom.create_namespaced_custom_object(
-                GROUP, VERSION, NAMESPACE, PLURAL, deployment(n, s3.endpoint_url)), burst))
+                GROUP, VERSION, NAMESPACE, PLURAL, deployment(n, s3.endpoint_url, suspend=True)), names))
         submitted = time.monotonic() - started
-        while converged(custom) < args.count and time.monotonic() - started < 900:
-            time.sleep(0.5)
-        ours_converged = time.monotonic() - started
-        while len(added.rayclusters) < args.count and time.monotonic() - started < 900:
-            time.sleep(0.5)
-        kuberay_all = time.monotonic() - started
-
-        # (d) memory with every object cached
+        wait_for(lambda: rendered(custom) >= total, f"{total} Rendered", timeout=1800, interval=1)
+        ours_done = time.monotonic() - started
         memory = rss_mib(operator.process.pid)
+        wait_for(lambda: rayclusters(custom) >= total, f"{total} RayClusters", timeout=1800, interval=1)
+        kuberay_done = time.monotonic() - started
+        after = {name: p.sample() for name, p in processes.items()}
+        requests = audited_requests(cluster.audit_log, audit_start, cluster.audit_log.stat().st_size)
 
-        # (c) settle, then count writes through an idle period of resyncs
+        # (d) settle, then count writes through an idle period of resyncs
         previous = -1.0
-        while (current := writes(operator)) != previous:
+        while (current := operator_writes(operator)) != previous:
             previous = current
-            time.sleep(10)
-        writes_before, reconciles_before = writes(operator), reconciles(operator)
+            time.sleep(args.resync_seconds + 5)
+        writes_before = operator_writes(operator)
+        reconciles_before = processes["ours"].reconciles()
         time.sleep(args.idle_seconds)
-        idle_writes = writes(operator) - writes_before
-        idle_reconciles = reconciles(operator) - reconciles_before
+        idle_writes = operator_writes(operator) - writes_before
+        idle_reconciles = processes["ours"].reconciles() - reconciles_before
 
-        p50_ours, p99_ours = statistics.median(ours), percentile(ours, 0.99)
-        p50_theirs, p99_theirs = statistics.median(theirs), percentile(theirs, 0.99)
+        burst = {}
+        for name in processes:
+            cpu = after[name][0] - before[name][0]
+            reconciles = after[name][1] - before[name][1]
+            burst[name] = {"cpu_s": round(cpu, 1), "reconciles": int(reconciles), "api_requests": requests[name],
+                           "cpu_s_per_1000_reconciles": round(1000 * cpu / reconciles, 2) if reconciles else None,
+                           "api_requests_per_reconcile": round(requests[name] / reconciles, 2) if reconciles else None}
         summary = {
-            "a_apply_to_rayservice_ms": {"p50": round(p50_ours * 1000, 1), "p99": round(p99_ours * 1000, 1), "n": len(ours)},
-            "a_kuberay_rayservice_to_raycluster_ms": {"p50": round(p50_theirs * 1000, 1), "p99": round(p99_theirs * 1000, 1), "n": len(theirs)},
-            "a_ratio_ours_to_kuberay_p50": round(p50_ours / p50_theirs, 2),
-            "a_ratio_ours_to_kuberay_p99": round(p99_ours / p99_theirs, 2),
+            "a_apply_to_rayservice_ms": {"p50": round(statistics.median(latencies) * 1000, 1),
+                                         "p90": round(percentile(latencies, 0.9) * 1000, 1),
+                                         "max": round(max(latencies) * 1000, 1), "n": len(latencies)},
             "b_objects": args.count,
             "b_burst_submit_s": round(submitted, 1),
-            "b_all_rendered_s": round(ours_converged, 1),
-            "b_kuberay_all_rayclusters_s": round(kuberay_all, 1),
-            "c_idle_seconds": args.idle_seconds,
-            "c_resync_seconds": args.resync_seconds,
-            "c_idle_reconciles": int(idle_reconciles),
-            "c_idle_api_writes": int(idle_writes),
-            "d_operator_rss_mib": round(memory, 1),
+            "b_all_rendered_s": round(ours_done, 1),
+            "b_kuberay_all_rayclusters_s": round(kuberay_done, 1),
+            "b_operator_rss_mib": round(memory, 1),
+            "c_burst": burst,
+            "d_idle_seconds": args.idle_seconds,
+            "d_resync_seconds": args.resync_seconds,
+            "d_idle_reconciles": int(idle_reconciles),
+            "d_idle_api_writes": int(idle_writes),
         }
         print(json.dumps(summary, indent=2))
-        print(f"(a) apply->RayService p50 {summary['a_apply_to_rayservice_ms']['p50']} ms / p99 "
-              f"{summary['a_apply_to_rayservice_ms']['p99']} ms; KubeRay RayService->RayCluster p50 "
-              f"{summary['a_kuberay_rayservice_to_raycluster_ms']['p50']} ms / p99 "
-              f"{summary['a_kuberay_rayservice_to_raycluster_ms']['p99']} ms; ratio p50 {summary['a_ratio_ours_to_kuberay_p50']}")
-        print(f"(b) {args.count} BerniniDeployments rendered in {ours_converged:.1f}s (KubeRay: all RayClusters in {kuberay_all:.1f}s)")
-        print(f"(c) {int(idle_writes)} API writes in {args.idle_seconds:.0f}s idle ({int(idle_reconciles)} resync reconciles)")
-        print(f"(d) operator RSS {memory:.0f} MiB with {args.count} objects")
+        a = summary["a_apply_to_rayservice_ms"]
+        print(f"(a) apply -> RayService: p50 {a['p50']} ms, p90 {a['p90']} ms, max {a['max']} ms (n={a['n']})")
+        print(f"(b) {args.count} BerniniDeployments in a burst: all Rendered in {ours_done:.1f}s "
+              f"(submitting took {submitted:.1f}s); KubeRay's RayClusters all created in {kuberay_done:.1f}s; "
+              f"operator RSS {memory:.0f} MiB")
+        for name, figures in burst.items():
+            print(f"(c) {name:<8} {figures['cpu_s']:7.1f} CPU-s, {figures['reconciles']:7d} reconciles, "
+                  f"{figures['cpu_s_per_1000_reconciles']} CPU-s per 1,000 reconciles, "
+                  f"{figures['api_requests_per_reconcile']} API requests per reconcile")
+        ratio = burst["ours"]["cpu_s_per_1000_reconciles"] / burst["kuberay"]["cpu_s_per_1000_reconciles"]
+        print(f"(c) ratio ours/KubeRay, CPU-s per 1,000 reconciles: {ratio:.2f}")
+        print(f"(d) {int(idle_writes)} API writes in {args.idle_seconds:.0f}s idle ({int(idle_reconciles)} resync reconciles)")
     finally:
         if operator:
             operator.stop()
         s3.stop()
         cluster.down()
+
+
+def operator_writes(operator: OperatorProcess) -> float:
+    return sum(v for k, v in operator.metrics().items() if k.startswith("bernini_api_writes_total{"))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ RENDERED = ("True", "Applied", "ok")
     (deployment(ArtifactsVerified=("False", "ManifestNotFound", "gone"), Ready=("False", "ManifestNotFound", "gone")), "Degraded"),
     (deployment(ArtifactsVerified=VERIFIED, Rendered=("False", "StageDoesNotFit", "too big"), Ready=("False", "StageDoesNotFit", "x")), "Degraded"),
     (deployment(ArtifactsVerified=VERIFIED, Rendered=RENDERED, Ready=("False", "RayServiceNotReady", "Initializing")), "Progressing"),
+    # A stuck upgrade: the old version serves (Ready), the new cluster's puller exits 4.
+    (deployment(ArtifactsVerified=VERIFIED, Rendered=RENDERED, PodsHealthy=("False", "InitContainerFailed", "exited 4"),
+                Ready=("True", "Serving", "serving; the next cluster is not starting")), "Degraded"),
 ])
 def test_health_follows_conditions_and_generation(obj, expected):
     assert health(obj)["status"] == expected

@@ -36,6 +36,7 @@ class LocalCluster:
     tied_to_parent: bool = False
     fleet: tuple[tuple[str, nodes.NodeShape], ...] = nodes.DEFAULT_FLEET
     real_nodes: bool = False
+    audit: bool = False  # one Metadata-level audit line per API request, in log_dir/audit.log (benchmarks)
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[int, str] = field(default_factory=dict)
 
@@ -227,7 +228,21 @@ class LocalCluster:
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",
+            *self._audit_flags(),
         ]
+
+    @property
+    def audit_log(self) -> Path:
+        return self.log_dir / "audit.log"
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = self.state_dir / "audit-policy.yaml"
+        policy.write_text(json.dumps({"apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+                                      "omitStages": ["RequestReceived", "ResponseStarted"],
+                                      "rules": [{"level": "Metadata"}]}))
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}", "--audit-log-maxsize=0"]
 
     def _node_facing_flags(self) -> list[str]:
         if not self.real_nodes:

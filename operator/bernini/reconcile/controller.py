@@ -156,10 +156,10 @@ class Controller:
                 observed, blocked = self._converge(key, metadata["uid"], observed, desired)
         serving = self._serving_version(namespace, spec, observed, body.get("status") or {})
         self._write_status(body, spec, Observation(metadata.get("generation", 0), preflight, capacity, blocked,
-                                                   observed, serving, self._pod_trouble(namespace, observed)))
+                                                   observed, serving, self._pod_trouble(namespace, spec, observed)))
 
-    def _pod_trouble(self, namespace: str, observed) -> PodTrouble | None:
-        clusters = starting_clusters(observed)
+    def _pod_trouble(self, namespace: str, spec: BerniniDeploymentSpec, observed) -> PodTrouble | None:
+        clusters = [] if spec.suspend else starting_clusters(observed)  # suspended: no pods to look at
         if not clusters:
             return None
         return diagnose(self.kube.list_pods(namespace, f"ray.io/cluster in ({','.join(clusters)})"))

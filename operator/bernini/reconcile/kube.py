@@ -19,8 +19,11 @@ RAY_GROUP, RAY_VERSION, RAY_PLURAL = "ray.io", "v1", "rayservices"
 def api_client() -> client.ApiClient:
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
         config.load_incluster_config()
-        return client.ApiClient()
-    return config.new_client_from_config()
+        api = client.ApiClient()
+    else:
+        api = config.new_client_from_config()
+    api.user_agent = MANAGER  # audit logs and API priority and fairness see who calls
+    return api
 
 
 def now() -> str:
