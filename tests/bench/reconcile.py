@@ -109,6 +109,10 @@ def audited_requests(log: Path, start: int, end: int) -> dict[str, int]:
     return counts
 
 
+def operator_writes(operator: OperatorProcess) -> float:
+    return sum(v for k, v in operator.metrics().items() if k.startswith("bernini_api_writes_total{"))
+
+
 class Process:
     """CPU time and reconcile count of one operator, sampled at the burst's start and end."""
 
@@ -235,10 +239,6 @@ def main() -> None:
             operator.stop()
         s3.stop()
         cluster.down()
-
-
-def operator_writes(operator: OperatorProcess) -> float:
-    return sum(v for k, v in operator.metrics().items() if k.startswith("bernini_api_writes_total{"))
 
 
 if __name__ == "__main__":
