@@ -28,7 +28,7 @@ def local_cluster(request, tmp_path_factory) -> LocalCluster | None:
 
 
 def running(request, cluster: LocalCluster, progress=lambda _: None):
-    """A session fixture's body: start cluster, yield it, stop it; logs are printed when something failed."""
+    """A cluster fixture's body: start cluster, yield it, stop it; logs are printed when something failed."""
     try:
         seconds = cluster.up(progress=progress)
     except Exception:

@@ -1,7 +1,10 @@
 """Real nodes: a control plane whose pods run as real containers (containerd + runc) on local kubelets,
 the real KubeRay operator as a pod, CoreDNS, kube-proxy, the serving image built here, the S3 server on the
 node network, the operator as a process. Nothing stands in for Ray: the head, the workers, the autoscaler
-and Serve run inside the pods the operator's RayService produces."""
+and Serve run inside the pods the operator's RayService produces.
+
+Package-scoped: the cluster goes down when the last real-node test ends, so no later test shares the two
+cores with three kubelets and their pods."""
 
 import json
 import os
@@ -31,7 +34,7 @@ def artifacts_uri(version: str) -> str:
     return f"s3://artifacts/e2e/{version}/"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def real_cluster(request, tmp_path_factory) -> LocalCluster:
     if os.geteuid() != 0:
         pytest.fail("the real-node tests need root (network devices, cgroups, containerd); run them as root")
@@ -39,22 +42,22 @@ def real_cluster(request, tmp_path_factory) -> LocalCluster:
     yield from running(request, cluster, progress=lambda message: print(f"[real nodes] {message}", flush=True))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def real_api(real_cluster) -> client.ApiClient:
     return config.new_client_from_config(config_file=str(real_cluster.kubeconfig))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def real_core(real_api) -> client.CoreV1Api:
     return client.CoreV1Api(real_api)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def real_custom(real_api) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(real_api)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def node_s3(real_cluster, tmp_path_factory) -> LocalS3:
     """versitygw on the node network's host address: pods (the init container) and the operator reach it."""
     root = tmp_path_factory.mktemp("node-s3")
@@ -64,13 +67,13 @@ def node_s3(real_cluster, tmp_path_factory) -> LocalS3:
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def node_s3_client(node_s3):
     return boto3.client("s3", endpoint_url=node_s3.endpoint_url, region_name="us-east-1",
                         aws_access_key_id=node_s3.access_key, aws_secret_access_key=node_s3.secret_key)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def published_versions(node_s3_client, tmp_path_factory) -> dict[str, Path]:
     """The reference model compiled for cpu twice (two versions, different weights) and published."""
     compiled = {}
@@ -81,7 +84,7 @@ def published_versions(node_s3_client, tmp_path_factory) -> dict[str, Path]:
     return compiled
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def real_operator(real_cluster, node_s3, tmp_path_factory) -> OperatorProcess:
     crd = REPO / "crds"
     real_cluster.kubectl("apply", "--server-side", "--field-manager=bernini-tests", "-f", str(crd))
