@@ -158,11 +158,13 @@ def test_a_corrupt_artifact_stops_the_new_cluster_in_its_init_container_while_th
     node_s3_client.put_object(Bucket=bucket, Key=prefix + diffusion.file, Body=os.urandom(diffusion.size))
 
     patch = {"spec": {"model": {"version": version, "artifactsUri": uri}}}
+    started = time.monotonic()
     real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", patch)
     body = wait_for(lambda: (b := helpers.deployment(real_custom, namespace))
                     and helpers.condition(b, "PodsHealthy").get("reason") == "InitContainerFailed" and b,
                     "PodsHealthy=False/InitContainerFailed", timeout=600, interval=2)
     message = helpers.condition(body, "PodsHealthy")["message"]
+    print(f"\ncorrupt artifact: PodsHealthy=False {time.monotonic() - started:.1f}s after the patch: {message}")
     assert "init container pull-artifacts exited 4" in message, message
     assert f"checksum mismatch for {diffusion.file}" in message, message
     assert helpers.condition(body, "ArtifactsVerified")["status"] == "True"
