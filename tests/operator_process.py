@@ -8,7 +8,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from localdev.processes import free_port
+from localdev.processes import die_with_parent, free_port
 from localdev.waiting import wait_for
 
 
@@ -46,6 +46,7 @@ class OperatorProcess:
              *(f"--namespace={namespace}" for namespace in self.namespaces), *self.extra_args],
             env={**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)},
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # a killed test run or benchmark leaves no operator behind
         )
         log.close()
         wait_for(self._metrics_answer, "the operator's metrics", timeout=30, interval=0.1,

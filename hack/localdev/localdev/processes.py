@@ -27,7 +27,7 @@ def free_port() -> int:
             return port
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
@@ -48,7 +48,7 @@ def start(
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
             start_new_session=True,
-            preexec_fn=_die_with_parent if tied_to_parent else None,
+            preexec_fn=die_with_parent if tied_to_parent else None,
         )
     return process.pid
 
