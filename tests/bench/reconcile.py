@@ -37,7 +37,7 @@ ROOT = Path(__file__).parents[2]
 NAMESPACE = "bench"
 URI = "s3://bench/bernini/1.0.0/"
 OURS = ("bernini-operator", "kopf/")  # our client's user agent, and kopf's for the watches
-KUBERAY = ("ray-operator",)
+KUBERAY = ("kuberay-operator/",)
 
 
 class Seen:
