@@ -50,11 +50,24 @@ def _artifacts_pull(args: argparse.Namespace) -> int:
     try:
         report = _artifacts_puller(args).pull(args.manifest_sha256)
     except PullError as error:
-        print(f"bernini artifacts pull: {error}", file=sys.stderr)
+        message = f"bernini artifacts pull: {error}"
+        print(message, file=sys.stderr)
+        _write_termination_message(args.termination_log, message)
         return error.exit_code
     print(f"pulled {report.files} files ({report.bytes / 2**20:.1f} MiB) in {report.seconds:.2f}s: "
           f"{report.mib_per_second:.0f} MiB/s, checksums verified; {report.skipped} already present and verified")
     return 0
+
+
+def _write_termination_message(path: Path, message: str) -> None:
+    """The kubelet copies this file into the container's status: the operator reads the failure from there
+    (log order is not a contract: parallel downloads may still print after the error). The kubelet creates
+    the file; elsewhere it does not exist and nothing is written."""
+    if path.is_file():
+        try:
+            path.write_text(message[:4096])
+        except OSError:
+            pass  # not in a pod, or a read-only path: stderr already has the message
 
 
 def _artifacts_verify(args: argparse.Namespace) -> int:
@@ -122,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("uri", help="s3://bucket/prefix/ holding manifest.json")
         if sub is pull:
             sub.add_argument("dest", type=Path, help="local directory")
+            sub.add_argument("--termination-log", type=Path, default=Path("/dev/termination-log"),
+                             help="where a failure's message goes for the pod status (Kubernetes' default path)")
         sub.add_argument("--manifest-sha256", help="refuse a manifest.json with another digest")
         sub.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
         sub.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL_S3"))

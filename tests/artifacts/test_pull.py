@@ -143,9 +143,15 @@ def test_exit_codes_and_messages_of_the_init_container(published, local_s3, tmp_
     assert denied.returncode == 3 and "denied" in denied.stderr
     assert local_s3.secret_key not in denied.stderr + denied.stdout
 
-    missing = subprocess.run(base + ["s3://artifacts/absent/", str(tmp_path / "b"), "--endpoint-url", local_s3.endpoint_url],
+    termination_log = tmp_path / "termination-log"
+    termination_log.touch()  # as the kubelet provides it
+    missing = subprocess.run(base + ["s3://artifacts/absent/", str(tmp_path / "b"), "--endpoint-url", local_s3.endpoint_url,
+                                     "--termination-log", str(termination_log)],
                              env=env, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+    # The pod status carries exactly the error, whatever the log printed after it.
+    assert termination_log.read_text() == missing.stderr.strip().splitlines()[-1]
+    assert not Path("/dev/termination-log").exists(), "outside a pod the default path must not be created"
 
 
 def test_unreachable_store_fails_clearly_in_bounded_time(tmp_path, monkeypatch):

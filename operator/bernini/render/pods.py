@@ -103,7 +103,8 @@ def worker_template(
     artifacts_mount = {"name": "artifacts", "mountPath": ARTIFACTS_MOUNT_PATH}
     puller = _container(spec, "pull-artifacts", {"cpu": "1", "memory": "1Gi"}, [artifacts_mount])
     puller["command"] = pull_command(spec, manifest_sha256)
-    puller["terminationMessagePolicy"] = "FallbackToLogsOnError"  # the pull's error line reaches the pod status
+    # The puller writes its failure to the termination log; a crash without one still leaves its last log lines.
+    puller["terminationMessagePolicy"] = "FallbackToLogsOnError"
     worker = _container(spec, "ray-worker", resources, [{**artifacts_mount, "readOnly": True}, SHM_MOUNT])
     volumes = [
         {"name": "artifacts", "emptyDir": {"sizeLimit": artifacts_volume_size(manifest)}},
