@@ -93,14 +93,19 @@ def s3(local_s3):
     )
 
 
+def apply_crd(api_client, crd: dict) -> None:
+    """Server-side apply of a CRD with the tests' field manager."""
+    client.ApiextensionsV1Api(api_client).patch_custom_resource_definition(
+        crd["metadata"]["name"], crd, field_manager="bernini-tests", force=True,
+        _content_type="application/apply-patch+yaml",
+    )
+
+
 @pytest.fixture(scope="session")
 def bernini_crd(kubeconfig, api_client):
     crd = yaml.safe_load(CRD_FILE.read_text())
     extensions = client.ApiextensionsV1Api(api_client)
-    extensions.patch_custom_resource_definition(
-        crd["metadata"]["name"], crd, field_manager="bernini-tests", force=True,
-        _content_type="application/apply-patch+yaml",
-    )
+    apply_crd(api_client, crd)
     wait_for(
         lambda: any(
             c.type == "Established" and c.status == "True"

@@ -64,10 +64,7 @@ def _write_termination_message(path: Path, message: str) -> None:
     (log order is not a contract: parallel downloads may still print after the error). The kubelet creates
     the file; elsewhere it does not exist and nothing is written."""
     if path.is_file():
-        try:
-            path.write_text(message[:4096])
-        except OSError:
-            pass  # not in a pod, or a read-only path: stderr already has the message
+        path.write_text(message[:4096])
 
 
 def _artifacts_verify(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from bernini.api import GROUP, PLURAL, VERSION
+from tests.conftest import apply_crd
 from tests.operator_process import OperatorProcess
 from tests.tcp_gate import GatedForwarder
 from localdev.waiting import wait_for
@@ -293,21 +294,15 @@ def test_a_spec_an_older_crd_admitted_is_reported_not_applied(operator, custom, 
     body = example_deployment()
     body["spec"]["model"]["version"] = "1.0.0+not/a/label"
     try:
-        _apply_crd(api_client, loosened)
+        apply_crd(api_client, loosened)
         wait_for(lambda: _created_or_refused(custom, namespace, body), "the loosened CRD to admit the object", timeout=30)
     finally:
-        _apply_crd(api_client, bernini_crd)
+        apply_crd(api_client, bernini_crd)
     current = wait_for(lambda: _condition(c := _get(custom, namespace), "Ready").get("reason") == "InvalidSpec" and c,
                        "Ready=False/InvalidSpec")
     assert "spec.model.version" in _condition(current, "Ready")["message"]
     wait_for(lambda: _events(core, namespace, "InvalidSpec"), "an InvalidSpec event")
     assert _rayservice(custom, namespace) is None
-
-
-def _apply_crd(api_client, crd):
-    client.ApiextensionsV1Api(api_client).patch_custom_resource_definition(
-        crd["metadata"]["name"], crd, field_manager="bernini-tests", force=True,
-        _content_type="application/apply-patch+yaml")
 
 
 def _created_or_refused(custom, namespace, body):

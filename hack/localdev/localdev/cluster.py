@@ -97,10 +97,10 @@ class LocalCluster:
             if self.real_nodes:
                 self.node_layer.prepare(progress)
             self._start("etcd", self._etcd_argv())
-            self._wait(lambda: self._get(f"http://127.0.0.1:{self.ports['etcd']}/health"), "etcd", 30)
+            self.wait_until(lambda: self._get(f"http://127.0.0.1:{self.ports['etcd']}/health"), "etcd", 30)
             progress("etcd healthy")
             self._start("kube-apiserver", self._apiserver_argv())
-            self._wait(lambda: self._get(self.server + "/readyz"), "kube-apiserver /readyz", 60)
+            self.wait_until(lambda: self._get(self.server + "/readyz"), "kube-apiserver /readyz", 60)
             progress(f"kube-apiserver ready at {self.server}")
             self._start("kube-controller-manager", self._controller_manager_argv())
             self._start("kube-scheduler", self._scheduler_argv())
@@ -112,15 +112,15 @@ class LocalCluster:
                 crds.result()
                 progress("KubeRay CRDs established")
                 fleet.result()
-            self._wait(self._default_service_account_exists, "the default ServiceAccount", 60)
+            self.wait_until(self._default_service_account_exists, "the default ServiceAccount", 60)
             if self.real_nodes:
                 self.node_layer.start(progress)
                 self.node_layer.deploy_kuberay(progress)
             else:
                 self._start("ray-operator", self._kuberay_argv(), env={"KUBECONFIG": str(self.kubeconfig)})
-                self._wait(self._nodes_ready, "KWOK to mark every node Ready", 60)
+                self.wait_until(self._nodes_ready, "KWOK to mark every node Ready", 60)
                 progress(f"{len(self.fleet)} nodes Ready")
-                self._wait(
+                self.wait_until(
                     lambda: self._get(f"http://127.0.0.1:{self.ports['kuberay-probe']}/readyz"), "KubeRay /readyz", 60
                 )
             progress("KubeRay operator ready")
@@ -360,7 +360,7 @@ class LocalCluster:
                 return False
             return True
 
-        self._wait(established, f"{' '.join(crds)} to be Established", timeout)
+        self.wait_until(established, f"{' '.join(crds)} to be Established", timeout)
 
     def _install_kuberay_crds(self) -> None:
         # Server-side: the RayCluster/RayService CRDs exceed the client-side apply annotation limit.
@@ -404,7 +404,7 @@ class LocalCluster:
         except OSError:
             return False
 
-    def _wait(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
+    def wait_until(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
         wait_for(lambda: ready() or self._check_alive(what), what, timeout, interval=0.1, failure=ClusterError,
                  explain=lambda: f"logs in {self.log_dir}")
 

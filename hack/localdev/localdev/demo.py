@@ -24,6 +24,7 @@ from localdev.cluster import REPO_ROOT
 from localdev.s3server import LocalS3
 from localdev.sizing import fit_to_local_nodes
 from localdev.stack import namespace_manifests, publish_reference_model
+from localdev.waiting import wait_for
 
 EXAMPLE = REPO_ROOT / "examples" / "bernini-minimal.yaml"
 EXAMPLE_INPUT = REPO_ROOT / "examples" / "inputs" / "chair-prompt.json"
@@ -103,21 +104,23 @@ def _get(cluster: LocalCluster, *what: str) -> dict:
 def _wait_ready(cluster: LocalCluster) -> float:
     started = time.monotonic()
     last = None
-    while time.monotonic() - started < READY_TIMEOUT:
+
+    def is_ready() -> bool:
+        nonlocal last
         body = _get(cluster, "bd", "bernini")
         conditions = {c["type"]: c for c in body.get("status", {}).get("conditions", [])}
         rendered, ready = conditions.get("Rendered", {}), conditions.get("Ready", {})
         if rendered.get("status") == "False":
             raise DemoFailed(f"the operator refused the example: {rendered['reason']}: {rendered['message']}")
-        if ready.get("status") == "True":
-            return time.monotonic() - started
         state = (ready.get("reason"), ready.get("message"))
-        if state != last and state[0]:
+        if state != last and state[0] and ready.get("status") != "True":
             say(f"waiting: {state[0]}: {state[1]}")
             last = state
-        time.sleep(3)
-    print(cluster.kubectl("get", "pods", "-n", "default", "-o", "wide"))
-    raise DemoFailed(f"not Ready within {READY_TIMEOUT}s (last: {last}); logs in {cluster.log_dir}")
+        return ready.get("status") == "True"
+
+    wait_for(is_ready, "the BerniniDeployment to be Ready", READY_TIMEOUT, interval=3, failure=DemoFailed,
+             explain=lambda: f"{cluster.kubectl('get', 'pods', '-n', 'default', '-o', 'wide')}\nlogs in {cluster.log_dir}")
+    return time.monotonic() - started
 
 
 def _request_mesh(cluster: LocalCluster) -> None:

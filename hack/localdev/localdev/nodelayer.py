@@ -71,12 +71,12 @@ class NodeLayer:
             config = realnodes.kubelet_config(node, self.containerd(node), node_dir, cluster.pki / "ca.crt")
             cluster.start_process(f"kubelet-{node.name}", realnodes.kubelet_argv(
                 cluster.binary("kubelet"), node, config, node_dir, cluster.kubeconfig))
-        cluster._wait(self._all_registered, "every real node to register", 120)
+        cluster.wait_until(self._all_registered, "every real node to register", 120)
         for node in self.fleet:
             patch = realnodes.extended_resources_patch(node.shape)
             if patch:
                 cluster.kubectl("patch", "node", node.name, "--subresource=status", "--type=json", "-p", json.dumps(patch))
-        cluster._wait(self._all_ready, "every real node to be Ready", 120)
+        cluster.wait_until(self._all_ready, "every real node to be Ready", 120)
         progress(f"{len(self.fleet)} real nodes Ready ({', '.join(n.name for n in self.fleet)})")
 
     def _nodes(self) -> dict[str, dict]:

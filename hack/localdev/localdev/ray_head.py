@@ -90,7 +90,7 @@ class RayHead:
         return sum(replica.get("state") == "RUNNING" for replica in replicas)
 
     def wait_running(self, application: str, timeout: float = 180) -> None:
-        def running() -> str | None:
+        def running() -> bool:
             details = self.serve_application(application)
             if details.get("status") == "DEPLOY_FAILED":
                 raise RuntimeError(f"Serve could not deploy {application}: {details.get('message')}")

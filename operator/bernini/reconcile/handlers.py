@@ -17,7 +17,7 @@ from bernini.render.names import MANAGER
 
 
 def registry() -> kopf.OperatorRegistry:
-    """A fresh set of handlers; each reads the controller from memo.controller."""
+    """A fresh set of handlers; each reads the controller from kopf's memo (memo["controller"])."""
     handlers = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=handlers)

@@ -30,21 +30,20 @@ def _pod_trouble(pod: dict[str, Any]) -> PodTrouble | None:
     status = pod.get("status") or {}
     phase = status.get("phase", "Unknown")
     where = f"pod {pod['metadata']['name']} ({phase})"
-    for kind, statuses in (("init container", status.get("initContainerStatuses")),
-                           ("container", status.get("containerStatuses"))):
+    for kind, failed, statuses in (("init container", "InitContainerFailed", status.get("initContainerStatuses")),
+                                   ("container", "ContainerFailed", status.get("containerStatuses"))):
         for container in statuses or []:
-            failure = _container_failure(container)
+            failure = _container_failure(container, failed)
             if failure:
                 reason, detail = failure
-                if reason == "Failed":
-                    reason = "InitContainerFailed" if kind == "init container" else "ContainerFailed"
                 return PodTrouble(reason, f"{where}: {kind} {container['name']} {detail}")
     if phase == "Failed":
         return PodTrouble("PodFailed", f"{where}: {status.get('reason', '')} {status.get('message', '')}".rstrip())
     return None
 
 
-def _container_failure(container: dict[str, Any]) -> tuple[str, str] | None:
+def _container_failure(container: dict[str, Any], failed: str) -> tuple[str, str] | None:
+    """(reason, detail): `failed` for a non-zero exit (now or before a restart), else a stuck waiting reason."""
     state = container.get("state") or {}
     terminated = state.get("terminated") or (container.get("lastState") or {}).get("terminated")
     waiting = (state.get("waiting") or {}).get("reason", "")
@@ -52,7 +51,7 @@ def _container_failure(container: dict[str, Any]) -> tuple[str, str] | None:
     if terminated and terminated.get("exitCode", 0) != 0:
         backoff = f", {waiting} after {restarts} restarts" if waiting else ""
         said = _last_line(terminated.get("message", ""))
-        return "Failed", f"exited {terminated['exitCode']} ({terminated.get('reason', 'Error')}{backoff})" + (f": {said}" if said else "")
+        return failed, f"exited {terminated['exitCode']} ({terminated.get('reason', 'Error')}{backoff})" + (f": {said}" if said else "")
     if waiting in STUCK_WAITING:
         said = _last_line(state["waiting"].get("message", ""))
         return waiting, f"is waiting: {waiting}" + (f": {said}" if said else "")

@@ -3,7 +3,8 @@
 Packing rule (one Ray worker pod per inf2 node, taking all of the node's NeuronCores):
 - A worker pod on instance type T offers T's NeuronCores, its vCPUs less one (kubelet and
   daemonsets), and 80% of its memory, unless spec.workers sets smaller CPUs or memory. A stage
-  replica asks for (neuronCores, cpus, memory); the ingress is packed like a stage with no NeuronCores. CPU stages ride on the inf2 workers' spare vCPUs.
+  replica asks for (neuronCores, cpus, memory); the ingress is packed like a stage with no
+  NeuronCores. CPU stages ride on the inf2 workers' spare vCPUs.
 - A stage fits T when one replica fits an empty worker pod of T. A stage that fits no allowed type is
   an error the user must fix (condition Rendered=False, reason StageDoesNotFit).
 - Minimum: every deployment's minReplicas go to its home type (the smallest allowed type it fits),
