@@ -11,6 +11,7 @@ The cluster keeps running until `make cluster-down`.
 import json
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -127,11 +128,23 @@ def _request_mesh(cluster: LocalCluster) -> None:
     address = _get(cluster, "service", "bernini-serve-svc")["spec"]["clusterIP"]
     request = urllib.request.Request(f"http://{address}:8000/?format=glb", data=EXAMPLE_INPUT.read_bytes(),
                                      method="POST", headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=300) as response:
-            mesh, headers = response.read(), response.headers
-    except OSError as error:
-        raise DemoFailed(f"the Serve Service at {address}:8000 did not return a mesh: {error}") from error
+
+    def answer():
+        # Ready can land before kube-proxy programs the Service: a refused connection is retried, nothing else.
+        try:
+            with urllib.request.urlopen(request, timeout=300) as response:
+                return response.read(), response.headers
+        except ConnectionRefusedError:
+            return None
+        except urllib.error.URLError as error:
+            if isinstance(error.reason, ConnectionRefusedError):
+                return None
+            raise DemoFailed(f"the Serve Service at {address}:8000 did not return a mesh: {error}") from error
+        except OSError as error:
+            raise DemoFailed(f"the Serve Service at {address}:8000 did not return a mesh: {error}") from error
+
+    mesh, headers = wait_for(answer, f"the Serve Service at {address}:8000 to accept connections", 120,
+                             interval=2, failure=DemoFailed)
     output = cluster.log_dir.parent / "bernini-mesh.glb"
     output.write_bytes(mesh)
     info = json.loads(headers["X-Bernini-Mesh"])
