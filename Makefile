@@ -9,7 +9,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml hack/localdev/pyproj
 
 CRD_FILES := crds/bernini.dev_berninideployments.yaml charts/bernini-operator/crds/bernini.dev_berninideployments.yaml
 
-.PHONY: help venv controlplane node-packages images cluster-up cluster-down demo test crds bench-reconcile bench-pull bench-serve bench-e2e
+.PHONY: help venv controlplane node-packages images cluster-up cluster-down demo test crds bench-reconcile bench-pull bench-serve bench-e2e gpu-wheels check-gpu
 
 help:
 	@echo "make demo          run the operator's main job on a local control plane"
@@ -19,6 +19,8 @@ help:
 	@echo "make cluster-up    start the local control plane (kubeconfig: .local/kubeconfig)"
 	@echo "make cluster-down  stop it"
 	@echo "make crds          regenerate crds/ and the chart's CRD copy from the pydantic models"
+	@echo "make gpu-wheels    download the few wheels make check-gpu needs (run where there is network)"
+	@echo "make check-gpu     on a GPU machine: compile for cuda, run the stages, GPU beside CPU"
 
 $(VENV_STAMP): pyproject.toml hack/localdev/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -63,3 +65,13 @@ bench-serve: venv controlplane
 
 bench-e2e: venv controlplane images
 	$(PY) -m tests.bench.e2e
+
+# The GPU machine has PyTorch but no network, Ray or pydantic: fetch its few wheels here, carry them there.
+gpu-wheels:
+	@mkdir -p .gpu-wheels
+	python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .gpu-wheels -r hack/gpu/wheels.txt
+
+check-gpu:
+	@bash hack/gpu/check.sh

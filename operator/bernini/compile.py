@@ -1,7 +1,8 @@
 """`bernini compile`: trace every stage of the model, write manifest.json, publish the set to S3.
 
-With torch-neuronx importable the target is inf2 (torch_neuronx.trace, neuronx-cc); otherwise cpu
-(torch.jit.trace). Both produce TorchScript saved with torch.jit.save, loaded the same way.
+Targets: inf2 (torch_neuronx.trace, neuronx-cc; the default where torch-neuronx imports), cuda (torch.jit.trace
+of the module and inputs moved to the GPU) and cpu (torch.jit.trace). All produce TorchScript saved with
+torch.jit.save and loaded the same way.
 """
 
 import datetime
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from bernini.artifacts.manifest import MANIFEST_FILE, Manifest
+from bernini.artifacts.manifest import DEVICE_OF_TARGET, MANIFEST_FILE, Manifest
 from bernini.model.reference import CompiledStage, reference_stages
 
 # Recorded in the manifest; --auto-cast none keeps fp32 numerics identical to the cpu target.
@@ -40,8 +41,27 @@ def trace(stage: CompiledStage, target: str, workdir: Path):
 
         return torch_neuronx.trace(stage.module, example, compiler_args=NEURON_COMPILER_ARGS,
                                    compiler_workdir=str(workdir / stage.artifact))
+    device = DEVICE_OF_TARGET[target]
     with torch.no_grad():
-        return torch.jit.trace(stage.module, example)
+        return torch.jit.trace(stage.module.to(device), tuple(tensor.to(device) for tensor in example))
+
+
+def check_target_available(target: str) -> None:
+    if target == "inf2" and not neuron_available():
+        raise SystemExit("target inf2 needs torch-neuronx (a Neuron DLC or an inf2/trn1 host); use --target cpu here")
+    if target == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"target cuda needs a CUDA GPU; torch {torch.__version__} sees none "
+                         f"(built for CUDA {torch.version.cuda or 'none'})")
+
+
+def toolchain(target: str) -> dict:
+    return {
+        "torch": torch.__version__,
+        "torchNeuronx": _version("torch-neuronx"),
+        "neuronxCc": _version("neuronx-cc"),
+        "cuda": torch.version.cuda if target == "cuda" else None,
+        "gpu": torch.cuda.get_device_name() if target == "cuda" else None,
+    }
 
 
 def _sha256(path: Path) -> str:
@@ -51,8 +71,7 @@ def _sha256(path: Path) -> str:
 
 def compile_model(out: Path, version: str, target: str, name: str = "bernini", seed: int = 0,
                   log=print) -> Manifest:
-    if target == "inf2" and not neuron_available():
-        raise SystemExit("target inf2 needs torch-neuronx (a Neuron DLC or an inf2/trn1 host); use --target cpu here")
+    check_target_available(target)
     out.mkdir(parents=True, exist_ok=True)
     artifacts = {}
     for stage in reference_stages(seed):
@@ -74,8 +93,7 @@ def compile_model(out: Path, version: str, target: str, name: str = "bernini", s
         "manifestVersion": 1,
         "model": {"name": name, "version": version},
         "target": target,
-        "toolchain": {"torch": torch.__version__, "torchNeuronx": _version("torch-neuronx"),
-                      "neuronxCc": _version("neuronx-cc")},
+        "toolchain": toolchain(target),
         "stages": artifacts,
         "createdAt": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     })

@@ -5,10 +5,7 @@ import argparse
 import json
 import statistics
 import tempfile
-import threading
-import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -20,26 +17,10 @@ from bernini.compile import compile_model
 from localdev.ray_head import RayHead, localize_serve_config
 from bernini.render.rayservice import render_rayservice
 from bernini.serve import stages
-from tests.bench.figures import percentile
+from tests.bench.figures import measure, percentile
 
 ROOT = Path(__file__).parents[2]
 PROMPT = json.loads((ROOT / "examples" / "inputs" / "chair-prompt.json").read_text())["prompt"]
-
-
-def measure(call, requests: int, concurrency: int) -> tuple[list[float], float]:
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def one(_):
-        started = time.perf_counter()
-        call()
-        with lock:
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(requests)))
-    return latencies, requests / (time.perf_counter() - started)
 
 
 class InProcess:
@@ -52,8 +33,7 @@ class InProcess:
         self.decoders = stages.load_decoders(artifacts)
 
     def __call__(self) -> bytes:
-        with torch.no_grad():
-            condition = self.encoder(stages.text_tensor(PROMPT))
+        condition = stages.encode(self.encoder, stages.text_tensor(PROMPT))
         latent = stages.sample_latent(self.denoiser, condition, 8, 3.0, 0)
         return stages.mesh_bytes(stages.decode_batch(self.decoders, [latent])[0], "glb")[0]
 

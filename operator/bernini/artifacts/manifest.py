@@ -8,6 +8,9 @@ from pydantic import Field, ValidationError, field_validator
 from bernini.api.base import WireModel
 
 MANIFEST_FILE = "manifest.json"
+Target = Literal["inf2", "cuda", "cpu"]
+# The torch device a target's graphs run on; Neuron graphs take CPU tensors and move them themselves.
+DEVICE_OF_TARGET = {"inf2": "cpu", "cuda": "cuda", "cpu": "cpu"}
 SUPPORTED_MANIFEST_VERSIONS = (1,)
 SHA256 = r"^[0-9a-f]{64}$"
 
@@ -32,7 +35,7 @@ class StageArtifact(WireModel):
     sha256: str = Field(pattern=SHA256)
     size: int = Field(ge=0)
     neuron_cores: int = Field(0, ge=0)
-    """NeuronCores the compiled graph needs (0 for the cpu target)."""
+    """NeuronCores the compiled graph needs (0 for the cuda and cpu targets)."""
 
     inputs: list[TensorSpec] = Field(default_factory=list)
     compiler_args: list[str] = Field(default_factory=list)
@@ -47,11 +50,15 @@ class StageArtifact(WireModel):
 
 
 class Toolchain(WireModel):
-    """Versions that produced the artifacts; neuronx-cc artifacts load only on the same compiler major."""
+    """Versions that produced the artifacts; neuronx-cc artifacts load only on the same compiler major, and
+    cuda artifacts need a runtime whose CUDA major is at least the one they were traced with."""
 
     torch: str
     torch_neuronx: str | None = None
     neuronx_cc: str | None = None
+    cuda: str | None = None
+    gpu: str | None = None
+    """The GPU the cuda graphs were traced on (informational)."""
 
 
 class ModelIdentity(WireModel):
@@ -64,7 +71,7 @@ class Manifest(WireModel):
 
     manifest_version: int
     model: ModelIdentity
-    target: Literal["inf2", "cpu"]
+    target: Target
     toolchain: Toolchain
     stages: dict[str, StageArtifact]
     created_at: str = ""

@@ -10,7 +10,7 @@ from bernini.model.shapes import CONDITION_DIM, LATENT_CHANNELS, LATENT_SIZE
 
 def timestep_embedding(t: torch.Tensor, dim: int = CONDITION_DIM) -> torch.Tensor:
     half = dim // 2
-    frequencies = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32) / half)
+    frequencies = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     angles = t.float()[:, None] * frequencies[None, :]
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
@@ -52,18 +52,18 @@ def ddim_sample(denoise, condition: torch.Tensor, steps: int = 8, guidance: floa
                 train_steps: int = 1000) -> torch.Tensor:
     """Deterministic DDIM over `steps` timesteps; each step runs the compiled denoiser once on a batch of
     two (conditional, unconditional) and mixes them with the guidance scale."""
-    generator = torch.Generator().manual_seed(seed)
-    latent = torch.randn(1, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE, LATENT_SIZE, generator=generator)
-    betas = torch.linspace(1e-4, 0.02, train_steps)
-    alphas = torch.cumprod(1 - betas, dim=0)
-    timesteps = torch.linspace(train_steps - 1, 0, steps).long()
+    device = condition.device
+    generator = torch.Generator().manual_seed(seed)  # drawn on the CPU: every device samples the same noise
+    latent = torch.randn(1, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE, LATENT_SIZE, generator=generator).to(device)
+    alphas = torch.cumprod(1 - torch.linspace(1e-4, 0.02, train_steps), dim=0).tolist()
+    timesteps = torch.linspace(train_steps - 1, 0, steps).long().tolist()
     guided = torch.cat([condition, torch.zeros_like(condition)])  # the null condition
     for index, t in enumerate(timesteps):
-        both = denoise(latent.repeat(2, 1, 1, 1, 1), t.repeat(2).float(), guided)
+        both = denoise(latent.repeat(2, 1, 1, 1, 1), torch.full((2,), float(t), device=device), guided)
         conditional, unconditional = both.chunk(2)
         noise = unconditional + guidance * (conditional - unconditional)
         alpha = alphas[t]
-        alpha_next = alphas[timesteps[index + 1]] if index + 1 < steps else torch.tensor(1.0)
-        predicted = (latent - (1 - alpha).sqrt() * noise) / alpha.sqrt()
-        latent = alpha_next.sqrt() * predicted + (1 - alpha_next).sqrt() * noise
+        alpha_next = alphas[timesteps[index + 1]] if index + 1 < steps else 1.0
+        predicted = (latent - math.sqrt(1 - alpha) * noise) / math.sqrt(alpha)
+        latent = math.sqrt(alpha_next) * predicted + math.sqrt(1 - alpha_next) * noise
     return latent

@@ -27,11 +27,10 @@ class Encoder:
         stages.check_model(artifacts_dir, model_name, model_version)
         torch.set_num_threads(1)  # replicas share a node's cores: one intra-op thread each, no oversubscription
         self.graphs = {m: stages.load_graph(artifacts_dir, f"encoder-{m}") for m in MODALITIES}
-        logger.info("encoder loaded; NeuronCores %s", stages.assigned_neuron_cores() or "none (cpu)")
+        logger.info("encoder loaded on %s", stages.placement())
 
     def encode(self, modality: str, tensor: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.graphs[modality](tensor)
+        return stages.encode(self.graphs[modality], tensor)
 
 
 @serve.deployment

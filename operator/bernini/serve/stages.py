@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bernini.artifacts.manifest import MANIFEST_FILE, Manifest
+from bernini.artifacts.manifest import DEVICE_OF_TARGET, MANIFEST_FILE, Manifest
 from bernini.model.diffusion import ddim_sample
 from bernini.model.encoders import tokenize
 from bernini.model.shapes import IMAGE_SIZE, POINTS
@@ -32,20 +32,37 @@ def check_model(artifacts_dir: str | Path, model_name: str, model_version: str) 
                          f"{model_name} {model_version}; refusing to start")
 
 
-def load_graph(artifacts_dir: str | Path, artifact: str):
-    """torch.jit.load one compiled graph; inf2 graphs need torch_neuronx imported first."""
+class StageGraph:
+    """A compiled graph on the device its target implies. Inputs move there; stages hand CPU tensors to each
+    other, since a CUDA tensor cannot cross Ray's object store to a replica on another node."""
+
+    def __init__(self, module, device: str):
+        self.module = module
+        self.device = device
+
+    def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.module(*(tensor.to(self.device) for tensor in tensors))
+
+
+def load_graph(artifacts_dir: str | Path, artifact: str) -> StageGraph:
+    """torch.jit.load one compiled graph onto its target's device; inf2 graphs need torch_neuronx imported first."""
     manifest = load_manifest(artifacts_dir)
     if manifest.target == "inf2":
         import torch_neuronx  # noqa: F401  registers the Neuron ops the graph calls
 
-    graph = torch.jit.load(str(Path(artifacts_dir) / manifest.stages[artifact].file))
+    device = DEVICE_OF_TARGET[manifest.target]
+    graph = torch.jit.load(str(Path(artifacts_dir) / manifest.stages[artifact].file), map_location=device)
     graph.eval()
-    return graph
+    return StageGraph(graph, device)
 
 
-def assigned_neuron_cores() -> str:
-    # Ray sets this per actor from its neuron_cores resource; the Neuron runtime honours it.
-    return os.environ.get("NEURON_RT_VISIBLE_CORES", "")
+def placement() -> str:
+    """Which accelerator this replica was given; Ray sets these per actor from its neuron_cores or num_gpus."""
+    if os.environ.get("NEURON_RT_VISIBLE_CORES"):
+        return f"NeuronCores {os.environ['NEURON_RT_VISIBLE_CORES']}"
+    if torch.cuda.is_available():
+        return f"GPU {os.environ.get('CUDA_VISIBLE_DEVICES', '0')} ({torch.cuda.get_device_name()})"
+    return "cpu"
 
 
 class InputError(ValueError):
@@ -87,19 +104,24 @@ def text_tensor(prompt: object, max_length: int = 1000) -> torch.Tensor:
     return tokenize(prompt)
 
 
-def sample_latent(denoiser, condition: torch.Tensor, steps: int, guidance: float, seed: int) -> torch.Tensor:
+def encode(graph: StageGraph, tensor: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return ddim_sample(denoiser, condition, steps=steps, guidance=guidance, seed=seed)
+        return graph(tensor).cpu()
 
 
-def load_decoders(artifacts_dir: str | Path) -> dict[int, object]:
+def sample_latent(denoiser: StageGraph, condition: torch.Tensor, steps: int, guidance: float, seed: int) -> torch.Tensor:
+    with torch.no_grad():
+        return ddim_sample(denoiser, condition.to(denoiser.device), steps=steps, guidance=guidance, seed=seed).cpu()
+
+
+def load_decoders(artifacts_dir: str | Path) -> dict[int, StageGraph]:
     """The decoder's graphs by the batch size they were compiled for."""
     manifest = load_manifest(artifacts_dir)
     return {artifact.inputs[0].shape[0]: load_graph(artifacts_dir, name)
             for name, artifact in manifest.stages.items() if artifact.stage == "decoder"}
 
 
-def decode_batch(decoders: dict[int, object], latents: list[torch.Tensor]) -> list[np.ndarray]:
+def decode_batch(decoders: dict[int, StageGraph], latents: list[torch.Tensor]) -> list[np.ndarray]:
     """Decode several latents in the smallest compiled batch that holds them, zero-padded (static shapes)."""
     bucket = min((size for size in decoders if size >= len(latents)), default=None)
     if bucket is None:
@@ -107,7 +129,7 @@ def decode_batch(decoders: dict[int, object], latents: list[torch.Tensor]) -> li
         return decode_batch(decoders, latents[:largest]) + decode_batch(decoders, latents[largest:])
     batch = torch.cat(latents + [torch.zeros_like(latents[0])] * (bucket - len(latents)))
     with torch.no_grad():
-        sdfs = decoders[bucket](batch)[:, 0].numpy()
+        sdfs = decoders[bucket](batch)[:, 0].cpu().numpy()
     return [sdfs[index] for index in range(len(latents))]
 
 
