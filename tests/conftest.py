@@ -134,13 +134,13 @@ def example_deployment(namespace, core, s3, local_s3):
     """examples/bernini-minimal.yaml pointed at the local S3 server, with its artifacts published there."""
     core.create_namespaced_service_account(namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="bernini-serving")))
 
-    def build(version: str = "1.0.0", publish: bool = True) -> dict:
+    def build(version: str = "1.0.0", publish: bool = True, target: str = "inf2") -> dict:
         body = yaml.safe_load(EXAMPLE.read_text())
         uri = f"s3://artifacts/{namespace}/{version}/"
         body["spec"]["model"].update(version=version, artifactsUri=uri)
         body["spec"]["s3"] = {"region": "us-east-1", "endpointUrl": local_s3.endpoint_url}
         if publish:
-            publish_placeholder_artifacts(s3, uri, version)
+            publish_placeholder_artifacts(s3, uri, version, target=target)
         return body
 
     return build

@@ -155,10 +155,11 @@ def test_helm_upgrade_and_uninstall_leave_no_orphans(kubeconfig, bernini_crd):
 def test_kubectl_apply_explain_get_and_wait(kubeconfig, custom, operator, namespace, example_deployment):
     run("kubectl", "apply", "-f", str(ROOT / "crds"), kubeconfig=kubeconfig)  # client-side: fits the annotation limit
     explained = run("kubectl", "explain", "berninideployment.spec", "--recursive", kubeconfig=kubeconfig).stdout
-    for field in ("artifactsUri", "neuronCores", "targetOngoingRequests", "instanceTypes", "schedulerName", "suspend"):
+    for field in ("artifactsUri", "accelerators", "targetOngoingRequests", "kind", "instanceTypes", "schedulerName",
+                  "suspend"):
         assert field in explained
-    described = run("kubectl", "explain", "berninideployment.spec.stages.diffusion.neuronCores", kubeconfig=kubeconfig).stdout
-    assert "whole numbers only" in described
+    described = run("kubectl", "explain", "berninideployment.spec.stages.diffusion.accelerators", kubeconfig=kubeconfig).stdout
+    assert "a fraction" in " ".join(described.split()) and "NeuronCores on kind neuron" in " ".join(described.split())
     body = example_deployment()
     body["metadata"]["namespace"] = namespace
     run("kubectl", "apply", "-f", "-", kubeconfig=kubeconfig, input=json.dumps(body))

@@ -14,8 +14,9 @@ from localdev.waiting import wait_for
 pytestmark = pytest.mark.cluster
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
-APPLIED = ["bernini-minimal.yaml", "bernini-production.yaml", "serving-serviceaccount.yaml",
-           "karpenter-inf2-nodepool.yaml", "argocd/applications.yaml", "argocd/argocd-cm-health.yaml"]
+APPLIED = ["bernini-minimal.yaml", "bernini-production.yaml", "bernini-production-g5.yaml", "serving-serviceaccount.yaml",
+           "karpenter-inf2-nodepool.yaml", "karpenter-g5-nodepool.yaml", "argocd/applications.yaml",
+           "argocd/argocd-cm-health.yaml"]
 THIRD_PARTY_CRDS = DEFAULT_BIN_DIR.parent / "third-party-crds"  # Karpenter and Argo CD, from their Go modules
 CHECKED_ELSEWHERE = {
     "argocd/health.lua": "tests/unit/test_argocd_health.py",
@@ -62,13 +63,24 @@ def test_neuron_chart_values_advertise_the_resources_the_pods_ask_for():
     assert (tolerated["key"], tolerated["effect"]) == ("aws.amazon.com/neuron", "NoSchedule")
 
 
-def test_nodepool_matches_what_the_renderer_schedules_on():
-    nodepool = next(yaml.safe_load_all((EXAMPLES / "karpenter-inf2-nodepool.yaml").read_text()))
+@pytest.mark.parametrize("nodepool_file, deployment_file", [("karpenter-inf2-nodepool.yaml", "bernini-production.yaml"),
+                                                            ("karpenter-g5-nodepool.yaml", "bernini-production-g5.yaml")])
+def test_nodepool_matches_what_the_renderer_schedules_on(nodepool_file, deployment_file):
+    from bernini.api.spec import BerniniDeploymentSpec
+    from bernini.render.rayservice import render_rayservice
+    from tests.unit.specs import make_manifest
+
+    nodepool = next(yaml.safe_load_all((EXAMPLES / nodepool_file).read_text()))
     template = nodepool["spec"]["template"]["spec"]
-    assert {"key": "aws.amazon.com/neuron", "value": "true", "effect": "NoSchedule"} in template["taints"]
     types = next(r for r in template["requirements"] if r["key"] == "node.kubernetes.io/instance-type")["values"]
-    production = yaml.safe_load((EXAMPLES / "bernini-production.yaml").read_text())
-    assert set(production["spec"]["accelerator"]["instanceTypes"]) <= set(types)
+    spec = BerniniDeploymentSpec.model_validate(yaml.safe_load((EXAMPLES / deployment_file).read_text())["spec"])
+    rayservice = render_rayservice("bernini", "models", "uid", spec, make_manifest(spec.model.version), "f" * 64)
+    for group in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
+        pod = group["template"]["spec"]
+        assert pod["nodeSelector"]["node.kubernetes.io/instance-type"] in types
+        # The pool's taint is exactly what the worker pods tolerate.
+        [toleration] = pod["tolerations"]
+        assert {"key": toleration["key"], "value": "true", "effect": "NoSchedule"} in template["taints"]
 
 
 def test_iam_policy_is_read_only_on_the_prefix():

@@ -86,11 +86,48 @@ def test_example_becomes_a_rayservice_with_neuron_workers_on_inf2(operator, cust
     assert status["rayServiceName"] == "bernini"
     assert status["serveEndpoint"] == f"http://bernini-serve-svc.{namespace}.svc.cluster.local:8000"
     assert status["capacity"]["minWorkers"] == 2
-    assert status["capacity"]["minNeuronCores"] == 3
+    assert status["capacity"]["minAccelerators"] == 3
     # Without a real Ray head KubeRay cannot reach a dashboard, so the RayService is not Ready: neither are we.
     assert _condition(current, "Ready")["status"] == "False"
     events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=bernini,involvedObject.kind=BerniniDeployment").items
     assert {"Verified", "Applied"} <= {event.reason for event in events}
+
+
+OTHER_KINDS = {
+    # GPU fractions: four replicas share the one GPU-hungry node's GPUs (the neuron kind is the example above).
+    "nvidia": ({"kind": "nvidia", "instanceTypes": ["g5.12xlarge"]},
+               {"encoder": {"accelerators": 0.25}, "diffusion": {"accelerators": 0.5}, "decoder": {"accelerators": 0.25}},
+               {"nvidia.com/gpu": "4"}, "nvidia.com/gpu"),
+    "cpu": ({"kind": "cpu", "instanceTypes": ["m6i.2xlarge"]}, {}, {}, None),
+}
+
+
+@pytest.mark.parametrize("kind", list(OTHER_KINDS))
+def test_each_accelerator_kind_runs_its_workers_on_its_own_nodes(operator, custom, core, namespace, example_deployment, kind):
+    from bernini.instances import KINDS
+
+    accelerator, stages, extended, taint = OTHER_KINDS[kind]
+    body = example_deployment(target=KINDS[kind].target)
+    body["spec"].update(accelerator=accelerator, stages=stages)
+    _create(custom, namespace, body)
+
+    def worker_running():
+        pods = core.list_namespaced_pod(namespace, label_selector="ray.io/node-type=worker").items
+        return [p for p in pods if p.status.phase == "Running"]
+
+    [pod] = wait_for(worker_running, f"the {kind} worker pod Running", timeout=90)
+    node = core.read_node(pod.spec.node_name)
+    assert node.metadata.labels["node.kubernetes.io/instance-type"] == accelerator["instanceTypes"][0]
+    limits = pod.spec.containers[0].resources.limits
+    assert {key: value for key, value in limits.items() if key not in ("cpu", "memory")} == extended
+    assert [t.key for t in pod.spec.tolerations or [] if t.effect == "NoSchedule" and "node.kubernetes" not in t.key] == \
+        ([taint] if taint else [])
+    current = wait_for(lambda: _condition(c := _get(custom, namespace), "ArtifactsVerified").get("status") == "True" and c,
+                       f"the {KINDS[kind].target} artifacts verified")
+    assert current["status"]["capacity"]["minWorkers"] == 1
+    assert current["status"]["capacity"]["minAccelerators"] == (1.0 if kind == "nvidia" else 0)
+    diffusion = _deployment(_rayservice(custom, namespace), "Diffusion")["ray_actor_options"]
+    assert diffusion.get("num_gpus") == (0.5 if kind == "nvidia" else None) and "resources" not in diffusion
 
 
 def _patch(custom, namespace, patch, name="bernini"):
@@ -206,6 +243,17 @@ INVALID = [
     ({"runtime": {"image": ""}}, "spec.runtime.image"),
     ({"upgradeStrategy": {"type": "Incremental"}}, "spec.upgradeStrategy.type"),
     ({"s3": {"region": "us-east-1", "accessKey": "AKIA..."}}, "accessKey"),
+    ({"accelerator": {"kind": "nvidia"}}, "kind nvidia runs on g5.xlarge"),
+    ({"accelerator": {"kind": "nvidia", "instanceTypes": ["g5.xlarge"], "schedulerName": "neuron-scheduler"}},
+     "schedulerName is for kind neuron only"),
+    ({"stages": {"diffusion": {"accelerators": 0.5}}}, "stages.diffusion.accelerators must be whole NeuronCores on kind neuron"),
+    ({"accelerator": {"kind": "nvidia", "instanceTypes": ["g5.12xlarge"]}, "stages": {"decoder": {"accelerators": 1.5}}},
+     "a fraction below 1 or whole GPUs on kind nvidia"),
+    ({"accelerator": {"kind": "nvidia", "instanceTypes": ["g5.xlarge"]}, "stages": {"encoder": {"neuronCores": 1}}},
+     "stages.encoder.neuronCores is for kind neuron; use accelerators"),
+    ({"stages": {"encoder": {"neuronCores": 1, "accelerators": 1}}}, "set accelerators, or the deprecated neuronCores, not both"),
+    ({"accelerator": {"kind": "cpu", "instanceTypes": ["m6i.xlarge"]}, "model": {"target": "inf2"}},
+     "model.target must be the accelerator kind's target"),
 ]
 
 

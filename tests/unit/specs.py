@@ -12,7 +12,8 @@ def make_spec(**overrides) -> BerniniDeploymentSpec:
     return BerniniDeploymentSpec.model_validate(body)
 
 
-def make_manifest(version: str = "1.0.0", target: str = "inf2", neuronx_cc: str | None = "2.21.0", cores: int = 1) -> Manifest:
+def make_manifest(version: str = "1.0.0", target: str = "inf2", neuronx_cc: str | None = "2.21.0", cores: int = 1,
+                  cuda: str = "12.4") -> Manifest:
     stages = {
         stage: {"stage": stage, "file": f"{stage}.pt", "sha256": "0" * 64, "size": 1 << 20, "neuronCores": cores if target == "inf2" else 0}
         for stage in NEURAL_STAGES
@@ -22,7 +23,8 @@ def make_manifest(version: str = "1.0.0", target: str = "inf2", neuronx_cc: str 
             "manifestVersion": 1,
             "model": {"name": "bernini", "version": version},
             "target": target,
-            "toolchain": {"torch": "2.9.0", "neuronxCc": neuronx_cc if target == "inf2" else None},
+            "toolchain": {"torch": "2.9.0", "neuronxCc": neuronx_cc if target == "inf2" else None,
+                          "cuda": cuda if target == "cuda" else None},
             "stages": stages,
         }
     )

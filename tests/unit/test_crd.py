@@ -51,8 +51,13 @@ def test_optional_fields_are_nullable_and_defaults_carry_no_nulls():
     assert spec["properties"]["s3"]["default"] == {"region": "us-east-1"}
     triangulation = spec["properties"]["stages"]["properties"]["triangulation"]
     # Per-stage defaults live on each field, so a partly given stage is filled with that stage's defaults.
-    assert triangulation["properties"]["neuronCores"]["default"] == 0
-    assert spec["properties"]["stages"]["properties"]["diffusion"]["properties"]["neuronCores"]["default"] == 1
+    assert triangulation["properties"]["cpus"]["default"] == 2.0
+    assert spec["properties"]["stages"]["properties"]["encoder"]["properties"]["maxReplicas"]["default"] == 2
+    # No stored default for the accelerator amount: a default would sit beside an older object's neuronCores
+    # (which the both-set rule refuses) and would be wrong for kind cpu; the code fills it per kind.
+    for stage in ("encoder", "triangulation"):
+        for field in ("accelerators", "neuronCores"):
+            assert "default" not in spec["properties"]["stages"]["properties"][stage]["properties"][field]
 
 
 def test_cross_field_rules_and_conventions():

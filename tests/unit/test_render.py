@@ -113,8 +113,8 @@ def test_owner_reference_and_labels_carry_no_tracking_labels():
 
 def test_packing_default_spec_needs_two_inf2_xlarge_at_minimum():
     capacity = plan(make_spec())
-    assert (capacity.min_workers, capacity.min_neuron_cores) == (2, 3)
-    assert capacity.max_neuron_cores == 2 + 4 + 4
+    assert (capacity.min_workers, capacity.min_accelerators) == (2, 3)
+    assert capacity.max_accelerators == 2 + 4 + 4
     # The README's figures: 2 nodes at minimum, 9 at most (10 NeuronCores alone need 5 two-core nodes;
     # the replicas' CPU asks at maximum need the rest).
     assert capacity.max_workers == 9
@@ -122,14 +122,14 @@ def test_packing_default_spec_needs_two_inf2_xlarge_at_minimum():
 
 def test_every_catalogued_instance_type_is_in_the_crd_enum_and_packs():
     from bernini.api.crd import custom_resource_definition
-    from bernini.instances import INF2
+    from bernini.instances import CATALOGUE
 
     schema = custom_resource_definition()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     enum = schema["properties"]["spec"]["properties"]["accelerator"]["properties"]["instanceTypes"]["items"]["enum"]
-    assert enum == list(INF2)
-    for name in INF2:
-        capacity = plan(make_spec(accelerator={"instanceTypes": [name]}))
-        assert capacity.groups[0].worker.instance is INF2[name] and capacity.min_workers >= 1
+    assert enum == list(CATALOGUE)
+    for name, instance in CATALOGUE.items():
+        capacity = plan(make_spec(accelerator={"kind": instance.kind, "instanceTypes": [name]}))
+        assert capacity.groups[0].worker.instance is instance and capacity.min_workers >= 1
 
 
 def test_packing_prefers_the_smallest_type_for_minimum_and_bounds_every_type_for_maximum():

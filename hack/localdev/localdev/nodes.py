@@ -1,64 +1,74 @@
-"""The fake node fleet KWOK keeps alive: inf2 nodes with Neuron capacity and the Neuron taint, plus CPU nodes."""
+"""The fake node fleet KWOK keeps alive: inf2 and g5 nodes with their accelerator capacity and taints, plus CPU
+nodes. The shapes come from the product's one instance catalogue."""
 
 from dataclasses import dataclass
 
-from bernini.instances import INF2, InstanceType
+from bernini.instances import CATALOGUE, KINDS, InstanceType
 
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
-NEURON_TAINT_KEY = "aws.amazon.com/neuron"
 
 
 @dataclass(frozen=True)
 class NodeShape:
-    instance_type: str
-    cpu: str
-    memory: str
-    neuron_cores: int = 0
-    neuron_devices: int = 0
+    instance: InstanceType
 
     @property
-    def is_inf2(self) -> bool:
-        return self.neuron_cores > 0
+    def instance_type(self) -> str:
+        return self.instance.name
 
-    @classmethod
-    def of(cls, instance: InstanceType) -> "NodeShape":
-        return cls(instance.name, cpu=str(instance.vcpus), memory=f"{instance.memory_gib}Gi",
-                   neuron_cores=instance.neuron_cores, neuron_devices=instance.neuron_devices)
+    @property
+    def taint_key(self) -> str | None:
+        return KINDS[self.instance.kind].taint_key
+
+    def extended_resources(self) -> dict[str, str]:
+        """What the kind's device plugin advertises on such a node."""
+        if self.instance.kind == "neuron":
+            return {"aws.amazon.com/neuroncore": str(self.instance.accelerators),
+                    "aws.amazon.com/neuron": str(self.instance.neuron_devices)}
+        if self.instance.kind == "nvidia":
+            return {"nvidia.com/gpu": str(self.instance.accelerators)}
+        return {}
+
+    def labels(self) -> dict[str, str]:
+        return {"node.kubernetes.io/instance-type": self.instance.name,
+                "karpenter.k8s.aws/instance-family": self.instance.family}
+
+    def taints(self) -> list[dict]:
+        return [{"key": self.taint_key, "value": "true", "effect": "NoSchedule"}] if self.taint_key else []
 
 
-INF2_XLARGE = NodeShape.of(INF2["inf2.xlarge"])
-INF2_24XLARGE = NodeShape.of(INF2["inf2.24xlarge"])
-M5_2XLARGE = NodeShape("m5.2xlarge", cpu="8", memory="32Gi")
+INF2_XLARGE = NodeShape(CATALOGUE["inf2.xlarge"])
+INF2_24XLARGE = NodeShape(CATALOGUE["inf2.24xlarge"])
+G5_XLARGE = NodeShape(CATALOGUE["g5.xlarge"])
+G5_12XLARGE = NodeShape(CATALOGUE["g5.12xlarge"])
+M6I_2XLARGE = NodeShape(CATALOGUE["m6i.2xlarge"])
 
 DEFAULT_FLEET: tuple[tuple[str, NodeShape], ...] = (
     ("inf2-xlarge-a", INF2_XLARGE),
     ("inf2-xlarge-b", INF2_XLARGE),
     ("inf2-24xlarge-a", INF2_24XLARGE),
-    ("cpu-m5-a", M5_2XLARGE),
-    ("cpu-m5-b", M5_2XLARGE),
+    ("g5-xlarge-a", G5_XLARGE),
+    ("g5-12xlarge-a", G5_12XLARGE),
+    ("cpu-m6i-a", M6I_2XLARGE),
+    ("cpu-m6i-b", M6I_2XLARGE),
 )
 
 
 def node_manifest(name: str, shape: NodeShape, max_pods: int = 250) -> dict:
     """A Node as kubelet would register it; KWOK keeps it Ready and its capacity as given."""
-    capacity = {"cpu": shape.cpu, "memory": shape.memory, "pods": str(max_pods)}
+    capacity = {"cpu": str(shape.instance.vcpus), "memory": f"{shape.instance.memory_gib}Gi", "pods": str(max_pods),
+                **shape.extended_resources()}
     labels = {
         "kubernetes.io/hostname": name,
         "kubernetes.io/os": "linux",
         "kubernetes.io/arch": "amd64",
-        "node.kubernetes.io/instance-type": shape.instance_type,
+        **shape.labels(),
         "type": "kwok",
     }
-    taints = []
-    if shape.is_inf2:
-        capacity["aws.amazon.com/neuroncore"] = str(shape.neuron_cores)
-        capacity["aws.amazon.com/neuron"] = str(shape.neuron_devices)
-        labels["karpenter.k8s.aws/instance-family"] = "inf2"
-        taints.append({"key": NEURON_TAINT_KEY, "value": "true", "effect": "NoSchedule"})
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": name, "labels": labels, "annotations": {KWOK_ANNOTATION: "fake"}},
-        "spec": {"taints": taints},
+        "spec": {"taints": shape.taints()},
         "status": {"capacity": capacity, "allocatable": dict(capacity)},
     }

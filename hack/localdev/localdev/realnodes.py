@@ -38,10 +38,10 @@ class RealNode:
 
 
 def default_real_fleet() -> tuple[RealNode, ...]:
-    from localdev.nodes import INF2_XLARGE, M5_2XLARGE
+    from localdev.nodes import INF2_XLARGE, M6I_2XLARGE
 
     return (
-        RealNode("real-cpu-1", M5_2XLARGE, nodenet.NodeAddressing(1)),
+        RealNode("real-cpu-1", M6I_2XLARGE, nodenet.NodeAddressing(1)),
         RealNode("real-inf2-1", INF2_XLARGE, nodenet.NodeAddressing(2)),
         RealNode("real-inf2-2", INF2_XLARGE, nodenet.NodeAddressing(3)),
     )
@@ -213,9 +213,7 @@ def unmount_nodes(fleet: tuple[RealNode, ...]) -> None:
 
 
 def kubelet_config(node: RealNode, containerd: Containerd, directory: Path, ca_file: Path) -> Path:
-    taints = []
-    if node.shape.is_inf2:
-        taints.append({"key": "aws.amazon.com/neuron", "value": "true", "effect": "NoSchedule"})
+    taints = node.shape.taints()
     config = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -256,12 +254,7 @@ def kubelet_config(node: RealNode, containerd: Containerd, directory: Path, ca_f
 
 
 def kubelet_argv(binary: str, node: RealNode, config: Path, directory: Path, kubeconfig: Path) -> list[str]:
-    labels = {
-        "node.kubernetes.io/instance-type": node.shape.instance_type,
-        "bernini.dev/real-node": "true",
-    }
-    if node.shape.is_inf2:
-        labels["karpenter.k8s.aws/instance-family"] = "inf2"
+    labels = {**node.shape.labels(), "bernini.dev/real-node": "true"}
     return [
         binary, f"--config={config}", f"--kubeconfig={kubeconfig}", f"--root-dir={directory / 'root'}",
         f"--cert-dir={directory / 'pki'}", f"--hostname-override={node.name}", f"--node-ip={node.addressing.node_ip}",
@@ -271,12 +264,8 @@ def kubelet_argv(binary: str, node: RealNode, config: Path, directory: Path, kub
 
 def extended_resources_patch(shape: NodeShape) -> list[dict]:
     """The documented way to advertise extended resources: a JSON patch of the Node's status capacity."""
-    if not shape.is_inf2:
-        return []
-    return [
-        {"op": "add", "path": "/status/capacity/aws.amazon.com~1neuroncore", "value": str(shape.neuron_cores)},
-        {"op": "add", "path": "/status/capacity/aws.amazon.com~1neuron", "value": str(shape.neuron_devices)},
-    ]
+    return [{"op": "add", "path": f"/status/capacity/{name.replace('/', '~1')}", "value": count}
+            for name, count in shape.extended_resources().items()]
 
 
 def kube_proxy_config(directory: Path, kubeconfig: Path, hostname: str) -> Path:

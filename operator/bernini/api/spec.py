@@ -6,10 +6,10 @@ from pydantic import Field, create_model
 from pydantic.fields import FieldInfo
 
 from bernini.api.base import ApiModel
-from bernini.instances import INF2
-from bernini.pipeline import STAGES
+from bernini.instances import CATALOGUE, DEFAULT_INSTANCE_TYPE, KINDS, AcceleratorKind, of_kind
+from bernini.pipeline import NEURAL_STAGES, STAGES
 
-InstanceTypeName = Literal[tuple(INF2)]  # the CRD's enum, from the one catalogue
+InstanceTypeName = Literal[tuple(CATALOGUE)]  # the CRD's enum, from the one catalogue
 
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
@@ -35,8 +35,10 @@ class ModelRef(ApiModel):
     artifacts_uri: str = Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$", max_length=1024)
     """S3 prefix holding manifest.json and the compiled stage files, e.g. s3://models/bernini/1.4.0/."""
 
-    target: Literal["inf2", "cpu"] = "inf2"
-    """Compilation target the artifacts must have; cpu runs TorchScript on the workers' CPUs (development only)."""
+    target: Literal["inf2", "cuda", "cpu"] | None = None
+    """Compilation target the artifacts must have. Unset: the accelerator kind's (inf2 for neuron, cuda for
+    nvidia, cpu for cpu). cpu on an accelerator kind runs the graphs on the CPUs of accelerator nodes: for
+    testing the scheduling recipe only."""
 
 
 class S3Settings(ApiModel):
@@ -64,17 +66,44 @@ class Runtime(ApiModel):
     neuron_compiler_version: str | None = Field(None, pattern=r"^[0-9]+\.[0-9]+(\.[0-9A-Za-z+.-]+)?$")
     """neuronx-cc version the image's Neuron runtime pairs with; artifacts compiled by another major are refused."""
 
+    cuda_version: str | None = Field(None, pattern=r"^[0-9]+\.[0-9]+$")
+    """CUDA version of the image's PyTorch (kind nvidia); artifacts traced with a newer CUDA major are refused."""
+
+
+def _types_of_kind_rule(kind: str) -> dict:
+    allowed = ", ".join(f"'{name}'" for name in of_kind(kind))
+    return _cel(f"self.kind != '{kind}' || !has(self.instanceTypes) || self.instanceTypes.all(t, t in [{allowed}])",
+                f"kind {kind} runs on {', '.join(of_kind(kind))} only", ".instanceTypes")
+
+
+_ACCELERATOR_RULES = [
+    *(_types_of_kind_rule(kind) for kind in KINDS),
+    _cel("self.kind == 'neuron' || !has(self.schedulerName)", "schedulerName is for kind neuron only",
+         ".schedulerName"),
+]
+
 
 class Accelerator(ApiModel):
-    """Where Neuron workers may run."""
+    """What the Ray workers run on: an accelerator kind and the instance types allowed for it."""
 
-    instance_types: list[InstanceTypeName] = Field(
-        ["inf2.xlarge"], min_length=1, max_length=4, json_schema_extra={"x-kubernetes-list-type": "set"}
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": _ACCELERATOR_RULES}}
+
+    kind: AcceleratorKind = "neuron"
+    """neuron: Inferentia/Trainium (aws.amazon.com/neuroncore); nvidia: NVIDIA GPUs (nvidia.com/gpu); cpu: general
+    purpose nodes, no accelerator resources."""
+
+    instance_types: list[InstanceTypeName] | None = Field(
+        None, min_length=1, max_length=4, json_schema_extra={"x-kubernetes-list-type": "set"}
     )
-    """Allowed inf2 instance types; one Ray worker group each, one worker pod per node taking all its NeuronCores."""
+    """Allowed instance types of the kind; one Ray worker group each, one worker pod per node taking all its
+    accelerators. Unset: inf2.xlarge, g5.xlarge or m6i.xlarge."""
 
     scheduler_name: str | None = Field(None, pattern=DNS_SUBDOMAIN, max_length=253)
     """Scheduler of the Neuron scheduler extension (contiguous NeuronCores); unset uses the default scheduler."""
+
+    @property
+    def allowed_types(self) -> list[str]:
+        return self.instance_types or [DEFAULT_INSTANCE_TYPE[self.kind]]
 
 
 _REPLICA_RULES = [
@@ -91,6 +120,9 @@ class ReplicaSpec(ApiModel):
     """Size, replica bounds and autoscaling target of one Serve deployment."""
 
     model_config = {"json_schema_extra": {"x-kubernetes-validations": _REPLICA_RULES}}
+
+    def amount(self, stage: str, kind: str) -> float:
+        return 0  # the ingress asks no accelerator
 
     cpus: float = Field(1.0, gt=0, le=192)
     """CPUs per replica (Ray num_cpus)."""
@@ -112,10 +144,30 @@ class ReplicaSpec(ApiModel):
 
 
 class StageSpec(ReplicaSpec):
-    """One pipeline stage: NeuronCores per replica (0 for a CPU stage) plus size and autoscaling."""
+    """One pipeline stage: accelerators per replica plus size and autoscaling."""
 
-    neuron_cores: int = Field(1, ge=0, le=24)
-    """NeuronCores per replica (Ray resource neuron_cores, whole numbers only); 0 runs the stage on CPU."""
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [
+        *_REPLICA_RULES,
+        _cel("!has(self.accelerators) || !has(self.neuronCores)",
+             "set accelerators, or the deprecated neuronCores, not both", ".neuronCores"),
+    ]}}
+
+    accelerators: float | None = Field(None, ge=0, le=32)
+    """Accelerators per replica: NeuronCores on kind neuron (whole numbers), GPUs on kind nvidia (below 1 a
+    replica shares a GPU, e.g. 0.25; above 1 whole GPUs), none on kind cpu. Unset: 1 for the encoder,
+    diffusion and decoder, 0 for triangulation."""
+
+    neuron_cores: int | None = Field(None, ge=0, le=32)
+    """Deprecated (v1alpha1 objects): accelerators for kind neuron. Move the value to accelerators."""
+
+    def amount(self, stage: str, kind: str) -> float:
+        """Accelerator units one replica of `stage` asks for on `kind`."""
+        if kind == "cpu":
+            return 0
+        for value in (self.accelerators, self.neuron_cores):
+            if value is not None:
+                return value
+        return 1 if stage in NEURAL_STAGES else 0
 
 
 def _with_defaults(base: type[ApiModel], name: str, doc: str, **defaults: Any) -> type[ApiModel]:
@@ -129,19 +181,19 @@ def _with_defaults(base: type[ApiModel], name: str, doc: str, **defaults: Any) -
 
 EncoderStage = _with_defaults(
     StageSpec, "EncoderStage", "Condition encoder: image, point cloud or text to a conditioning embedding.",
-    neuron_cores=1, memory="2Gi", max_replicas=2,
+    memory="2Gi", max_replicas=2,
 )
 DiffusionStage = _with_defaults(
     StageSpec, "DiffusionStage", "Reverse diffusion: the denoiser run for N sampler steps with classifier-free guidance.",
-    neuron_cores=1, memory="4Gi", max_replicas=4,
+    memory="4Gi", max_replicas=4,
 )
 DecoderStage = _with_defaults(
     StageSpec, "DecoderStage", "Wavelet decoder: latent to wavelet coefficients, inverse 3D wavelet transform to an SDF.",
-    neuron_cores=1, memory="4Gi", max_replicas=4,
+    memory="4Gi", max_replicas=4,
 )
 TriangulationStage = _with_defaults(
     StageSpec, "TriangulationStage", "Marching cubes on the SDF grid to a mesh; normally a CPU stage.",
-    neuron_cores=0, cpus=2.0, memory="4Gi", max_replicas=4,
+    cpus=2.0, memory="4Gi", max_replicas=4,
 )
 IngressSpec = _with_defaults(
     ReplicaSpec, "IngressSpec", "The HTTP ingress deployment that parses requests and chains the stages.",
@@ -172,7 +224,7 @@ class Head(ApiModel):
 
 
 class WorkerPods(ApiModel):
-    """Size of each inf2 worker pod. Unset: the instance's vCPUs less one and 80% of its memory, which leaves
+    """Size of each worker pod. Unset: the instance's vCPUs less one and 80% of its memory, which leaves
     room for kubelet and the Neuron daemonsets; set both lower when your nodes run more daemonsets."""
 
     cpus: int | None = Field(None, ge=1, le=192)
@@ -183,7 +235,7 @@ class WorkerPods(ApiModel):
 
 
 class Autoscaling(ApiModel):
-    """How fast Serve replicas and inf2 nodes follow the load."""
+    """How fast Serve replicas and worker nodes follow the load."""
 
     upscale_delay_seconds: float = Field(10.0, ge=0, le=3600)
     """How long demand must exceed the target before Serve adds replicas."""
@@ -192,7 +244,7 @@ class Autoscaling(ApiModel):
     """How long demand must stay below the target before Serve removes replicas."""
 
     idle_timeout_seconds: int = Field(300, ge=0, le=86400)
-    """How long an inf2 worker node may sit idle before the Ray autoscaler removes it."""
+    """How long a worker node may sit idle before the Ray autoscaler removes it."""
 
     upscaling_mode: Literal["Default", "Aggressive", "Conservative"] = "Default"
     """Ray autoscaler upscaling mode."""
@@ -205,8 +257,33 @@ class UpgradeStrategy(ApiModel):
     """NewCluster: start a new RayCluster and switch traffic when it is ready (zero downtime). None: never."""
 
 
+def _stage_amount_rules(stage: str) -> list[dict]:
+    amount, kind = f"self.stages.{stage}.accelerators", "self.accelerator.kind"
+    return [
+        _cel(f"!has({amount}) || ({kind} == 'neuron' && {amount} == double(int({amount}))) || "
+             f"({kind} == 'nvidia' && ({amount} <= 1.0 || {amount} == double(int({amount})))) || "
+             f"({kind} == 'cpu' && {amount} == 0.0)",
+             f"stages.{stage}.accelerators must be whole NeuronCores on kind neuron, a fraction below 1 or whole "
+             "GPUs on kind nvidia, and 0 on kind cpu", f".stages.{stage}.accelerators"),
+        _cel(f"{kind} == 'neuron' || !has(self.stages.{stage}.neuronCores)",
+             f"stages.{stage}.neuronCores is for kind neuron; use accelerators", f".stages.{stage}.neuronCores"),
+    ]
+
+
+_TARGET_OF_KIND = "{" + ", ".join(f"'{kind}': '{facts.target}'" for kind, facts in KINDS.items()) + "}"
+_SPEC_RULES = [
+    _cel(f"!has(self.model.target) || self.model.target == 'cpu' || "
+         f"self.model.target == {_TARGET_OF_KIND}[self.accelerator.kind]",
+         "model.target must be the accelerator kind's target (inf2 for neuron, cuda for nvidia) or cpu",
+         ".model.target"),
+    *(rule for stage in STAGES for rule in _stage_amount_rules(stage)),
+]
+
+
 class BerniniDeploymentSpec(ApiModel):
-    """One version of Bernini served on inf2 through a KubeRay RayService."""
+    """One version of Bernini served through a KubeRay RayService on Neuron, NVIDIA or CPU nodes."""
+
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": _SPEC_RULES}}
 
     model: ModelRef
     runtime: Runtime
@@ -224,3 +301,8 @@ class BerniniDeploymentSpec(ApiModel):
 
     suspend: bool = False
     """Stop serving at no cost: every Ray pod (head and workers) is deleted; the RayService stays and false recreates it."""
+
+    @property
+    def target(self) -> str:
+        """The compilation target the artifacts must have."""
+        return self.model.target or KINDS[self.accelerator.kind].target

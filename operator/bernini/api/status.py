@@ -32,10 +32,10 @@ class Condition(ApiModel):
 
 
 class WorkerGroupCapacity(ApiModel):
-    """Node bounds of one inf2 worker group."""
+    """Node bounds of one worker group."""
 
     instance_type: str
-    """inf2 instance type of the group."""
+    """Instance type of the group."""
 
     min_replicas: int
     """Fewest worker nodes of this type."""
@@ -47,17 +47,17 @@ class WorkerGroupCapacity(ApiModel):
 class Capacity(ApiModel):
     """Capacity computed from the stages' replica bounds and the allowed instance types."""
 
-    min_neuron_cores: int
-    """NeuronCores the stages hold at their minimum replicas."""
+    min_accelerators: float
+    """Accelerators (NeuronCores or GPUs) the stages hold at their minimum replicas."""
 
-    max_neuron_cores: int
-    """NeuronCores the stages hold at their maximum replicas."""
+    max_accelerators: float
+    """Accelerators (NeuronCores or GPUs) the stages hold at their maximum replicas."""
 
     min_workers: int
-    """inf2 worker nodes at minimum replicas."""
+    """Worker nodes at minimum replicas."""
 
     max_workers: int
-    """Upper bound on inf2 worker nodes (sum of the groups' maxima)."""
+    """Upper bound on worker nodes (sum of the groups' maxima)."""
 
     worker_groups: list[WorkerGroupCapacity] = Field(default_factory=list)
     """Per instance type bounds, in the order of spec.accelerator.instanceTypes."""
@@ -122,7 +122,7 @@ class BerniniDeploymentStatus(ApiModel):
     switched traffic to the new cluster."""
 
     capacity: Capacity | None = None
-    """Worker nodes and NeuronCores at minimum and maximum replicas."""
+    """Worker nodes and accelerators at minimum and maximum replicas."""
 
     artifacts: ArtifactsObservation | None = None
     """The artifact set that passed preflight."""

@@ -43,18 +43,24 @@ def judge(spec: BerniniDeploymentSpec, manifest: Manifest, manifest_sha256: str)
         return Preflight(False, "ModelMismatch",
                          f"manifest is {manifest.model.name} {manifest.model.version}, spec.model asks "
                          f"{model.name} {model.version}")
-    if manifest.target != model.target:
+    if manifest.target != spec.target:
+        source = "spec.model.target" if model.target else f"accelerator kind {spec.accelerator.kind} needs"
         return Preflight(False, "TargetMismatch",
-                         f"artifacts were compiled for {manifest.target}, spec.model.target is {model.target}")
+                         f"artifacts were compiled for {manifest.target}, {source} {spec.target}")
     missing = [stage for stage in NEURAL_STAGES if not manifest.of_stage(stage)]
     if missing:
         return Preflight(False, "StageMissing", f"manifest has no compiled {', '.join(missing)} stage")
     for name, stage in spec.stages.items():
         needed = max((artifact.neuron_cores for artifact in manifest.of_stage(name)), default=0)
-        if manifest.target == "inf2" and needed > stage.neuron_cores:
+        given = stage.amount(name, spec.accelerator.kind)
+        if manifest.target == "inf2" and needed > given:
             return Preflight(False, "NeuronCoresTooFew",
-                             f"{name} was compiled for {needed} NeuronCores, "
-                             f"spec.stages.{name}.neuronCores is {stage.neuron_cores}")
+                             f"{name} was compiled for {needed} NeuronCores, spec.stages.{name} gives {given:g}")
+    traced_with, image_has = manifest.toolchain.cuda, spec.runtime.cuda_version
+    if traced_with and image_has and int(_major(traced_with)) > int(_major(image_has)):
+        return Preflight(False, "CudaIncompatible",
+                         f"artifacts were traced with CUDA {traced_with}; the runtime image declares CUDA "
+                         f"{image_has}, whose driver stack cannot run a newer major")
     compiled_with, runtime_pairs = manifest.toolchain.neuronx_cc, spec.runtime.neuron_compiler_version
     if compiled_with and runtime_pairs and _major(compiled_with) != _major(runtime_pairs):
         return Preflight(False, "CompilerIncompatible",

@@ -116,8 +116,8 @@ def _rayservice_summary(rayservice: dict[str, Any] | None) -> RayServiceObservat
 
 def _capacity(plan: Plan) -> Capacity:
     return Capacity(
-        min_neuron_cores=plan.min_neuron_cores,
-        max_neuron_cores=plan.max_neuron_cores,
+        min_accelerators=float(plan.min_accelerators),
+        max_accelerators=float(plan.max_accelerators),
         min_workers=plan.min_workers,
         max_workers=plan.max_workers,
         worker_groups=[

@@ -1,10 +1,10 @@
-"""How stage replicas pack onto inf2 worker nodes, and the worker-group bounds that follow.
+"""How stage replicas pack onto worker nodes, and the worker-group bounds that follow.
 
-Packing rule (one Ray worker pod per inf2 node, taking all of the node's NeuronCores):
-- A worker pod on instance type T offers T's NeuronCores, its vCPUs less one (kubelet and
+Packing rule (one Ray worker pod per node, taking all of the node's accelerators: NeuronCores or GPUs):
+- A worker pod on instance type T offers T's accelerators, its vCPUs less one (kubelet and
   daemonsets), and 80% of its memory, unless spec.workers sets smaller CPUs or memory. A stage
-  replica asks for (neuronCores, cpus, memory); the ingress is packed like a stage with no
-  NeuronCores. CPU stages ride on the inf2 workers' spare vCPUs.
+  replica asks for (accelerators, cpus, memory), a GPU fraction included; the ingress is packed like a
+  stage with no accelerators. CPU stages ride on the workers' spare vCPUs.
 - A stage fits T when one replica fits an empty worker pod of T. A stage that fits no allowed type is
   an error the user must fix (condition Rendered=False, reason StageDoesNotFit).
 - Minimum: every deployment's minReplicas go to its home type (the smallest allowed type it fits),
@@ -17,21 +17,21 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from bernini.api.spec import BerniniDeploymentSpec, ReplicaSpec
-from bernini.instances import INF2, InstanceType
+from bernini.instances import CATALOGUE, KINDS, InstanceType
 from bernini.render.quantity import to_bytes
 
 
 @dataclass(frozen=True)
 class WorkerShape:
-    """What one worker pod on an instance type offers: all its NeuronCores, CPUs and memory."""
+    """What one worker pod on an instance type offers: all its accelerators, CPUs and memory."""
 
     instance: InstanceType
     cpus: int
     memory_bytes: int
 
     @property
-    def neuron_cores(self) -> int:
-        return self.instance.neuron_cores
+    def accelerators(self) -> int:
+        return self.instance.accelerators
 
     @classmethod
     def of(cls, instance: InstanceType, spec: BerniniDeploymentSpec) -> "WorkerShape":
@@ -50,17 +50,18 @@ class Demand:
     """What one replica of a deployment asks of a worker pod."""
 
     deployment: str
-    neuron_cores: int
+    accelerators: Decimal
     cpus: Decimal
     memory_bytes: int
 
     @classmethod
-    def of(cls, deployment: str, spec: ReplicaSpec) -> "Demand":
-        return cls(deployment, getattr(spec, "neuron_cores", 0), Decimal(str(spec.cpus)), to_bytes(spec.memory))
+    def of(cls, deployment: str, spec: ReplicaSpec, kind: str) -> "Demand":
+        return cls(deployment, Decimal(str(spec.amount(deployment, kind))), Decimal(str(spec.cpus)),
+                   to_bytes(spec.memory))
 
     def fits(self, worker: WorkerShape) -> bool:
         return (
-            self.neuron_cores <= worker.neuron_cores
+            self.accelerators <= worker.accelerators
             and self.cpus <= worker.cpus
             and self.memory_bytes <= worker.memory_bytes
         )
@@ -76,8 +77,8 @@ class GroupBounds:
 @dataclass(frozen=True)
 class Plan:
     groups: tuple[GroupBounds, ...]
-    min_neuron_cores: int
-    max_neuron_cores: int
+    min_accelerators: Decimal
+    max_accelerators: Decimal
 
     @property
     def min_workers(self) -> int:
@@ -108,16 +109,16 @@ class WorkerDoesNotFit(DoesNotFit):
 
 def _nodes_needed(replicas: list[Demand], worker: WorkerShape) -> int:
     """First-fit decreasing over three dimensions; returns the node count."""
-    free: list[list] = []  # per node: [cores, cpus, memory]
-    ordered = sorted(replicas, key=lambda d: (d.neuron_cores, d.cpus, d.memory_bytes), reverse=True)
+    free: list[list] = []  # per node: [accelerators, cpus, memory]
+    ordered = sorted(replicas, key=lambda d: (d.accelerators, d.cpus, d.memory_bytes), reverse=True)
     for demand in ordered:
         for node in free:
-            if demand.neuron_cores <= node[0] and demand.cpus <= node[1] and demand.memory_bytes <= node[2]:
+            if demand.accelerators <= node[0] and demand.cpus <= node[1] and demand.memory_bytes <= node[2]:
                 break
         else:
-            node = [worker.neuron_cores, worker.cpus, worker.memory_bytes]
+            node = [Decimal(worker.accelerators), worker.cpus, worker.memory_bytes]
             free.append(node)
-        node[0] -= demand.neuron_cores
+        node[0] -= demand.accelerators
         node[1] -= demand.cpus
         node[2] -= demand.memory_bytes
     return len(free)
@@ -128,19 +129,20 @@ def deployments(spec: BerniniDeploymentSpec) -> list[tuple[str, ReplicaSpec]]:
 
 
 def plan(spec: BerniniDeploymentSpec) -> Plan:
-    """Worker-group bounds and NeuronCore totals for spec; raises a DoesNotFit."""
-    allowed = [WorkerShape.of(INF2[name], spec) for name in spec.accelerator.instance_types]
-    by_size = sorted(allowed, key=lambda w: (w.neuron_cores, w.instance.vcpus))
+    """Worker-group bounds and accelerator totals for spec; raises a DoesNotFit."""
+    kind = spec.accelerator.kind
+    allowed = [WorkerShape.of(CATALOGUE[name], spec) for name in spec.accelerator.allowed_types]
+    by_size = sorted(allowed, key=lambda w: (w.accelerators, w.instance.vcpus))
     minimum: dict[str, list[Demand]] = {w.instance.name: [] for w in allowed}
     maximum: dict[str, list[Demand]] = {w.instance.name: [] for w in allowed}
-    for name, replica_spec in deployments(spec):
-        demand = Demand.of(name, replica_spec)
+    demands = [(Demand.of(name, replica_spec, kind), replica_spec) for name, replica_spec in deployments(spec)]
+    for demand, replica_spec in demands:
         fitting = [t for t in by_size if demand.fits(t)]
         if not fitting:
             raise StageDoesNotFit(
-                f"{name} asks {demand.neuron_cores} NeuronCores, {demand.cpus} CPUs and {replica_spec.memory} per "
-                f"replica, more than one worker of any allowed instance type "
-                f"({', '.join(spec.accelerator.instance_types)}) offers"
+                f"{demand.deployment} asks {float(demand.accelerators):g} {KINDS[kind].unit}s, {demand.cpus} CPUs and "
+                f"{replica_spec.memory} per replica, more than one worker of any allowed instance type "
+                f"({', '.join(spec.accelerator.allowed_types)}) offers"
             )
         minimum[fitting[0].instance.name] += [demand] * replica_spec.min_replicas
         for worker in fitting:
@@ -151,6 +153,6 @@ def plan(spec: BerniniDeploymentSpec) -> Plan:
     )
     return Plan(
         groups=groups,
-        min_neuron_cores=sum(getattr(s, "neuron_cores", 0) * s.min_replicas for _, s in deployments(spec)),
-        max_neuron_cores=sum(getattr(s, "neuron_cores", 0) * s.max_replicas for _, s in deployments(spec)),
+        min_accelerators=sum((d.accelerators * s.min_replicas for d, s in demands), Decimal(0)),
+        max_accelerators=sum((d.accelerators * s.max_replicas for d, s in demands), Decimal(0)),
     )

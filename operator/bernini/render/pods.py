@@ -1,14 +1,15 @@
-"""Pod templates of the Ray head and the inf2 workers: Neuron scheduling recipe and the restricted profile."""
+"""Pod templates of the Ray head and the workers: each accelerator kind's scheduling recipe and the restricted
+profile."""
 
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.manifest import Manifest
+from bernini.instances import KINDS, accelerated_families
 from bernini.pipeline import ARTIFACTS_MOUNT_PATH
 from bernini.render.capacity import WorkerShape
 from bernini.render.quantity import to_bytes
 
-NEURON_CORE_RESOURCE = "aws.amazon.com/neuroncore"
-NEURON_TAINT = {"key": "aws.amazon.com/neuron", "operator": "Exists", "effect": "NoSchedule"}
-ACCELERATED_FAMILIES = ["inf1", "inf2", "trn1", "trn2"]
+# The Ray resource Neuron workers declare and replicas ask for; Ray knows GPUs natively (num-gpus).
+NEURON_CORES_RAY_RESOURCE = "neuron_cores"
 RAY_UID = 1000  # the Ray images' "ray" user; a numeric uid lets runAsNonRoot be verified
 RAY_GID = 100
 
@@ -56,7 +57,8 @@ def head_template(spec: BerniniDeploymentSpec, labels: dict[str, str]) -> dict:
             "nodeSelectorTerms": [
                 {
                     "matchExpressions": [
-                        {"key": "karpenter.k8s.aws/instance-family", "operator": "NotIn", "values": ACCELERATED_FAMILIES}
+                        {"key": "karpenter.k8s.aws/instance-family", "operator": "NotIn",
+                         "values": accelerated_families()}
                     ]
                 }
             ]
@@ -95,11 +97,10 @@ def worker_template(
     manifest: Manifest,
     manifest_sha256: str,
 ) -> dict:
-    resources = {
-        "cpu": str(worker_shape.cpus),
-        "memory": f"{worker_shape.memory_bytes // 2**20}Mi",
-        NEURON_CORE_RESOURCE: str(worker_shape.neuron_cores),
-    }
+    kind = KINDS[spec.accelerator.kind]
+    resources = {"cpu": str(worker_shape.cpus), "memory": f"{worker_shape.memory_bytes // 2**20}Mi"}
+    if kind.resource:
+        resources[kind.resource] = str(worker_shape.accelerators)
     artifacts_mount = {"name": "artifacts", "mountPath": ARTIFACTS_MOUNT_PATH}
     puller = _container(spec, "pull-artifacts", {"cpu": "1", "memory": "1Gi"}, [artifacts_mount])
     puller["command"] = pull_command(spec, manifest_sha256)
@@ -114,8 +115,9 @@ def worker_template(
         "automountServiceAccountToken": False,  # nothing on a worker talks to the Kubernetes API
         "initContainers": [puller],
         "nodeSelector": {"node.kubernetes.io/instance-type": worker_shape.instance.name},
-        "tolerations": [NEURON_TAINT],
     }
+    if kind.taint_key:
+        extra["tolerations"] = [{"key": kind.taint_key, "operator": "Exists", "effect": "NoSchedule"}]
     if spec.accelerator.scheduler_name:
         extra["schedulerName"] = spec.accelerator.scheduler_name
     return {"metadata": {"labels": labels}, "spec": _pod_spec(spec, [worker], volumes, **extra)}

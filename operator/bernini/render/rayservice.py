@@ -7,8 +7,8 @@ from bernini.api import GROUP, KIND, VERSION
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.manifest import Manifest
 from bernini.render import names
-from bernini.render.capacity import Plan, plan
-from bernini.render.pods import CONTAINER_SECURITY, head_template, worker_template
+from bernini.render.capacity import Plan, WorkerShape, plan
+from bernini.render.pods import CONTAINER_SECURITY, NEURON_CORES_RAY_RESOURCE, head_template, worker_template
 from bernini.render.serve_config import serve_config_yaml
 
 
@@ -21,6 +21,16 @@ def owner_reference(name: str, uid: str) -> dict[str, Any]:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def _ray_start_params(kind: str, worker: WorkerShape) -> dict[str, str]:
+    params = {"num-cpus": str(worker.cpus)}
+    if kind == "neuron":
+        # The Ray autoscaler reads custom resources only from here, not from container limits.
+        params["resources"] = f"'{{\"{NEURON_CORES_RAY_RESOURCE}\": {worker.accelerators}}}'"
+    elif kind == "nvidia":
+        params["num-gpus"] = str(worker.accelerators)
+    return params
 
 
 def _worker_groups(
@@ -36,11 +46,7 @@ def _worker_groups(
                 "replicas": low,
                 "minReplicas": low,
                 "maxReplicas": high,
-                "rayStartParams": {
-                    # The Ray autoscaler reads custom resources only from here, not from container limits.
-                    "resources": f"'{{\"neuron_cores\": {worker.neuron_cores}}}'",
-                    "num-cpus": str(worker.cpus),
-                },
+                "rayStartParams": _ray_start_params(spec.accelerator.kind, worker),
                 "template": worker_template(spec, labels, worker, manifest, manifest_sha256),
             }
         )

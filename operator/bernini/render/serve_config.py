@@ -7,6 +7,7 @@ import yaml
 from bernini.api.spec import BerniniDeploymentSpec, ReplicaSpec
 from bernini.pipeline import APPLICATION_IMPORT_PATH, APPLICATION_NAME, ARTIFACTS_MOUNT_PATH, DEPLOYMENT_NAMES
 from bernini.render.capacity import deployments
+from bernini.render.pods import NEURON_CORES_RAY_RESOURCE
 from bernini.render.quantity import to_bytes
 
 HTTP_OPTIONS = {"host": "0.0.0.0", "port": 8000}
@@ -14,9 +15,12 @@ HTTP_OPTIONS = {"host": "0.0.0.0", "port": 8000}
 
 def _deployment(name: str, replica_spec: ReplicaSpec, spec: BerniniDeploymentSpec) -> dict[str, Any]:
     actor_options: dict[str, Any] = {"num_cpus": replica_spec.cpus, "memory": to_bytes(replica_spec.memory)}
-    neuron_cores = getattr(replica_spec, "neuron_cores", 0)
-    if neuron_cores:
-        actor_options["resources"] = {"neuron_cores": neuron_cores}
+    amount = replica_spec.amount(name, spec.accelerator.kind)
+    amount = int(amount) if amount == int(amount) else amount
+    if amount and spec.accelerator.kind == "neuron":
+        actor_options["resources"] = {NEURON_CORES_RAY_RESOURCE: amount}
+    elif amount:
+        actor_options["num_gpus"] = amount
     return {
         "name": DEPLOYMENT_NAMES[name],
         "max_ongoing_requests": replica_spec.max_ongoing_requests,

@@ -1,0 +1,106 @@
+"""One BerniniDeployment, three accelerator kinds: what each renders, packs and accepts as artifacts."""
+
+from decimal import Decimal
+
+import pytest
+
+from bernini.artifacts.preflight import judge
+from bernini.instances import CATALOGUE, KINDS
+from bernini.render.capacity import StageDoesNotFit, plan
+from tests.unit.specs import make_manifest, make_spec
+from tests.unit.test_render import render, serve
+
+GPU_SHARING = {"encoder": {"accelerators": 0.25}, "diffusion": {"accelerators": 1}, "decoder": {"accelerators": 0.5}}
+
+
+def _worker_group(rayservice):
+    [group] = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    return group, group["template"]["spec"]
+
+
+def _actor_options(rayservice) -> dict:
+    return {d["name"]: d["ray_actor_options"] for d in serve(rayservice)["applications"][0]["deployments"]}
+
+
+def test_nvidia_workers_ask_whole_gpus_tolerate_the_gpu_taint_and_replicas_share_gpus_by_fractions():
+    spec = make_spec(accelerator={"kind": "nvidia", "instanceTypes": ["g5.xlarge"]}, stages=GPU_SHARING)
+    rayservice = render(spec)
+    group, pod = _worker_group(rayservice)
+    assert group["rayStartParams"] == {"num-cpus": "3", "num-gpus": "1"}
+    worker = pod["containers"][0]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert not any(key.startswith("aws.amazon.com") for key in worker["resources"]["limits"])
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["nodeSelector"] == {"node.kubernetes.io/instance-type": "g5.xlarge"}
+    assert "schedulerName" not in pod
+    options = _actor_options(rayservice)
+    assert (options["Encoder"]["num_gpus"], options["Diffusion"]["num_gpus"], options["Decoder"]["num_gpus"]) == (0.25, 1, 0.5)
+    assert "num_gpus" not in options["Triangulation"] and "num_gpus" not in options["BerniniIngress"]
+    assert not any("resources" in option for option in options.values())
+    # 1.75 GPUs at minimum: the encoder's quarter and the decoder's half share the second g5.xlarge.
+    capacity = plan(spec)
+    assert (capacity.min_accelerators, capacity.min_workers) == (Decimal("1.75"), 2)
+
+
+def test_the_cpu_kind_asks_no_accelerator_and_lands_on_general_purpose_nodes():
+    spec = make_spec(accelerator={"kind": "cpu"})
+    assert (spec.target, spec.accelerator.allowed_types) == ("cpu", ["m6i.xlarge"])
+    rayservice = render(spec)
+    group, pod = _worker_group(rayservice)
+    assert group["rayStartParams"] == {"num-cpus": "3"}
+    assert set(pod["containers"][0]["resources"]["limits"]) == {"cpu", "memory"}
+    assert "tolerations" not in pod
+    options = _actor_options(rayservice)
+    assert not any("resources" in option or "num_gpus" in option for option in options.values())
+    assert plan(spec).max_accelerators == 0
+
+
+def test_the_neuron_kind_keeps_its_recipe_and_the_deprecated_field_renders_the_same():
+    old = render(make_spec(stages={"diffusion": {"neuronCores": 2}}, accelerator={"instanceTypes": ["inf2.24xlarge"]}))
+    new = render(make_spec(stages={"diffusion": {"accelerators": 2}}, accelerator={"instanceTypes": ["inf2.24xlarge"]}))
+    assert old == new
+    group, pod = _worker_group(new)
+    assert group["rayStartParams"] == {"num-cpus": "95", "resources": "'{\"neuron_cores\": 12}'"}
+    assert pod["tolerations"][0]["key"] == "aws.amazon.com/neuron"
+    assert _actor_options(new)["Diffusion"]["resources"] == {"neuron_cores": 2}
+
+
+def test_the_head_stays_off_every_accelerated_family_of_the_catalogue():
+    head = render(make_spec())["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    [term] = head["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    avoided = set(term["matchExpressions"][0]["values"])
+    assert avoided == {t.family for t in CATALOGUE.values() if t.kind != "cpu"}
+    assert {"inf2", "trn1", "g5", "g6", "g6e"} <= avoided and "m6i" not in avoided
+
+
+def test_a_stage_larger_than_any_gpu_type_is_refused_in_gpus():
+    spec = make_spec(accelerator={"kind": "nvidia", "instanceTypes": ["g5.xlarge", "g6.xlarge"]},
+                     stages={"diffusion": {"accelerators": 2}})
+    with pytest.raises(StageDoesNotFit, match="diffusion asks 2 GPUs"):
+        plan(spec)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_kind_defaults_to_its_smallest_type_and_the_kind_target(kind):
+    spec = make_spec(accelerator={"kind": kind})
+    [instance] = spec.accelerator.allowed_types
+    assert CATALOGUE[instance].kind == kind and spec.target == KINDS[kind].target
+    assert judge(spec, make_manifest(target=KINDS[kind].target), "f" * 64).reason == "Verified"
+
+
+@pytest.mark.parametrize(
+    "spec, manifest, reason, words",
+    [
+        (make_spec(accelerator={"kind": "nvidia"}), make_manifest(), "TargetMismatch", "accelerator kind nvidia needs cuda"),
+        (make_spec(accelerator={"kind": "cpu"}), make_manifest(target="cuda"), "TargetMismatch", "compiled for cuda"),
+        (make_spec(accelerator={"kind": "nvidia"}, runtime={"cudaVersion": "12.4"}), make_manifest(target="cuda", cuda="13.0"),
+         "CudaIncompatible", "traced with CUDA 13.0"),
+        (make_spec(accelerator={"kind": "nvidia"}, runtime={"cudaVersion": "13.0"}), make_manifest(target="cuda", cuda="12.4"),
+         "Verified", "cuda"),
+        # cpu graphs on Neuron nodes: only by asking for them in spec.model.target (how the local nodes test it).
+        (make_spec(model={"target": "cpu"}), make_manifest(target="cpu"), "Verified", "cpu"),
+    ],
+)
+def test_the_preflight_matches_artifacts_to_the_kind(spec, manifest, reason, words):
+    result = judge(spec, manifest, "f" * 64)
+    assert result.reason == reason and words in result.message
