@@ -69,7 +69,7 @@ def _minimal_rayservice(name: str) -> dict:
                                 "nodeAffinity": {
                                     "requiredDuringSchedulingIgnoredDuringExecution": {
                                         "nodeSelectorTerms": [
-                                            {"matchExpressions": [{"key": "karpenter.k8s.aws/instance-family", "operator": "DoesNotExist"}]}
+                                            {"matchExpressions": [{"key": "karpenter.k8s.aws/instance-family", "operator": "NotIn", "values": ["inf2"]}]}
                                         ]
                                     }
                                 }
@@ -116,7 +116,7 @@ def test_kuberay_turns_a_rayservice_into_a_raycluster_with_pods_on_the_right_nod
         node = core.read_node(pod.spec.node_name)
         family = node.metadata.labels.get("karpenter.k8s.aws/instance-family")
         if pod.metadata.labels["ray.io/node-type"] == "head":
-            assert family is None, f"head landed on {node.metadata.name}"
+            assert family == "m6i", f"head landed on {node.metadata.name}"
         else:
             assert family == "inf2", f"worker landed on {node.metadata.name}"
 

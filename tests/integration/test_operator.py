@@ -70,7 +70,8 @@ def test_example_becomes_a_rayservice_with_neuron_workers_on_inf2(operator, cust
         assert puller.command[:5] == ["bernini", "artifacts", "pull", body["spec"]["model"]["artifactsUri"], "/mnt/bernini/artifacts"]
         assert pod.spec.service_account_name == "bernini-serving"
     head = core.list_namespaced_pod(namespace, label_selector="ray.io/node-type=head").items[0]
-    assert "karpenter.k8s.aws/instance-family" not in core.read_node(head.spec.node_name).metadata.labels
+    head_family = core.read_node(head.spec.node_name).metadata.labels["karpenter.k8s.aws/instance-family"]
+    assert head_family == "m6i"  # the only family of the fake fleet that no accelerated worker uses
 
     def verified_and_rendered():
         current = _get(custom, namespace)

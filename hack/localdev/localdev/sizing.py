@@ -13,16 +13,17 @@ def fit_to_local_nodes(example: dict, serving_image: str, endpoint_url: str, ver
     second inf2 node has room for the new cluster of an upgrade."""
     body = copy.deepcopy(example)
     body["spec"].update(
+        # cpu graphs on the Neuron-shaped nodes: the real scheduling recipe, run by CPUs.
         model={"version": version, "artifactsUri": artifacts_uri, "target": "cpu"},
         runtime={"image": serving_image, "imagePullPolicy": "Never"},
         s3={"region": "us-east-1", "endpointUrl": endpoint_url},
         head={"cpu": "250m", "memory": "3Gi"},
         workers={"cpus": 1, "memory": "5Gi"},
         stages={
-            "encoder": {**SMALL_REPLICA, "neuronCores": 0, "maxReplicas": 1},
-            "diffusion": {**SMALL_REPLICA, "neuronCores": 1, "maxReplicas": 2, "targetOngoingRequests": 1,
+            "encoder": {**SMALL_REPLICA, "accelerators": 0, "maxReplicas": 1},
+            "diffusion": {**SMALL_REPLICA, "accelerators": 1, "maxReplicas": 2, "targetOngoingRequests": 1,
                           "maxOngoingRequests": 2},
-            "decoder": {**SMALL_REPLICA, "neuronCores": 1, "maxReplicas": 1},
+            "decoder": {**SMALL_REPLICA, "accelerators": 1, "maxReplicas": 1},
             "triangulation": {**SMALL_REPLICA, "maxReplicas": 1},
         },
         ingress={**SMALL_REPLICA, "maxReplicas": 1},
