@@ -90,8 +90,9 @@ def test_example_becomes_a_rayservice_with_neuron_workers_on_inf2(operator, cust
     assert status["capacity"]["minAccelerators"] == 3
     # Without a real Ray head KubeRay cannot reach a dashboard, so the RayService is not Ready: neither are we.
     assert _condition(current, "Ready")["status"] == "False"
+    # First states of a healthy new object are no news: no Events (a burst of 5,000 would post ~28,000).
     events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=bernini,involvedObject.kind=BerniniDeployment").items
-    assert {"Verified", "Applied"} <= {event.reason for event in events}
+    assert events == []
 
 
 OTHER_KINDS = {

@@ -1,7 +1,9 @@
 """Condition bookkeeping and the status the operator derives from one reconcile."""
 
 from bernini.artifacts.preflight import Preflight
-from bernini.reconcile.conditions import Judgement, merge
+import pytest
+
+from bernini.reconcile.conditions import Judgement, Transition, event_type, merge
 from bernini.reconcile.status import Observation, desired_status
 from bernini.render.capacity import plan
 from tests.unit.specs import make_manifest, make_spec
@@ -22,6 +24,31 @@ def test_transition_time_moves_only_when_status_changes():
     assert reason_only[0]["lastTransitionTime"] == "t1" and len(transitions) == 1
     flipped, _ = merge(reason_only, [Judgement("Ready", "True", "Serving", "")], 4, "t4")
     assert flipped[0]["lastTransitionTime"] == "t4"
+
+
+EVENTS = [
+    # A new object's first states and waiting states post nothing (a burst of creates stays cheap) ...
+    ("ArtifactsVerified", None, "True", "Verified", None),
+    ("Ready", None, "False", "Suspended", None),
+    ("Ready", None, "False", "RayServiceNotReady", None),
+    ("PodsHealthy", "Unknown", "True", "NoFailingPods", None),
+    ("Rendered", None, "False", "BlockedByPreflight", None),
+    ("RayServiceReady", "False", "True", "RunningServeApps", None),
+    # ... failures warn, on first sight too, and so does losing True ...
+    ("ArtifactsVerified", None, "False", "ManifestNotFound", "Warning"),
+    ("Rendered", "True", "False", "StageDoesNotFit", "Warning"),
+    ("PodsHealthy", "True", "False", "InitContainerFailed", "Warning"),
+    ("Ready", "True", "False", "RayServiceNotReady", "Warning"),
+    # ... and changes between known states are Normal.
+    ("Ready", "False", "True", "Serving", "Normal"),
+    ("Ready", "True", "False", "Suspended", "Normal"),
+    ("ArtifactsVerified", "False", "True", "Verified", "Normal"),
+]
+
+
+@pytest.mark.parametrize("condition, before, status, reason, expected", EVENTS)
+def test_which_condition_changes_become_events(condition, before, status, reason, expected):
+    assert event_type(Transition(condition, before, Judgement(condition, status, reason, ""))) == expected
 
 
 def _status(spec, preflight, rayservice, blocked=None, current=None, serving_version=None):

@@ -1,4 +1,4 @@
-"""metav1.Condition bookkeeping: keep lastTransitionTime unless the status changes."""
+"""metav1.Condition bookkeeping: keep lastTransitionTime unless the status changes; which changes are Events."""
 
 from dataclasses import dataclass
 
@@ -8,6 +8,8 @@ RAYSERVICE_READY = "RayServiceReady"
 PODS_HEALTHY = "PodsHealthy"
 READY = "Ready"
 ORDER = (ARTIFACTS_VERIFIED, RENDERED, RAYSERVICE_READY, PODS_HEALTHY, READY)
+# False for these is waiting or a consequence of another condition's failure, not a failure of its own.
+NOT_FAILURES = {"RayServiceNotReady", "BlockedByPreflight", "Suspended"}
 
 
 @dataclass(frozen=True)
@@ -45,3 +47,18 @@ def merge(current: list[dict], judgements: list[Judgement], generation: int, now
             }
         )
     return merged, transitions
+
+
+def event_type(transition: Transition) -> str | None:
+    """The Event a condition change is worth, if any. Failures always warn, and so does losing True;
+    other changes are Normal events only between known states, so a new object's first states and
+    waiting states cost no API writes (5,000 new objects would otherwise post some 28,000 Events).
+    RayServiceReady mirrors KubeRay, whose own events on the RayService tell it."""
+    after, before = transition.after, transition.before
+    if transition.type == RAYSERVICE_READY:
+        return None
+    if after.status == "False" and (after.reason not in NOT_FAILURES or (before == "True" and after.reason != "Suspended")):
+        return "Warning"
+    if after.status == "Unknown" or before not in ("True", "False"):
+        return None
+    return "Normal"

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from bernini.api import GROUP, KIND, VERSION
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.preflight import ManifestReader, Preflight
+from bernini.reconcile import conditions as c
 from bernini.reconcile.drift import contains
 from bernini.reconcile.kube import Kube, now
 from bernini.reconcile.metrics import PREFLIGHT_FAILURES, observe_reconcile
@@ -40,6 +41,19 @@ def _owner_key(rayservice: dict[str, Any]) -> Key | None:
         if reference.get("kind") == KIND and reference.get("controller"):
             return rayservice["metadata"]["namespace"], reference["name"]
     return None
+
+
+# What the cache drops: the controller never reads them, and on 5,000 objects they are most of the memory.
+_UNREAD_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+
+
+def _lean(body: dict[str, Any]) -> dict[str, Any]:
+    """body without managedFields and kubectl's copy of the last applied object."""
+    metadata = {key: value for key, value in body["metadata"].items() if key != "managedFields"}
+    annotations = metadata.get("annotations")
+    if annotations and any(key in annotations for key in _UNREAD_ANNOTATIONS):
+        metadata["annotations"] = {k: v for k, v in annotations.items() if k not in _UNREAD_ANNOTATIONS}
+    return {**body, "metadata": metadata}
 
 
 def _in_sync(observed: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
@@ -75,7 +89,7 @@ class Controller:
         if event_type == "DELETED":
             self.deployments.pop(key, None)  # owner references let the garbage collector remove the rest
             return
-        self.deployments[key] = body
+        self.deployments[key] = _lean(body)
         self.queue.add(key)
 
     def observe_rayservice(self, event_type: str | None, body: dict[str, Any]) -> None:
@@ -83,7 +97,7 @@ class Controller:
         if event_type == "DELETED":
             self.rayservices.pop(key, None)
         else:
-            self.rayservices[key] = body
+            self.rayservices[key] = _lean(body)
         owner = _owner_key(body)
         if owner in self.deployments:
             self.queue.add(owner)
@@ -181,7 +195,7 @@ class Controller:
             return observed, ("NameConflict", f"RayService {key[1]} exists and is not controlled by this BerniniDeployment")
         if _in_sync(observed, desired):
             return observed, None
-        applied = self.kube.apply_rayservice(desired)
+        applied = _lean(self.kube.apply_rayservice(desired))
         self.rayservices[key] = applied
         _log(key).info("%s RayService", "updated" if observed else "created")
         return applied, None
@@ -201,7 +215,8 @@ class Controller:
         body["status"] = status  # until the watch delivers our own write
         for transition in transitions:
             judgement = transition.after
-            event_type = "Normal" if judgement.status == "True" or judgement.reason == "Suspended" else "Warning"
             message = f"{judgement.type} is {judgement.status}: {judgement.message}"
-            self.kube.post_event(body, event_type, judgement.reason, message)
-            _log((namespace, name)).info(message)
+            event_type = c.event_type(transition)
+            if event_type:
+                self.kube.post_event(body, event_type, judgement.reason, message)
+                _log((namespace, name)).info(message)

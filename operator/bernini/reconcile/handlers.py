@@ -34,6 +34,9 @@ def registry() -> kopf.OperatorRegistry:
         # No watch on CustomResourceDefinitions: least privilege. CRDs installed after start (KubeRay's)
         # are noticed on the next operator restart.
         settings.scanning.disabled = True
+        # kopf logs "Handler ... succeeded" at INFO for every watch event: most of the log, and of the CPU,
+        # in a burst. Handler failures still log at ERROR.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         _controller(memo).start()
 
     @kopf.on.cleanup(registry=handlers)

@@ -68,10 +68,12 @@ class Kube:
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         API_WRITES.labels("patch", "berninideployments/status").inc()
-        self.custom.patch_namespaced_custom_object_status(
+        response = self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status},
             field_manager=MANAGER, _content_type="application/merge-patch+json",
+            _preload_content=False,
         )
+        response.data  # read (frees the connection) but never decode: the watch brings the object back
 
     def post_event(self, body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         API_WRITES.labels("create", "events").inc()
