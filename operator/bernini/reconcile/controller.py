@@ -1,6 +1,7 @@
 """One level-based reconcile per BerniniDeployment: preflight, render, apply on drift, status on change."""
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -56,6 +57,18 @@ def _lean(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "metadata": metadata}
 
 
+class CompactCache(dict):
+    """Objects by key as compact JSON: a RayService held as a dict takes about six times its JSON, which made
+    most of the operator's memory at 5,000 objects; decoding one costs ~60 us per reconcile."""
+
+    def put(self, key: Key, body: dict[str, Any]) -> None:
+        self[key] = json.dumps(_lean(body), separators=(",", ":"))
+
+    def read(self, key: Key) -> dict[str, Any] | None:
+        raw = self.get(key)
+        return None if raw is None else json.loads(raw)
+
+
 def _in_sync(observed: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
     return observed is not None and contains(observed, desired)
 
@@ -77,7 +90,7 @@ class Controller:
         self.workers = workers
         self.resync_seconds = resync_seconds
         self.deployments: dict[Key, dict[str, Any]] = {}
-        self.rayservices: dict[Key, dict[str, Any]] = {}
+        self.rayservices = CompactCache()
         self.queue = WorkQueue()
         self._tasks: list[asyncio.Task] = []
         self._failures: dict[Key, int] = {}
@@ -97,7 +110,7 @@ class Controller:
         if event_type == "DELETED":
             self.rayservices.pop(key, None)
         else:
-            self.rayservices[key] = _lean(body)
+            self.rayservices.put(key, body)
         owner = _owner_key(body)
         if owner in self.deployments:
             self.queue.add(owner)
@@ -146,7 +159,7 @@ class Controller:
             return
         namespace, name = key
         metadata = body["metadata"]
-        observed = self.rayservices.get(key)
+        observed = self.rayservices.read(key)
         capacity, blocked = None, None
         try:
             spec = BerniniDeploymentSpec.model_validate(body.get("spec", {}))
@@ -195,8 +208,8 @@ class Controller:
             return observed, ("NameConflict", f"RayService {key[1]} exists and is not controlled by this BerniniDeployment")
         if _in_sync(observed, desired):
             return observed, None
-        applied = _lean(self.kube.apply_rayservice(desired))
-        self.rayservices[key] = applied
+        applied = self.kube.apply_rayservice(desired)
+        self.rayservices.put(key, applied)
         _log(key).info("%s RayService", "updated" if observed else "created")
         return applied, None
 
