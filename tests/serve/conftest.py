@@ -13,7 +13,9 @@ from localdev.ray_head import RayHead, localize_serve_config
 EXAMPLE = Path(__file__).parents[2] / "examples" / "bernini-minimal.yaml"
 
 
-@pytest.fixture(scope="session")
+# Package scope: the head and its Serve replicas stop after tests/serve, not at the session's end, so they
+# never share the two cores with the clusters of the later suites.
+@pytest.fixture(scope="package")
 def ray_head(tmp_path_factory):
     root = tmp_path_factory.mktemp("ray")
     head = RayHead(Path("/tmp") / f"ray-{root.name}", root / "ray.log")  # Ray's socket paths must stay short
