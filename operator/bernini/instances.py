@@ -94,6 +94,5 @@ def of_kind(kind: str) -> list[str]:
     return [name for name, instance in CATALOGUE.items() if instance.kind == kind]
 
 
-def accelerated_families() -> list[str]:
-    """Families the Ray head must stay off: their nodes are for workers."""
-    return sorted({t.family for t in CATALOGUE.values() if t.kind != "cpu"})
+# Families the Ray head must stay off: their nodes are for workers.
+ACCELERATED_FAMILIES = sorted({t.family for t in CATALOGUE.values() if t.kind != "cpu"})

@@ -22,12 +22,13 @@ class NodeShape:
 
     def extended_resources(self) -> dict[str, str]:
         """What the kind's device plugin advertises on such a node."""
-        if self.instance.kind == "neuron":
-            return {"aws.amazon.com/neuroncore": str(self.instance.accelerators),
-                    "aws.amazon.com/neuron": str(self.instance.neuron_devices)}
-        if self.instance.kind == "nvidia":
-            return {"nvidia.com/gpu": str(self.instance.accelerators)}
-        return {}
+        resource = KINDS[self.instance.kind].resource
+        if resource is None:
+            return {}
+        advertised = {resource: str(self.instance.accelerators)}
+        if self.instance.neuron_devices:  # the Neuron plugin also counts whole devices
+            advertised["aws.amazon.com/neuron"] = str(self.instance.neuron_devices)
+        return advertised
 
     def labels(self) -> dict[str, str]:
         return {"node.kubernetes.io/instance-type": self.instance.name,

@@ -3,7 +3,7 @@ profile."""
 
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.manifest import Manifest
-from bernini.instances import KINDS, accelerated_families
+from bernini.instances import ACCELERATED_FAMILIES, KINDS
 from bernini.pipeline import ARTIFACTS_MOUNT_PATH
 from bernini.render.capacity import WorkerShape
 from bernini.render.quantity import to_bytes
@@ -57,8 +57,7 @@ def head_template(spec: BerniniDeploymentSpec, labels: dict[str, str]) -> dict:
             "nodeSelectorTerms": [
                 {
                     "matchExpressions": [
-                        {"key": "karpenter.k8s.aws/instance-family", "operator": "NotIn",
-                         "values": accelerated_families()}
+                        {"key": "karpenter.k8s.aws/instance-family", "operator": "NotIn", "values": ACCELERATED_FAMILIES}
                     ]
                 }
             ]
