@@ -9,12 +9,14 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml hack/localdev/pyproj
 
 CRD_FILES := crds/bernini.dev_berninideployments.yaml charts/bernini-operator/crds/bernini.dev_berninideployments.yaml
 
-.PHONY: help venv controlplane node-packages images cluster-up cluster-down demo test crds bench-reconcile bench-pull bench-serve bench-e2e gpu-wheels check-gpu
+.PHONY: help venv controlplane argocd node-packages images cluster-up cluster-down demo demo-gitops test crds bench-reconcile bench-pull bench-serve bench-e2e gpu-wheels check-gpu
 
 help:
 	@echo "make demo          run the operator's main job on a local control plane"
+	@echo "make demo-gitops   the same, shipped by a real Argo CD from local git repositories (watch it sync)"
 	@echo "make test          run the whole test suite (builds what it needs)"
 	@echo "make controlplane  build/cache etcd, kube-*, kubectl, KWOK, KubeRay operator, helm"
+	@echo "make argocd        build/cache Argo CD (controller, repo-server) for the GitOps tests"
 	@echo "make images        build/cache the serving, pause and KubeRay images for the real nodes"
 	@echo "make cluster-up    start the local control plane (kubeconfig: .local/kubeconfig)"
 	@echo "make cluster-down  stop it"
@@ -33,6 +35,9 @@ venv: $(VENV_STAMP)
 controlplane:
 	@bash hack/controlplane/build.sh
 
+argocd:
+	@bash hack/argocd/build.sh
+
 node-packages:
 	@bash hack/install-node-packages.sh
 
@@ -48,10 +53,13 @@ cluster-down: venv
 demo: venv controlplane images
 	@$(DEV) demo
 
+demo-gitops: venv controlplane argocd images
+	@$(DEV) demo-gitops
+
 crds: venv
 	@$(BERNINI) crds $(CRD_FILES)
 
-test: venv controlplane images
+test: venv controlplane argocd images
 	$(PY) -m pytest
 
 bench-reconcile: venv controlplane

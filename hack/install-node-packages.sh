@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The Debian packages the real-node cluster runs on: containerd, runc, the CNI plugins, iptables and conntrack
-# (kube-proxy), debootstrap (the serving image's base). Installs only what is missing; needs root.
+# (kube-proxy), debootstrap (the serving image's base), redis-server (Argo CD's cache in the GitOps tests).
+# Installs only what is missing; needs root.
 set -euo pipefail
 declare -A provides=([containerd]=containerd [runc]=runc [/usr/lib/cni/bridge]=containernetworking-plugins
-                     [iptables]=iptables [conntrack]=conntrack [debootstrap]=debootstrap)
+                     [iptables]=iptables [conntrack]=conntrack [debootstrap]=debootstrap
+                     [redis-server]=redis-server)
 missing=()
 for command in "${!provides[@]}"; do
   if [[ $command == /* ]]; then [ -x "$command" ] || missing+=("${provides[$command]}")

@@ -25,22 +25,30 @@ def main() -> None:
     parser.add_argument("--user", default="")
     parser.add_argument("--workdir", default="/")
     parser.add_argument("--env", action="append", default=[])
+    parser.add_argument("--also", metavar="REFERENCE USER ENTRYPOINT...", action="append", default=[],
+                        help="a second image on the same layers, with its own user and entrypoint (one import)")
     args = parser.parse_args()
 
     diff_ids = [_digest(layer) for layer in args.layers]
-    config = {
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Entrypoint": args.entrypoint or None, "User": args.user, "WorkingDir": args.workdir,
-                   "Env": args.env or ["PATH=/usr/local/bin:/usr/bin:/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }
-    config_bytes = json.dumps(config).encode()
-    config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
+    images = [(args.reference, args.user, args.entrypoint)] + [
+        (words[0], words[1], words[2:]) for words in (also.split() for also in args.also)]
     layer_names = [f"{diff.removeprefix('sha256:')}/layer.tar" for diff in diff_ids]
-    manifest = [{"Config": config_name, "RepoTags": [args.reference], "Layers": layer_names}]
+    files, manifest = {}, []
+    for reference, user, entrypoint in images:
+        config = {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Entrypoint": entrypoint or None, "User": user, "WorkingDir": args.workdir,
+                       "Env": args.env or ["PATH=/usr/local/bin:/usr/bin:/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+        config_bytes = json.dumps(config).encode()
+        config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
+        files[config_name] = config_bytes
+        manifest.append({"Config": config_name, "RepoTags": [reference], "Layers": layer_names})
+    files["manifest.json"] = json.dumps(manifest).encode()
     with tarfile.open(args.output, "w") as archive:
-        for name, data in ((config_name, config_bytes), ("manifest.json", json.dumps(manifest).encode())):
+        for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))

@@ -2,7 +2,8 @@
 # Builds the images the real-node cluster runs, without a Docker engine or a registry, as docker-save
 # archives that containerd imports (`ctr -n k8s.io images import`), each cached under $BERNINI_CACHE/images
 # by what goes into it:
-#   serving: base layer (serving-base.sh: Debian bookworm minbase, python3, the serve extra's dependencies in
+#   serving: (and the operator, the same layers with `bernini` as entrypoint, for the chart on real nodes)
+#            base layer (serving-base.sh: Debian bookworm minbase, python3, the serve extra's dependencies in
 #            a venv at /opt/bernini, uid 1000 "ray": what images/serving.Dockerfile adds to the Neuron DLC)
 #            + app layer (this package installed --no-deps on top, through an overlay), so a source change
 #            rebuilds only the small app layer;
@@ -63,11 +64,13 @@ archive() { # output reference layers... [-- archive.py options]
 }
 
 serving_ref=bernini.local/bernini-serving:$app_key
-serving_tar=$cache/serving-$app_key.tar
+operator_ref=bernini.local/bernini-operator:$app_key
+serving_tar=$cache/serving-$app_key-$(digest "$here/archive.py" | cut -c1-6).tar
 if [ ! -f "$serving_tar" ]; then
   step "writing $serving_tar"
   archive "$serving_tar.tmp" "$serving_ref" --user 1000:100 --workdir /home/ray \
-    --env PATH=/opt/bernini/bin:/usr/local/bin:/usr/bin:/bin "$base/layer.tar" "$app/layer.tar"
+    --env PATH=/opt/bernini/bin:/usr/local/bin:/usr/bin:/bin "$base/layer.tar" "$app/layer.tar" \
+    --also "$operator_ref 65532:65532 /opt/bernini/bin/bernini"
   mv "$serving_tar.tmp" "$serving_tar"
 fi
 
@@ -112,6 +115,8 @@ echo "CACHE_DIR=$cache"
 echo "BASE_KEY=$base_key"
 echo "SERVING_IMAGE=$serving_ref"
 echo "SERVING_ARCHIVE=$serving_tar"
+echo "OPERATOR_IMAGE=$operator_ref"
+echo "OPERATOR_ARCHIVE=$serving_tar"
 echo "PAUSE_IMAGE=$pause_ref"
 echo "PAUSE_ARCHIVE=$pause_tar"
 echo "KUBERAY_IMAGE=$kuberay_ref"

@@ -16,10 +16,11 @@ pytestmark = pytest.mark.cluster
 EXAMPLES = Path(__file__).parents[2] / "examples"
 APPLIED = ["bernini-minimal.yaml", "bernini-production.yaml", "bernini-production-g5.yaml", "serving-serviceaccount.yaml",
            "karpenter-inf2-nodepool.yaml", "karpenter-g5-nodepool.yaml", "argocd/applications.yaml",
-           "argocd/argocd-cm-health.yaml"]
+           "argocd/argocd-cm-health.yaml", "argocd/root-application.yaml"]
 THIRD_PARTY_CRDS = DEFAULT_BIN_DIR.parent / "third-party-crds"  # Karpenter and Argo CD, from their Go modules
 CHECKED_ELSEWHERE = {
     "argocd/health.lua": "tests/unit/test_argocd_health.py",
+    "argocd/application-health.lua": "tests/unit/test_argocd_health.py",
     "iam-policy-artifacts-read.json": "test_iam_policy_is_read_only_on_the_prefix",
     "inputs/chair-prompt.json": "make demo",
     "neuron-helm-chart-values.yaml": "test_neuron_chart_values_advertise_the_resources_the_pods_ask_for",

@@ -131,6 +131,17 @@ def _pod_report(cluster, namespace: str) -> str:
     return "\n".join(lines)
 
 
+def publish_with_a_corrupt_stage(s3_client, version: str, directory: Path, stage: str = "diffusion"):
+    """A version whose manifest is valid (the preflight passes) but one stage object's bytes are random:
+    only the init container's checksum can find out. Returns that stage's artifact entry."""
+    uri = artifacts_uri(version)
+    manifest = publish_reference_model(s3_client, uri, version, directory, seed=2)
+    artifact = next(artifact for artifact in manifest.stages.values() if artifact.stage == stage)
+    bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+    s3_client.put_object(Bucket=bucket, Key=prefix + artifact.file, Body=os.urandom(artifact.size))
+    return artifact
+
+
 def small_spec(real_cluster, node_s3, version: str = VERSIONS[0]) -> dict:
     """examples/bernini-minimal.yaml fitted to the local nodes (see localdev.sizing)."""
     return fit_to_local_nodes(yaml.safe_load(EXAMPLE.read_text()), real_cluster.node_layer.images["SERVING_IMAGE"],

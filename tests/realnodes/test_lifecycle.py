@@ -1,15 +1,13 @@
 """Upgrade and suspend on real pods: what KubeRay and Ray actually do with the RayService the operator renders."""
 
-import os
 import threading
 import time
 
 import pytest
 
 from bernini.api import GROUP, PLURAL, VERSION
-from localdev.stack import publish_reference_model
 from tests.realnodes import helpers
-from tests.realnodes.conftest import VERSIONS, artifacts_uri, small_spec
+from tests.realnodes.conftest import VERSIONS, artifacts_uri, publish_with_a_corrupt_stage, small_spec
 from localdev.waiting import wait_for
 
 pytestmark = pytest.mark.realnodes
@@ -151,11 +149,7 @@ def test_a_corrupt_artifact_stops_the_new_cluster_in_its_init_container_while_th
     _deploy_serving(real_cluster, node_s3, real_core, real_custom, namespace)
     version = "1.2.0-corrupt"
     uri = artifacts_uri(version)
-    manifest = publish_reference_model(node_s3_client, uri, version, tmp_path / "compiled", seed=2)
-    # The manifest stays valid, so the preflight (which reads only the manifest) passes; one graph's bytes do not.
-    diffusion = next(artifact for artifact in manifest.stages.values() if artifact.stage == "diffusion")
-    bucket, prefix = uri.removeprefix("s3://").split("/", 1)
-    node_s3_client.put_object(Bucket=bucket, Key=prefix + diffusion.file, Body=os.urandom(diffusion.size))
+    diffusion = publish_with_a_corrupt_stage(node_s3_client, version, tmp_path / "compiled")
 
     patch = {"spec": {"model": {"version": version, "artifactsUri": uri}}}
     started = time.monotonic()

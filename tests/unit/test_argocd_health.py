@@ -8,9 +8,10 @@ from lupa import LuaRuntime
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "argocd"
 LUA = (EXAMPLES / "health.lua").read_text()
+APPLICATION_LUA = (EXAMPLES / "application-health.lua").read_text()
 
 
-def health(obj: dict) -> dict:
+def health(obj: dict, script: str = LUA) -> dict:
     lua = LuaRuntime(unpack_returned_tuples=True)
 
     def to_lua(value):
@@ -20,7 +21,7 @@ def health(obj: dict) -> dict:
             return lua.table_from([to_lua(v) for v in value])
         return value
 
-    result = lua.execute(f"return (function(obj)\n{LUA}\nend)(...)", to_lua(obj))
+    result = lua.execute(f"return (function(obj)\n{script}\nend)(...)", to_lua(obj))
     return {"status": result["status"], "message": result["message"]}
 
 
@@ -56,7 +57,28 @@ def test_degraded_names_the_reason():
 
 def test_argocd_cm_snippet_carries_the_same_lua():
     snippet = yaml.safe_load((EXAMPLES / "argocd-cm-health.yaml").read_text())
-    assert snippet["data"]["resource.customizations.health.bernini.dev_BerniniDeployment"].strip() == LUA.strip()
+    assert snippet["data"]["resource.customizations.health.bernini.dev_BerniniDeployment"] == LUA
+    assert snippet["data"]["resource.customizations.health.argoproj.io_Application"] == APPLICATION_LUA
+
+
+def application(sync=None, health=None, message=None) -> dict:
+    status = {}
+    if sync:
+        status["sync"] = {"status": sync}
+    if health:
+        status["health"] = {"status": health, **({"message": message} if message else {})}
+    return {"status": status}
+
+
+@pytest.mark.parametrize("obj, expected", [
+    ({}, "Progressing"),
+    (application(sync="OutOfSync", health="Healthy"), "Progressing"),  # a wave must not pass an unsynced child
+    (application(sync="Synced", health="Healthy"), "Healthy"),
+    (application(sync="Synced", health="Degraded", message="AccessDenied: x"), "Degraded"),
+    (application(sync="Synced", health="Suspended"), "Suspended"),
+])
+def test_application_health_waits_for_sync_and_passes_the_child_health_on(obj, expected):
+    assert health(obj, APPLICATION_LUA)["status"] == expected
 
 
 def test_applications_sync_crds_then_operator_then_models():

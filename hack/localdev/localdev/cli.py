@@ -30,6 +30,12 @@ def _demo(args: argparse.Namespace) -> int:
     return run(args.root)
 
 
+def _demo_gitops(args: argparse.Namespace) -> int:
+    from localdev.demo_gitops import run
+
+    return run(args.root)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bernini-dev", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -48,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the product's main job on the local control plane")
     demo.add_argument("--root", type=Path, default=LOCAL_ROOT)
     demo.set_defaults(handler=_demo)
+    gitops = commands.add_parser("demo-gitops", help="the demo shipped by a real Argo CD from local git repositories")
+    gitops.add_argument("--root", type=Path, default=LOCAL_ROOT)
+    gitops.set_defaults(handler=_demo_gitops)
     return parser
 
 

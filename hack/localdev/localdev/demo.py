@@ -31,7 +31,14 @@ EXAMPLE = REPO_ROOT / "examples" / "bernini-minimal.yaml"
 EXAMPLE_INPUT = REPO_ROOT / "examples" / "inputs" / "chair-prompt.json"
 CRDS = REPO_ROOT / "crds"
 VERSION = "1.0.0"
-ARTIFACTS_URI = f"s3://bernini-artifacts/bernini/{VERSION}/"
+NAMESPACE = "default"
+
+
+def artifacts_uri(version: str) -> str:
+    return f"s3://bernini-artifacts/bernini/{version}/"
+
+
+ARTIFACTS_URI = artifacts_uri(VERSION)
 READY_TIMEOUT = 900
 
 
@@ -44,7 +51,7 @@ def say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
-def _ensure_cluster(root: Path) -> LocalCluster:
+def ensure_cluster(root: Path) -> LocalCluster:
     cluster = LocalCluster.load(root)
     if cluster.real_nodes and cluster.pids and len(cluster.running_components()) == len(cluster.pids):
         say(f"reusing the running real-node cluster at {cluster.server}")
@@ -56,7 +63,7 @@ def _ensure_cluster(root: Path) -> LocalCluster:
     return cluster
 
 
-def _ensure_s3(cluster: LocalCluster) -> LocalS3:
+def ensure_s3(cluster: LocalCluster) -> LocalS3:
     record = cluster.state_dir / "s3.json"
     if record.exists():
         server = LocalS3(cluster.state_dir / "s3", cluster.log_dir / "versitygw.log", **json.loads(record.read_text()))
@@ -84,22 +91,23 @@ def _ensure_operator(cluster: LocalCluster, s3: LocalS3) -> None:
     say(f"operator started (pid {pid}), log {cluster.log_dir / 'operator.log'}")
 
 
-def _publish_artifacts(cluster: LocalCluster, s3: LocalS3) -> None:
+def publish_artifacts(cluster: LocalCluster, s3: LocalS3, version: str = VERSION, seed: int = 0) -> None:
     client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
                           aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key)
-    location = S3Location.parse(ARTIFACTS_URI)
+    uri = artifacts_uri(version)
+    location = S3Location.parse(uri)
     try:
         client.head_object(Bucket=location.bucket, Key=location.key(MANIFEST_FILE))
         return  # republishing would change the manifest digest and roll the RayService for nothing
     except client.exceptions.ClientError:
         pass
-    manifest = publish_reference_model(client, ARTIFACTS_URI, VERSION, cluster.state_dir / "compiled",
+    manifest = publish_reference_model(client, uri, version, cluster.state_dir / f"compiled-{version}", seed=seed,
                                        log=lambda line: say(f"compile: {line}"))
-    say(f"published {len(manifest.stages)} compiled graphs (cpu target) + manifest.json to {ARTIFACTS_URI}")
+    say(f"published {len(manifest.stages)} compiled graphs (cpu target) + manifest.json to {uri}")
 
 
-def _get(cluster: LocalCluster, *what: str) -> dict:
-    return json.loads(cluster.kubectl("get", *what, "-n", "default", "-o", "json"))
+def _get(cluster: LocalCluster, *what: str, namespace: str = NAMESPACE) -> dict:
+    return json.loads(cluster.kubectl("get", *what, "-n", namespace, "-o", "json"))
 
 
 def _wait_ready(cluster: LocalCluster) -> float:
@@ -124,8 +132,8 @@ def _wait_ready(cluster: LocalCluster) -> float:
     return time.monotonic() - started
 
 
-def _request_mesh(cluster: LocalCluster) -> None:
-    address = _get(cluster, "service", "bernini-serve-svc")["spec"]["clusterIP"]
+def request_mesh(cluster: LocalCluster, namespace: str = NAMESPACE) -> None:
+    address = _get(cluster, "service", "bernini-serve-svc", namespace=namespace)["spec"]["clusterIP"]
     request = urllib.request.Request(f"http://{address}:8000/?format=glb", data=EXAMPLE_INPUT.read_bytes(),
                                      method="POST", headers={"Content-Type": "application/json"})
 
@@ -145,7 +153,7 @@ def _request_mesh(cluster: LocalCluster) -> None:
 
     mesh, headers = wait_for(answer, f"the Serve Service at {address}:8000 to accept connections", 120,
                              interval=2, failure=DemoFailed)
-    output = cluster.log_dir.parent / "bernini-mesh.glb"
+    output = cluster.log_dir.parent / ("bernini-mesh.glb" if namespace == NAMESPACE else f"bernini-mesh-{namespace}.glb")
     output.write_bytes(mesh)
     info = json.loads(headers["X-Bernini-Mesh"])
     timings = json.loads(headers["X-Bernini-Timings"])
@@ -155,12 +163,12 @@ def _request_mesh(cluster: LocalCluster) -> None:
 
 
 def run(root: Path) -> int:
-    cluster = _ensure_cluster(root)
-    s3 = _ensure_s3(cluster)
+    cluster = ensure_cluster(root)
+    s3 = ensure_s3(cluster)
     cluster.kubectl("apply", "--server-side", "--field-manager=bernini-demo", "-f", str(CRDS))
     cluster.wait_established("crd/berninideployments.bernini.dev")
     _ensure_operator(cluster, s3)
-    _publish_artifacts(cluster, s3)
+    publish_artifacts(cluster, s3)
     cluster.kubectl("apply", "--server-side", "--field-manager=bernini-demo", "-f", "-",
                     input=json.dumps({"apiVersion": "v1", "kind": "List", "items": namespace_manifests("default", s3)}))
     body = fit_to_local_nodes(yaml.safe_load(EXAMPLE.read_text()), cluster.node_layer.images["SERVING_IMAGE"],
@@ -178,6 +186,6 @@ def run(root: Path) -> int:
     worker = next(p for p in _get(cluster, "pods")["items"] if p["metadata"]["labels"].get("ray.io/node-type") == "worker")
     pulled = cluster.kubectl("logs", "-n", "default", worker["metadata"]["name"], "-c", "pull-artifacts").strip()
     say(f"init container on {worker['spec']['nodeName']}: {pulled.splitlines()[-1]}")
-    _request_mesh(cluster)
+    request_mesh(cluster)
     say(f"the cluster keeps running; KUBECONFIG={cluster.kubeconfig}; stop it with `make cluster-down`")
     return 0

@@ -154,34 +154,41 @@ def kuberay_manifests(image: str, cluster_role: dict) -> list[dict]:
     ]
 
 
+# Who gets the local S3 keys at admission: the init container that pulls artifacts, and the chart's operator.
+CREDENTIAL_TARGETS = {"pull-artifacts": "initContainers", "operator": "containers"}
+
+
 def s3_credentials_policy(secret_name: str) -> list[dict]:
-    """The local stand-in for EKS Pod Identity / IRSA: where EKS's webhook gives the init container AWS
-    credentials for the pod's ServiceAccount, this MutatingAdmissionPolicy adds them from a Secret of the
-    pod's namespace to the `pull-artifacts` init container. The operator's rendered pod spec stays exactly
-    what production gets; the credentials arrive at admission, as on EKS."""
-    env_type = "Object.spec.initContainers.env"
-    puller = "'/spec/initContainers/' + string(object.spec.initContainers.map(c, c.name).indexOf('pull-artifacts'))"
-    # One object per patch: the apiserver's CEL panics converting a list of typed objects (1.34.12).
-    patches = [f'JSONPatch{{op: "add", path: {puller} + "/env", value: []}}'] + [
-        f'JSONPatch{{op: "add", path: {puller} + "/env/-", value: {env_type}{{name: "{name}", valueFrom: '
-        f'{env_type}.valueFrom{{secretKeyRef: {env_type}.valueFrom.secretKeyRef{{name: "{secret_name}", key: "{name}"}}}}}}}}'
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-    ]
-    expression = "[" + ", ".join(patches) + "]"
-    return [
-        {"apiVersion": "admissionregistration.k8s.io/v1beta1", "kind": "MutatingAdmissionPolicy",
-         "metadata": {"name": "bernini-local-s3-credentials"},
-         "spec": {
-             "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                                                     "resources": ["pods"]}]},
-             "matchConditions": [{"name": "pulls-artifacts",
-                                  "expression": "has(object.spec.initContainers) && "
-                                                "object.spec.initContainers.exists(c, c.name == 'pull-artifacts')"}],
-             "failurePolicy": "Fail",
-             "reinvocationPolicy": "Never",
-             "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": expression}}],
-         }},
-        {"apiVersion": "admissionregistration.k8s.io/v1beta1", "kind": "MutatingAdmissionPolicyBinding",
-         "metadata": {"name": "bernini-local-s3-credentials"},
-         "spec": {"policyName": "bernini-local-s3-credentials"}},
-    ]
+    """The local stand-in for EKS Pod Identity / IRSA: where EKS's webhook gives a pod's containers AWS
+    credentials for its ServiceAccount, this MutatingAdmissionPolicy adds them from a Secret of the pod's
+    namespace to the `pull-artifacts` init container and to the operator's container (the chart's
+    Deployment). The rendered pod specs stay exactly what production gets; the credentials arrive at
+    admission, as on EKS."""
+    objects = []
+    for container, field in CREDENTIAL_TARGETS.items():
+        name = f"bernini-local-s3-credentials-{container}"
+        env_type = f"Object.spec.{field}.env"
+        index = f"'/spec/{field}/' + string(object.spec.{field}.map(c, c.name).indexOf('{container}'))"
+        # One object per patch: the apiserver's CEL panics converting a list of typed objects (1.34.12).
+        patches = [f'JSONPatch{{op: "add", path: {index} + "/env", value: []}}'] + [
+            f'JSONPatch{{op: "add", path: {index} + "/env/-", value: {env_type}{{name: "{key}", valueFrom: '
+            f'{env_type}.valueFrom{{secretKeyRef: {env_type}.valueFrom.secretKeyRef{{name: "{secret_name}", key: "{key}"}}}}}}}}'
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        ]
+        objects += [
+            {"apiVersion": "admissionregistration.k8s.io/v1beta1", "kind": "MutatingAdmissionPolicy",
+             "metadata": {"name": name},
+             "spec": {
+                 "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                         "operations": ["CREATE"], "resources": ["pods"]}]},
+                 "matchConditions": [{"name": f"has-{container}",
+                                      "expression": f"has(object.spec.{field}) && "
+                                                    f"object.spec.{field}.exists(c, c.name == '{container}')"}],
+                 "failurePolicy": "Fail",
+                 "reinvocationPolicy": "Never",
+                 "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": "[" + ", ".join(patches) + "]"}}],
+             }},
+            {"apiVersion": "admissionregistration.k8s.io/v1beta1", "kind": "MutatingAdmissionPolicyBinding",
+             "metadata": {"name": name}, "spec": {"policyName": name}},
+        ]
+    return objects

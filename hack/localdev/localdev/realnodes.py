@@ -113,9 +113,8 @@ def template_store(cache: Path, base_key: str, archives: dict[str, Path], pause_
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         daemon.wait_ready(log_path)
-        present = daemon.images()
         for reference, archive in archives.items():
-            if reference not in present:
+            if reference not in daemon.images():  # one archive may hold several references
                 daemon.ctr("images", "import", str(archive))
                 if reference not in daemon.images():
                     raise RuntimeError(f"importing {archive} did not give {reference}")

@@ -1,0 +1,156 @@
+"""GitOps on real containers: a real Argo CD syncs examples/argocd (the app of apps: CRDs, the operator's chart,
+a model) from local git repositories. The operator runs from the chart, as a pod (the local operator image:
+the serving image's layers with `bernini` as entrypoint); its AWS keys arrive at admission as EKS Pod Identity
+would hand them (localdev.nodelayer.s3_credentials_policy). Every change below is a git commit; the test only
+reads the cluster and Argo CD's Applications.
+
+The tests run in file order and share one tree (module fixture), as a user's history would."""
+
+import time
+
+import pytest
+import yaml
+
+from localdev.argocd import ExampleRepositories, LocalArgoCD, state
+from localdev.sizing import fit_operator_chart
+from localdev.stack import namespace_manifests
+from localdev.waiting import wait_for
+from tests.gitops.conftest import apply, started
+from tests.operator_process import OperatorProcess
+from tests.realnodes import helpers
+from tests.realnodes.conftest import SERVING_SERVICE_ACCOUNT, VERSIONS, publish_with_a_corrupt_stage, small_spec
+
+pytestmark = pytest.mark.realnodes
+
+MODELS = "models"  # examples/argocd/applications.yaml: the model's destination namespace
+OPERATOR_NAMESPACE = "bernini-system"
+
+
+class Tree:
+    def __init__(self, argocd: LocalArgoCD, repositories: ExampleRepositories, real_cluster, node_s3):
+        self.argocd, self.repositories = argocd, repositories
+        self.real_cluster, self.node_s3 = real_cluster, node_s3
+
+    def commit_model(self, message: str, version: str = VERSIONS[0], **spec) -> None:
+        body = small_spec(self.real_cluster, self.node_s3, version)
+        body["spec"].update(spec)
+        account = yaml.safe_load(SERVING_SERVICE_ACCOUNT.read_text())
+        self.repositories.commit_model([account, body], message)
+        self.argocd.refresh("bernini-model")
+
+    def model(self) -> tuple[str, str, str]:
+        return state(self.argocd.application("bernini-model"))
+
+    def wait_model(self, sync: str, health: str, what: str, timeout: float = 600) -> tuple[str, str, str]:
+        return wait_for(lambda: (current := self.model())[:2] == (sync, health) and current, what,
+                        timeout=timeout, interval=1, explain=lambda: str(self.model()))
+
+
+@pytest.fixture(scope="module")
+def tree(request, real_cluster, real_core, node_s3, published_versions, tmp_path_factory):
+    """The example tree synced from empty git history; no operator process of the tests runs meanwhile."""
+    with OperatorProcess.paused():
+        root = tmp_path_factory.mktemp("gitops")
+        for namespace in (MODELS, OPERATOR_NAMESPACE):
+            # The platform's identity stand-in: the local S3 keys as a Secret, never in git.
+            real_cluster.kubectl("create", "namespace", namespace)
+            apply(real_cluster, *namespace_manifests(namespace, node_s3))
+        argocd = LocalArgoCD(real_cluster, root / "argocd", tied_to_parent=True)
+        for running in started(request, argocd):
+            repositories = ExampleRepositories.create(
+                root / "git", [], fit_operator_chart(real_cluster.node_layer.images["OPERATOR_IMAGE"]))
+            tree = Tree(argocd, repositories, real_cluster, node_s3)
+            tree.commit_model("bernini 1.0.0")
+            apply(real_cluster, repositories.root_application())
+            yield tree
+            _remove(real_cluster, real_core, argocd)
+
+
+def _remove(real_cluster, real_core, argocd):
+    """Argo CD stops first (it would re-create what is deleted); the model goes while its operator runs."""
+    argocd.down()
+    real_cluster.kubectl("delete", "applications.argoproj.io", "-n", "argocd", "--all", "--wait=false")
+    real_cluster.kubectl("delete", "namespace", MODELS, "--timeout=180s")
+    real_cluster.kubectl("delete", "namespace", OPERATOR_NAMESPACE, "--timeout=120s")
+
+
+def test_the_tree_syncs_in_order_and_turns_healthy_with_the_operator_running_from_its_chart(tree, real_core, real_custom):
+    started = time.monotonic()
+    tree.wait_model("Synced", "Healthy", "the model's Application Synced/Healthy")
+    print(f"\nroot Application applied -> model Healthy in {time.monotonic() - started:.0f}s")
+    applications = {a["metadata"]["name"]: state(a) for a in tree.argocd.applications()}
+    assert {name: current[:2] for name, current in applications.items()} == {
+        name: ("Synced", "Healthy") for name in ("bernini", "bernini-crds", "bernini-operator", "bernini-model")}
+
+    pod, = helpers.pods(real_core, OPERATOR_NAMESPACE, "app.kubernetes.io/name=bernini-operator")
+    assert pod.status.phase == "Running" and all(s.ready for s in pod.status.container_statuses)
+    assert pod.spec.containers[0].image == tree.real_cluster.node_layer.images["OPERATOR_IMAGE"]
+    body = helpers.deployment(real_custom, MODELS)
+    assert body["status"]["modelVersion"] == VERSIONS[0]
+    assert applications["bernini-model"][2] == helpers.condition(body, "Ready")["message"]
+    status, headers, _ = helpers.generate(real_core, MODELS)
+    assert (status, headers.get("x-bernini-model-version")) == (200, VERSIONS[0])
+
+
+def test_a_version_committed_to_git_rolls_out(tree, real_core, real_custom):
+    tree.commit_model("bernini 1.1.0", version=VERSIONS[1])
+    started = time.monotonic()
+    wait_for(lambda: helpers.deployment(real_custom, MODELS)["metadata"]["generation"] > 1, "the commit applied",
+             timeout=120, interval=1)
+    print(f"\ncommit -> BerniniDeployment changed in {time.monotonic() - started:.0f}s")
+    wait_for(lambda: (b := helpers.ready(real_custom, MODELS)) and b["status"].get("modelVersion") == VERSIONS[1],
+             f"{VERSIONS[1]} serving", timeout=600, interval=2)
+    print(f"commit -> {VERSIONS[1]} Ready in {time.monotonic() - started:.0f}s")
+    tree.wait_model("Synced", "Healthy", "the model's Application Healthy again")
+    status, headers, _ = helpers.generate(real_core, MODELS)
+    assert (status, headers.get("x-bernini-model-version")) == (200, VERSIONS[1])
+
+
+def test_broken_artifacts_turn_the_application_degraded_while_the_old_version_serves_and_a_revert_heals(
+        tree, real_core, real_custom, node_s3_client, tmp_path):
+    broken = "1.2.0-corrupt"
+    stage = publish_with_a_corrupt_stage(node_s3_client, broken, tmp_path / "compiled")
+    tree.commit_model("bernini 1.2.0", version=broken)
+    _, _, message = tree.wait_model("Synced", "Degraded", "Degraded from the operator's PodsHealthy")
+    assert message.startswith("InitContainerFailed: ") and f"checksum mismatch for {stage.file}" in message, message
+    status, headers, _ = helpers.generate(real_core, MODELS)
+    assert (status, headers.get("x-bernini-model-version")) == (200, VERSIONS[1])
+
+    tree.repositories.platform.revert_last()
+    tree.argocd.refresh("bernini-model")
+    tree.wait_model("Synced", "Healthy", "Healthy after the revert")
+    body = helpers.deployment(real_custom, MODELS)
+    assert body["spec"]["model"]["version"] == VERSIONS[1]
+    wait_for(lambda: not helpers.deployment(real_custom, MODELS)["status"]["rayService"].get("pendingCluster"),
+             "the broken pending cluster dropped", timeout=120, interval=1)
+
+
+def test_a_hand_edit_of_the_rayservice_is_reverted_by_the_operator_and_argocd_sees_no_drift(tree, real_custom):
+    before = helpers.rayservice(real_custom, MODELS)
+    replicas = before["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"]
+    real_custom.patch_namespaced_custom_object("ray.io", "v1", MODELS, "rayservices", "bernini",
+                                               {"spec": {"rayClusterConfig": {"workerGroupSpecs": [
+                                                   {**before["spec"]["rayClusterConfig"]["workerGroupSpecs"][0],
+                                                    "maxReplicas": replicas + 5}]}}})
+    seen = []
+
+    def reverted() -> bool:
+        seen.append(tree.model()[0])
+        current = helpers.rayservice(real_custom, MODELS)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+        return current["maxReplicas"] == replicas
+
+    wait_for(reverted, "the operator to revert the hand edit", timeout=60, interval=0.5)
+    time.sleep(5)  # Argo CD's next look at the tree
+    seen.append(tree.model()[0])
+    assert set(seen) == {"Synced"}, seen
+
+
+def test_suspend_through_git_shows_suspended_in_argocd(tree, real_core, real_custom):
+    tree.commit_model("suspend bernini", version=VERSIONS[1], suspend=True)
+    _, _, message = tree.wait_model("Synced", "Suspended", "Suspended in Argo CD", timeout=180)
+    assert message == helpers.condition(helpers.deployment(real_custom, MODELS), "Ready")["message"]
+    wait_for(lambda: not helpers.pods(real_core, MODELS, "ray.io/is-ray-node=yes"), "every Ray pod gone",
+             timeout=180, interval=2)
+    root = tree.argocd.application("bernini")
+    # The parent passes the child's health on, so the whole tree reads Suspended, not Degraded.
+    assert state(root)[:2] == ("Synced", "Suspended")
