@@ -5,6 +5,7 @@ serves: the model must stay Progressing for that reason. The operator that acts 
 process; tests/realnodes/test_gitops.py runs the whole tree on real containers."""
 
 import json
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from localdev.argocd import ExampleRepositories, state
+from localdev.cluster import ClusterError
 from localdev.placeholder_artifacts import publish_placeholder_artifacts
 from localdev.waiting import wait_for
 from tests.gitops.conftest import apply
@@ -42,25 +44,31 @@ def test_the_example_applications_sync_in_wave_order_and_the_model_waits_for_its
     publish_placeholder_artifacts(s3, URI, "1.0.0")
     repositories = ExampleRepositories.create(tmp_path / "git", model_objects(local_s3.endpoint_url))
     apply(empty_cluster, repositories.root_application())
+    started = time.monotonic()
 
     def synced(name: str) -> dict | None:
         try:
             application = argocd.application(name)
-        except Exception:  # not created yet: its wave has not come
+        except ClusterError:  # not created yet: its wave has not come
             return None
-        return application if state(application)[0] == "Synced" and "operationState" in application["status"] else None
+        finished = application.get("status", {}).get("operationState", {}).get("phase") in ("Succeeded", "Failed", "Error")
+        return application if finished and state(application)[0] == "Synced" else None
 
     model = wait_for(lambda: synced("bernini-model"), "the model's Application to sync", timeout=180,
                      explain=lambda: json.dumps([a["status"] for a in argocd.applications()], indent=1)[-4000:])
+    print(f"\nroot Application applied -> the model's Application synced in {time.monotonic() - started:.1f}s")
     crds, operator = argocd.application("bernini-crds"), argocd.application("bernini-operator")
 
+    timeline = {name: (app["metadata"]["creationTimestamp"], app["status"]["operationState"]["finishedAt"])
+                for name, app in (("crds", crds), ("operator", operator), ("model", model))}
     # Waves: each Application is created only after the previous wave finished syncing and turned Healthy.
-    assert timestamp(operator["metadata"]["creationTimestamp"]) >= timestamp(crds["status"]["operationState"]["finishedAt"])
-    assert timestamp(model["metadata"]["creationTimestamp"]) >= timestamp(operator["status"]["operationState"]["finishedAt"])
-    assert state(crds)[:2] == ("Synced", "Healthy") and state(operator)[:2] == ("Synced", "Healthy")
+    assert timestamp(timeline["operator"][0]) >= timestamp(timeline["crds"][1]), timeline
+    assert timestamp(timeline["model"][0]) >= timestamp(timeline["operator"][1]), timeline
+    assert state(crds)[:2] == ("Synced", "Healthy") and state(operator)[:2] == ("Synced", "Healthy"), (
+        state(crds), state(operator))
     # So the model's first sync found its CRD: one attempt, no "could not find kind BerniniDeployment".
-    assert model["status"]["operationState"]["phase"] == "Succeeded"
-    assert model["status"]["operationState"].get("retryCount", 0) == 0
+    operation = model["status"]["operationState"]
+    assert (operation["phase"], operation.get("retryCount", 0)) == ("Succeeded", 0), operation
     rendered = json.loads(empty_cluster.kubectl("get", "deployment", "-n", "bernini-system", "-o", "json"))["items"]
     assert [d["metadata"]["name"] for d in rendered] == ["bernini-operator"]
 
@@ -69,6 +77,7 @@ def test_the_example_applications_sync_in_wave_order_and_the_model_waits_for_its
 
     operator_process = OperatorProcess(empty_cluster.kubeconfig, local_s3.credentials_env, tmp_path / "operator.log")
     operator_process.start()
+    started = time.monotonic()
     try:
         def acted_on() -> tuple | None:
             deployment = json.loads(empty_cluster.kubectl("get", "berninideployment", "-n", MODEL_NAMESPACE, "bernini",
@@ -82,6 +91,7 @@ def test_the_example_applications_sync_in_wave_order_and_the_model_waits_for_its
         conditions, current = wait_for(acted_on, "Argo CD to report the operator's Ready reason", timeout=120)
     finally:
         operator_process.stop()
+    print(f"operator started -> Argo CD reports its Ready reason in {time.monotonic() - started:.1f}s: {current[2]}")
     assert conditions["ArtifactsVerified"]["status"] == "True" and conditions["Rendered"]["status"] == "True"
     assert conditions["Ready"]["status"] == "False" and conditions["Ready"]["reason"] != "Suspended"
     assert current[:2] == ("Synced", "Progressing")

@@ -78,7 +78,10 @@ class LocalArgoCD:
         # Its metrics listener has no address flag (0.0.0.0 in v3.6); nothing is ever sent from it.
         self._start("application-controller", [
             argocd, "--namespace", NAMESPACE, "--repo-server", self.repo_server, "--redis", f"127.0.0.1:{redis_port}",
-            "--metrics-port", str(processes.free_port()), "--app-resync", "20", "--app-resync-jitter", "0",
+            "--metrics-port", str(processes.free_port()), "--app-resync", "5", "--app-resync-jitter", "0",
+            # Argo CD 3 keeps each resource's health in Redis only; this writes it (and the Lua's message) to
+            # the Application's status, where kubectl and these tests read it.
+            "--persist-resource-health",
         ], {**env, "ARGOCD_BINARY_NAME": "argocd-application-controller"})
 
     def down(self) -> None:
@@ -131,10 +134,17 @@ class LocalArgoCD:
 
 
 def state(application: dict) -> tuple[str, str, str]:
-    """(sync status, health status, health message) of an Application."""
+    """(sync status, health status, message) of an Application; the message is that of the resource whose
+    health the Application reports (a BerniniDeployment's comes from its Lua), else the Application's own."""
     status = application.get("status", {})
     health = status.get("health", {})
-    return status.get("sync", {}).get("status", ""), health.get("status", ""), health.get("message", "")
+    message = health.get("message", "")
+    for resource in status.get("resources", []):
+        resource_health = resource.get("health") or {}
+        if resource_health.get("status") == health.get("status") and resource_health.get("message"):
+            message = resource_health["message"]
+            break
+    return status.get("sync", {}).get("status", ""), health.get("status", ""), message
 
 
 @dataclass
