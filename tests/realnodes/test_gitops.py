@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from localdev.argocd import ExampleRepositories, LocalArgoCD, state
+from localdev.cluster import ClusterError
 from localdev.sizing import fit_operator_chart
 from localdev.stack import namespace_manifests
 from localdev.waiting import wait_for
@@ -26,20 +27,27 @@ MODELS = "models"  # examples/argocd/applications.yaml: the model's destination 
 OPERATOR_NAMESPACE = "bernini-system"
 
 
+def model_objects(real_cluster, node_s3, version: str, **spec) -> list[dict]:
+    """What the platform repository holds: the serving ServiceAccount and the BerniniDeployment."""
+    body = small_spec(real_cluster, node_s3, version)
+    body["spec"].update(spec)
+    return [yaml.safe_load(SERVING_SERVICE_ACCOUNT.read_text()), body]
+
+
 class Tree:
     def __init__(self, argocd: LocalArgoCD, repositories: ExampleRepositories, real_cluster, node_s3):
         self.argocd, self.repositories = argocd, repositories
         self.real_cluster, self.node_s3 = real_cluster, node_s3
 
-    def commit_model(self, message: str, version: str = VERSIONS[0], **spec) -> None:
-        body = small_spec(self.real_cluster, self.node_s3, version)
-        body["spec"].update(spec)
-        account = yaml.safe_load(SERVING_SERVICE_ACCOUNT.read_text())
-        self.repositories.commit_model([account, body], message)
-        self.argocd.refresh("bernini-model")
+    def commit_model(self, message: str, version: str, **spec) -> None:
+        self.repositories.commit_model(model_objects(self.real_cluster, self.node_s3, version, **spec), message)
+        self.argocd.refresh("bernini-model")  # what the git host's webhook does
 
     def model(self) -> tuple[str, str, str]:
-        return state(self.argocd.application("bernini-model"))
+        try:
+            return state(self.argocd.application("bernini-model"))
+        except ClusterError:  # its wave has not come yet
+            return "", "", ""
 
     def wait_model(self, sync: str, health: str, what: str, timeout: float = 600) -> tuple[str, str, str]:
         return wait_for(lambda: (current := self.model())[:2] == (sync, health) and current, what,
@@ -56,11 +64,11 @@ def tree(request, real_cluster, real_core, node_s3, published_versions, tmp_path
             real_cluster.kubectl("create", "namespace", namespace)
             apply(real_cluster, *namespace_manifests(namespace, node_s3))
         argocd = LocalArgoCD(real_cluster, root / "argocd", tied_to_parent=True)
-        for running in started(request, argocd):
+        for _ in started(request, argocd):
             repositories = ExampleRepositories.create(
-                root / "git", [], fit_operator_chart(real_cluster.node_layer.images["OPERATOR_IMAGE"]))
+                root / "git", model_objects(real_cluster, node_s3, VERSIONS[0]),
+                fit_operator_chart(real_cluster.node_layer.images["OPERATOR_IMAGE"]))
             tree = Tree(argocd, repositories, real_cluster, node_s3)
-            tree.commit_model("bernini 1.0.0")
             apply(real_cluster, repositories.root_application())
             yield tree
             _remove(real_cluster, real_core, argocd)
@@ -93,7 +101,7 @@ def test_the_tree_syncs_in_order_and_turns_healthy_with_the_operator_running_fro
 
 
 def test_a_version_committed_to_git_rolls_out(tree, real_core, real_custom):
-    tree.commit_model("bernini 1.1.0", version=VERSIONS[1])
+    tree.commit_model("bernini 1.1.0", VERSIONS[1])
     started = time.monotonic()
     wait_for(lambda: helpers.deployment(real_custom, MODELS)["metadata"]["generation"] > 1, "the commit applied",
              timeout=120, interval=1)
@@ -110,7 +118,7 @@ def test_broken_artifacts_turn_the_application_degraded_while_the_old_version_se
         tree, real_core, real_custom, node_s3_client, tmp_path):
     broken = "1.2.0-corrupt"
     stage = publish_with_a_corrupt_stage(node_s3_client, broken, tmp_path / "compiled")
-    tree.commit_model("bernini 1.2.0", version=broken)
+    tree.commit_model("bernini 1.2.0", broken)
     _, _, message = tree.wait_model("Synced", "Degraded", "Degraded from the operator's PodsHealthy")
     assert message.startswith("InitContainerFailed: ") and f"checksum mismatch for {stage.file}" in message, message
     status, headers, _ = helpers.generate(real_core, MODELS)
@@ -146,7 +154,7 @@ def test_a_hand_edit_of_the_rayservice_is_reverted_by_the_operator_and_argocd_se
 
 
 def test_suspend_through_git_shows_suspended_in_argocd(tree, real_core, real_custom):
-    tree.commit_model("suspend bernini", version=VERSIONS[1], suspend=True)
+    tree.commit_model("suspend bernini", VERSIONS[1], suspend=True)
     _, _, message = tree.wait_model("Synced", "Suspended", "Suspended in Argo CD", timeout=180)
     assert message == helpers.condition(helpers.deployment(real_custom, MODELS), "Ready")["message"]
     wait_for(lambda: not helpers.pods(real_core, MODELS, "ray.io/is-ray-node=yes"), "every Ray pod gone",
