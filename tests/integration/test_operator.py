@@ -256,6 +256,13 @@ INVALID = [
     ({"stages": {"encoder": {"neuronCores": 1, "accelerators": 1}}}, "set accelerators, or the deprecated neuronCores, not both"),
     ({"accelerator": {"kind": "cpu", "instanceTypes": ["m6i.xlarge"]}, "model": {"target": "inf2"}},
      "model.target must be the accelerator kind's target"),
+    # Found by a campaign of bad inputs (the hardening issue):
+    ({"runtime": {"image": "bernini serving:1"}}, "spec.runtime.image"),
+    ({"runtime": {"image": "registry.example.com/Bernini-Serving:1"}}, "spec.runtime.image"),
+    ({"s3": {"region": "us-east-1", "endpointUrl": "http://169.254.169.254/latest"}}, "must not be a link-local address"),
+    ({"s3": {"region": "us-east-1", "endpointUrl": "http://[fd00:ec2::254]/"}}, "must not be a link-local address"),
+    ({"s3": {"region": "moon"}}, "spec.s3.region"),
+    ({"runtime": {"neuronCompilerVersion": "02.0"}}, "spec.runtime.neuronCompilerVersion"),
 ]
 
 

@@ -228,7 +228,7 @@ class Controller:
         body["status"] = status  # until the watch delivers our own write
         for transition in transitions:
             judgement = transition.after
-            message = f"{judgement.type} is {judgement.status}: {judgement.message}"
+            message = c.bounded(f"{judgement.type} is {judgement.status}: {judgement.message}")
             event_type = c.event_type(transition)
             if event_type:
                 self.kube.post_event(body, event_type, judgement.reason, message)

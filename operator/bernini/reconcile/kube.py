@@ -10,6 +10,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from bernini.api import GROUP, PLURAL, VERSION
+from bernini.reconcile.conditions import bounded
 from bernini.reconcile.metrics import API_WRITES
 from bernini.render.names import MANAGER
 
@@ -90,7 +91,7 @@ class Kube:
                 ),
                 type=event_type,
                 reason=reason,
-                message=message[:1024],
+                message=bounded(message),
                 first_timestamp=timestamp,
                 last_timestamp=timestamp,
                 count=1,
