@@ -139,7 +139,11 @@ class Controller:
             started = loop.time()
             try:
                 await asyncio.to_thread(self.reconcile, key)
-            except Exception:
+            except Exception as error:
+                if namespace_is_terminating(error):
+                    _log(key).debug("namespace is being deleted: nothing to reconcile")
+                    observe_reconcile("success", loop.time() - started)
+                    continue
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
                 delay = min(60.0, 0.5 * 2**failures)
                 _log(key).exception("reconcile failed (attempt %d), retrying in %.0fs", failures, delay)

@@ -27,6 +27,12 @@ def api_client() -> client.ApiClient:
     return api
 
 
+def namespace_is_terminating(error: BaseException) -> bool:
+    """The API server's answer to a create in a namespace being deleted: expected when the garbage collector
+    removed the RayService before its BerniniDeployment went; the deletion ends the matter."""
+    return isinstance(error, ApiException) and error.status == 403 and "is being terminated" in str(error.body)
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
