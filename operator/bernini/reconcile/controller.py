@@ -12,7 +12,7 @@ from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.preflight import ManifestReader, Preflight
 from bernini.reconcile import conditions as c
 from bernini.reconcile.drift import contains
-from bernini.reconcile.kube import Kube, now
+from bernini.reconcile.kube import Kube, namespace_is_terminating, now
 from bernini.reconcile.metrics import PREFLIGHT_FAILURES, observe_reconcile
 from bernini.reconcile.queue import WorkQueue
 from bernini.reconcile.pod_health import PodTrouble, diagnose
