@@ -3,6 +3,7 @@
 import argparse
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -30,6 +31,9 @@ def _operator(args: argparse.Namespace) -> int:
         registry=handlers.registry(),
         memo=kopf.Memo(controller=controller),
         standalone=True,  # one replica with strategy Recreate; kopf peering is not leader election
+        # kopf's default identity asks the passwd database for the user name, and the image's uid 65532 has
+        # no entry there: the operator crashed at start in its own chart's pod.
+        identity=f"bernini-operator@{socket.gethostname()}",
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness,
