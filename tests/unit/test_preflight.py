@@ -30,6 +30,12 @@ def test_mismatches_have_specific_reasons(spec, manifest, reason):
     assert result.message
 
 
+def test_compiler_majors_compare_as_numbers():
+    spec = make_spec(runtime={"neuronCompilerVersion": "2.21.0"})
+    assert judge(spec, make_manifest(neuronx_cc="02.21.0"), "f" * 64).ok
+    assert judge(spec, make_manifest(neuronx_cc="10.0.0"), "f" * 64).reason == "CompilerIncompatible"
+
+
 def test_missing_neural_stage():
     manifest = make_manifest()
     partial = Manifest.model_validate({**manifest.model_dump(), "stages": {"encoder": manifest.stages["encoder"].model_dump()}})

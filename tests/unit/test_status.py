@@ -3,7 +3,7 @@
 from bernini.artifacts.preflight import Preflight
 import pytest
 
-from bernini.reconcile.conditions import Judgement, Transition, event_type, merge
+from bernini.reconcile.conditions import MESSAGE_LIMIT, Judgement, Transition, bounded, event_type, merge
 from bernini.reconcile.status import Observation, desired_status
 from bernini.render.capacity import plan
 from tests.unit.specs import make_manifest, make_spec
@@ -24,6 +24,18 @@ def test_transition_time_moves_only_when_status_changes():
     assert reason_only[0]["lastTransitionTime"] == "t1" and len(transitions) == 1
     flipped, _ = merge(reason_only, [Judgement("Ready", "True", "Serving", "")], 4, "t4")
     assert flipped[0]["lastTransitionTime"] == "t4"
+
+
+def test_condition_messages_are_bounded_with_a_marker():
+    # A manifest with a 40 KB stage name once made a message the API server refuses (32 KiB per condition),
+    # and the whole status patch with it.
+    huge = "StageMissing: " + "s" * 40_000
+    merged, _ = merge([], [Judgement("ArtifactsVerified", "False", "StageMissing", huge)], 1, "t1")
+    message = merged[0]["message"]
+    assert len(message) <= MESSAGE_LIMIT and message.startswith("StageMissing: sss")
+    kept, marker = message.rsplit(" [... ", 1)
+    assert marker == f"{len(huge) - len(kept)} more characters cut]"
+    assert bounded("short") == "short" and len(bounded("x" * 10**6)) <= MESSAGE_LIMIT
 
 
 EVENTS = [

@@ -1,8 +1,9 @@
 """BerniniDeployment.spec: what the user asks for. Field docstrings become `kubectl explain` text."""
 
+import re
 from typing import Any, Literal
 
-from pydantic import Field, create_model
+from pydantic import Field, create_model, field_validator
 from pydantic.fields import FieldInfo
 
 from bernini.api.base import ApiModel
@@ -14,6 +15,17 @@ InstanceTypeName = Literal[tuple(CATALOGUE)]  # the CRD's enum, from the one cat
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 RAY_VERSION = r"^[0-9]+\.[0-9]+\.[0-9]+$"
+# AWS region names: us-east-1, us-gov-west-1, ap-southeast-4, ...
+AWS_REGION = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$"
+# The image reference grammar (distribution/reference) without look-arounds, which neither the API server's
+# RE2 nor pydantic's regex engine has: [registry[:port]/]path[:tag][@sha256:digest], the path lower-case.
+_HOST_PART = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = (rf"^(?:{_HOST_PART}(?:\.{_HOST_PART})*(?::[0-9]{{1,5}})?/)?{_PATH_PART}(?:/{_PATH_PART})*"
+                   r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$")
+# Link-local addresses (the instance metadata service at 169.254.169.254 and fd00:ec2::254 among them) are
+# never an artifact store: refused whatever else a platform allows.
+_LINK_LOCAL_ENDPOINT = r"^https?://(169\.254\.|\[(fe[89ab][0-9a-f]:|fd00:ec2::254\]))"
 
 
 def _cel(rule: str, message: str, field_path: str | None = None) -> dict:
@@ -44,17 +56,30 @@ class ModelRef(ApiModel):
 class S3Settings(ApiModel):
     """How pods and the operator reach the artifact store. Credentials never go here: use IRSA or Pod Identity."""
 
-    region: str = Field("us-east-1", pattern=r"^[a-z0-9-]+$", max_length=32)
+    region: str = Field("us-east-1", pattern=AWS_REGION, max_length=32)
     """AWS region of the bucket."""
 
     endpoint_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=512)
-    """Endpoint of an S3-compatible store; leave unset for AWS S3."""
+    """Endpoint of an S3-compatible store; leave unset for AWS S3. Link-local addresses are refused."""
+
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [_cel(
+        f"!has(self.endpointUrl) || !self.endpointUrl.lowerAscii().matches(r'{_LINK_LOCAL_ENDPOINT}')",
+        "s3.endpointUrl must not be a link-local address (instance metadata is not an artifact store)",
+        ".endpointUrl")]}}
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _not_link_local(cls, value: str | None) -> str | None:
+        # The same rule as the CEL above, for objects admitted before it existed.
+        if value is not None and re.match(_LINK_LOCAL_ENDPOINT, value.lower()):
+            raise ValueError("must not be a link-local address (instance metadata is not an artifact store)")
+        return value
 
 
 class Runtime(ApiModel):
     """The serving image and the versions it declares; the artifacts preflight checks them against the manifest."""
 
-    image: str = Field(min_length=1, max_length=512)
+    image: str = Field(min_length=1, max_length=512, pattern=IMAGE_REFERENCE)
     """Serving image with Ray, torch-neuronx and this package (see images/serving.Dockerfile)."""
 
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -63,7 +88,7 @@ class Runtime(ApiModel):
     ray_version: str = Field("2.60.0", pattern=RAY_VERSION)
     """Ray version in the image; token authentication needs 2.52 or newer."""
 
-    neuron_compiler_version: str | None = Field(None, pattern=r"^[0-9]+\.[0-9]+(\.[0-9A-Za-z+.-]+)?$")
+    neuron_compiler_version: str | None = Field(None, pattern=r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(\.[0-9A-Za-z+.-]+)?$")
     """neuronx-cc version the image's Neuron runtime pairs with; artifacts compiled by another major are refused."""
 
     cuda_version: str | None = Field(None, pattern=r"^[0-9]+\.[0-9]+$")

@@ -32,8 +32,9 @@ class Preflight:
     manifest_sha256: str = ""
 
 
-def _major(version: str) -> str:
-    return version.split(".", 1)[0]
+def _major(version: str) -> int:
+    """2 for "2.21.0" and for "02.0": versions are numbers, not text."""
+    return int(version.split(".", 1)[0])
 
 
 def judge(spec: BerniniDeploymentSpec, manifest: Manifest, manifest_sha256: str) -> Preflight:
@@ -57,7 +58,7 @@ def judge(spec: BerniniDeploymentSpec, manifest: Manifest, manifest_sha256: str)
             return Preflight(False, "NeuronCoresTooFew",
                              f"{name} was compiled for {needed} NeuronCores, spec.stages.{name} gives {given:g}")
     traced_with, image_has = manifest.toolchain.cuda, spec.runtime.cuda_version
-    if traced_with and image_has and int(_major(traced_with)) > int(_major(image_has)):
+    if traced_with and image_has and _major(traced_with) > _major(image_has):
         return Preflight(False, "CudaIncompatible",
                          f"artifacts were traced with CUDA {traced_with}; the runtime image declares CUDA "
                          f"{image_has}, whose driver stack cannot run a newer major")

@@ -10,6 +10,17 @@ READY = "Ready"
 ORDER = (ARTIFACTS_VERIFIED, RENDERED, RAYSERVICE_READY, PODS_HEALTHY, READY)
 # False for these is waiting or a consequence of another condition's failure, not a failure of its own.
 NOT_FAILURES = {"RayServiceNotReady", "BlockedByPreflight", "Suspended"}
+# The API server refuses a condition message over 32 KiB (and the whole status patch with it); a person
+# reads a line or two. Event messages get the same bound.
+MESSAGE_LIMIT = 1024
+
+
+def bounded(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    """message cut to at most limit characters, saying how much was cut."""
+    if len(message) <= limit:
+        return message
+    kept = message[: limit - 40]  # room for the marker, whose count has at most 10 digits
+    return f"{kept} [... {len(message) - len(kept)} more characters cut]"
 
 
 @dataclass(frozen=True)
@@ -43,7 +54,7 @@ def merge(current: list[dict], judgements: list[Judgement], generation: int, now
                 "observedGeneration": generation,
                 "lastTransitionTime": now if status_changed else previous["lastTransitionTime"],
                 "reason": judgement.reason,
-                "message": judgement.message,
+                "message": bounded(judgement.message),
             }
         )
     return merged, transitions

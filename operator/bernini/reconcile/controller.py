@@ -12,7 +12,7 @@ from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.preflight import ManifestReader, Preflight
 from bernini.reconcile import conditions as c
 from bernini.reconcile.drift import contains
-from bernini.reconcile.kube import Kube, now
+from bernini.reconcile.kube import Kube, namespace_is_terminating, now
 from bernini.reconcile.metrics import PREFLIGHT_FAILURES, observe_reconcile
 from bernini.reconcile.queue import WorkQueue
 from bernini.reconcile.pod_health import PodTrouble, diagnose
@@ -139,7 +139,11 @@ class Controller:
             started = loop.time()
             try:
                 await asyncio.to_thread(self.reconcile, key)
-            except Exception:
+            except Exception as error:
+                if namespace_is_terminating(error):
+                    _log(key).debug("namespace is being deleted: nothing to reconcile")
+                    observe_reconcile("success", loop.time() - started)
+                    continue
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
                 delay = min(60.0, 0.5 * 2**failures)
                 _log(key).exception("reconcile failed (attempt %d), retrying in %.0fs", failures, delay)
@@ -228,7 +232,7 @@ class Controller:
         body["status"] = status  # until the watch delivers our own write
         for transition in transitions:
             judgement = transition.after
-            message = f"{judgement.type} is {judgement.status}: {judgement.message}"
+            message = c.bounded(f"{judgement.type} is {judgement.status}: {judgement.message}")
             event_type = c.event_type(transition)
             if event_type:
                 self.kube.post_event(body, event_type, judgement.reason, message)

@@ -10,6 +10,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from bernini.api import GROUP, PLURAL, VERSION
+from bernini.reconcile.conditions import bounded
 from bernini.reconcile.metrics import API_WRITES
 from bernini.render.names import MANAGER
 
@@ -24,6 +25,12 @@ def api_client() -> client.ApiClient:
         api = config.new_client_from_config()
     api.user_agent = MANAGER  # audit logs and API priority and fairness see who calls
     return api
+
+
+def namespace_is_terminating(error: BaseException) -> bool:
+    """The API server's answer to a create in a namespace being deleted: expected when the garbage collector
+    removed the RayService before its BerniniDeployment went; the deletion ends the matter."""
+    return isinstance(error, ApiException) and error.status == 403 and "is being terminated" in str(error.body)
 
 
 def now() -> str:
@@ -90,7 +97,7 @@ class Kube:
                 ),
                 type=event_type,
                 reason=reason,
-                message=message[:1024],
+                message=bounded(message),
                 first_timestamp=timestamp,
                 last_timestamp=timestamp,
                 count=1,
