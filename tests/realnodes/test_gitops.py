@@ -96,7 +96,7 @@ def test_the_tree_syncs_in_order_and_turns_healthy_with_the_operator_running_fro
     body = helpers.deployment(real_custom, MODELS)
     assert body["status"]["modelVersion"] == VERSIONS[0]
     assert applications["bernini-model"][2] == helpers.condition(body, "Ready")["message"]
-    status, headers, _ = helpers.generate(real_core, MODELS)
+    status, headers, _ = wait_for(lambda: helpers.answer(real_core, MODELS), "a first mesh", timeout=180, interval=2)
     assert (status, headers.get("x-bernini-model-version")) == (200, VERSIONS[0])
 
 
@@ -116,19 +116,33 @@ def test_a_version_committed_to_git_rolls_out(tree, real_core, real_custom):
 
 def test_broken_artifacts_turn_the_application_degraded_while_the_old_version_serves_and_a_revert_heals(
         tree, real_core, real_custom, node_s3_client, tmp_path):
+    """The manifest stays valid, so the preflight (which reads only the manifest) passes; one graph's bytes do
+    not: the new cluster's init container must stop it, and Argo CD must say so."""
     broken = "1.2.0-corrupt"
     stage = publish_with_a_corrupt_stage(node_s3_client, broken, tmp_path / "compiled")
     tree.commit_model("bernini 1.2.0", broken)
+    started = time.monotonic()
     _, _, message = tree.wait_model("Synced", "Degraded", "Degraded from the operator's PodsHealthy")
-    assert message.startswith("InitContainerFailed: ") and f"checksum mismatch for {stage.file}" in message, message
+    print(f"\ncorrupt artifact: commit -> Degraded in {time.monotonic() - started:.1f}s: {message}")
+    assert message.startswith("InitContainerFailed: ") and "init container pull-artifacts exited 4" in message, message
+    assert f"checksum mismatch for {stage.file}" in message, message
+
+    body = helpers.deployment(real_custom, MODELS)
+    assert helpers.condition(body, "ArtifactsVerified")["status"] == "True"
+    assert helpers.condition(body, "Ready")["status"] == "True" and body["status"]["modelVersion"] == VERSIONS[1]
+    pending = body["status"]["rayService"]["pendingCluster"]
+    assert pending and pending != body["status"]["rayService"]["activeCluster"]
+    workers = helpers.pods(real_core, MODELS, f"ray.io/cluster={pending},ray.io/node-type=worker")
+    assert workers and all(pod.status.phase == "Pending" for pod in workers), "a worker with corrupt graphs started"
+    events = real_core.list_namespaced_event(MODELS, field_selector="involvedObject.kind=BerniniDeployment").items
+    assert any(event.reason == "InitContainerFailed" and event.type == "Warning" for event in events)
     status, headers, _ = helpers.generate(real_core, MODELS)
     assert (status, headers.get("x-bernini-model-version")) == (200, VERSIONS[1])
 
     tree.repositories.platform.revert_last()
     tree.argocd.refresh("bernini-model")
     tree.wait_model("Synced", "Healthy", "Healthy after the revert")
-    body = helpers.deployment(real_custom, MODELS)
-    assert body["spec"]["model"]["version"] == VERSIONS[1]
+    assert helpers.deployment(real_custom, MODELS)["spec"]["model"]["version"] == VERSIONS[1]
     wait_for(lambda: not helpers.deployment(real_custom, MODELS)["status"]["rayService"].get("pendingCluster"),
              "the broken pending cluster dropped", timeout=120, interval=1)
 
