@@ -17,7 +17,7 @@ import yaml
 
 from localdev import processes
 from localdev.argocd import ExampleRepositories, LocalArgoCD, state
-from localdev.cluster import REPO_ROOT, LocalCluster
+from localdev.cluster import REPO_ROOT, ClusterError, LocalCluster
 from localdev.demo import (EXAMPLE, DemoFailed, artifacts_uri, ensure_cluster, ensure_s3, publish_artifacts,
                            request_mesh, say)
 from localdev.s3server import LocalS3
@@ -78,7 +78,10 @@ def _watch(argocd: LocalArgoCD, done, what: str, timeout: float = 900) -> float:
 
 def _model_serves(cluster: LocalCluster, version: str):
     def check() -> bool:
-        body = json.loads(cluster.kubectl("get", "bd", "bernini", "-n", MODELS, "-o", "json"))
+        try:
+            body = json.loads(cluster.kubectl("get", "berninideployments.bernini.dev", "bernini", "-n", MODELS, "-o", "json"))
+        except ClusterError:  # the CRD's or the model's wave has not come yet
+            return False
         ready = next((c for c in body.get("status", {}).get("conditions", []) if c["type"] == "Ready"), {})
         return ready.get("status") == "True" and body["status"].get("modelVersion") == version
     return check
