@@ -150,6 +150,8 @@ class LocalCluster:
         if record:
             cluster.ports = record["ports"]
             cluster.pids = {int(pid): exe for pid, exe in record["pids"].items()}
+            if cluster.real_nodes:
+                cluster.node_layer.images = record.get("images", {})
         return cluster
 
     def running_components(self) -> list[str]:
@@ -184,6 +186,8 @@ class LocalCluster:
     def _save_record(self) -> None:
         record = {"ports": self.ports, "pids": {str(pid): exe for pid, exe in self.pids.items()},
                   "realNodes": self.real_nodes}
+        if self.real_nodes:
+            record["images"] = self.node_layer.images  # a later command reusing the cluster names them
         self._record.write_text(json.dumps(record, indent=2))
 
     def _etcd_argv(self) -> list[str]:

@@ -53,7 +53,8 @@ def say(message: str) -> None:
 
 def ensure_cluster(root: Path) -> LocalCluster:
     cluster = LocalCluster.load(root)
-    if cluster.real_nodes and cluster.pids and len(cluster.running_components()) == len(cluster.pids):
+    if (cluster.real_nodes and cluster.pids and cluster.node_layer.images
+            and len(cluster.running_components()) == len(cluster.pids)):
         say(f"reusing the running real-node cluster at {cluster.server}")
         return cluster
     cluster.down()
