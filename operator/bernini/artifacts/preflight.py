@@ -7,6 +7,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
@@ -21,6 +22,10 @@ CACHE_SECONDS = 60.0
 # A store outage shorter than this keeps the last verified manifest: a blip must not flip Ready.
 TRANSIENT_GRACE_SECONDS = 600.0
 TRANSIENT_REASONS = ("StoreUnreachable", "StoreError")
+# One botocore client costs ~12 MiB: bound them, or ~35 edits of spec.s3.region exhaust a 512Mi operator.
+MAX_CLIENTS = 8
+MAX_MANIFESTS = 4096  # distinct (URI, region, endpoint) remembered; beyond, the least recently used go
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists a few stages; more is not a manifest
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class ManifestReader:
         self._cache: dict[tuple, tuple[float, Preflight | tuple[Manifest, str]]] = {}
         self._verified: dict[tuple, tuple[float, tuple[Manifest, str]]] = {}
         self._grace_seconds = grace_seconds
-        self._clients: dict[tuple, object] = {}
+        self._clients: OrderedDict[tuple, object] = OrderedDict()
         self._key_locks: dict[tuple, threading.Lock] = {}
         self._lock = threading.Lock()
         self._cache_seconds = cache_seconds
@@ -108,22 +113,35 @@ class ManifestReader:
                     logger.warning("%s; keeping the manifest verified %.0fs ago", result.message, now - verified_at)
                     result = last_good
             self._cache[key] = (now, result)
-            return result
+        self._forget_beyond(MAX_MANIFESTS)
+        return result
+
+    def _forget_beyond(self, limit: int) -> None:
+        with self._lock:
+            for table in (self._cache, self._verified):
+                while len(table) > limit:
+                    del table[min(table, key=lambda k: table[k][0])]
+            for key in [k for k, lock in self._key_locks.items() if k not in self._cache and not lock.locked()]:
+                del self._key_locks[key]
 
     def _client(self, region: str, endpoint_url: str | None):
+        key = (region, endpoint_url)
         with self._lock:
-            if (region, endpoint_url) not in self._clients:
-                self._clients[(region, endpoint_url)] = s3_client(
-                    region, endpoint_url, connect_timeout=2, read_timeout=5, attempts=2
-                )
-            return self._clients[(region, endpoint_url)]
+            if key in self._clients:
+                self._clients.move_to_end(key)
+            else:
+                self._clients[key] = s3_client(region, endpoint_url, connect_timeout=2, read_timeout=5, attempts=2)
+                while len(self._clients) > MAX_CLIENTS:
+                    self._clients.popitem(last=False)
+            return self._clients[key]
 
     def _read(self, spec: BerniniDeploymentSpec) -> Preflight | tuple[Manifest, str]:
         location = S3Location.parse(spec.model.artifacts_uri)
         uri = location.uri(MANIFEST_FILE)
         try:
             client = self._client(spec.s3.region, spec.s3.endpoint_url)
-            raw = client.get_object(Bucket=location.bucket, Key=location.key(MANIFEST_FILE))["Body"].read()
+            raw = client.get_object(Bucket=location.bucket, Key=location.key(MANIFEST_FILE))["Body"].read(
+                MAX_MANIFEST_BYTES + 1)
         except ClientError as error:
             kind, code = failure_kind(error)
             if kind == "missing":
@@ -136,6 +154,8 @@ class ManifestReader:
             return Preflight(False, "NoCredentials", f"no AWS credentials to read {uri}: give the operator an IAM role")
         except BotoCoreError as error:
             return Preflight(False, "StoreUnreachable", f"reading {uri} failed: {error}")
+        if len(raw) > MAX_MANIFEST_BYTES:
+            return Preflight(False, "ManifestInvalid", f"{uri} is larger than {MAX_MANIFEST_BYTES >> 20} MiB")
         try:
             manifest = parse_manifest(raw)
         except UnsupportedManifestVersion as error:
