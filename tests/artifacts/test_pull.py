@@ -154,6 +154,36 @@ def test_exit_codes_and_messages_of_the_init_container(published, local_s3, tmp_
     assert not Path("/dev/termination-log").exists(), "outside a pod the default path must not be created"
 
 
+def _pull_exit(uri, dest, local_s3) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bernini", "artifacts", "pull", uri, str(dest),
+                           "--endpoint-url", local_s3.endpoint_url, "--part-size-mib", "1"],
+                          env={**os.environ, **local_s3.credentials_env}, capture_output=True, text=True, timeout=120)
+
+
+def test_each_failure_class_exits_with_its_documented_code(published, s3, local_s3, tmp_path):
+    """7 a key escaping dest, 4 an object shorter than the manifest says, 8 a listed object that is missing
+    (2 stays for the manifest itself): once 1, 1 and 2."""
+    uri, manifest = published
+    prefix = uri.removeprefix("s3://artifacts/")
+    document = json.loads(manifest.model_dump_json())
+
+    document["stages"]["encoder"]["file"] = "../../outside.pt"
+    s3.put_object(Bucket="artifacts", Key=prefix + MANIFEST_FILE, Body=json.dumps(document))
+    escaping = _pull_exit(uri, tmp_path / "a", local_s3)
+    assert escaping.returncode == 7 and "must be a plain relative path" in escaping.stderr, escaping.stderr
+    assert not (tmp_path / "outside.pt").exists()
+
+    s3.put_object(Bucket="artifacts", Key=prefix + MANIFEST_FILE, Body=manifest.model_dump_json(by_alias=True))
+    encoder = manifest.stages["encoder"]
+    s3.put_object(Bucket="artifacts", Key=prefix + encoder.file, Body=os.urandom(encoder.size // 2))
+    short = _pull_exit(uri, tmp_path / "b", local_s3)
+    assert short.returncode == 4 and f"{encoder.file} is shorter than the manifest's" in short.stderr, short.stderr
+
+    s3.delete_object(Bucket="artifacts", Key=prefix + encoder.file)
+    missing = _pull_exit(uri, tmp_path / "c", local_s3)
+    assert missing.returncode == 8 and "does not exist, but the manifest lists it" in missing.stderr, missing.stderr
+
+
 def test_unreachable_store_fails_clearly_in_bounded_time(tmp_path, monkeypatch):
     from localdev.processes import free_port
 

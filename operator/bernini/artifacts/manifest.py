@@ -8,6 +8,7 @@ from pydantic import Field, ValidationError, field_validator
 from bernini.api.base import WireModel
 
 MANIFEST_FILE = "manifest.json"
+UNSAFE_KEY = "must be a plain relative path inside the artifacts prefix"  # the puller exits 7 on it
 Target = Literal["inf2", "cuda", "cpu"]
 # The torch device a target's graphs run on; Neuron graphs take CPU tensors and move them themselves.
 DEVICE_OF_TARGET = {"inf2": "cpu", "cuda": "cuda", "cpu": "cpu"}
@@ -45,7 +46,7 @@ class StageArtifact(WireModel):
     def _stays_inside_prefix(cls, key: str) -> str:
         parts = key.split("/")
         if key.startswith("/") or any(part in ("", ".", "..") for part in parts):
-            raise ValueError(f"stage file key {key!r} must be a plain relative path inside the artifacts prefix")
+            raise ValueError(f"stage file key {key!r} {UNSAFE_KEY}")
         return key
 
 

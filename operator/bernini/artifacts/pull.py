@@ -16,7 +16,8 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bernini.artifacts.manifest import MANIFEST_FILE, Manifest, StageArtifact, UnsupportedManifestVersion, parse_manifest
+from bernini.artifacts.manifest import (MANIFEST_FILE, UNSAFE_KEY, Manifest, StageArtifact, UnsupportedManifestVersion,
+                                       parse_manifest)
 from bernini.artifacts.ranged import RangedReader, RangeError
 from bernini.artifacts.store import S3Location, failure_kind, s3_client
 
@@ -52,6 +53,12 @@ class ManifestChanged(PullError):
 
 class UnsafeKey(PullError):
     exit_code = 7
+
+
+class ArtifactMissing(PullError):
+    """A stage object the manifest lists is not in the store (the manifest itself is: exit 2 is for that)."""
+
+    exit_code = 8
 
 
 @dataclass
@@ -215,7 +222,7 @@ class Puller:
         except UnsupportedManifestVersion as error:
             raise ManifestUnsupported(str(error)) from None
         except ValueError as error:
-            raise PullError(str(error)) from None
+            raise (UnsafeKey if UNSAFE_KEY in str(error) else PullError)(str(error)) from None
 
     def pull(self, expected_manifest_sha256: str | None = None) -> PullReport:
         started = time.monotonic()
@@ -287,9 +294,13 @@ class Puller:
                     self.ranges.read_range(job.url, start, view)
                 break
             except RangeError as error:
-                if error.status in (401, 403, 404):
-                    code = "NoSuchKey" if error.status == 404 else "AccessDenied"
-                    raise _client_error(ClientError({"Error": {"Code": code}}, "GetObject"), what) from None
+                if error.status == 404:
+                    raise ArtifactMissing(f"{what} does not exist, but the manifest lists it") from None
+                if error.status in (401, 403):
+                    raise _client_error(ClientError({"Error": {"Code": "AccessDenied"}}, "GetObject"), what) from None
+                if error.status == 416 or (attempt == self.attempts and str(error).startswith("short read")):
+                    raise ChecksumMismatch(f"{what} is shorter than the manifest's {job.artifact.size} bytes "
+                                           f"(bytes {start}-{end}: {error})") from None
                 if 400 <= error.status < 500 and error.status not in (408, 429):
                     raise PullError(f"reading {what} was refused (HTTP {error.status}): {error}") from None
                 if attempt == self.attempts:
