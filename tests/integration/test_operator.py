@@ -263,6 +263,7 @@ INVALID = [
     ({"s3": {"region": "us-east-1", "endpointUrl": "http://[fd00:ec2::254]/"}}, "must not be a link-local address"),
     ({"s3": {"region": "moon"}}, "spec.s3.region"),
     ({"runtime": {"neuronCompilerVersion": "02.0"}}, "spec.runtime.neuronCompilerVersion"),
+    ({"runtime": {"rayVersion": "2.51.0"}}, "runtime.rayVersion must be 2.52.0 or newer"),
 ]
 
 

@@ -15,6 +15,7 @@ InstanceTypeName = Literal[tuple(CATALOGUE)]  # the CRD's enum, from the one cat
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 RAY_VERSION = r"^[0-9]+\.[0-9]+\.[0-9]+$"
+_TOKEN_AUTH_RAY = r"^(2\.(5[2-9]|[6-9][0-9]|[1-9][0-9]{2,})|[3-9]|[1-9][0-9]+)\."  # >= 2.52, Ray's token auth
 # AWS region names: us-east-1, us-gov-west-1, ap-southeast-4, ...
 AWS_REGION = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$"
 # The image reference grammar (distribution/reference) without look-arounds, which neither the API server's
@@ -93,6 +94,18 @@ class Runtime(ApiModel):
 
     cuda_version: str | None = Field(None, pattern=r"^[0-9]+\.[0-9]+$")
     """CUDA version of the image's PyTorch (kind nvidia); artifacts traced with a newer CUDA major are refused."""
+
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [_cel(
+        f"self.rayVersion.matches(r'{_TOKEN_AUTH_RAY}')",
+        "runtime.rayVersion must be 2.52.0 or newer: the Ray cluster runs with token authentication", ".rayVersion")]}}
+
+    @field_validator("ray_version")
+    @classmethod
+    def _has_token_auth(cls, value: str) -> str:
+        # The same rule as the CEL above, for objects admitted before it existed.
+        if not re.match(_TOKEN_AUTH_RAY, value):
+            raise ValueError("must be 2.52.0 or newer: the Ray cluster runs with token authentication")
+        return value
 
 
 def _types_of_kind_rule(kind: str) -> dict:
