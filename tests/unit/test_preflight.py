@@ -42,6 +42,24 @@ def test_missing_neural_stage():
     assert judge(make_spec(), partial, "f" * 64).reason == "StageMissing"
 
 
+def test_parse_refuses_duplicate_keys_shared_files_and_the_pullers_own_names():
+    document = make_manifest().model_dump(by_alias=True)
+    encoder = json.dumps(document["stages"]["encoder"])
+    text = json.dumps(document)
+    twice = text.replace('"stages": {', f'"stages": {{"encoder": {encoder}, ', 1)
+    with pytest.raises(ValueError, match="key 'encoder' appears twice"):
+        parse_manifest(twice.encode())
+    shared = json.loads(text)
+    shared["stages"]["decoder"]["file"] = shared["stages"]["encoder"]["file"]
+    with pytest.raises(ValueError, match="two stages share the file"):
+        parse_manifest(json.dumps(shared).encode())
+    for name in ("manifest.json", "decoder.pt.partial"):
+        colliding = json.loads(text)
+        colliding["stages"]["decoder"]["file"] = name
+        with pytest.raises(ValueError, match="collides with the puller's own files"):
+            parse_manifest(json.dumps(colliding).encode())
+
+
 def test_parse_refuses_unknown_versions_and_escaping_keys():
     document = make_manifest().model_dump()
     with pytest.raises(UnsupportedManifestVersion, match="manifestVersion 9"):

@@ -47,6 +47,9 @@ class StageArtifact(WireModel):
         parts = key.split("/")
         if key.startswith("/") or any(part in ("", ".", "..") for part in parts):
             raise ValueError(f"stage file key {key!r} {UNSAFE_KEY}")
+        # The puller writes <file>.partial beside each file and the manifest last, under its own name.
+        if key == MANIFEST_FILE or key.endswith(".partial"):
+            raise ValueError(f"stage file key {key!r} collides with the puller's own files")
         return key
 
 
@@ -77,6 +80,14 @@ class Manifest(WireModel):
     stages: dict[str, StageArtifact]
     created_at: str = ""
 
+    @field_validator("stages")
+    @classmethod
+    def _one_artifact_per_file(cls, stages: dict[str, StageArtifact]) -> dict[str, StageArtifact]:
+        files = [artifact.file for artifact in stages.values()]
+        if duplicated := sorted({file for file in files if files.count(file) > 1}):
+            raise ValueError(f"two stages share the file {duplicated[0]!r}")
+        return stages
+
     def of_stage(self, stage: str) -> list[StageArtifact]:
         return [artifact for artifact in self.stages.values() if artifact.stage == stage]
 
@@ -88,7 +99,7 @@ class Manifest(WireModel):
 def parse_manifest(raw: bytes) -> Manifest:
     """Raises ValueError with a specific message for any manifest this version cannot use."""
     try:
-        document = json.loads(raw)
+        document = json.loads(raw, object_pairs_hook=_refuse_duplicate_keys)
     except ValueError as error:
         raise ValueError(f"manifest.json is not JSON: {error}") from None
     version = document.get("manifestVersion") if isinstance(document, dict) else None
@@ -101,6 +112,14 @@ def parse_manifest(raw: bytes) -> Manifest:
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
         raise ValueError(f"manifest.json is invalid: {problems}") from None
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    # json.loads keeps the last of two equal keys: two "encoder" entries would silently become one.
+    keys = [key for key, _ in pairs]
+    if duplicated := sorted({key for key in keys if keys.count(key) > 1}):
+        raise ValueError(f"key {duplicated[0]!r} appears twice")
+    return dict(pairs)
 
 
 class UnsupportedManifestVersion(ValueError):

@@ -8,6 +8,7 @@ Files already present and matching are skipped, so a restarted pull resumes wher
 import hashlib
 import os
 import queue
+import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -305,7 +306,8 @@ class Puller:
                     raise PullError(f"reading {what} was refused (HTTP {error.status}): {error}") from None
                 if attempt == self.attempts:
                     raise PullError(f"reading {what} bytes {start}-{end} failed after {attempt} attempts: {error}") from None
-                time.sleep(min(5.0, 0.2 * 2**attempt))
+                # Jittered: sixteen parts failing together must not retry together.
+                time.sleep(random.uniform(0.5, 1.0) * min(5.0, 0.2 * 2**attempt))
         complete, released = job.land(index, view, buffer)
         for spent in released:
             buffers.give(spent)
