@@ -87,7 +87,8 @@ def published_versions(node_s3_client, tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="package")
 def real_operator(real_cluster, node_s3, tmp_path_factory) -> OperatorProcess:
     crd = REPO / "crds"
-    real_cluster.kubectl("apply", "--server-side", "--field-manager=bernini-tests", "-f", str(crd))
+    # Forced: test_gitops (earlier in the package) leaves the CRD managed by Argo CD's field manager.
+    real_cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=bernini-tests", "-f", str(crd))
     real_cluster.wait_established("crd/berninideployments.bernini.dev")
     process = OperatorProcess(real_cluster.kubeconfig, node_s3.credentials_env,
                               tmp_path_factory.mktemp("real-operator") / "operator.log")

@@ -149,6 +149,10 @@ def test_broken_artifacts_turn_the_application_degraded_while_the_old_version_se
              "the broken pending cluster replaced", timeout=300, interval=2)
     status, headers, _ = helpers.generate(real_core, MODELS)
     assert (status, headers.get("x-bernini-model-version")) == (200, VERSIONS[1])
+    started = time.monotonic()
+    wait_for(lambda: not helpers.deployment(real_custom, MODELS)["status"]["rayService"].get("pendingCluster"),
+             "the replacement cluster to take over", timeout=600, interval=2)
+    print(f"revert -> the replacement cluster took over in {time.monotonic() - started:.0f}s")
 
 
 def test_a_hand_edit_of_the_rayservice_is_reverted_by_the_operator_and_argocd_sees_no_drift(tree, real_custom):
