@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localdev.argocd import ExampleRepositories, state
+from localdev.argocd import MODEL_NAMESPACE, ExampleRepositories, state
 from localdev.cluster import ClusterError
 from localdev.placeholder_artifacts import publish_placeholder_artifacts
+from localdev.stack import platform_repository
 from localdev.waiting import wait_for
 from tests.gitops.conftest import apply
 from tests.operator_process import OperatorProcess
@@ -22,17 +23,15 @@ from tests.operator_process import OperatorProcess
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).parents[2]
-MODEL_NAMESPACE = "models"  # the destination of bernini-model in examples/argocd/applications.yaml
 URI = "s3://artifacts/gitops/1.0.0/"
 
 
 def model_objects(endpoint_url: str) -> list[dict]:
     """What the platform team's repository holds: the serving ServiceAccount and a BerniniDeployment."""
-    account = yaml.safe_load((REPO / "examples" / "serving-serviceaccount.yaml").read_text())
     deployment = yaml.safe_load((REPO / "examples" / "bernini-minimal.yaml").read_text())
     deployment["spec"]["model"].update(version="1.0.0", artifactsUri=URI)
     deployment["spec"]["s3"] = {"region": "us-east-1", "endpointUrl": endpoint_url}
-    return [account, deployment]
+    return platform_repository(deployment)
 
 
 def timestamp(value: str) -> datetime:

@@ -9,29 +9,27 @@ The tests run in file order and share one tree (module fixture), as a user's his
 import time
 
 import pytest
-import yaml
 
-from localdev.argocd import ExampleRepositories, LocalArgoCD, state
+from localdev.argocd import MODEL_NAMESPACE as MODELS
+from localdev.argocd import OPERATOR_NAMESPACE, ExampleRepositories, LocalArgoCD, state
 from localdev.cluster import ClusterError
 from localdev.sizing import fit_operator_chart
-from localdev.stack import namespace_manifests
+from localdev.stack import destination_namespaces, platform_repository
 from localdev.waiting import wait_for
 from tests.gitops.conftest import apply, started
 from tests.operator_process import OperatorProcess
 from tests.realnodes import helpers
-from tests.realnodes.conftest import SERVING_SERVICE_ACCOUNT, VERSIONS, publish_with_a_corrupt_stage, small_spec
+from tests.realnodes.conftest import VERSIONS, publish_with_a_corrupt_stage, small_spec
 
 pytestmark = pytest.mark.realnodes
 
-MODELS = "models"  # examples/argocd/applications.yaml: the model's destination namespace
-OPERATOR_NAMESPACE = "bernini-system"
 
 
 def model_objects(real_cluster, node_s3, version: str, **spec) -> list[dict]:
     """What the platform repository holds: the serving ServiceAccount and the BerniniDeployment."""
     body = small_spec(real_cluster, node_s3, version)
     body["spec"].update(spec)
-    return [yaml.safe_load(SERVING_SERVICE_ACCOUNT.read_text()), body]
+    return platform_repository(body)
 
 
 class Tree:
@@ -59,10 +57,7 @@ def tree(request, real_cluster, real_core, node_s3, published_versions, tmp_path
     """The example tree synced from empty git history; no operator process of the tests runs meanwhile."""
     with OperatorProcess.paused():
         root = tmp_path_factory.mktemp("gitops")
-        for namespace in (MODELS, OPERATOR_NAMESPACE):
-            # The platform's identity stand-in: the local S3 keys as a Secret, never in git.
-            real_cluster.kubectl("create", "namespace", namespace)
-            apply(real_cluster, *namespace_manifests(namespace, node_s3))
+        apply(real_cluster, *destination_namespaces((MODELS, OPERATOR_NAMESPACE), node_s3))
         argocd = LocalArgoCD(real_cluster, root / "argocd", tied_to_parent=True)
         for _ in started(request, argocd):
             repositories = ExampleRepositories.create(

@@ -18,8 +18,8 @@ from localdev.waiting import wait_for
 ARGOCD_DIR = REPO_ROOT / ".local" / "argocd"
 NAMESPACE = "argocd"
 EXAMPLES = REPO_ROOT / "examples" / "argocd"
-# The in-cluster destination: with ARGOCD_FAKE_IN_CLUSTER the controller resolves it through KUBECONFIG.
-IN_CLUSTER = "https://kubernetes.default.svc"
+# The destinations of examples/argocd/applications.yaml.
+MODEL_NAMESPACE, OPERATOR_NAMESPACE = "models", "bernini-system"
 
 
 class ArgoCDError(RuntimeError):
@@ -58,7 +58,6 @@ class LocalArgoCD:
         for name in ("tmp", "tls", "ssh", "gpg"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
         redis_port, repo_port = processes.free_port(), processes.free_port()
-        self.repo_server = f"127.0.0.1:{repo_port}"
         env = {
             "KUBECONFIG": str(self.cluster.kubeconfig),
             "ARGOCD_FAKE_IN_CLUSTER": "true",
@@ -77,7 +76,7 @@ class LocalArgoCD:
                                     "--redis", f"127.0.0.1:{redis_port}"], {**env, "ARGOCD_BINARY_NAME": "argocd-repo-server"})
         # Its metrics listener has no address flag (0.0.0.0 in v3.6); nothing is ever sent from it.
         self._start("application-controller", [
-            argocd, "--namespace", NAMESPACE, "--repo-server", self.repo_server, "--redis", f"127.0.0.1:{redis_port}",
+            argocd, "--namespace", NAMESPACE, "--repo-server", f"127.0.0.1:{repo_port}", "--redis", f"127.0.0.1:{redis_port}",
             "--metrics-port", str(processes.free_port()), "--app-resync", "5", "--app-resync-jitter", "0",
             # Argo CD 3 keeps each resource's health in Redis only; this writes it (and the Lua's message) to
             # the Application's status, where kubectl and these tests read it.

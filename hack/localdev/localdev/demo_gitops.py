@@ -16,24 +16,23 @@ from pathlib import Path
 import yaml
 
 from localdev import processes
-from localdev.argocd import ExampleRepositories, LocalArgoCD, state
-from localdev.cluster import REPO_ROOT, ClusterError, LocalCluster
+from localdev.argocd import MODEL_NAMESPACE as MODELS
+from localdev.argocd import OPERATOR_NAMESPACE, ExampleRepositories, LocalArgoCD, state
+from localdev.cluster import ClusterError, LocalCluster
 from localdev.demo import (EXAMPLE, DemoFailed, artifacts_uri, ensure_cluster, ensure_s3, publish_artifacts,
                            request_mesh, say)
 from localdev.s3server import LocalS3
 from localdev.sizing import fit_operator_chart, fit_to_local_nodes
-from localdev.stack import namespace_manifests
+from localdev.stack import destination_namespaces, platform_repository
 from localdev.waiting import wait_for
 
-MODELS, OPERATOR_NAMESPACE = "models", "bernini-system"  # the destinations in examples/argocd/applications.yaml
 VERSIONS = ("1.0.0", "1.1.0")
-SERVING_ACCOUNT = REPO_ROOT / "examples" / "serving-serviceaccount.yaml"
 
 
 def _model(cluster: LocalCluster, s3: LocalS3, version: str) -> list[dict]:
-    body = fit_to_local_nodes(yaml.safe_load(EXAMPLE.read_text()), cluster.node_layer.images["SERVING_IMAGE"],
-                           s3.endpoint_url, version, artifacts_uri(version))
-    return [yaml.safe_load(SERVING_ACCOUNT.read_text()), body]
+    return platform_repository(fit_to_local_nodes(yaml.safe_load(EXAMPLE.read_text()),
+                                                  cluster.node_layer.images["SERVING_IMAGE"], s3.endpoint_url,
+                                                  version, artifacts_uri(version)))
 
 
 def _stop_demo_operator(cluster: LocalCluster) -> None:
@@ -93,12 +92,8 @@ def run(root: Path) -> int:
     _stop_demo_operator(cluster)
     for seed, version in enumerate(VERSIONS):
         publish_artifacts(cluster, s3, version, seed=seed)
-    for namespace in (MODELS, OPERATOR_NAMESPACE):
-        # The local stand-in for the platform's identity setup: S3 keys as a Secret, never in git.
-        cluster.kubectl("apply", "--server-side", "--field-manager=bernini-demo", "-f", "-", input=json.dumps(
-            {"apiVersion": "v1", "kind": "List",
-             "items": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
-                       *namespace_manifests(namespace, s3)]}))
+    cluster.kubectl("apply", "--server-side", "--field-manager=bernini-demo", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": destination_namespaces((MODELS, OPERATOR_NAMESPACE), s3)}))
     gitops = (cluster.state_dir / "gitops").resolve()
     shutil.rmtree(gitops, ignore_errors=True)
     argocd = _start_argocd(cluster, gitops / "argocd")

@@ -25,6 +25,20 @@ def namespace_manifests(namespace: str, s3: LocalS3) -> list[dict]:
     return [account, secret]
 
 
+def destination_namespaces(namespaces: tuple[str, ...], s3: LocalS3) -> list[dict]:
+    """Namespaces prepared as namespace_manifests describes, before Argo CD syncs into them (the Secret
+    stands in for the platform's identity setup and never goes to git)."""
+    return [item for namespace in namespaces
+            for item in ({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+                         *namespace_manifests(namespace, s3))]
+
+
+def platform_repository(deployment: dict) -> list[dict]:
+    """What the platform team's repository holds for one model: the serving ServiceAccount and the
+    BerniniDeployment (Argo CD puts both in the Application's destination namespace)."""
+    return [yaml.safe_load(SERVING_ACCOUNT.read_text()), deployment]
+
+
 def publish_reference_model(s3_client, uri: str, version: str, directory: Path, seed: int = 0, log=lambda _: None):
     """The reference model compiled for cpu (torch.jit.trace) and published to uri, manifest last."""
     bucket = uri.removeprefix("s3://").split("/", 1)[0]

@@ -117,6 +117,9 @@ class ManifestReader:
         return result
 
     def _forget_beyond(self, limit: int) -> None:
+        # Every read passes here: below the limit it costs two len() calls, not a scan of the tables.
+        if len(self._cache) <= limit and len(self._verified) <= limit:
+            return
         with self._lock:
             for table in (self._cache, self._verified):
                 while len(table) > limit:
