@@ -123,3 +123,43 @@ def test_an_error_reply_outside_the_known_codes_is_StoreError(store_spec):
         server.shutdown()
     assert (result.ok, result.reason) == (False, "StoreError")
     assert "SlowDown" in result.message
+
+
+def _published(s3, prefix):
+    from localdev.placeholder_artifacts import publish_placeholder_artifacts
+    return publish_placeholder_artifacts(s3, f"s3://artifacts/{prefix}", "1.0.0")
+
+
+def test_a_listed_object_missing_from_the_store_is_ArtifactMissing(store_spec, s3):
+    prefix, spec_for = store_spec
+    _published(s3, prefix)
+    s3.delete_object(Bucket="artifacts", Key=prefix + "diffusion.pt")
+    result = _check(spec_for())
+    assert (result.ok, result.reason) == (False, "ArtifactMissing")
+    assert f"s3://artifacts/{prefix}diffusion.pt" in result.message
+
+
+def test_a_listed_object_of_another_size_or_digest_is_ArtifactMismatch(store_spec, s3):
+    prefix, spec_for = store_spec
+    manifest = _published(s3, prefix)
+    s3.put_object(Bucket="artifacts", Key=prefix + "encoder.pt", Body=b"short")
+    result = _check(spec_for())
+    assert (result.ok, result.reason) == (False, "ArtifactMismatch")
+    assert "encoder.pt" in result.message and f"manifest says {manifest['stages']['encoder']['size']}" in result.message
+    s3.put_object(Bucket="artifacts", Key=prefix + "encoder.pt", Body=b"x" * manifest["stages"]["encoder"]["size"],
+                  Metadata={"sha256": "f" * 64})
+    result = _check(spec_for())
+    assert (result.ok, result.reason) == (False, "ArtifactMismatch") and "sha256 metadata ffff" in result.message
+
+
+def test_listed_objects_are_checked_once_per_manifest_digest(store_spec, s3):
+    """HEAD requests cost one per stage: a resync re-reading an unchanged manifest sends none."""
+    prefix, spec_for = store_spec
+    _published(s3, prefix)
+    reader = ManifestReader(cache_seconds=0)
+    assert reader.check(spec_for()).ok
+    s3.delete_object(Bucket="artifacts", Key=prefix + "diffusion.pt")
+    assert reader.check(spec_for()).ok, "the unchanged manifest's objects were checked again"
+    _published(s3, prefix)  # new random stage bytes: a new manifest digest
+    s3.delete_object(Bucket="artifacts", Key=prefix + "decoder.pt")
+    assert reader.check(spec_for()).reason == "ArtifactMissing"

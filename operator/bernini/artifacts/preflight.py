@@ -16,6 +16,7 @@ from bernini.api.spec import BerniniDeploymentSpec
 from bernini.pipeline import NEURAL_STAGES
 from bernini.artifacts.manifest import MANIFEST_FILE, Manifest, UnsupportedManifestVersion, parse_manifest
 from bernini.artifacts.store import S3Location, failure_kind, s3_client
+from bernini.artifacts.verify import head_differences
 
 logger = logging.getLogger("bernini.preflight")
 CACHE_SECONDS = 60.0
@@ -85,6 +86,7 @@ class ManifestReader:
         self._verified: dict[tuple, tuple[float, tuple[Manifest, str]]] = {}
         self._grace_seconds = grace_seconds
         self._clients: OrderedDict[tuple, object] = OrderedDict()
+        self._objects_checked: OrderedDict[tuple, None] = OrderedDict()  # (URI, manifest digest)
         self._key_locks: dict[tuple, threading.Lock] = {}
         self._lock = threading.Lock()
         self._cache_seconds = cache_seconds
@@ -165,4 +167,35 @@ class ManifestReader:
             return Preflight(False, "UnsupportedManifestVersion", str(error))
         except ValueError as error:
             return Preflight(False, "ManifestInvalid", str(error))
-        return manifest, hashlib.sha256(raw).hexdigest()
+        digest = hashlib.sha256(raw).hexdigest()
+        if (uri, digest) not in self._objects_checked:
+            problem = _check_listed_objects(client, location, manifest)
+            if problem:
+                return problem
+            self._objects_checked[(uri, digest)] = None
+            while len(self._objects_checked) > MAX_MANIFESTS:
+                self._objects_checked.popitem(last=False)
+        return manifest, digest
+
+
+def _check_listed_objects(client, location: S3Location, manifest: Manifest) -> Preflight | None:
+    """HEAD every object the manifest lists: a missing or different object fails here, not in every init
+    container. Size and the published SHA-256 metadata are compared; the puller still hashes every byte."""
+    for artifact in manifest.stages.values():
+        uri = location.uri(artifact.file)
+        try:
+            head = client.head_object(Bucket=location.bucket, Key=location.key(artifact.file))
+        except ClientError as error:
+            kind, code = failure_kind(error)
+            if kind == "missing":
+                return Preflight(False, "ArtifactMissing", f"{uri} is listed in the manifest but does not exist")
+            if kind == "denied":
+                return Preflight(False, "AccessDenied", f"reading {uri} was denied ({code}); check the IAM role")
+            return Preflight(False, "StoreError", f"reading {uri} failed: {code}")
+        except BotoCoreError as error:
+            return Preflight(False, "StoreUnreachable", f"reading {uri} failed: {error}")
+        differences = head_differences(head, artifact)
+        if differences:
+            return Preflight(False, "ArtifactMismatch", f"{uri} is not the object the manifest lists: "
+                             + "; ".join(differences))
+    return None

@@ -9,10 +9,9 @@ from pathlib import Path
 from boto3.s3.transfer import S3Transfer, TransferConfig
 
 from bernini.artifacts.manifest import MANIFEST_FILE, Manifest
-from bernini.artifacts.store import S3Location
+from bernini.artifacts.store import SHA256_METADATA, S3Location
 
 MiB = 1 << 20
-SHA256_METADATA = "sha256"
 
 
 def publish(s3, uri: str, directory: Path, manifest: Manifest, concurrency: int = 16) -> None:

@@ -4,8 +4,9 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from bernini.artifacts.publish import SHA256_METADATA
+from bernini.artifacts.manifest import StageArtifact
 from bernini.artifacts.pull import Puller
+from bernini.artifacts.store import SHA256_METADATA
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,18 @@ def verify(puller: Puller, expected_manifest_sha256: str | None = None) -> tuple
         except ClientError as error:
             findings.append(Finding(artifact.file, f"missing or unreadable ({error.response['Error'].get('Code')})"))
             continue
-        if head["ContentLength"] != artifact.size:
-            findings.append(Finding(artifact.file, f"size {head['ContentLength']}, manifest says {artifact.size}"))
-        recorded = head.get("Metadata", {}).get(SHA256_METADATA)
-        if recorded is None:
+        findings += [Finding(artifact.file, problem) for problem in head_differences(head, artifact)]
+        if SHA256_METADATA not in head.get("Metadata", {}):
             findings.append(Finding(artifact.file, "no sha256 metadata; pull it to verify the bytes"))
-        elif recorded != artifact.sha256:
-            findings.append(Finding(artifact.file, f"sha256 metadata {recorded}, manifest says {artifact.sha256}"))
     return len(manifest.stages), findings
+
+
+def head_differences(head: dict, artifact: StageArtifact) -> list[str]:
+    """How a HEAD answer differs from what the manifest lists (size, and the SHA-256 metadata when present)."""
+    problems = []
+    if head["ContentLength"] != artifact.size:
+        problems.append(f"size {head['ContentLength']}, manifest says {artifact.size}")
+    recorded = head.get("Metadata", {}).get(SHA256_METADATA)
+    if recorded is not None and recorded != artifact.sha256:
+        problems.append(f"sha256 metadata {recorded}, manifest says {artifact.sha256}")
+    return problems
