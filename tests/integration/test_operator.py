@@ -15,31 +15,13 @@ from kubernetes.client.exceptions import ApiException
 
 from bernini.api import GROUP, PLURAL, VERSION
 from tests.conftest import apply_crd
+from tests.integration.helpers import _condition, _create, _events, _get, _rayservice
 from tests.operator_process import OperatorProcess
 from tests.tcp_gate import GatedForwarder
 from localdev.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
-
-def _create(custom, namespace, body):
-    return custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-
-
-def _get(custom, namespace, name="bernini"):
-    return custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-
-
-def _condition(body, condition_type):
-    for condition in body.get("status", {}).get("conditions", []):
-        if condition["type"] == condition_type:
-            return condition
-    return {}
-
-
-def _rayservice(custom, namespace, name="bernini"):
-    items = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", field_selector=f"metadata.name={name}")["items"]
-    return items[0] if items else None
 
 
 def test_example_becomes_a_rayservice_with_neuron_workers_on_inf2(operator, custom, core, namespace, example_deployment):
@@ -290,11 +272,6 @@ def test_names_longer_than_kuberay_allows_are_refused(bernini_crd, custom, names
     assert "metadata.name must be at most 47 characters" in refused.value.body
 
 
-def _events(core, namespace, reason):
-    return [e for e in core.list_namespaced_event(namespace, field_selector="involvedObject.kind=BerniniDeployment").items
-            if e.reason == reason]
-
-
 def test_a_stage_that_fits_no_instance_type_becomes_a_condition_and_an_event(operator, custom, core, namespace, example_deployment):
     body = example_deployment()
     body["spec"]["stages"] = {"diffusion": {"neuronCores": 4}}
@@ -392,19 +369,6 @@ def test_operator_killed_mid_reconcile_converges_after_restart(operator, custom,
         gate.close()
 
 
-@pytest.fixture
-def scoped_operator(kubeconfig, bernini_crd, local_s3, namespace, tmp_path):
-    """The only operator running: one watching just this test's namespace, so its write counter counts every
-    write to the test's objects (a second operator's writes would move resourceVersions uncounted)."""
-    with OperatorProcess.paused():
-        process = OperatorProcess(kubeconfig, local_s3.credentials_env, tmp_path / "operator.log", namespaces=(namespace,))
-        process.start()
-        try:
-            yield process
-        finally:
-            process.stop()
-
-
 def test_an_idle_deployment_costs_no_api_writes(scoped_operator, custom, namespace, example_deployment):
     operator = scoped_operator
     _create(custom, namespace, example_deployment())
@@ -499,7 +463,7 @@ def test_a_create_in_a_terminating_namespace_is_recognised_as_the_end_of_the_mat
         wait_for(lambda: core.read_namespace(name).status.phase == "Terminating", "the namespace to terminate")
         with pytest.raises(ApiException) as refused:
             Kube(api_client).apply_rayservice({"apiVersion": "ray.io/v1", "kind": "RayService",
-                                               "metadata": {"name": "bernini", "namespace": name}, "spec": {}})
+                                               "metadata": {"name": "bernini", "namespace": name}, "spec": {}}, None)
         assert namespace_is_terminating(refused.value), refused.value.body
         assert not namespace_is_terminating(ApiException(status=403, reason="Forbidden"))
     finally:

@@ -5,6 +5,7 @@ import json
 import logging
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from bernini.api import GROUP, KIND, VERSION
@@ -12,7 +13,7 @@ from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.preflight import ManifestReader, Preflight
 from bernini.reconcile import conditions as c
 from bernini.reconcile.drift import contains
-from bernini.reconcile.kube import Kube, namespace_is_terminating, now
+from bernini.reconcile.kube import Kube, namespace_is_terminating, now, refusal
 from bernini.reconcile.metrics import PREFLIGHT_FAILURES, observe_reconcile
 from bernini.reconcile.queue import WorkQueue
 from bernini.reconcile.pod_health import PodTrouble, diagnose
@@ -25,6 +26,12 @@ from bernini.render.rayservice import render_rayservice
 
 Key = tuple[str, str]  # (namespace, name)
 logger = logging.getLogger("bernini.controller")
+# Refused writes no event of ours will retry: a webhook removed or KubeRay installed later is noticed by backing off.
+RETRIED_REFUSALS = ("ApplyRefused", "RayServiceAPIMissing")
+
+
+class Vanished(Exception):
+    """The BerniniDeployment is gone from the API server though no DELETED event said so (a watch relist)."""
 
 
 def _log(key: Key) -> logging.LoggerAdapter:
@@ -77,6 +84,10 @@ def _controlled_by(rayservice: dict[str, Any], uid: str) -> bool:
     return any(
         ref.get("uid") == uid and ref.get("controller") for ref in rayservice["metadata"].get("ownerReferences", [])
     )
+
+
+def _name_conflict(key: Key) -> tuple[str, str]:
+    return "NameConflict", f"RayService {key[1]} exists and is not controlled by this BerniniDeployment"
 
 
 def _without_nulls(status: dict[str, Any]) -> dict[str, Any]:
@@ -138,29 +149,44 @@ class Controller:
             key = await self.queue.get()
             started = loop.time()
             try:
-                await asyncio.to_thread(self.reconcile, key)
+                refused = await asyncio.to_thread(self.reconcile, key)
             except Exception as error:
                 if namespace_is_terminating(error):
                     _log(key).debug("namespace is being deleted: nothing to reconcile")
                     observe_reconcile("success", loop.time() - started)
                     continue
-                failures = self._failures[key] = self._failures.get(key, 0) + 1
-                delay = min(60.0, 0.5 * 2**failures)
-                _log(key).exception("reconcile failed (attempt %d), retrying in %.0fs", failures, delay)
-                self.queue.add_after(key, delay)
+                _log(key).exception("reconcile failed (attempt %d), retrying in %.0fs", *self._back_off(key))
                 observe_reconcile("error", loop.time() - started)
             else:
-                self._failures.pop(key, None)
-                observe_reconcile("success", loop.time() - started)
+                if refused:
+                    _log(key).warning("%s (attempt %d), retrying in %.0fs", refused, *self._back_off(key))
+                else:
+                    self._failures.pop(key, None)
+                observe_reconcile("refused" if refused else "success", loop.time() - started)
             finally:
                 self.queue.done(key)
 
+    def _back_off(self, key: Key) -> tuple[int, float]:
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        delay = min(60.0, 0.5 * 2**failures)
+        self.queue.add_after(key, delay)
+        return failures, delay
+
     # -- the reconcile (runs in a worker thread) ------------------------------------------------
 
-    def reconcile(self, key: Key) -> None:
+    def reconcile(self, key: Key) -> str | None:
+        """One pass; returns the reason a write was refused when only a later retry can tell (else None)."""
+        try:
+            return self._reconcile(key)
+        except Vanished:
+            self.deployments.pop(key, None)
+            _log(key).info("gone from the API server; forgotten")
+            return None
+
+    def _reconcile(self, key: Key) -> str | None:
         body = self.deployments.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            return
+            return None
         namespace, name = key
         metadata = body["metadata"]
         observed = self.rayservices.read(key)
@@ -172,7 +198,7 @@ class Controller:
             problems = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
             self._write_status(body, None, Observation(metadata.get("generation", 0),
                                Preflight(False, "InvalidSpec", problems), None, None, observed))
-            return
+            return None
         preflight = self.manifests.check(spec)
         if not preflight.ok:
             PREFLIGHT_FAILURES.labels(preflight.reason).inc()
@@ -188,6 +214,7 @@ class Controller:
         serving = self._serving_version(namespace, spec, observed, body.get("status") or {})
         self._write_status(body, spec, Observation(metadata.get("generation", 0), preflight, capacity, blocked,
                                                    observed, serving, self._pod_trouble(namespace, spec, observed)))
+        return blocked[0] if blocked and blocked[0] in RETRIED_REFUSALS else None
 
     def _pod_trouble(self, namespace: str, spec: BerniniDeploymentSpec, observed) -> PodTrouble | None:
         clusters = [] if spec.suspend else starting_clusters(observed)  # suspended: no pods to look at
@@ -209,13 +236,30 @@ class Controller:
             return observed, None
         observed = self.kube.read_rayservice(*key)  # the cache may lag our own last write
         if observed is not None and not _controlled_by(observed, uid):
-            return observed, ("NameConflict", f"RayService {key[1]} exists and is not controlled by this BerniniDeployment")
+            return observed, _name_conflict(key)
         if _in_sync(observed, desired):
             return observed, None
-        applied = self.kube.apply_rayservice(desired)
+        if observed is None:
+            self._confirm_still_there(key, uid)  # a create is the one write a missed delete could resurrect
+        try:
+            applied = self.kube.apply_rayservice(desired, observed["metadata"]["uid"] if observed else None)
+        except ApiException as error:
+            # 409 (a create met an object that appeared meanwhile) or 422 (our object was replaced: uid differs)
+            current = self.kube.read_rayservice(*key) if error.status in (409, 422) else None
+            if current is not None and not _controlled_by(current, uid):
+                return current, _name_conflict(key)
+            refused = refusal(error)
+            if refused is None:
+                raise
+            return observed, refused
         self.rayservices.put(key, applied)
         _log(key).info("%s RayService", "updated" if observed else "created")
         return applied, None
+
+    def _confirm_still_there(self, key: Key, uid: str) -> None:
+        live = self.kube.read_deployment(*key)
+        if live is None or live["metadata"]["uid"] != uid or live["metadata"].get("deletionTimestamp"):
+            raise Vanished()
 
     def _write_status(self, body: dict[str, Any], spec: BerniniDeploymentSpec | None, seen: Observation) -> None:
         namespace, name = _key(body)
@@ -228,7 +272,15 @@ class Controller:
             return
         # JSON merge patch: null removes capacity/artifacts a blocked spec no longer reports.
         patch = {"capacity": None, "artifacts": None, **status}
-        self.kube.patch_status(namespace, name, patch)
+        try:
+            self.kube.patch_status(namespace, name, patch)
+        except ApiException as error:
+            if error.status == 404:
+                raise Vanished() from error
+            refused = refusal(error)
+            if refused and not self._failures.get((namespace, name)):  # one Event per run of failures
+                self.kube.post_event(body, "Warning", "StatusRefused", f"the status patch was refused: {refused[1]}")
+            raise
         body["status"] = status  # until the watch delivers our own write
         for transition in transitions:
             judgement = transition.after

@@ -33,6 +33,22 @@ def namespace_is_terminating(error: BaseException) -> bool:
     return isinstance(error, ApiException) and error.status == 403 and "is being terminated" in str(error.body)
 
 
+def refusal(error: BaseException) -> tuple[str, str] | None:
+    """(reason, the API server's message) when a write was refused for a reason that retrying soon will not
+    change (admission denial, invalid object, forbidden, the RayService API not served); None otherwise."""
+    if not isinstance(error, ApiException) or error.status not in (400, 403, 404, 422):
+        return None
+    try:
+        message = json.loads(error.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        message = None  # not a Status object: the path itself is not served
+    if error.status == 404:
+        if message is None or "could not find the requested resource" in message:
+            return "RayServiceAPIMissing", f"{RAY_GROUP}/{RAY_VERSION} RayService is not served here: install KubeRay"
+        return None  # the namespace went away: the deletion ends the matter
+    return "ApplyRefused", bounded(message or f"{error.status} {error.reason}")
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -62,16 +78,29 @@ class Kube:
         response = self.core.list_namespaced_pod(namespace, label_selector=label_selector, _preload_content=False)
         return json.loads(response.data)["items"]
 
-    def apply_rayservice(self, desired: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply with our field manager; force takes back fields a hand edit claimed."""
+    def apply_rayservice(self, desired: dict[str, Any], uid: str | None) -> dict[str, Any]:
+        """Server-side apply with our field manager. uid is the live object's we checked we control: the apply
+        then fails (uid is immutable) if another object replaced it meanwhile, and force takes back only
+        fields a hand edit of our own object claimed. Without uid it is a create, never forced, so a
+        foreign object that appeared meanwhile makes it conflict instead of being taken over."""
         metadata = desired["metadata"]
+        if uid:
+            desired = {**desired, "metadata": {**metadata, "uid": uid}}
         API_WRITES.labels("apply", "rayservices").inc()
         response = self.custom.patch_namespaced_custom_object(
             RAY_GROUP, RAY_VERSION, metadata["namespace"], RAY_PLURAL, metadata["name"], desired,
-            field_manager=MANAGER, force=True, _content_type="application/apply-patch+yaml",
+            field_manager=MANAGER, force=bool(uid), _content_type="application/apply-patch+yaml",
             _preload_content=False,  # the generated client drops apply responses; decode them ourselves
         )
         return json.loads(response.data)
+
+    def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         API_WRITES.labels("patch", "berninideployments/status").inc()

@@ -1,0 +1,241 @@
+"""Writes the API server refuses, and writes that must not happen: each becomes a condition and an Event, the
+operator backs off and recovers on its own, and nothing of someone else's is taken over or brought back."""
+
+import copy
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from bernini.api import GROUP, PLURAL, VERSION
+from bernini.artifacts.preflight import ManifestReader
+from bernini.reconcile.controller import Controller
+from bernini.reconcile.kube import RAY_GROUP, RAY_PLURAL, RAY_VERSION, Kube
+from localdev.waiting import wait_for
+from tests.integration.helpers import _condition, _create, _events, _get, _rayservice
+
+pytestmark = pytest.mark.cluster
+
+DENIAL = "RayServices in this namespace need the platform team's approval"
+FOREIGN_SPEC = {"serveConfigV2": "applications: []\n", "rayClusterConfig": {"headGroupSpec": {
+    "rayStartParams": {}, "template": {"spec": {"containers": [{"name": "ray-head", "image": "other:1"}]}}}}}
+
+
+@pytest.fixture
+def denying_policy(api_client, namespace):
+    """A real ValidatingAdmissionPolicy (admission in the API server itself) refusing RayServices here."""
+    admission = client.AdmissionregistrationV1Api(api_client)
+    name = f"deny-rayservices-{namespace}"
+    admission.create_validating_admission_policy({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [{"apiGroups": [RAY_GROUP], "apiVersions": ["*"],
+                                                         "operations": ["CREATE", "UPDATE"], "resources": [RAY_PLURAL]}]},
+                 "validations": [{"expression": "false", "message": DENIAL}]},
+    })
+    admission.create_validating_admission_policy_binding({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}},
+    })
+
+    def lift():
+        for delete in (admission.delete_validating_admission_policy_binding, admission.delete_validating_admission_policy):
+            try:
+                delete(name)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+    yield lift
+    lift()
+
+
+def test_an_apply_admission_refuses_is_a_condition_and_an_event_until_it_is_allowed(
+        scoped_operator, denying_policy, custom, core, namespace, example_deployment):
+    # The policy takes effect once the API server's informer has it: probe with a throwaway create.
+    probe = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "probe"}, "spec": FOREIGN_SPEC}
+    wait_for(lambda: _refused(custom, namespace, probe), "the admission policy to take effect", timeout=30)
+    _create(custom, namespace, example_deployment())
+    current = wait_for(lambda: _condition(c := _get(custom, namespace), "Rendered").get("reason") == "ApplyRefused" and c,
+                       "Rendered=False/ApplyRefused")
+    assert DENIAL in _condition(current, "Rendered")["message"]
+    assert (_condition(current, "Ready")["status"], _condition(current, "Ready")["reason"]) == ("False", "ApplyRefused")
+    assert current["status"]["observedGeneration"] == current["metadata"]["generation"]
+    assert _condition(current, "ArtifactsVerified")["status"] == "True"
+    event = wait_for(lambda: _events(core, namespace, "ApplyRefused"), "an ApplyRefused event")[0]
+    assert event.type == "Warning" and DENIAL in event.message
+    assert _rayservice(custom, namespace) is None
+    assert "Traceback" not in scoped_operator.log(), "a refusal is not a crash"
+
+    denying_policy()  # no event reaches the operator: only its back-off notices
+    wait_for(lambda: _condition(_get(custom, namespace), "Rendered").get("status") == "True",
+             "Rendered=True once the policy is gone", timeout=90)
+    assert _rayservice(custom, namespace) is not None
+
+
+def _refused(custom, namespace, body) -> bool:
+    try:
+        custom.create_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAY_PLURAL, copy.deepcopy(body))
+    except ApiException as error:
+        return error.status in (400, 403, 422) and DENIAL in error.body
+    custom.delete_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAY_PLURAL, body["metadata"]["name"])
+    return False
+
+
+@pytest.fixture
+def without_rayservice_crd(api_client, custom, namespace):
+    """KubeRay's RayService CRD removed for the test (as on a cluster where KubeRay is not installed yet);
+    calling the fixture's value installs it again, and so does the teardown."""
+    extensions = client.ApiextensionsV1Api(api_client)
+    name = f"{RAY_PLURAL}.{RAY_GROUP}"
+    saved = extensions.read_custom_resource_definition(name).to_dict()
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": name, "annotations": saved["metadata"].get("annotations")},
+           "spec": api_client.sanitize_for_serialization(extensions.read_custom_resource_definition(name).spec)}
+    extensions.delete_custom_resource_definition(name)
+    wait_for(lambda: _absent(extensions, name), "the RayService CRD to be gone", timeout=60)
+
+    def install():
+        if _absent(extensions, name):
+            extensions.create_custom_resource_definition(crd)
+        wait_for(lambda: any(c.type == "Established" and c.status == "True"
+                             for c in extensions.read_custom_resource_definition(name).status.conditions or []),
+                 "the RayService CRD to be Established")
+        wait_for(lambda: _served(custom, namespace), "RayServices to be served again")
+    yield install
+    install()
+
+
+def _absent(extensions, name) -> bool:
+    try:
+        extensions.read_custom_resource_definition(name)
+    except ApiException as error:
+        if error.status == 404:
+            return True
+        raise
+    return False
+
+
+def _served(custom, namespace) -> bool:
+    try:
+        custom.list_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAY_PLURAL)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+def test_without_kuberay_the_deployment_says_so_and_converges_once_it_is_installed(
+        without_rayservice_crd, scoped_operator, custom, core, namespace, example_deployment):
+    _create(custom, namespace, example_deployment())
+    current = wait_for(lambda: _condition(c := _get(custom, namespace), "Rendered").get("reason") == "RayServiceAPIMissing" and c,
+                       "Rendered=False/RayServiceAPIMissing", explain=lambda: scoped_operator.log()[-3000:])
+    assert "install KubeRay" in _condition(current, "Rendered")["message"]
+    assert _condition(current, "Ready")["reason"] == "RayServiceAPIMissing"
+    assert wait_for(lambda: _events(core, namespace, "RayServiceAPIMissing"), "an event")[0].type == "Warning"
+    without_rayservice_crd()
+    wait_for(lambda: _condition(_get(custom, namespace), "Rendered").get("status") == "True",
+             "Rendered=True once KubeRay's CRD is back", timeout=90)
+    assert _rayservice(custom, namespace)["metadata"]["ownerReferences"][0]["name"] == "bernini"
+
+
+class StaleReads(Kube):
+    """FAKE read, real writes: the first RayService read answers with what an earlier read saw, as a read
+    does when another client changes the object right after it. Every write goes to the real API server."""
+
+    def __init__(self, api, first_answer):
+        super().__init__(api)
+        self.first_answer = [first_answer]
+
+    def read_rayservice(self, namespace, name):
+        return self.first_answer.pop() if self.first_answer else super().read_rayservice(namespace, name)
+
+
+def _controller(custom, namespace, body, kube) -> Controller:
+    controller = Controller(kube, ManifestReader())
+    controller.observe_deployment("ADDED", _get(custom, namespace, body["metadata"]["name"]))
+    return controller
+
+
+@pytest.fixture
+def store_credentials(local_s3, monkeypatch):
+    for name, value in local_s3.credentials_env.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_a_rayservice_created_between_the_read_and_the_create_is_not_taken_over(
+        store_credentials, api_client, custom, core, namespace, example_deployment):
+    body = example_deployment()
+    _create(custom, namespace, body)
+    foreign = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "bernini"}, "spec": FOREIGN_SPEC}
+    custom.create_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAY_PLURAL, foreign)
+    controller = _controller(custom, namespace, body, StaleReads(api_client, None))
+    assert controller.reconcile((namespace, "bernini")) is None
+    assert _condition(_get(custom, namespace), "Rendered")["reason"] == "NameConflict"
+    after = _rayservice(custom, namespace)
+    assert "ownerReferences" not in after["metadata"]
+    assert "bernini-operator" not in {field["manager"] for field in after["metadata"]["managedFields"]}
+
+
+def test_a_rayservice_replaced_between_the_read_and_the_update_is_not_taken_over(
+        store_credentials, api_client, custom, core, namespace, example_deployment):
+    body = example_deployment()
+    _create(custom, namespace, body)
+    controller = _controller(custom, namespace, body, Kube(api_client))
+    controller.reconcile((namespace, "bernini"))
+    ours = _rayservice(custom, namespace)
+    assert ours is not None
+    custom.delete_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAY_PLURAL, "bernini")
+    wait_for(lambda: _rayservice(custom, namespace) is None, "our RayService to be deleted")
+    foreign = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "bernini"}, "spec": FOREIGN_SPEC}
+    custom.create_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAY_PLURAL, foreign)
+    drifted = copy.deepcopy(ours)
+    drifted["spec"]["serveConfigV2"] = "drifted"  # so the reconcile wants to apply
+    controller = _controller(custom, namespace, body, StaleReads(api_client, drifted))
+    controller.rayservices.put((namespace, "bernini"), drifted)
+    assert controller.reconcile((namespace, "bernini")) is None
+    assert _condition(_get(custom, namespace), "Rendered")["reason"] == "NameConflict"
+    after = _rayservice(custom, namespace)
+    assert after["spec"]["serveConfigV2"] == FOREIGN_SPEC["serveConfigV2"] and "ownerReferences" not in after["metadata"]
+
+
+def test_a_deployment_deleted_while_no_event_said_so_is_forgotten_not_resurrected(
+        store_credentials, api_client, custom, core, namespace, example_deployment):
+    """A watch that relists after a gap (410 Gone) sends no DELETED for what vanished meanwhile: the controller
+    still holds the object. Its next reconcile must not create a RayService owned by a dead uid."""
+    body = example_deployment()
+    _create(custom, namespace, body)
+    controller = _controller(custom, namespace, body, Kube(api_client))
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini")
+    wait_for(lambda: not custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"], "the deletion")
+    assert controller.reconcile((namespace, "bernini")) is None
+    assert _rayservice(custom, namespace) is None
+    assert (namespace, "bernini") not in controller.deployments
+
+
+def test_a_refused_status_patch_is_a_warning_event_and_a_retry(
+        store_credentials, api_client, custom, core, namespace, example_deployment, denying_policy):
+    """The status itself cannot carry this failure: an Event does, once per run of failures."""
+    body = example_deployment()
+    _create(custom, namespace, body)
+    admission = client.AdmissionregistrationV1Api(api_client)
+    policy = admission.read_validating_admission_policy(f"deny-rayservices-{namespace}")
+    policy.spec.match_constraints.resource_rules[0].api_groups = [GROUP]
+    policy.spec.match_constraints.resource_rules[0].resources = [f"{PLURAL}/status"]
+    admission.replace_validating_admission_policy(policy.metadata.name, policy)
+    controller = _controller(custom, namespace, body, Kube(api_client))
+
+    def refused() -> ApiException | None:
+        try:
+            controller.reconcile((namespace, "bernini"))
+        except ApiException as error:
+            return error
+        controller.deployments[(namespace, "bernini")]["status"] = {}  # written: forget it, try again
+        return None
+    error = wait_for(refused, "the policy to refuse the status patch", timeout=30)
+    assert error.status in (400, 403, 422)
+    event = wait_for(lambda: _events(core, namespace, "StatusRefused"), "a StatusRefused event")[0]
+    assert event.type == "Warning" and DENIAL in event.message
