@@ -12,6 +12,7 @@ from bernini.artifacts.preflight import ManifestReader
 from bernini.reconcile.controller import Controller
 from bernini.reconcile.kube import RAY_GROUP, RAY_PLURAL, RAY_VERSION, Kube
 from localdev.waiting import wait_for
+from tests.operator_process import OperatorProcess
 from tests.integration.helpers import _condition, _create, _events, _get, _rayservice
 
 pytestmark = pytest.mark.cluster
@@ -161,13 +162,17 @@ def _controller(custom, namespace, body, kube) -> Controller:
 
 
 @pytest.fixture
-def store_credentials(local_s3, monkeypatch):
+def in_process_only(local_s3, monkeypatch):
+    """The test's own controller is the only one: operator processes are paused (one would re-create what the
+    test deletes), and the store's credentials are in this process's environment."""
     for name, value in local_s3.credentials_env.items():
         monkeypatch.setenv(name, value)
+    with OperatorProcess.paused():
+        yield
 
 
 def test_a_rayservice_created_between_the_read_and_the_create_is_not_taken_over(
-        store_credentials, api_client, custom, core, namespace, example_deployment):
+        in_process_only, api_client, custom, core, namespace, example_deployment):
     body = example_deployment()
     _create(custom, namespace, body)
     foreign = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "bernini"}, "spec": FOREIGN_SPEC}
@@ -181,7 +186,7 @@ def test_a_rayservice_created_between_the_read_and_the_create_is_not_taken_over(
 
 
 def test_a_rayservice_replaced_between_the_read_and_the_update_is_not_taken_over(
-        store_credentials, api_client, custom, core, namespace, example_deployment):
+        in_process_only, api_client, custom, core, namespace, example_deployment):
     body = example_deployment()
     _create(custom, namespace, body)
     controller = _controller(custom, namespace, body, Kube(api_client))
@@ -203,7 +208,7 @@ def test_a_rayservice_replaced_between_the_read_and_the_update_is_not_taken_over
 
 
 def test_a_deployment_deleted_while_no_event_said_so_is_forgotten_not_resurrected(
-        store_credentials, api_client, custom, core, namespace, example_deployment):
+        in_process_only, api_client, custom, core, namespace, example_deployment):
     """A watch that relists after a gap (410 Gone) sends no DELETED for what vanished meanwhile: the controller
     still holds the object. Its next reconcile must not create a RayService owned by a dead uid."""
     body = example_deployment()
@@ -217,7 +222,7 @@ def test_a_deployment_deleted_while_no_event_said_so_is_forgotten_not_resurrecte
 
 
 def test_a_refused_status_patch_is_a_warning_event_and_a_retry(
-        store_credentials, api_client, custom, core, namespace, example_deployment, denying_policy):
+        in_process_only, api_client, custom, core, namespace, example_deployment, denying_policy):
     """The status itself cannot carry this failure: an Event does, once per run of failures."""
     body = example_deployment()
     _create(custom, namespace, body)
