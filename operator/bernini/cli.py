@@ -14,7 +14,7 @@ def _operator(args: argparse.Namespace) -> int:
 
     from bernini.artifacts.preflight import ManifestReader
     from bernini.reconcile import handlers
-    from bernini.reconcile.controller import Controller
+    from bernini.reconcile.controller import STUCK_SECONDS, Controller
     from bernini.reconcile.kube import Kube, api_client
     from bernini.reconcile.metrics import DeploymentsByReady
 
@@ -23,7 +23,7 @@ def _operator(args: argparse.Namespace) -> int:
                    log_refkey="object")
     logging.getLogger().setLevel(args.log_level.upper())
     controller = Controller(Kube(api_client()), ManifestReader(), workers=args.workers,
-                            resync_seconds=args.resync_seconds)
+                            resync_seconds=args.resync_seconds, stuck_seconds=args.stuck_seconds or STUCK_SECONDS)
     REGISTRY.register(DeploymentsByReady(lambda: controller.deployments.values()))
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address)
@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--workers", type=int, default=4, help="concurrent reconciles")
     operator.add_argument("--resync-seconds", type=float, default=60.0, help="re-check every object this often")
     operator.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
+    operator.add_argument("--stuck-seconds", type=float,
+                          help="liveness fails while a reconcile has run longer than this (default: 300)")
     operator.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (0: off)")
     operator.add_argument("--metrics-address", default="0.0.0.0")
     operator.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")

@@ -27,6 +27,8 @@ TRANSIENT_REASONS = ("StoreUnreachable", "StoreError")
 MAX_CLIENTS = 8
 MAX_MANIFESTS = 4096  # distinct (URI, region, endpoint) remembered; beyond, the least recently used go
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists a few stages; more is not a manifest
+# A store that trickles bytes passes every per-read timeout: the whole manifest read has this deadline too.
+MANIFEST_DEADLINE_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,9 @@ def judge(spec: BerniniDeploymentSpec, manifest: Manifest, manifest_sha256: str)
 class ManifestReader:
     """Fetches manifests with short timeouts; re-reads a URI at most every CACHE_SECONDS."""
 
-    def __init__(self, cache_seconds: float = CACHE_SECONDS, grace_seconds: float = TRANSIENT_GRACE_SECONDS):
+    def __init__(self, cache_seconds: float = CACHE_SECONDS, grace_seconds: float = TRANSIENT_GRACE_SECONDS,
+                 deadline_seconds: float = MANIFEST_DEADLINE_SECONDS):
+        self._deadline_seconds = deadline_seconds
         self._cache: dict[tuple, tuple[float, Preflight | tuple[Manifest, str]]] = {}
         self._verified: dict[tuple, tuple[float, tuple[Manifest, str]]] = {}
         self._grace_seconds = grace_seconds
@@ -143,10 +147,14 @@ class ManifestReader:
     def _read(self, spec: BerniniDeploymentSpec) -> Preflight | tuple[Manifest, str]:
         location = S3Location.parse(spec.model.artifacts_uri)
         uri = location.uri(MANIFEST_FILE)
+        deadline = time.monotonic() + self._deadline_seconds
         try:
             client = self._client(spec.s3.region, spec.s3.endpoint_url)
-            raw = client.get_object(Bucket=location.bucket, Key=location.key(MANIFEST_FILE))["Body"].read(
-                MAX_MANIFEST_BYTES + 1)
+            body = client.get_object(Bucket=location.bucket, Key=location.key(MANIFEST_FILE))["Body"]
+            raw = _read_before(body, MAX_MANIFEST_BYTES + 1, deadline)
+        except TimeoutError:
+            return Preflight(False, "StoreUnreachable",
+                             f"reading {uri} did not finish within {self._deadline_seconds:g}s")
         except ClientError as error:
             kind, code = failure_kind(error)
             if kind == "missing":
@@ -176,6 +184,23 @@ class ManifestReader:
             while len(self._objects_checked) > MAX_MANIFESTS:
                 self._objects_checked.popitem(last=False)
         return manifest, digest
+
+
+def _read_before(body, limit: int, deadline: float) -> bytes:
+    """Up to limit bytes of a response body, or TimeoutError once the deadline passed. Each read1 returns what
+    one socket read brought, so the deadline holds to within one read timeout however slowly bytes come."""
+    stream = body._raw_stream  # urllib3's response; botocore's read(n) would wait for all n bytes
+    data = bytearray()
+    while len(data) < limit:
+        if time.monotonic() > deadline:
+            body.close()
+            raise TimeoutError()
+        chunk = stream.read1(limit - len(data))
+        if not chunk:
+            break
+        data += chunk
+    body.close()
+    return bytes(data)
 
 
 def _check_listed_objects(client, location: S3Location, manifest: Manifest) -> Preflight | None:

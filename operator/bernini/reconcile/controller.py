@@ -3,6 +3,7 @@
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -28,6 +29,11 @@ Key = tuple[str, str]  # (namespace, name)
 logger = logging.getLogger("bernini.controller")
 # Refused writes no event of ours will retry: a webhook removed or KubeRay installed later is noticed by backing off.
 RETRIED_REFUSALS = ("ApplyRefused", "RayServiceAPIMissing")
+
+
+# Every call a reconcile makes has a deadline (API: 5 s connect, 30 s read; a manifest read 15 s): a reconcile
+# running longer than this is stuck on something unforeseen, and liveness should restart the operator.
+STUCK_SECONDS = 300.0
 
 
 class Vanished(Exception):
@@ -95,8 +101,11 @@ def _without_nulls(status: dict[str, Any]) -> dict[str, Any]:
 
 
 class Controller:
-    def __init__(self, kube: Kube, manifests: ManifestReader, workers: int = 4, resync_seconds: float = 60.0):
+    def __init__(self, kube: Kube, manifests: ManifestReader, workers: int = 4, resync_seconds: float = 60.0,
+                 stuck_seconds: float = STUCK_SECONDS):
         self.kube = kube
+        self.stuck_seconds = stuck_seconds
+        self._running_since: dict[Key, float] = {}
         self.manifests = manifests
         self.workers = workers
         self.resync_seconds = resync_seconds
@@ -148,6 +157,7 @@ class Controller:
         while True:
             key = await self.queue.get()
             started = loop.time()
+            self._running_since[key] = time.monotonic()
             try:
                 refused = await asyncio.to_thread(self.reconcile, key)
             except Exception as error:
@@ -164,7 +174,13 @@ class Controller:
                     self._failures.pop(key, None)
                 observe_reconcile("refused" if refused else "success", loop.time() - started)
             finally:
+                del self._running_since[key]
                 self.queue.done(key)
+
+    def stuck(self) -> list[Key]:
+        """Reconciles running for longer than stuck_seconds."""
+        limit = time.monotonic() - self.stuck_seconds
+        return [key for key, since in list(self._running_since.items()) if since < limit]
 
     def _back_off(self, key: Key) -> tuple[int, float]:
         failures = self._failures[key] = self._failures.get(key, 0) + 1

@@ -31,6 +31,7 @@ def registry() -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 30
+        settings.networking.connect_timeout = 5
         # No watch on CustomResourceDefinitions: least privilege. CRDs installed after start (KubeRay's)
         # are noticed on the next operator restart.
         settings.scanning.disabled = True
@@ -53,8 +54,13 @@ def registry() -> kopf.OperatorRegistry:
         _controller(memo).observe_rayservice(event.get("type"), event["object"])
 
     @kopf.on.probe(id="queue", registry=handlers)
-    def queue_depth(memo: kopf.Memo, **_: Any) -> int:
-        return len(_controller(memo).queue)
+    async def queue_depth(memo: kopf.Memo, **_: Any) -> int:
+        controller = _controller(memo)
+        stuck = controller.stuck()
+        if stuck:  # liveness fails (HTTP 500): a restart frees the worker
+            raise kopf.PermanentError(f"{len(stuck)} reconcile(s) running for over {controller.stuck_seconds:g}s, "
+                                      f"e.g. {'/'.join(stuck[0])}")
+        return len(controller.queue)
 
     return handlers
 

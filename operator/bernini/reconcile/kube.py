@@ -15,6 +15,8 @@ from bernini.reconcile.metrics import API_WRITES
 from bernini.render.names import MANAGER
 
 RAY_GROUP, RAY_VERSION, RAY_PLURAL = "ray.io", "v1", "rayservices"
+# (connect, read) seconds for every call: a half-open connection to the API server must not hold a worker.
+REQUEST_TIMEOUT = (5.0, 30.0)
 
 
 def api_client() -> client.ApiClient:
@@ -54,13 +56,15 @@ def now() -> str:
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient):
+    def __init__(self, api: client.ApiClient, request_timeout: tuple[float, float] = REQUEST_TIMEOUT):
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
+        self.timeout = request_timeout
 
     def read_rayservice(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.custom.get_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAY_PLURAL, name)
+            return self.custom.get_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAY_PLURAL, name,
+                                                          _request_timeout=self.timeout)
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -68,14 +72,16 @@ class Kube:
 
     def read_raycluster(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.custom.get_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, "rayclusters", name)
+            return self.custom.get_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, "rayclusters", name,
+                                                          _request_timeout=self.timeout)
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        response = self.core.list_namespaced_pod(namespace, label_selector=label_selector, _preload_content=False)
+        response = self.core.list_namespaced_pod(namespace, label_selector=label_selector, _preload_content=False,
+                                             _request_timeout=self.timeout)
         return json.loads(response.data)["items"]
 
     def apply_rayservice(self, desired: dict[str, Any], uid: str | None) -> dict[str, Any]:
@@ -91,12 +97,14 @@ class Kube:
             RAY_GROUP, RAY_VERSION, metadata["namespace"], RAY_PLURAL, metadata["name"], desired,
             field_manager=MANAGER, force=bool(uid), _content_type="application/apply-patch+yaml",
             _preload_content=False,  # the generated client drops apply responses; decode them ourselves
+            _request_timeout=self.timeout,
         )
         return json.loads(response.data)
 
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                                          _request_timeout=self.timeout)
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -107,7 +115,7 @@ class Kube:
         response = self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status},
             field_manager=MANAGER, _content_type="application/merge-patch+json",
-            _preload_content=False,
+            _preload_content=False, _request_timeout=self.timeout,
         )
         response.data  # read (frees the connection) but never decode: the watch brings the object back
 
@@ -133,4 +141,5 @@ class Kube:
                 source=client.V1EventSource(component=MANAGER),
                 reporting_component=MANAGER,
             ),
+            _request_timeout=self.timeout,
         )
