@@ -28,13 +28,13 @@ class OperatorProcess:
             for process in stopped:
                 process.start()
     def __init__(self, kubeconfig: Path, env: dict[str, str], log_file: Path, resync_seconds: float = 5.0,
-                 namespaces: tuple[str, ...] = (), extra_args: tuple[str, ...] = ()):
+                 namespaces: tuple[str, ...] = (), extra_args: tuple[str, ...] = (), http_store: bool = True):
         self.kubeconfig = kubeconfig
         self.env = env
         self.log_file = log_file
         self.resync_seconds = resync_seconds
         self.namespaces = namespaces
-        self.extra_args = extra_args
+        self.extra_args = (*extra_args, "--allow-http-endpoints") if http_store else extra_args  # versitygw speaks plain http
         self.process: subprocess.Popen | None = None
         self.metrics_port = free_port()
 

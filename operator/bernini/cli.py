@@ -23,7 +23,8 @@ def _operator(args: argparse.Namespace) -> int:
                    log_refkey="object")
     logging.getLogger().setLevel(args.log_level.upper())
     controller = Controller(Kube(api_client()), ManifestReader(), workers=args.workers,
-                            resync_seconds=args.resync_seconds, stuck_seconds=args.stuck_seconds or STUCK_SECONDS)
+                            resync_seconds=args.resync_seconds, stuck_seconds=args.stuck_seconds or STUCK_SECONDS,
+                            policy=_policy(args))
     REGISTRY.register(DeploymentsByReady(lambda: controller.deployments.values()))
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address)
@@ -39,6 +40,16 @@ def _operator(args: argparse.Namespace) -> int:
         liveness_endpoint=args.liveness,
     )
     return 0
+
+
+def _policy(args: argparse.Namespace):
+    from bernini.reconcile.policy import Policy
+
+    limits = {"max_total_replicas": args.max_total_replicas} if args.max_total_replicas else {}
+    return Policy(image_prefixes=tuple(args.allowed_image_prefix), require_image_digest=args.require_image_digest,
+                  artifacts_prefixes=tuple(args.allowed_artifacts_prefix), endpoints=tuple(args.allowed_endpoint),
+                  allow_http_endpoints=args.allow_http_endpoints,
+                  service_accounts=tuple(args.allowed_service_account), **limits)
 
 
 def _artifacts_puller(args: argparse.Namespace):
@@ -121,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--workers", type=int, default=4, help="concurrent reconciles")
     operator.add_argument("--resync-seconds", type=float, default=60.0, help="re-check every object this often")
     operator.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
+    policy = operator.add_argument_group("policy", "what a BerniniDeployment may choose (see the chart's policy values)")
+    policy.add_argument("--allowed-image-prefix", action="append", default=[], metavar="PREFIX")
+    policy.add_argument("--require-image-digest", action="store_true")
+    policy.add_argument("--allowed-artifacts-prefix", action="append", default=[], metavar="S3_URI")
+    policy.add_argument("--allowed-endpoint", action="append", default=[], metavar="URL")
+    policy.add_argument("--allow-http-endpoints", action="store_true", help="default: https only")
+    policy.add_argument("--allowed-service-account", action="append", default=[], metavar="NAME")
+    policy.add_argument("--max-total-replicas", type=int)
     operator.add_argument("--stuck-seconds", type=float,
                           help="liveness fails while a reconcile has run longer than this (default: 300)")
     operator.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (0: off)")

@@ -246,6 +246,11 @@ INVALID = [
     ({"s3": {"region": "moon"}}, "spec.s3.region"),
     ({"runtime": {"neuronCompilerVersion": "02.0"}}, "spec.runtime.neuronCompilerVersion"),
     ({"runtime": {"rayVersion": "2.51.0"}}, "runtime.rayVersion must be 2.52.0 or newer"),
+    ({"head": {"memory": "1"}}, "memory must be between 1Gi and 1Ti"),
+    ({"head": {"cpu": "10m"}}, "cpu must be between 100m and 192"),
+    ({"workers": {"memory": "2Ti"}}, "memory must be between 1Gi and 1Ti"),
+    ({"stages": {"encoder": {"memory": "1Mi"}}}, "memory must be between 64Mi and 1Ti"),
+    ({"ingress": {"memory": "10"}}, "memory must be between 64Mi and 1Ti"),
 ]
 
 

@@ -10,6 +10,7 @@ from kubernetes.client.exceptions import ApiException
 from bernini.api import GROUP, PLURAL, VERSION
 from bernini.artifacts.preflight import ManifestReader
 from bernini.reconcile.controller import Controller
+from bernini.reconcile.policy import Policy
 from bernini.reconcile.kube import RAY_GROUP, RAY_PLURAL, RAY_VERSION, Kube
 from localdev.waiting import wait_for
 from tests.operator_process import OperatorProcess
@@ -17,6 +18,7 @@ from tests.integration.helpers import _condition, _create, _events, _get, _rayse
 
 pytestmark = pytest.mark.cluster
 
+LOCAL_STORE = Policy(allow_http_endpoints=True)  # versitygw on plain http over loopback
 DENIAL = "RayServices in this namespace need the platform team's approval"
 FOREIGN_SPEC = {"serveConfigV2": "applications: []\n", "rayClusterConfig": {"headGroupSpec": {
     "rayStartParams": {}, "template": {"spec": {"containers": [{"name": "ray-head", "image": "other:1"}]}}}}}
@@ -156,7 +158,7 @@ class StaleReads(Kube):
 
 
 def _controller(custom, namespace, body, kube) -> Controller:
-    controller = Controller(kube, ManifestReader())
+    controller = Controller(kube, ManifestReader(), policy=LOCAL_STORE)
     controller.observe_deployment("ADDED", _get(custom, namespace, body["metadata"]["name"]))
     return controller
 

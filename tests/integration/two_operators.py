@@ -11,11 +11,16 @@ import kopf
 from bernini.artifacts.preflight import ManifestReader
 from bernini.reconcile import handlers
 from bernini.reconcile.controller import Controller
+from bernini.reconcile.policy import Policy
 from bernini.reconcile.kube import Kube, api_client
 
 
+LOCAL_STORE = Policy(allow_http_endpoints=True)  # versitygw on plain http over loopback
+
+
 async def main(namespaces: list[str]) -> dict:
-    controllers = {namespace: Controller(Kube(api_client()), ManifestReader(), workers=workers, resync_seconds=resync)
+    controllers = {namespace: Controller(Kube(api_client()), ManifestReader(), workers=workers, resync_seconds=resync,
+                                        policy=LOCAL_STORE)
                    for namespace, workers, resync in zip(namespaces, (1, 3), (2.0, 3600.0))}
     stop = asyncio.Event()
     operators = [asyncio.create_task(kopf.operator(

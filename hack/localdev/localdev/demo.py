@@ -85,7 +85,8 @@ def _ensure_operator(cluster: LocalCluster, s3: LocalS3) -> None:
     if record.exists() and processes.is_running(int(record.read_text()), sys.executable):
         return
     pid = cluster.start_process(
-        "operator", [sys.executable, "-m", "bernini", "operator"],
+        # The local store is versitygw on plain http over loopback: the one endpoint policy allows it.
+        "operator", [sys.executable, "-m", "bernini", "operator", "--allow-http-endpoints"],
         env={**s3.credentials_env, "KUBECONFIG": str(cluster.kubeconfig)},
     )
     record.write_text(str(pid))

@@ -33,8 +33,9 @@ def fit_to_local_nodes(example: dict, serving_image: str, endpoint_url: str, ver
 
 
 def fit_operator_chart(operator_image: str) -> dict:
-    """The chart's values on the local nodes: the local operator image (never pulled), a small request, and
-    the 5 s resync the tests' operator process uses."""
+    """The chart's values on the local nodes: the local operator image (never pulled), a small request, the
+    5 s resync the tests' operator process uses, and plain http allowed for the local store (versitygw)."""
     repository, tag = operator_image.rsplit(":", 1)
     return {"image": {"repository": repository, "tag": tag, "pullPolicy": "Never"}, "resyncSeconds": 5,
+            "policy": {"allowHttpEndpoints": True},
             "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}}

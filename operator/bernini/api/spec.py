@@ -9,6 +9,7 @@ from pydantic.fields import FieldInfo
 from bernini.api.base import ApiModel
 from bernini.instances import CATALOGUE, DEFAULT_INSTANCE_TYPE, KINDS, AcceleratorKind, of_kind
 from bernini.pipeline import NEURAL_STAGES, STAGES
+from bernini.render.quantity import parse_quantity
 
 InstanceTypeName = Literal[tuple(CATALOGUE)]  # the CRD's enum, from the one catalogue
 
@@ -34,6 +35,25 @@ def _cel(rule: str, message: str, field_path: str | None = None) -> dict:
     if field_path:
         validation["fieldPath"] = field_path
     return validation
+
+
+# Quantities a pod or replica can sensibly have: a head memory of "1" (one byte) once rendered a 0Mi /dev/shm.
+BOUNDS = {"replica memory": ("64Mi", "1Ti"), "pod memory": ("1Gi", "1Ti"), "pod cpu": ("100m", "192")}
+
+
+def _between_rule(field: str, bounds: str) -> dict:
+    low, high = BOUNDS[bounds]
+    value = f"quantity(self.{field})"
+    return _cel(f"!has(self.{field}) || ({value}.compareTo(quantity('{low}')) >= 0 && "
+                f"{value}.compareTo(quantity('{high}')) <= 0)", f"{field} must be between {low} and {high}", f".{field}")
+
+
+def _check_between(value: str | None, bounds: str) -> str | None:
+    """The same rule as _between_rule's CEL, for objects admitted before it existed."""
+    low, high = BOUNDS[bounds]
+    if value is not None and not parse_quantity(low) <= parse_quantity(value) <= parse_quantity(high):
+        raise ValueError(f"must be between {low} and {high}")
+    return value
 
 
 class ModelRef(ApiModel):
@@ -145,6 +165,7 @@ class Accelerator(ApiModel):
 
 
 _REPLICA_RULES = [
+    _between_rule("memory", "replica memory"),
     _cel("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas", ".minReplicas"),
     _cel(
         "double(self.maxOngoingRequests) >= self.targetOngoingRequests",
@@ -179,6 +200,11 @@ class ReplicaSpec(ApiModel):
 
     max_ongoing_requests: int = Field(3, ge=1, le=10000)
     """Hard cap of concurrent requests per replica; keep it 20-50% above targetOngoingRequests."""
+
+    @field_validator("memory")
+    @classmethod
+    def _sane_memory(cls, value: str) -> str:
+        return _check_between(value, "replica memory")
 
 
 class StageSpec(ReplicaSpec):
@@ -254,22 +280,42 @@ class Stages(ApiModel):
 class Head(ApiModel):
     """The Ray head pod; it runs on CPU nodes and hosts no Serve replicas."""
 
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [
+        _between_rule("cpu", "pod cpu"), _between_rule("memory", "pod memory")]}}
+
     cpu: str = Field("2", pattern=QUANTITY)
     """CPU request and limit of the head pod."""
 
     memory: str = Field("8Gi", pattern=QUANTITY)
     """Memory request and limit of the head pod."""
 
+    @field_validator("cpu")
+    @classmethod
+    def _sane_cpu(cls, value: str) -> str:
+        return _check_between(value, "pod cpu")
+
+    @field_validator("memory")
+    @classmethod
+    def _sane_memory(cls, value: str) -> str:
+        return _check_between(value, "pod memory")
+
 
 class WorkerPods(ApiModel):
     """Size of each worker pod. Unset: the instance's vCPUs less one and 80% of its memory, which leaves
     room for kubelet and the Neuron daemonsets; set both lower when your nodes run more daemonsets."""
+
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [_between_rule("memory", "pod memory")]}}
 
     cpus: int | None = Field(None, ge=1, le=192)
     """Whole CPUs per worker pod (its request, limit and Ray num-cpus); must not exceed the instance's vCPUs less one."""
 
     memory: str | None = Field(None, pattern=QUANTITY)
     """Memory per worker pod (request and limit); must not exceed 80% of the instance's memory."""
+
+    @field_validator("memory")
+    @classmethod
+    def _sane_memory(cls, value: str | None) -> str | None:
+        return _check_between(value, "pod memory")
 
 
 class Autoscaling(ApiModel):

@@ -18,6 +18,7 @@ from bernini.reconcile.kube import Kube, namespace_is_terminating, now, refusal
 from bernini.reconcile.metrics import PREFLIGHT_FAILURES, observe_reconcile
 from bernini.reconcile.queue import WorkQueue
 from bernini.reconcile.pod_health import PodTrouble, diagnose
+from bernini.reconcile.policy import Policy
 from bernini.reconcile.status import (
     Observation, desired_status, invalid_status, starting_clusters, switched_cluster,
 )
@@ -102,8 +103,9 @@ def _without_nulls(status: dict[str, Any]) -> dict[str, Any]:
 
 class Controller:
     def __init__(self, kube: Kube, manifests: ManifestReader, workers: int = 4, resync_seconds: float = 60.0,
-                 stuck_seconds: float = STUCK_SECONDS):
+                 stuck_seconds: float = STUCK_SECONDS, policy: Policy = Policy()):
         self.kube = kube
+        self.policy = policy
         self.stuck_seconds = stuck_seconds
         self._running_since: dict[Key, float] = {}
         self.manifests = manifests
@@ -215,7 +217,8 @@ class Controller:
             self._write_status(body, None, Observation(metadata.get("generation", 0),
                                Preflight(False, "InvalidSpec", problems), None, None, observed))
             return None
-        preflight = self.manifests.check(spec)
+        denied = self.policy.violations(spec)
+        preflight = Preflight(False, "PolicyDenied", "; ".join(denied)) if denied else self.manifests.check(spec)
         if not preflight.ok:
             PREFLIGHT_FAILURES.labels(preflight.reason).inc()
         if preflight.ok:

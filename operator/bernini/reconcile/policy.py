@@ -1,0 +1,82 @@
+"""The platform team's policy (set by the chart, one per operator): what a BerniniDeployment may choose. Pure.
+
+Checked before the preflight, so a refused store endpoint is never dialled."""
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from bernini.api.spec import BerniniDeploymentSpec
+
+
+@dataclass(frozen=True)
+class Policy:
+    image_prefixes: tuple[str, ...] = ()
+    """Serving images must start with one of these (e.g. "123456789012.dkr.ecr.us-east-1.amazonaws.com/"); empty: any."""
+
+    require_image_digest: bool = False
+    """Serving images must be pinned by @sha256 digest."""
+
+    artifacts_prefixes: tuple[str, ...] = ()
+    """artifactsUri must lie under one of these s3:// prefixes; empty: any."""
+
+    endpoints: tuple[str, ...] = ()
+    """s3.endpointUrl must start with one of these; empty: any endpoint of the allowed schemes."""
+
+    allow_http_endpoints: bool = False
+    """Plain-http endpointUrl (signed requests and artifacts in clear text); off: https only."""
+
+    service_accounts: tuple[str, ...] = ()
+    """serviceAccountName may name only these; empty: any ServiceAccount of the namespace."""
+
+    max_total_replicas: int = 256
+    """Sum of maxReplicas over the stages and the ingress of one deployment (what a typo could cost)."""
+
+    def violations(self, spec: BerniniDeploymentSpec) -> list[str]:
+        found = []
+        image = spec.runtime.image
+        if self.image_prefixes and not any(_image_under(image, prefix) for prefix in self.image_prefixes):
+            found.append(f"spec.runtime.image {image} is not under an allowed prefix ({', '.join(self.image_prefixes)})")
+        if self.require_image_digest and "@sha256:" not in image:
+            found.append(f"spec.runtime.image {image} must be pinned by digest (@sha256:...)")
+        uri = spec.model.artifacts_uri
+        if self.artifacts_prefixes and not _under(uri, self.artifacts_prefixes):
+            found.append(f"spec.model.artifactsUri {uri} is not under an allowed prefix ({', '.join(self.artifacts_prefixes)})")
+        endpoint = spec.s3.endpoint_url
+        if endpoint:
+            if urlsplit(endpoint).scheme != "https" and not self.allow_http_endpoints:
+                found.append(f"spec.s3.endpointUrl {endpoint} must use https")
+            if self.endpoints and not any(_endpoint_under(endpoint, allowed) for allowed in self.endpoints):
+                found.append(f"spec.s3.endpointUrl {endpoint} is not an allowed endpoint ({', '.join(self.endpoints)})")
+        account = spec.service_account_name
+        if account and self.service_accounts and account not in self.service_accounts:
+            found.append(f"spec.serviceAccountName {account} is not allowed ({', '.join(self.service_accounts)})")
+        total = spec.ingress.max_replicas + sum(stage.max_replicas for _, stage in spec.stages.items())
+        if total > self.max_total_replicas:
+            found.append(f"maxReplicas add up to {total} over the stages and the ingress; the limit is "
+                         f"{self.max_total_replicas}")
+        return found
+
+
+def _under(uri: str, prefixes: tuple[str, ...]) -> bool:
+    """s3://bucket/a/ is under s3://bucket/ and s3://bucket/a/, not under s3://bucket/ab/ nor s3://buck/; a
+    URI with . or .. segments is under nothing (a store or proxy might resolve them)."""
+    folder = uri if uri.endswith("/") else uri + "/"
+    if any(part in (".", "..") for part in folder.removeprefix("s3://").split("/")):
+        return False
+    return any(folder.startswith(prefix if prefix.endswith("/") else prefix + "/") for prefix in prefixes)
+
+
+def _image_under(image: str, prefix: str) -> bool:
+    """registry/team/ allows registry/team/x:1; registry/team/x allows registry/team/x:1 and @sha256:..., and
+    neither allows registry/team-evil/x."""
+    if not image.startswith(prefix):
+        return False
+    return prefix.endswith(("/", ":", "@")) or image[len(prefix):][:1] in ("", "/", ":", "@")
+
+
+def _endpoint_under(endpoint: str, allowed: str) -> bool:
+    """Same scheme and host:port, and the allowed path as a prefix: https://s3.internal never allows
+    https://s3.internal.example.com."""
+    given, permitted = urlsplit(endpoint), urlsplit(allowed)
+    return ((given.scheme, given.netloc) == (permitted.scheme, permitted.netloc)
+            and given.path.startswith(permitted.path.rstrip("/")))
