@@ -5,6 +5,8 @@ import logging
 import os
 import socket
 import sys
+import threading
+import uuid
 from pathlib import Path
 
 
@@ -16,6 +18,7 @@ def _operator(args: argparse.Namespace) -> int:
     from bernini.reconcile import handlers
     from bernini.reconcile.controller import STUCK_SECONDS, Controller
     from bernini.reconcile.kube import Kube, api_client
+    from bernini.reconcile.leader import LeaderElector
     from bernini.reconcile.metrics import DeploymentsByReady
 
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
@@ -28,18 +31,23 @@ def _operator(args: argparse.Namespace) -> int:
     REGISTRY.register(DeploymentsByReady(lambda: controller.deployments.values()))
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address)
+    identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    elector = LeaderElector(controller.kube.api, args.leader_election_namespace, "bernini-operator", identity) \
+        if args.leader_election_namespace else None
+    stop_flag = threading.Event()
     kopf.run(
         registry=handlers.registry(),
-        memo=kopf.Memo(controller=controller),
-        standalone=True,  # one replica with strategy Recreate; kopf peering is not leader election
+        memo=kopf.Memo(controller=controller, elector=elector, stop_flag=stop_flag),
+        stop_flag=stop_flag,
+        standalone=True,  # kopf peering is not a lock: the Lease (elector) is
         # kopf's default identity asks the passwd database for the user name, and the image's uid 65532 has
         # no entry there: the operator crashed at start in its own chart's pod.
-        identity=f"bernini-operator@{socket.gethostname()}",
+        identity=f"bernini-operator@{identity}",
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness,
     )
-    return 0
+    return 1 if elector and elector.lost else 0
 
 
 def _policy(args: argparse.Namespace):
@@ -140,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("--allow-http-endpoints", action="store_true", help="default: https only")
     policy.add_argument("--allowed-service-account", action="append", default=[], metavar="NAME")
     policy.add_argument("--max-total-replicas", type=int)
+    operator.add_argument("--leader-election-namespace", metavar="NAMESPACE",
+                          help="hold the Lease bernini-operator there while writing (unset: no election, one replica)")
     operator.add_argument("--stuck-seconds", type=float,
                           help="liveness fails while a reconcile has run longer than this (default: 300)")
     operator.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (0: off)")

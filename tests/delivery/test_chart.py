@@ -59,7 +59,8 @@ def test_helm_install_creates_a_restricted_single_replica_operator(installed, ku
     deployment = json.loads(run("kubectl", "get", "deployment", "-n", SYSTEM, "bernini-operator", "-o", "json",
                                 kubeconfig=kubeconfig).stdout)
     spec = deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    assert spec["replicas"] == 1 and spec["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert f"--leader-election-namespace={SYSTEM}" in spec["template"]["spec"]["containers"][0]["args"]
     pod = spec["template"]["spec"]
     container = pod["containers"][0]
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
@@ -88,6 +89,9 @@ def test_helm_install_creates_a_restricted_single_replica_operator(installed, ku
     ("watch", "berninideployments.bernini.dev", "yes"),
     ("patch", "berninideployments.bernini.dev --subresource=status", "yes"),
     ("patch", "berninideployments.bernini.dev", "no"),
+    ("update", f"leases.coordination.k8s.io -n {SYSTEM}", "yes"),
+    ("update", "leases.coordination.k8s.io -n kube-system", "no"),
+    ("delete", f"leases.coordination.k8s.io -n {SYSTEM}", "no"),
 ])
 def test_rbac_is_least_privilege(installed, kubeconfig, verb, resource, allowed):
     scope = [] if "-n" in resource else ["--all-namespaces"]
@@ -113,7 +117,8 @@ def test_the_operator_reconciles_with_only_the_charts_rbac(installed, kubeconfig
     # Any operator running with admin rights would hide missing permissions: pause them all.
     with OperatorProcess.paused():
         scoped = OperatorProcess(_service_account_kubeconfig(kubeconfig, tmp_path), local_s3.credentials_env,
-                                 tmp_path / "operator.log", extra_args=("--log-format=json",))
+                                 tmp_path / "operator.log",
+                                 extra_args=("--log-format=json", f"--leader-election-namespace={SYSTEM}"))
         scoped.start()
         try:
             custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, example_deployment())

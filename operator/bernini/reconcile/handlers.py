@@ -2,9 +2,11 @@
 
 Only event handlers are used: kopf's timers and daemons add a finalizer to every object, and its
 create/update handlers write bookkeeping annotations; the controller's own resync needs neither.
-The controller arrives through kopf's memo, so one process can run differently configured operators.
+The controller arrives through kopf's memo, so one process can run differently configured operators; with
+an elector in the memo (and the operator's stop_flag) it starts only once elected.
 """
 
+import asyncio
 import logging
 from typing import Any
 
@@ -13,6 +15,7 @@ import kopf
 from bernini.api import GROUP, PLURAL, VERSION
 from bernini.reconcile.controller import Controller
 from bernini.reconcile.kube import RAY_GROUP, RAY_PLURAL, RAY_VERSION
+from bernini.reconcile.leader import LeaderElector
 from bernini.render.names import MANAGER
 
 
@@ -38,11 +41,27 @@ def registry() -> kopf.OperatorRegistry:
         # kopf logs "Handler ... succeeded" at INFO for every watch event: most of the log, and of the CPU,
         # in a burst. Handler failures still log at ERROR.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-        _controller(memo).start()
+        elector: LeaderElector | None = memo.get("elector")
+        if elector is None:
+            _controller(memo).start()
+            return
+
+        async def elected() -> None:
+            _controller(memo).start()
+
+        async def lost() -> None:  # stop writing at once; exiting lets the Deployment restart us as a standby
+            await _controller(memo).stop()
+            memo["stop_flag"].set()
+        # Until elected, the watches fill the cache and the queue, and nothing is written.
+        memo["election"] = asyncio.create_task(elector.run(elected, lost))
 
     @kopf.on.cleanup(registry=handlers)
     async def stop(memo: kopf.Memo, **_: Any) -> None:
+        if "election" in memo:
+            memo["election"].cancel()
         await _controller(memo).stop()
+        if memo.get("elector") and not memo["elector"].lost:
+            await asyncio.to_thread(memo["elector"].release)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=handlers)
     async def deployment_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:

@@ -57,6 +57,7 @@ def now() -> str:
 
 class Kube:
     def __init__(self, api: client.ApiClient, request_timeout: tuple[float, float] = REQUEST_TIMEOUT):
+        self.api = api
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.timeout = request_timeout

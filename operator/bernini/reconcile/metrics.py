@@ -4,7 +4,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 RECONCILES = Counter("bernini_reconcile_total", "Reconciles by result.", ["result"])
@@ -13,6 +13,7 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 API_WRITES = Counter("bernini_api_writes_total", "Writes the operator sent to the API server.", ["verb", "resource"])
+LEADER = Gauge("bernini_leader", "1 while this replica holds the leader Lease (and writes), else 0.")
 PREFLIGHT_FAILURES = Counter("bernini_preflight_failures_total", "Failed artifact preflights by reason.", ["reason"])
 
 
