@@ -92,8 +92,15 @@ BAD_INPUTS = [
     (b'{"prompt": ""}', "application/json", "", 400, "non-empty"),
     (b'{"prompt": "a chair"}', "application/json", "?format=stl", 400, "format must be one of"),
     (b'{"prompt": "a chair"}', "application/json", "?steps=500", 400, "steps must be within"),
-    (b"\x89PNG broken", "image/png", "", 400, "not a readable PNG or JPEG"),
+    (b"\x89PNG\r\n\x1a\n broken", "image/png", "", 400, "not a readable PNG image"),
     (b"<mesh/>", "application/xml", "", 415, "unsupported content type application/xml"),
+    # Found by a campaign of bad inputs (the hardening issue):
+    (b"\xff\xd8\xff\xe0 a JPEG", "image/png", "", 415, "the body is not a PNG image, though declared image/png"),
+    (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "image/png", "", 415, "not a PNG image"),
+    (b"[" * 100_000, "application/json", "", 400, "nested too deeply"),
+    (b'{"points": [["1", "2", "3"]]}', "application/json", "", 400, "coordinates must be JSON numbers"),
+    (b'{"points": [[NaN, 0, 0]]}', "application/json", "", 400, "NaN is not a number JSON allows"),
+    (b'{"points": [' + b"[0,0,0]," * 200_000 + b'[0,0,0]]}', "application/json", "", 400, "more than 600000 numbers"),
 ]
 
 
@@ -103,6 +110,71 @@ def test_bad_input_gets_a_clear_4xx(serving, body, content_type, query, status, 
     code, _, answer = post(url + query, body, content_type)
     assert code == status
     assert message in json.loads(answer)["error"]
+
+
+def _huge_png() -> bytes:
+    """9000x9000 pixels in a few kilobytes: decoded whole, it would cost ~240 MB."""
+    buffer = io.BytesIO()
+    Image.new("1", (9000, 9000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_an_image_over_the_pixel_cap_is_refused_from_its_header(serving):
+    url, _ = serving
+    payload = _huge_png()
+    started = time.monotonic()
+    code, _, answer = post(url, payload, "image/png")
+    took = time.monotonic() - started
+    print(f"\n{len(payload)} byte PNG of 9000x9000 refused in {took * 1000:.0f} ms")
+    assert code == 400 and "9000x9000 pixels exceeds" in json.loads(answer)["error"]
+    assert took < 2
+
+
+def test_errors_never_echo_internal_reprs(serving):
+    url, _ = serving
+    for body, content_type in ((b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "image/png"), (b"\xff\xd8\xff" + b"\0" * 64, "image/jpeg")):
+        code, _, answer = post(url, body, content_type)
+        assert code == 400 and " at 0x" not in answer.decode() and "<" not in answer.decode(), answer
+
+
+def test_a_chunked_upload_is_cut_at_the_limit_as_it_streams(serving):
+    """No Content-Length to refuse from: the ingress counts what arrives and stops at 16 MiB."""
+    url, _ = serving
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    chunks = (b"x" * (1 << 20) for _ in range(17))
+    connection.request("POST", "/", body=chunks, headers={"Content-Type": "text/plain"}, encode_chunked=True)
+    response = connection.getresponse()
+    assert response.status == 413
+    assert "body exceeds 16777216 bytes" in json.loads(response.read())["error"]
+
+
+def test_the_proxy_health_check_answers_at_once_under_load(serving):
+    """Health checks go to Serve's proxy (/-/healthz), which never queues behind the pipeline's requests."""
+    url, _ = serving
+    stop = threading.Event()
+
+    def client():
+        while not stop.is_set():
+            post(url + "?steps=20", json.dumps({"prompt": "load"}).encode(), "application/json")
+    workers = [threading.Thread(target=client, daemon=True) for _ in range(64)]
+    for worker in workers:
+        worker.start()
+    latencies = []
+    try:
+        time.sleep(3)
+        for _ in range(10):
+            started = time.monotonic()
+            with urllib.request.urlopen(url + "-/healthz", timeout=5) as response:
+                assert response.status == 200
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(180)
+    print(f"\n/-/healthz under 64 concurrent requests: max {max(latencies) * 1000:.0f} ms over {len(latencies)} checks")
+    assert max(latencies) < 1
 
 
 def test_oversized_bodies_are_refused_from_the_declared_length(serving):
@@ -150,6 +222,40 @@ def test_diffusion_scales_up_under_load_and_back_down(serving, ray_head):
         time.sleep(0.5)
     print(f"\nDiffusion scaled up {scaled_up_after:.1f}s after load began; back to 1 replica "
           f"{time.monotonic() - stopped:.1f}s after it stopped")
+
+
+def test_an_overloaded_pipeline_answers_503_at_once(ray_head, serving):
+    """A second application with room for one request in flight and one queued (maxOngoingRequests 1 at one
+    replica, so the rendered max_queued_requests is 1): the rest get Serve's 503 without waiting."""
+    _, config = serving
+    tight = json.loads(json.dumps(config["applications"][0]))
+    tight.update(name="tight", route_prefix="/tight")
+    for deployment in tight["deployments"]:
+        deployment["autoscaling_config"].update(min_replicas=1, initial_replicas=1, max_replicas=1)
+        deployment["max_ongoing_requests"], deployment["max_queued_requests"] = 1, 1
+        deployment["autoscaling_config"]["target_ongoing_requests"] = 1
+    ray_head.deploy_serve({**config, "applications": [config["applications"][0], tight]})
+    url = f"http://127.0.0.1:{ray_head.serve_port}/tight"
+    try:
+        ray_head.wait_running("tight")
+        answers = []
+
+        def client():
+            started = time.monotonic()
+            code = post(url + "?steps=30", json.dumps({"prompt": "load"}).encode(), "application/json")[0]
+            answers.append((code, time.monotonic() - started))
+        clients = [threading.Thread(target=client) for _ in range(12)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(300)
+    finally:
+        ray_head.deploy_serve(config)
+    refused = [seconds for code, seconds in answers if code == 503]
+    print(f"\n12 concurrent requests at capacity 1+1: {len(refused)} got 503, slowest refusal "
+          f"{max(refused, default=0) * 1000:.0f} ms; codes {sorted(code for code, _ in answers)}")
+    assert len(refused) >= 8 and max(refused) < 2
+    assert {code for code, _ in answers} <= {200, 503}
 
 
 def test_stages_refuse_artifacts_of_another_model_version(ray_head, serving):

@@ -10,7 +10,8 @@ from bernini.render.capacity import deployments
 from bernini.render.pods import NEURON_CORES_RAY_RESOURCE
 from bernini.render.quantity import to_bytes
 
-HTTP_OPTIONS = {"host": "0.0.0.0", "port": 8000}
+# A request the pipeline has not answered in this long gets 408 from Serve's proxy instead of holding a slot.
+HTTP_OPTIONS = {"host": "0.0.0.0", "port": 8000, "request_timeout_s": 120}
 
 
 def _deployment(name: str, replica_spec: ReplicaSpec, spec: BerniniDeploymentSpec) -> dict[str, Any]:
@@ -24,6 +25,9 @@ def _deployment(name: str, replica_spec: ReplicaSpec, spec: BerniniDeploymentSpe
     return {
         "name": DEPLOYMENT_NAMES[name],
         "max_ongoing_requests": replica_spec.max_ongoing_requests,
+        # Beyond one more full round of work at the largest scale, callers get 503 at once (Serve's
+        # backpressure) rather than waiting in an unbounded queue.
+        "max_queued_requests": replica_spec.max_ongoing_requests * replica_spec.max_replicas,
         "ray_actor_options": actor_options,
         "autoscaling_config": {
             "min_replicas": replica_spec.min_replicas,

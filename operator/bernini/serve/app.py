@@ -4,6 +4,7 @@ One deployment per pipeline stage, composed through deployment handles behind an
 Deployment names match bernini.pipeline.DEPLOYMENT_NAMES, which the renderer uses for their options.
 """
 
+import asyncio
 import json
 import logging
 import time
@@ -11,6 +12,7 @@ import time
 import torch
 from ray import serve
 from ray.serve import Application
+from ray.serve.exceptions import BackPressureError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -63,8 +65,8 @@ class Triangulation:
         return stages.mesh_bytes(sdf, file_format)
 
 
-def _bad(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _bad(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _number(query, name: str, default, cast, low, high):
@@ -80,43 +82,31 @@ def _number(query, name: str, default, cast, low, high):
     return value
 
 
+async def _body(request: Request) -> bytes:
+    """The body, refused past MAX_BODY_BYTES as it streams in: a chunked upload declares no length."""
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > MAX_BODY_BYTES:
+        raise _TooLarge(f"body of {declared} bytes exceeds {MAX_BODY_BYTES}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _TooLarge(f"body exceeds {MAX_BODY_BYTES} bytes")
+    return bytes(body)
+
+
 @serve.deployment
 class BerniniIngress:
     """POST an image (image/png, image/jpeg), a point cloud (JSON {"points": [[x,y,z], ...]}) or a prompt
     (JSON {"prompt": "..."} or text/plain); get a mesh (?format=glb|obj|ply) with per-stage timings and the
-    model version that made it."""
+    model version that made it. Health checks belong to Serve's proxy (GET /-/healthz), which never queues
+    behind requests."""
 
     def __init__(self, encoder, diffusion, decoder, triangulation, model_version: str):
         self.encoder, self.diffusion, self.decoder, self.triangulation = encoder, diffusion, decoder, triangulation
         self.model_version = model_version
 
-    async def _condition_input(self, request: Request) -> tuple[str, torch.Tensor]:
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > MAX_BODY_BYTES:
-            raise _TooLarge(declared)
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise _TooLarge(len(body))
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type in ("image/png", "image/jpeg"):
-            return "image", stages.image_tensor(body)
-        if content_type == "text/plain":
-            return "text", stages.text_tensor(body.decode("utf-8", errors="strict"))
-        if content_type == "application/json":
-            try:
-                document = json.loads(body)
-            except ValueError:
-                raise stages.InputError("body is not valid JSON") from None
-            if isinstance(document, dict) and "points" in document:
-                return "pointcloud", stages.points_tensor(document["points"])
-            if isinstance(document, dict) and "prompt" in document:
-                return "text", stages.text_tensor(document["prompt"])
-            raise stages.InputError('JSON body needs "points" or "prompt"')
-        raise _Unsupported(content_type or "none")
-
     async def __call__(self, request: Request) -> Response:
-        if request.method == "GET" and request.url.path.rstrip("/").endswith("healthz"):
-            return JSONResponse({"status": "ok"})
         if request.method != "POST":
             return _bad(405, "POST an image, a point cloud or a prompt")
         try:
@@ -126,15 +116,27 @@ class BerniniIngress:
             steps = _number(request.query_params, "steps", 8, int, 1, 50)
             guidance = _number(request.query_params, "guidance", 3.0, float, 0.0, 20.0)
             seed = _number(request.query_params, "seed", 0, int, 0, 2**31 - 1)
-            modality, tensor = await self._condition_input(request)
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            body = await _body(request)
+            modality, tensor = await asyncio.to_thread(stages.parse_input, content_type, body)
         except _TooLarge as error:
-            return _bad(413, f"body of {error.args[0]} bytes exceeds {MAX_BODY_BYTES}")
-        except _Unsupported as error:
-            return _bad(415, f"unsupported content type {error.args[0]}: use image/png, image/jpeg, "
-                             "application/json or text/plain")
-        except (stages.InputError, UnicodeDecodeError) as error:
+            return _bad(413, error.args[0])
+        except stages.UnsupportedInput as error:
+            return _bad(415, str(error))
+        except stages.InputError as error:
             return _bad(400, str(error))
+        try:
+            mesh, headers = await self._pipeline(modality, tensor, steps, guidance, seed, file_format)
+        except BackPressureError:
+            return _bad(503, "the pipeline is at capacity; retry shortly", **{"Retry-After": "1"})
+        except stages.NoSurface:
+            return _bad(422, stages.NO_SURFACE)  # str(error) would carry Ray's remote traceback
+        except Exception:
+            logger.exception("a pipeline stage failed")  # the trace stays in the replica's log
+            return _bad(500, "a pipeline stage failed; the Serve logs have the details")
+        return Response(mesh, media_type=stages.MESH_TYPES[file_format], headers=headers)
 
+    async def _pipeline(self, modality, tensor, steps, guidance, seed, file_format) -> tuple[bytes, dict]:
         timings = {}
         started = time.perf_counter()
         condition = await self.encoder.encode.remote(modality, tensor)
@@ -145,16 +147,11 @@ class BerniniIngress:
         timings["decoder"], started = time.perf_counter() - started, time.perf_counter()
         mesh, info = await self.triangulation.mesh.remote(sdf, file_format)
         timings["triangulation"] = time.perf_counter() - started
-        headers = {**stages.timings_header(timings), "X-Bernini-Mesh": json.dumps({"modality": modality, **info}),
-                   "X-Bernini-Model-Version": self.model_version}
-        return Response(mesh, media_type=stages.MESH_TYPES[file_format], headers=headers)
+        return mesh, {**stages.timings_header(timings), "X-Bernini-Mesh": json.dumps({"modality": modality, **info}),
+                      "X-Bernini-Model-Version": self.model_version}
 
 
 class _TooLarge(Exception):
-    pass
-
-
-class _Unsupported(Exception):
     pass
 
 

@@ -69,26 +69,96 @@ class InputError(ValueError):
     """The request's input is malformed or out of bounds: answered with a 4xx."""
 
 
-def image_tensor(payload: bytes) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
+class UnsupportedInput(InputError):
+    """The body is not what its content type declares, or the type is not one we take: answered with 415."""
 
+
+class NoSurface(RuntimeError):
+    """The SDF the decoder produced has no zero level set, so there is no mesh to make."""
+
+
+NO_SURFACE = "the model produced no surface for this input (its SDF never crosses zero); try another seed"
+
+
+MAX_IMAGE_PIXELS = 4096 * 4096  # checked from the header, before any pixel is decoded
+MAX_POINTS = 200_000  # the encoder resamples to a fixed count; more points only cost memory
+# Pillow decodes only the declared format, chosen by its signature: no other plugin (EPS would run
+# Ghostscript) is ever reached.
+IMAGE_FORMATS = {"image/png": ("PNG", b"\x89PNG\r\n\x1a\n"), "image/jpeg": ("JPEG", b"\xff\xd8\xff")}
+CONTENT_TYPES = (*IMAGE_FORMATS, "application/json", "text/plain")
+
+
+def parse_input(content_type: str, body: bytes) -> tuple[str, torch.Tensor]:
+    """(modality, tensor) from a request body; CPU-bound, so the ingress runs it off its event loop."""
+    if content_type in IMAGE_FORMATS:
+        return "image", image_tensor(body, content_type)
+    if content_type == "text/plain":
+        try:
+            return "text", text_tensor(body.decode("utf-8", errors="strict"))
+        except UnicodeDecodeError:
+            raise InputError("text/plain body is not UTF-8") from None
+    if content_type == "application/json":
+        document = json_document(body)
+        if isinstance(document, dict) and "points" in document:
+            return "pointcloud", points_tensor(document["points"])
+        if isinstance(document, dict) and "prompt" in document:
+            return "text", text_tensor(document["prompt"])
+        raise InputError('JSON body needs "points" or "prompt"')
+    raise UnsupportedInput(f"unsupported content type {content_type or 'none'}: use {', '.join(CONTENT_TYPES)}")
+
+
+def json_document(body: bytes, max_numbers: int = 3 * MAX_POINTS) -> object:
+    """json.loads that stops at the max_numbers-th number (a huge point list is refused while it is parsed,
+    not after it was built) and refuses NaN, Infinity and nesting deeper than Python's recursion limit."""
+    count = 0
+
+    def number(text: str) -> float:
+        nonlocal count
+        count += 1
+        if count > max_numbers:
+            raise InputError(f"more than {max_numbers} numbers in the JSON body (at most {MAX_POINTS} points)")
+        return float(text)
+
+    def not_a_number(text: str):
+        raise InputError(f"{text} is not a number JSON allows")
     try:
-        image = Image.open(io.BytesIO(payload)).convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE))
-    except (UnidentifiedImageError, OSError) as error:
-        raise InputError(f"not a readable PNG or JPEG image: {error}") from None
+        return json.loads(body, parse_float=number, parse_int=number, parse_constant=not_a_number)
+    except InputError:
+        raise
+    except RecursionError:
+        raise InputError("JSON body is nested too deeply") from None
+    except ValueError:
+        raise InputError("body is not valid JSON") from None
+
+
+def image_tensor(payload: bytes, content_type: str = "image/png") -> torch.Tensor:
+    from PIL import Image
+
+    image_format, signature = IMAGE_FORMATS[content_type]
+    if not payload.startswith(signature):
+        raise UnsupportedInput(f"the body is not a {image_format} image, though declared {content_type}")
+    try:
+        image = Image.open(io.BytesIO(payload), formats=[image_format])
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise InputError(f"image of {image.width}x{image.height} pixels exceeds {MAX_IMAGE_PIXELS} pixels")
+        image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode at a reduced scale
+        image = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE))
+    except InputError:
+        raise
+    except Exception:  # Pillow's errors name internals (object reprs, memory addresses): say what failed
+        raise InputError(f"not a readable {image_format} image") from None
     array = np.asarray(image, dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
 
 
-def points_tensor(points: object, max_points: int = 1_000_000) -> torch.Tensor:
-    try:
-        array = np.asarray(points, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise InputError("points must be a list of [x, y, z] numbers") from None
-    if array.ndim != 2 or array.shape[1] != 3 or len(array) == 0:
-        raise InputError(f"points must have shape (N, 3), got {array.shape}")
-    if len(array) > max_points:
-        raise InputError(f"at most {max_points} points, got {len(array)}")
+def points_tensor(points: object, max_points: int = MAX_POINTS) -> torch.Tensor:
+    if not isinstance(points, list) or not points or any(not isinstance(p, list) or len(p) != 3 for p in points):
+        raise InputError("points must have shape (N, 3): a non-empty list of [x, y, z]")
+    if len(points) > max_points:
+        raise InputError(f"at most {max_points} points, got {len(points)}")
+    if any(type(value) not in (float, int) for point in points for value in point):
+        raise InputError("point coordinates must be JSON numbers")
+    array = np.asarray(points, dtype=np.float32)
     if not np.isfinite(array).all():
         raise InputError("points must be finite numbers")
     # The compiled encoder takes exactly POINTS points: resample deterministically.
@@ -137,6 +207,8 @@ MESH_TYPES = {"glb": "model/gltf-binary", "obj": "model/obj", "ply": "applicatio
 
 
 def mesh_bytes(sdf: np.ndarray, file_format: str) -> tuple[bytes, dict]:
+    if not (np.min(sdf) <= 0.0 <= np.max(sdf)):
+        raise NoSurface(NO_SURFACE)
     mesh = triangulate(sdf)
     data = mesh.export(file_type=file_format)
     if isinstance(data, str):
