@@ -64,7 +64,8 @@ def _artifacts_puller(args: argparse.Namespace):
     from bernini.artifacts.pull import Puller
 
     return Puller(args.uri, getattr(args, "dest", None), region=args.region, endpoint_url=args.endpoint_url,
-                  concurrency=args.concurrency, part_size=args.part_size_mib << 20)
+                  concurrency=args.concurrency, part_size=args.part_size_mib << 20,
+                  deadline_seconds=getattr(args, "deadline_seconds", float("inf")))
 
 
 def _artifacts_pull(args: argparse.Namespace) -> int:
@@ -169,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("dest", type=Path, help="local directory")
             sub.add_argument("--termination-log", type=Path, default=Path("/dev/termination-log"),
                              help="where a failure's message goes for the pod status (Kubernetes' default path)")
+            sub.add_argument("--deadline-seconds", type=float, default=3600.0,
+                             help="give up (exit 10) when the whole pull takes longer")
         sub.add_argument("--manifest-sha256", help="refuse a manifest.json with another digest")
         sub.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
         sub.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL_S3"))

@@ -20,34 +20,7 @@ from bernini.artifacts.pull import ChecksumMismatch, ManifestChanged, ManifestMi
 from bernini.artifacts.verify import verify
 from localdev.waiting import wait_for
 
-MiB = 1 << 20
-
-
-def _write_set(directory: Path, sizes: dict[str, int], version: str = "1.0.0") -> Manifest:
-    directory.mkdir(parents=True, exist_ok=True)
-    stages = {}
-    for stage, size in sizes.items():
-        data = os.urandom(size)
-        (directory / f"{stage}.pt").write_bytes(data)
-        stages[stage] = {"stage": stage, "file": f"{stage}.pt", "sha256": hashlib.sha256(data).hexdigest(), "size": size,
-                         "neuronCores": 1}
-    return Manifest.model_validate({
-        "manifestVersion": 1, "model": {"name": "bernini", "version": version}, "target": "inf2",
-        "toolchain": {"torch": "2.9.0", "torchNeuronx": "2.9.0", "neuronxCc": "2.21.0"}, "stages": stages,
-    })
-
-
-SIZES = {"encoder": 3 * MiB + 17, "diffusion": 20 * MiB + 5, "decoder": 1}
-
-
-@pytest.fixture
-def published(s3, local_s3, tmp_path, request):
-    uri = f"s3://artifacts/{request.node.name}/"
-    if "artifacts" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
-        s3.create_bucket(Bucket="artifacts")
-    manifest = _write_set(tmp_path / "compiled", SIZES)
-    publish(s3, uri, tmp_path / "compiled", manifest)
-    return uri, manifest
+from tests.artifacts.conftest import MiB, SIZES, write_set
 
 
 def _puller(local_s3, uri, dest, monkeypatch, **kwargs):
@@ -222,7 +195,7 @@ def test_preflight_rides_out_a_store_outage_but_reports_one_it_never_saw_succeed
     client = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1",
                           aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key)
     client.create_bucket(Bucket="artifacts")
-    manifest = _write_set(tmp_path / "compiled", {"encoder": 10, "diffusion": 10, "decoder": 10})
+    manifest = write_set(tmp_path / "compiled", {"encoder": 10, "diffusion": 10, "decoder": 10})
     publish(client, "s3://artifacts/blip/", tmp_path / "compiled", manifest)
     spec = make_spec(model={"artifactsUri": "s3://artifacts/blip/"}, s3={"region": "us-east-1", "endpointUrl": server.endpoint_url})
     reader = ManifestReader(cache_seconds=0)

@@ -149,14 +149,14 @@ def test_a_chunked_upload_is_cut_at_the_limit_as_it_streams(serving):
     assert "body exceeds 16777216 bytes" in json.loads(response.read())["error"]
 
 
-def test_the_proxy_health_check_answers_at_once_under_load(serving):
+def test_the_proxy_health_check_answers_at_once_under_load(serving, ray_head):
     """Health checks go to Serve's proxy (/-/healthz), which never queues behind the pipeline's requests."""
     url, _ = serving
     stop = threading.Event()
 
     def client():
         while not stop.is_set():
-            post(url + "?steps=20", json.dumps({"prompt": "load"}).encode(), "application/json")
+            post(url + "?steps=1", json.dumps({"prompt": "load"}).encode(), "application/json")
     workers = [threading.Thread(target=client, daemon=True) for _ in range(64)]
     for worker in workers:
         worker.start()
@@ -175,6 +175,13 @@ def test_the_proxy_health_check_answers_at_once_under_load(serving):
             worker.join(180)
     print(f"\n/-/healthz under 64 concurrent requests: max {max(latencies) * 1000:.0f} ms over {len(latencies)} checks")
     assert max(latencies) < 1
+    _back_to_one_diffusion_replica(ray_head)
+
+
+def _back_to_one_diffusion_replica(ray_head):
+    """The load scaled Diffusion up: later tests start from the minimum again."""
+    wait_for(lambda: ray_head.running_replicas("bernini", "Diffusion") == 1, "Diffusion back at 1 replica",
+             timeout=120, interval=0.5)
 
 
 def test_oversized_bodies_are_refused_from_the_declared_length(serving):
@@ -231,6 +238,8 @@ def test_an_overloaded_pipeline_answers_503_at_once(ray_head, serving):
     tight = json.loads(json.dumps(config["applications"][0]))
     tight.update(name="tight", route_prefix="/tight")
     for deployment in tight["deployments"]:
+        # Small and accelerator-free, so it fits beside the main application on the head's 8 CPUs.
+        deployment["ray_actor_options"] = {"num_cpus": 0.05}
         deployment["autoscaling_config"].update(min_replicas=1, initial_replicas=1, max_replicas=1)
         deployment["max_ongoing_requests"], deployment["max_queued_requests"] = 1, 1
         deployment["autoscaling_config"]["target_ongoing_requests"] = 1

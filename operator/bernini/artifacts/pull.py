@@ -5,6 +5,7 @@ arrive; a file only appears under its final name (atomic rename) once its digest
 Files already present and matching are skipped, so a restarted pull resumes where it stopped.
 """
 
+import errno
 import hashlib
 import os
 import queue
@@ -19,11 +20,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bernini.artifacts.manifest import (MANIFEST_FILE, UNSAFE_KEY, Manifest, StageArtifact, UnsupportedManifestVersion,
                                        parse_manifest)
-from bernini.artifacts.ranged import RangedReader, RangeError
+from bernini.artifacts.ranged import DeadlinePassed, RangedReader, RangeError, RangeIgnored
 from bernini.artifacts.store import S3Location, failure_kind, s3_client
 
 MiB = 1 << 20
-PRESIGNED_SECONDS = 6 * 3600
+PRESIGNED_SECONDS = 6 * 3600  # credentials may expire sooner: a refused part re-signs its URL once
 
 
 class PullError(Exception):
@@ -60,6 +61,21 @@ class ArtifactMissing(PullError):
     """A stage object the manifest lists is not in the store (the manifest itself is: exit 2 is for that)."""
 
     exit_code = 8
+
+
+class DiskFull(PullError):
+    exit_code = 9
+
+
+class DeadlineExceeded(PullError):
+    exit_code = 10
+
+
+def _disk_error(error: OSError, path: Path) -> PullError | OSError:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"no space left for {path.name} on the volume of {path.parent}: give the artifacts "
+                        f"volume room for the whole set")
+    return error
 
 
 @dataclass
@@ -125,14 +141,28 @@ class _FileJob:
     def open(self) -> None:
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.temp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+        try:  # reserve the blocks now: a full volume fails here, before a byte is downloaded
+            os.posix_fallocate(self.fd, 0, max(1, self.artifact.size))
+        except OSError as error:
+            if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise _disk_error(error, self.target) from None
         os.ftruncate(self.fd, self.artifact.size)
+
+    def write(self, data: memoryview, offset: int) -> None:
+        """pwrite all of data (a short write is continued; a full disk is DiskFull)."""
+        while data:
+            try:
+                written = os.pwrite(self.fd, data, offset)
+            except OSError as error:
+                raise _disk_error(error, self.target) from None
+            data, offset = data[written:], offset + written
 
     def land(self, index: int, data: memoryview, buffer: bytearray) -> tuple[bool, list[bytearray]]:
         """Write a part, then hash whatever is next in byte order unless another thread already does.
 
         Returns (this call completed the file's digest, buffers whose bytes are hashed and reusable).
         Hashing happens outside the lock, so threads landing other parts never wait for it."""
-        os.pwrite(self.fd, data, index * self.part_size)
+        self.write(data, index * self.part_size)
         with self.lock:
             self.pending[index] = (data, buffer)
             if self.hashing:
@@ -193,7 +223,11 @@ class _BufferPool:
 
 class Puller:
     def __init__(self, uri: str, dest: Path, region: str = "us-east-1", endpoint_url: str | None = None,
-                 concurrency: int = 16, part_size: int = 8 * MiB, attempts: int = 5, log=print):
+                 concurrency: int = 16, part_size: int = 8 * MiB, attempts: int = 5, log=print,
+                 deadline_seconds: float = float("inf"), presigned_seconds: int = PRESIGNED_SECONDS):
+        self.deadline_seconds = deadline_seconds
+        self.deadline = float("inf")  # set when a pull starts
+        self.presigned_seconds = presigned_seconds
         self.location = S3Location.parse(uri)
         self.dest = dest
         self.concurrency = concurrency
@@ -227,6 +261,7 @@ class Puller:
 
     def pull(self, expected_manifest_sha256: str | None = None) -> PullReport:
         started = time.monotonic()
+        self.deadline = started + self.deadline_seconds
         manifest, raw = self.read_manifest(expected_manifest_sha256)
         self.dest.mkdir(parents=True, exist_ok=True)
         report = PullReport()
@@ -254,26 +289,40 @@ class Puller:
         # a buffer returns to the pool once its bytes are hashed, which also bounds memory.
         buffers = _BufferPool(self.concurrency * 2, self.part_size)
         failed = threading.Event()
-        for job in jobs:
-            job.open()
-            job.url = self.s3.generate_presigned_url(
-                "get_object", Params={"Bucket": self.location.bucket, "Key": self.location.key(job.artifact.file)},
-                ExpiresIn=PRESIGNED_SECONDS,
-            )
+        try:
+            for job in jobs:
+                job.open()
+                job.url = self._presign(job)
+        except BaseException:
+            for job in jobs:
+                job.abandon()
+            raise
+        probe = next((job for job in jobs if job.artifact.size > 1), None)
+        ranged = probe is None or self.ranges.supports_ranges(probe.url)
+        if not ranged:
+            self.log("the store ignores Range requests: streaming each file once instead")
         with ThreadPoolExecutor(self.concurrency) as pool:
             futures = []
             for job in jobs:
-                for index in range(job.parts):
+                for index in range(job.parts if ranged else 1):
                     buffer = buffers.take(failed)
                     if buffer is None:
                         break
-                    futures.append(pool.submit(self._part, job, index, buffer, buffers, failed))
+                    work = self._part if ranged else self._whole
+                    futures.append(pool.submit(work, job, index, buffer, buffers, failed))
             wait(futures)
         errors = [f.exception() for f in futures if f.exception()]
         if errors:
             for job in jobs:
                 job.abandon()
             raise errors[0]
+
+    def _presign(self, job: _FileJob) -> str:
+        # Signing refreshes expired credentials (IRSA, Pod Identity) through botocore's provider chain.
+        return self.s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.location.bucket, "Key": self.location.key(job.artifact.file)},
+            ExpiresIn=self.presigned_seconds,
+        )
 
     def _part(self, job: _FileJob, index: int, buffer: bytearray, buffers: "_BufferPool",
               failed: threading.Event) -> None:
@@ -283,20 +332,65 @@ class Puller:
             failed.set()
             raise
 
+    def _whole(self, job: _FileJob, _index: int, buffer: bytearray, buffers: "_BufferPool",
+               failed: threading.Event) -> None:
+        """One GET of the whole file, written and hashed as it streams (stores that ignore Range)."""
+        what = self.location.uri(job.artifact.file)
+        offset = 0
+
+        def sink(view: memoryview) -> None:
+            nonlocal offset
+            if offset + len(view) > job.artifact.size:
+                raise ChecksumMismatch(f"{what} is longer than the manifest's {job.artifact.size} bytes")
+            job.write(view, offset)
+            job.digest.update(view)
+            offset += len(view)
+        try:
+            try:
+                self.ranges.stream(job.url, buffer, sink, self.deadline)
+            except DeadlinePassed:
+                raise self._deadline_error(what) from None
+            except RangeError as error:
+                raise PullError(f"reading {what} failed: HTTP {error.status or ''} {error}") from None
+            if offset != job.artifact.size:
+                raise ChecksumMismatch(f"{what} is shorter than the manifest's {job.artifact.size} bytes ({offset})")
+            job.finish()
+            self.log(f"verified {job.artifact.file} ({job.artifact.size / MiB:.1f} MiB, streamed)")
+        except BaseException:
+            failed.set()
+            raise
+        finally:
+            buffers.give(buffer)
+
+    def _deadline_error(self, what: str) -> DeadlineExceeded:
+        return DeadlineExceeded(f"the pull did not finish within {self.deadline_seconds:g}s (at {what}); "
+                                f"the store is too slow or stalled")
+
     def _fetch_part(self, job: _FileJob, index: int, buffer: bytearray, buffers: "_BufferPool") -> None:
         start = index * job.part_size
         end = min(job.artifact.size, start + job.part_size) - 1
         what = self.location.uri(job.artifact.file)
         length = end - start + 1
         view = memoryview(buffer)[:max(0, length)]
+        resigned = False
         for attempt in range(1, self.attempts + 1):
             try:
                 if length > 0:
-                    self.ranges.read_range(job.url, start, view)
+                    self.ranges.read_range(job.url, start, view, self.deadline)
                 break
+            except DeadlinePassed:
+                raise self._deadline_error(what) from None
+            except RangeIgnored:
+                raise PullError(f"the store answered a ranged GET of {what} with the whole object") from None
             except RangeError as error:
                 if error.status == 404:
                     raise ArtifactMissing(f"{what} does not exist, but the manifest lists it") from None
+                if error.status in (401, 403) and not resigned:
+                    # The URL's credentials may have expired mid-pull: sign again (fresh credentials) once.
+                    with job.lock:
+                        job.url = self._presign(job)
+                    resigned = True
+                    continue
                 if error.status in (401, 403):
                     raise _client_error(ClientError({"Error": {"Code": "AccessDenied"}}, "GetObject"), what) from None
                 if error.status == 416 or (attempt == self.attempts and str(error).startswith("short read")):

@@ -6,8 +6,10 @@ buffer. boto3's own read path copies every byte twice, which halved pull through
 """
 
 import http.client
+import socket
 import ssl
 import threading
+import time
 import urllib.parse
 
 from botocore.httpsession import get_cert_path
@@ -17,6 +19,18 @@ class RangeError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+class RangeIgnored(RangeError):
+    """The store answered a ranged GET with the whole object (200): reading on would hold all of it."""
+
+    def __init__(self):
+        super().__init__(200, "the store ignores Range requests and sends whole objects")
+
+
+class DeadlinePassed(RangeError):
+    def __init__(self):
+        super().__init__(0, "the pull's deadline passed")
 
 
 class RangedReader:
@@ -41,14 +55,22 @@ class RangedReader:
         if connection is not None:
             connection.close()
 
-    def read_range(self, url: str, start: int, view: memoryview) -> None:
-        """Fill view with bytes [start, start + len(view)) of the object behind the presigned url."""
+    def read_range(self, url: str, start: int, view: memoryview, deadline: float = float("inf")) -> None:
+        """Fill view with bytes [start, start + len(view)) of the object behind the presigned url, by the
+        monotonic deadline: a store trickling bytes passes every per-read timeout, so a timer shuts the
+        socket down when the deadline comes (a request sent after it is refused here)."""
         parts = urllib.parse.urlsplit(url)
         target = parts.path + ("?" + parts.query if parts.query else "")
         connection = self._connection(parts.scheme, parts.netloc)
+        watchdog = None
         try:
             connection.request("GET", target, headers={"Range": f"bytes={start}-{start + len(view) - 1}"})
+            if time.monotonic() >= deadline:
+                raise DeadlinePassed()
+            watchdog = _watch(connection.sock, deadline)
             response = connection.getresponse()
+            if response.status == 200 and (start or (response.length or 0) > len(view)):
+                raise RangeIgnored()
             if response.status not in (200, 206):
                 body = response.read(4096).decode(errors="replace")
                 raise RangeError(response.status, body)
@@ -59,11 +81,82 @@ class RangedReader:
                     break
                 received += count
             response.read()  # drain, so the connection can be reused
+            if time.monotonic() >= deadline:
+                raise DeadlinePassed()
             if received != len(view):
                 raise RangeError(0, f"short read: {received} of {len(view)} bytes")
         except (OSError, http.client.HTTPException) as error:
             self._drop(parts.scheme, parts.netloc)
+            if time.monotonic() >= deadline:
+                raise DeadlinePassed() from None
             raise RangeError(0, f"{type(error).__name__}: {error}") from None
         except RangeError:
             self._drop(parts.scheme, parts.netloc)
             raise
+        finally:
+            if watchdog:
+                watchdog.cancel()
+
+    def stream(self, url: str, buffer: bytearray, sink, deadline: float = float("inf")) -> int:
+        """GET the whole object, handing each chunk read into buffer to sink(view); returns the byte count.
+        For stores that ignore Range: one pass, memory bounded by the buffer."""
+        parts = urllib.parse.urlsplit(url)
+        target = parts.path + ("?" + parts.query if parts.query else "")
+        connection = self._connection(parts.scheme, parts.netloc)
+        watchdog = None
+        total = 0
+        try:
+            connection.request("GET", target)
+            if time.monotonic() >= deadline:
+                raise DeadlinePassed()
+            watchdog = _watch(connection.sock, deadline)
+            response = connection.getresponse()
+            if response.status != 200:
+                raise RangeError(response.status, response.read(4096).decode(errors="replace"))
+            view = memoryview(buffer)
+            while count := response.readinto(view):
+                sink(view[:count])
+                total += count
+            if time.monotonic() >= deadline:
+                raise DeadlinePassed()
+            return total
+        except (OSError, http.client.HTTPException) as error:
+            self._drop(parts.scheme, parts.netloc)
+            if time.monotonic() >= deadline:
+                raise DeadlinePassed() from None
+            raise RangeError(0, f"{type(error).__name__}: {error}") from None
+        except RangeError:
+            self._drop(parts.scheme, parts.netloc)
+            raise
+        finally:
+            if watchdog:
+                watchdog.cancel()
+
+    def supports_ranges(self, url: str) -> bool:
+        """Probe: does the store answer a one-byte Range request with 206?"""
+        view = memoryview(bytearray(1))
+        try:
+            self.read_range(url, 0, view)
+        except RangeIgnored:
+            return False
+        except RangeError:
+            return True  # other failures show up, with their own handling, on the real reads
+        return True
+
+
+def _watch(sock: socket.socket, deadline: float) -> threading.Timer | None:
+    """A timer that shuts the socket down at the deadline. The socket, not the connection: http.client hands
+    it to the response (and forgets it) when the server will close the connection."""
+    if deadline == float("inf"):
+        return None
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), _shut, (sock,))
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

@@ -1,0 +1,166 @@
+"""The puller against stores and disks that misbehave: a store that ignores Range, one that trickles bytes,
+credentials that expire mid-pull, a full volume. The stores are versitygw behind a small proxy that
+misbehaves on purpose (a FAKE only in what it changes: versitygw does each of these never)."""
+
+import hashlib
+import http.client
+import http.server
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from bernini.artifacts.pull import Puller
+from tests.artifacts.conftest import MiB
+
+
+class _Proxy(http.server.BaseHTTPRequestHandler):
+    """Forwards GETs to versitygw with the client's Host header (signatures cover it)."""
+
+    upstream: tuple[str, int]
+    strip_range = False
+    trickle = False
+
+    def do_GET(self):
+        connection = http.client.HTTPConnection(*self.upstream, timeout=30)
+        connection.putrequest("GET", self.path, skip_host=True, skip_accept_encoding=True)
+        for name, value in self.headers.items():
+            if name.lower() == "range" and self.strip_range:
+                continue
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        body = response.read()
+        self.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("transfer-encoding", "connection"):
+                self.send_header(name, value)
+        self.end_headers()
+        try:
+            if self.trickle and len(body) > 4096:
+                for index in range(0, len(body), 512):
+                    self.wfile.write(body[index:index + 512])
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            else:
+                self.wfile.write(body)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def proxy(local_s3):
+    def start(**behaviour):
+        upstream = urllib.parse.urlsplit(local_s3.endpoint_url)
+        handler = type("Misbehaving", (_Proxy,), {"upstream": (upstream.hostname, upstream.port), **behaviour})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+    servers = []
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def _command(uri, dest, endpoint, *extra) -> list[str]:
+    return [sys.executable, "-m", "bernini", "artifacts", "pull", uri, str(dest), "--endpoint-url", endpoint,
+            "--part-size-mib", "1", "--termination-log", str(dest.parent / "termination"), *extra]
+
+
+def _pull(uri, dest, endpoint, local_s3, *extra) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(uri, dest, endpoint, *extra), env={**os.environ, **local_s3.credentials_env},
+                          capture_output=True, text=True, timeout=120)
+
+
+def _pull_measuring_peak_rss(uri, dest, endpoint, local_s3) -> tuple[subprocess.CompletedProcess, float]:
+    """The pull, and its own peak RSS in MiB (VmHWM, read until it exits)."""
+    process = subprocess.Popen(_command(uri, dest, endpoint), env={**os.environ, **local_s3.credentials_env},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0.0
+    status = Path(f"/proc/{process.pid}/status")
+    while process.poll() is None:
+        try:
+            line = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM"))
+            peak = max(peak, int(line.split()[1]) / 1024)
+        except (OSError, StopIteration):
+            pass
+        time.sleep(0.02)
+    stdout, stderr = process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), peak
+
+
+def test_a_store_that_ignores_range_is_streamed_once_per_file_in_bounded_memory(published, proxy, local_s3, tmp_path):
+    uri, manifest = published
+    result, peak = _pull_measuring_peak_rss(uri, tmp_path / "pulled", proxy(strip_range=True), local_s3)
+    assert result.returncode == 0, result.stderr
+    assert "the store ignores Range requests: streaming each file once instead" in result.stdout
+    for artifact in manifest.stages.values():
+        assert hashlib.sha256((tmp_path / "pulled" / artifact.file).read_bytes()).hexdigest() == artifact.sha256
+    print(f"\nrange-ignoring store: pulled with a peak RSS of {peak:.0f} MiB")
+    assert peak < 250  # 20 one-MiB parts each draining the 20 MiB object would hold ~400 MiB
+
+
+def test_a_trickling_store_ends_the_pull_at_its_deadline(published, proxy, local_s3, tmp_path):
+    uri, _ = published
+    started = time.monotonic()
+    result = _pull(uri, tmp_path / "pulled", proxy(trickle=True), local_s3, "--deadline-seconds", "3")
+    took = time.monotonic() - started
+    print(f"\ntrickling store: exit {result.returncode} after {took:.1f}s (deadline 3 s)")
+    assert result.returncode == 10 and "did not finish within 3s" in result.stderr, result.stderr
+    assert took < 10
+    assert not list((tmp_path / "pulled").glob("*.partial")), "a temp file was left behind"
+
+
+class _ExpiringFirst(Puller):
+    """The real puller, whose first URLs are signed already expired, as when the pod's credentials rotate
+    after signing. Every request goes to versitygw, which refuses the expired ones."""
+
+    def _presign(self, job):
+        if not getattr(job, "signed_once", False):
+            job.signed_once = True
+            url = self.s3.generate_presigned_url(
+                "get_object", Params={"Bucket": self.location.bucket, "Key": self.location.key(job.artifact.file)},
+                ExpiresIn=1)
+            time.sleep(1.1)
+            return url
+        return super()._presign(job)
+
+
+def test_urls_refused_mid_pull_are_signed_again_once(published, local_s3, tmp_path, monkeypatch):
+    uri, manifest = published
+    for name, value in local_s3.credentials_env.items():
+        monkeypatch.setenv(name, value)
+    report = _ExpiringFirst(uri, tmp_path / "pulled", endpoint_url=local_s3.endpoint_url, part_size=MiB,
+                            log=lambda _: None).pull()
+    assert report.files == len(manifest.stages)
+    for artifact in manifest.stages.values():
+        assert hashlib.sha256((tmp_path / "pulled" / artifact.file).read_bytes()).hexdigest() == artifact.sha256
+
+
+@pytest.fixture
+def small_volume(tmp_path):
+    """A real 4 MiB tmpfs: the 20 MiB diffusion file cannot fit."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
+    assert mounted.returncode == 0, f"this test needs root to mount a small tmpfs: {mounted.stderr}"
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_volume_exits_9_naming_the_file_before_downloading_it(published, local_s3, small_volume):
+    uri, _ = published
+    result = _pull(uri, small_volume / "pulled", local_s3.endpoint_url, local_s3)
+    assert result.returncode == 9 and "no space left for" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((small_volume / "pulled").glob("*.partial"))
