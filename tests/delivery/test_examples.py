@@ -16,7 +16,7 @@ pytestmark = pytest.mark.cluster
 EXAMPLES = Path(__file__).parents[2] / "examples"
 APPLIED = ["bernini-minimal.yaml", "bernini-production.yaml", "bernini-production-g5.yaml", "serving-serviceaccount.yaml",
            "karpenter-inf2-nodepool.yaml", "karpenter-g5-nodepool.yaml", "argocd/applications.yaml",
-           "argocd/argocd-cm-health.yaml", "argocd/root-application.yaml"]
+           "argocd/argocd-cm-health.yaml", "argocd/root-application.yaml", "networkpolicy.yaml"]
 THIRD_PARTY_CRDS = DEFAULT_BIN_DIR.parent / "third-party-crds"  # Karpenter and Argo CD, from their Go modules
 CHECKED_ELSEWHERE = {
     "argocd/health.lua": "tests/unit/test_argocd_health.py",
@@ -55,6 +55,24 @@ def test_example_passes_a_server_side_dry_run(example, kubeconfig, bernini_crd, 
         result = run("kubectl", "apply", "--dry-run=server", "-f", str(EXAMPLES / example), kubeconfig=kubeconfig)
     assert result.returncode == 0, result.stderr
     assert "(server dry run)" in result.stdout
+
+
+def test_the_network_policy_selects_the_rendered_ray_pods_and_opens_serves_port():
+    from bernini.api.spec import BerniniDeploymentSpec
+    from bernini.render.rayservice import render_rayservice
+    from bernini.render.serve_config import HTTP_OPTIONS
+    from tests.unit.specs import make_manifest
+
+    policy = yaml.safe_load((EXAMPLES / "networkpolicy.yaml").read_text())
+    example = yaml.safe_load((EXAMPLES / "bernini-minimal.yaml").read_text())
+    cluster = render_rayservice(example["metadata"]["name"], "models", "uid",
+                                BerniniDeploymentSpec.model_validate(example["spec"]), make_manifest(), "0" * 64
+                                )["spec"]["rayClusterConfig"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    for template in [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]:
+        assert selector.items() <= template["metadata"]["labels"].items()
+    client_rule = policy["spec"]["ingress"][2]
+    assert client_rule["ports"] == [{"protocol": "TCP", "port": HTTP_OPTIONS["port"]}]
 
 
 def test_neuron_chart_values_advertise_the_resources_the_pods_ask_for():

@@ -25,6 +25,9 @@ pytestmark = pytest.mark.cluster
 
 
 def test_example_becomes_a_rayservice_with_neuron_workers_on_inf2(operator, custom, core, namespace, example_deployment):
+    # The namespace enforces the restricted Pod Security level: every Ray pod (KubeRay's autoscaler sidecar
+    # included) is admitted under it, or none would run.
+    core.patch_namespace(namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
     body = example_deployment()
     body["metadata"]["labels"] = {"argocd.argoproj.io/instance": "models", "team": "ml"}
     created = _create(custom, namespace, body)
@@ -51,7 +54,9 @@ def test_example_becomes_a_rayservice_with_neuron_workers_on_inf2(operator, cust
         puller = next(c for c in pod.spec.init_containers if c.name == "pull-artifacts")
         assert puller.command[:5] == ["bernini", "artifacts", "pull", body["spec"]["model"]["artifactsUri"], "/mnt/bernini/artifacts"]
         assert pod.spec.service_account_name == "bernini-serving"
+        assert pod.spec.automount_service_account_token is False  # parses uploads; needs no API token
     head = core.list_namespaced_pod(namespace, label_selector="ray.io/node-type=head").items[0]
+    assert head.spec.automount_service_account_token is True  # its autoscaler sidecar scales the workers
     head_family = core.read_node(head.spec.node_name).metadata.labels["karpenter.k8s.aws/instance-family"]
     assert head_family == "m6i"  # the only family of the fake fleet that no accelerated worker uses
 

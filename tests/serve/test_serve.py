@@ -216,7 +216,8 @@ def test_diffusion_scales_up_under_load_and_back_down(serving, ray_head):
     started = time.monotonic()
     try:
         while ray_head.running_replicas("bernini", "Diffusion") < 2:
-            assert time.monotonic() - started < UPSCALE_DELAY + 60, "Serve did not add a Diffusion replica under load"
+            # 35-51 s measured on 2 busy cores: most of it is the new replica loading its graph under the load.
+            assert time.monotonic() - started < UPSCALE_DELAY + 120, "Serve did not add a Diffusion replica under load"
             time.sleep(0.5)
         scaled_up_after = time.monotonic() - started
     finally:
