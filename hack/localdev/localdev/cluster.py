@@ -174,6 +174,14 @@ class LocalCluster:
         self.pids[pid] = executable
         self._save_record()
 
+    def stop_processes(self, pids: dict[int, str]) -> None:
+        """Stop some of the cluster's own processes (a demo's operator, an earlier Argo CD) and drop them from
+        the record: a stopped pid left there made the next command take the cluster for broken and restart it."""
+        processes.stop(pids)
+        for pid in pids:
+            self.pids.pop(pid, None)
+        self._save_record()
+
     # -- components ----------------------------------------------------------------------------
 
     def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None, executable: str | None = None) -> int:

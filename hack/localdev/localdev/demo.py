@@ -82,8 +82,10 @@ def ensure_s3(cluster: LocalCluster) -> LocalS3:
 
 def _ensure_operator(cluster: LocalCluster, s3: LocalS3) -> None:
     record = cluster.state_dir / "operator.pid"
-    if record.exists() and processes.is_running(int(record.read_text()), sys.executable):
-        return
+    if record.exists():
+        if processes.is_running(int(record.read_text()), sys.executable):
+            return
+        cluster.stop_processes({int(record.read_text()): sys.executable})  # gone: off the record
     pid = cluster.start_process(
         # The local store is versitygw on plain http over loopback: the one endpoint policy allows it.
         "operator", [sys.executable, "-m", "bernini", "operator", "--allow-http-endpoints"],

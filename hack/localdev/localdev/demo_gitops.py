@@ -38,9 +38,11 @@ def _model(cluster: LocalCluster, s3: LocalS3, version: str) -> list[dict]:
 def _stop_demo_operator(cluster: LocalCluster) -> None:
     """`make demo`'s operator process would fight the chart's operator over the same objects."""
     record = cluster.state_dir / "operator.pid"
-    if record.exists() and processes.is_running(pid := int(record.read_text()), sys.executable):
-        processes.stop({pid: sys.executable})
-        say(f"stopped make demo's operator process (pid {pid}): the chart's operator takes over")
+    if record.exists():
+        pid = int(record.read_text())
+        if processes.is_running(pid, sys.executable):
+            say(f"stopping make demo's operator process (pid {pid}): the chart's operator takes over")
+        cluster.stop_processes({pid: sys.executable})
     record.unlink(missing_ok=True)
 
 
@@ -48,7 +50,7 @@ def _start_argocd(cluster: LocalCluster, root: Path) -> LocalArgoCD:
     argocd = LocalArgoCD(cluster, root)
     record = cluster.state_dir / "argocd.json"
     if record.exists():  # a previous demo's Argo CD: start afresh, its repositories are replaced below
-        processes.stop({int(pid): exe for pid, exe in json.loads(record.read_text()).items()})
+        cluster.stop_processes({int(pid): exe for pid, exe in json.loads(record.read_text()).items()})
     argocd.up()
     for pid, executable in argocd.pids.items():
         cluster.adopt(pid, executable)  # `make cluster-down` stops them with the rest
