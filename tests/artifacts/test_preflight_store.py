@@ -12,6 +12,7 @@ import pytest
 
 from bernini.artifacts.manifest import MANIFEST_FILE
 from bernini.artifacts.preflight import MAX_CLIENTS, MAX_MANIFEST_BYTES, ManifestReader
+from tests.fake_stores import EndlessStore, TricklingStore, serving
 from tests.unit.specs import make_spec
 
 
@@ -166,49 +167,10 @@ def test_listed_objects_are_checked_once_per_manifest_digest(store_spec, s3):
     assert reader.check(spec_for()).reason == "ArtifactMissing"
 
 
-class _TricklingStore(http.server.BaseHTTPRequestHandler):
-    """FAKE: a store that answers 200 and then sends one byte every 0.2 s (versitygw cannot be made to)."""
-
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", "100000")
-        self.end_headers()
-        try:
-            while True:
-                self.wfile.write(b" ")
-                self.wfile.flush()
-                time.sleep(0.2)
-        except OSError:
-            pass
-
-    def log_message(self, *args):
-        pass
-
-
-class _EndlessStore(_TricklingStore):
-    """FAKE: a store that streams bytes as fast as it can for ever, with no length."""
-
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-        try:
-            while True:
-                self.wfile.write(b" " * 65536)
-        except OSError:
-            pass
-
-
-def _serving(handler):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 def test_a_store_that_trickles_bytes_is_given_up_on_at_the_deadline(store_spec):
     """Every per-read timeout passes (a byte comes every 0.2 s): only the total deadline ends the read."""
     _, spec_for = store_spec
-    server = _serving(_TricklingStore)
+    server = serving(TricklingStore)
     started = time.monotonic()
     try:
         result = ManifestReader(cache_seconds=0, deadline_seconds=2).check(spec_for(f"http://127.0.0.1:{server.server_address[1]}"))
@@ -222,7 +184,7 @@ def test_a_store_that_trickles_bytes_is_given_up_on_at_the_deadline(store_spec):
 
 def test_a_store_that_streams_for_ever_is_cut_at_the_size_cap(store_spec):
     _, spec_for = store_spec
-    server = _serving(_EndlessStore)
+    server = serving(EndlessStore)
     started = time.monotonic()
     try:
         result = _check(spec_for(f"http://127.0.0.1:{server.server_address[1]}"))

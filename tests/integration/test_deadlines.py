@@ -2,7 +2,6 @@
 the other objects keep converging, and liveness says when a worker is stuck."""
 
 import copy
-import http.server
 import socket
 import threading
 import time
@@ -16,6 +15,7 @@ from kubernetes import client
 from bernini.reconcile.kube import Kube
 from localdev.processes import free_port
 from localdev.waiting import wait_for
+from tests.fake_stores import TricklingStore, serving
 from tests.integration.helpers import _condition, _create, _get
 from tests.operator_process import OperatorProcess
 
@@ -42,30 +42,9 @@ def test_a_blackholed_api_server_connection_times_out_instead_of_holding_a_worke
     assert held and took < 5
 
 
-class _TricklingStore(http.server.BaseHTTPRequestHandler):
-    """FAKE: a store that answers 200 and then sends one byte every 0.2 s (versitygw cannot be made to)."""
-
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", "100000")
-        self.end_headers()
-        try:
-            while True:
-                self.wfile.write(b" ")
-                self.wfile.flush()
-                time.sleep(0.2)
-        except OSError:
-            pass
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def trickling_store():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TricklingStore)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serving(TricklingStore)
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
 

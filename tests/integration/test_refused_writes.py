@@ -93,10 +93,10 @@ def without_rayservice_crd(api_client, custom, namespace):
     calling the fixture's value installs it again, and so does the teardown."""
     extensions = client.ApiextensionsV1Api(api_client)
     name = f"{RAY_PLURAL}.{RAY_GROUP}"
-    saved = extensions.read_custom_resource_definition(name).to_dict()
+    saved = extensions.read_custom_resource_definition(name)
     crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-           "metadata": {"name": name, "annotations": saved["metadata"].get("annotations")},
-           "spec": api_client.sanitize_for_serialization(extensions.read_custom_resource_definition(name).spec)}
+           "metadata": {"name": name, "annotations": saved.metadata.annotations},
+           "spec": api_client.sanitize_for_serialization(saved.spec)}
     extensions.delete_custom_resource_definition(name)
     wait_for(lambda: _absent(extensions, name), "the RayService CRD to be gone", timeout=60)
 

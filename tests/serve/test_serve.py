@@ -1,5 +1,6 @@
 """The operator's serveConfigV2 deployed on a real Ray head through Ray's REST deploy path."""
 
+import contextlib
 import http.client
 import io
 import json
@@ -149,19 +150,30 @@ def test_a_chunked_upload_is_cut_at_the_limit_as_it_streams(serving):
     assert "body exceeds 16777216 bytes" in json.loads(response.read())["error"]
 
 
-def test_the_proxy_health_check_answers_at_once_under_load(serving, ray_head):
-    """Health checks go to Serve's proxy (/-/healthz), which never queues behind the pipeline's requests."""
-    url, _ = serving
+@contextlib.contextmanager
+def _load(url: str, clients: int, steps: int):
+    """clients threads posting prompts back to back until the block ends; it ends once they all finished."""
     stop = threading.Event()
 
     def client():
         while not stop.is_set():
-            post(url + "?steps=1", json.dumps({"prompt": "load"}).encode(), "application/json")
-    workers = [threading.Thread(target=client, daemon=True) for _ in range(64)]
+            post(url + f"?steps={steps}", json.dumps({"prompt": "load"}).encode(), "application/json")
+    workers = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for worker in workers:
         worker.start()
-    latencies = []
     try:
+        yield
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(180)
+
+
+def test_the_proxy_health_check_answers_at_once_under_load(serving, ray_head):
+    """Health checks go to Serve's proxy (/-/healthz), which never queues behind the pipeline's requests."""
+    url, _ = serving
+    latencies = []
+    with _load(url, clients=64, steps=1):
         time.sleep(3)
         for _ in range(10):
             started = time.monotonic()
@@ -169,10 +181,6 @@ def test_the_proxy_health_check_answers_at_once_under_load(serving, ray_head):
                 assert response.status == 200
             latencies.append(time.monotonic() - started)
             time.sleep(0.3)
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(180)
     print(f"\n/-/healthz under 64 concurrent requests: max {max(latencies) * 1000:.0f} ms over {len(latencies)} checks")
     assert max(latencies) < 1
     _back_to_one_diffusion_replica(ray_head)
@@ -204,26 +212,13 @@ def test_diffusion_scales_up_under_load_and_back_down(serving, ray_head):
     assert diffusion["autoscaling_config"]["upscale_delay_s"] == UPSCALE_DELAY
     assert ray_head.running_replicas("bernini", "Diffusion") == diffusion["autoscaling_config"]["min_replicas"] == 1
 
-    stop = threading.Event()
-
-    def client():
-        while not stop.is_set():
-            post(url + "?steps=20", json.dumps({"prompt": "load"}).encode(), "application/json")
-
-    workers = [threading.Thread(target=client, daemon=True) for _ in range(8)]
-    for worker in workers:
-        worker.start()
-    started = time.monotonic()
-    try:
+    with _load(url, clients=8, steps=20):
+        started = time.monotonic()
         while ray_head.running_replicas("bernini", "Diffusion") < 2:
             # 35-51 s measured on 2 busy cores: most of it is the new replica loading its graph under the load.
             assert time.monotonic() - started < UPSCALE_DELAY + 120, "Serve did not add a Diffusion replica under load"
             time.sleep(0.5)
         scaled_up_after = time.monotonic() - started
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(120)
     stopped = time.monotonic()
     while ray_head.running_replicas("bernini", "Diffusion") > 1:
         assert time.monotonic() - stopped < DOWNSCALE_DELAY + 60, "Serve did not remove replicas after the load"

@@ -5,6 +5,7 @@ too); each part is then a bare HTTP request whose body is read by the socket dir
 buffer. boto3's own read path copies every byte twice, which halved pull throughput on 2 cores.
 """
 
+import contextlib
 import http.client
 import socket
 import ssl
@@ -55,25 +56,46 @@ class RangedReader:
         if connection is not None:
             connection.close()
 
-    def read_range(self, url: str, start: int, view: memoryview, deadline: float = float("inf")) -> None:
-        """Fill view with bytes [start, start + len(view)) of the object behind the presigned url, by the
-        monotonic deadline: a store trickling bytes passes every per-read timeout, so a timer shuts the
-        socket down when the deadline comes (a request sent after it is refused here)."""
+    @contextlib.contextmanager
+    def _get(self, url: str, headers: dict[str, str], deadline: float):
+        """One GET on this thread's connection, yielding the response. A watchdog holds the deadline; transport
+        errors become RangeError (DeadlinePassed once the deadline passed); a failed exchange drops the
+        connection."""
         parts = urllib.parse.urlsplit(url)
         target = parts.path + ("?" + parts.query if parts.query else "")
         connection = self._connection(parts.scheme, parts.netloc)
         watchdog = None
         try:
-            connection.request("GET", target, headers={"Range": f"bytes={start}-{start + len(view) - 1}"})
+            connection.request("GET", target, headers=headers)
             if time.monotonic() >= deadline:
                 raise DeadlinePassed()
             watchdog = _watch(connection.sock, deadline)
-            response = connection.getresponse()
+            yield connection.getresponse()
+            if time.monotonic() >= deadline:
+                raise DeadlinePassed()
+        except (OSError, http.client.HTTPException) as error:
+            self._drop(parts.scheme, parts.netloc)
+            if time.monotonic() >= deadline:
+                raise DeadlinePassed() from None
+            raise RangeError(0, f"{type(error).__name__}: {error}") from None
+        except RangeError as error:
+            self._drop(parts.scheme, parts.netloc)
+            if time.monotonic() >= deadline and not isinstance(error, DeadlinePassed):
+                raise DeadlinePassed() from None  # the watchdog cut the read short
+            raise
+        finally:
+            if watchdog:
+                watchdog.cancel()
+
+    def read_range(self, url: str, start: int, view: memoryview, deadline: float = float("inf")) -> None:
+        """Fill view with bytes [start, start + len(view)) of the object behind the presigned url, by the
+        monotonic deadline: a store trickling bytes passes every per-read timeout, so a timer shuts the
+        socket down when the deadline comes (a request sent after it is refused here)."""
+        with self._get(url, {"Range": f"bytes={start}-{start + len(view) - 1}"}, deadline) as response:
             if response.status == 200 and (start or (response.length or 0) > len(view)):
                 raise RangeIgnored()
             if response.status not in (200, 206):
-                body = response.read(4096).decode(errors="replace")
-                raise RangeError(response.status, body)
+                raise RangeError(response.status, response.read(4096).decode(errors="replace"))
             received = 0
             while received < len(view):
                 count = response.readinto(view[received:])
@@ -81,56 +103,21 @@ class RangedReader:
                     break
                 received += count
             response.read()  # drain, so the connection can be reused
-            if time.monotonic() >= deadline:
-                raise DeadlinePassed()
             if received != len(view):
                 raise RangeError(0, f"short read: {received} of {len(view)} bytes")
-        except (OSError, http.client.HTTPException) as error:
-            self._drop(parts.scheme, parts.netloc)
-            if time.monotonic() >= deadline:
-                raise DeadlinePassed() from None
-            raise RangeError(0, f"{type(error).__name__}: {error}") from None
-        except RangeError:
-            self._drop(parts.scheme, parts.netloc)
-            raise
-        finally:
-            if watchdog:
-                watchdog.cancel()
 
     def stream(self, url: str, buffer: bytearray, sink, deadline: float = float("inf")) -> int:
         """GET the whole object, handing each chunk read into buffer to sink(view); returns the byte count.
         For stores that ignore Range: one pass, memory bounded by the buffer."""
-        parts = urllib.parse.urlsplit(url)
-        target = parts.path + ("?" + parts.query if parts.query else "")
-        connection = self._connection(parts.scheme, parts.netloc)
-        watchdog = None
         total = 0
-        try:
-            connection.request("GET", target)
-            if time.monotonic() >= deadline:
-                raise DeadlinePassed()
-            watchdog = _watch(connection.sock, deadline)
-            response = connection.getresponse()
+        with self._get(url, {}, deadline) as response:
             if response.status != 200:
                 raise RangeError(response.status, response.read(4096).decode(errors="replace"))
             view = memoryview(buffer)
             while count := response.readinto(view):
                 sink(view[:count])
                 total += count
-            if time.monotonic() >= deadline:
-                raise DeadlinePassed()
-            return total
-        except (OSError, http.client.HTTPException) as error:
-            self._drop(parts.scheme, parts.netloc)
-            if time.monotonic() >= deadline:
-                raise DeadlinePassed() from None
-            raise RangeError(0, f"{type(error).__name__}: {error}") from None
-        except RangeError:
-            self._drop(parts.scheme, parts.netloc)
-            raise
-        finally:
-            if watchdog:
-                watchdog.cancel()
+        return total
 
     def supports_ranges(self, url: str) -> bool:
         """Probe: does the store answer a one-byte Range request with 206?"""

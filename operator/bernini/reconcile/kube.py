@@ -62,23 +62,21 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.timeout = request_timeout
 
-    def read_rayservice(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def _read(self, group: str, version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
         try:
-            return self.custom.get_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAY_PLURAL, name,
+            return self.custom.get_namespaced_custom_object(group, version, namespace, plural, name,
                                                           _request_timeout=self.timeout)
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
 
+    def read_rayservice(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read(RAY_GROUP, RAY_VERSION, RAY_PLURAL, namespace, name)
+
     def read_raycluster(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self.custom.get_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, "rayclusters", name,
-                                                          _request_timeout=self.timeout)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return self._read(RAY_GROUP, RAY_VERSION, "rayclusters", namespace, name)
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         response = self.core.list_namespaced_pod(namespace, label_selector=label_selector, _preload_content=False,
@@ -103,13 +101,7 @@ class Kube:
         return json.loads(response.data)
 
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
-                                                          _request_timeout=self.timeout)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return self._read(GROUP, VERSION, PLURAL, namespace, name)
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         API_WRITES.labels("patch", "berninideployments/status").inc()
