@@ -97,10 +97,11 @@ def real_operator(real_cluster, node_s3, tmp_path_factory) -> OperatorProcess:
     process.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def serving_namespace(request, real_cluster, real_core, node_s3) -> str:
     """A namespace as a platform team prepares it: the example serving ServiceAccount, and the Secret the
-    local Pod Identity stand-in (a MutatingAdmissionPolicy) hands to the init container."""
+    local Pod Identity stand-in (a MutatingAdmissionPolicy) hands to the init container. One per module: a
+    module's tests share one deployment, as a user's history would (each deployment costs minutes here)."""
     name = f"e2e-{uuid.uuid4().hex[:6]}"
     real_core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     wait_for(lambda: real_core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,

@@ -1,7 +1,11 @@
-"""Upgrade and suspend on real pods: what KubeRay and Ray actually do with the RayService the operator renders."""
+"""One BerniniDeployment's life on real pods, every step inside real containers: apply to a mesh, autoscaling,
+an upgrade under load, suspend and resume. The tests run in file order on one deployment (a module fixture),
+as a user's history would; each fresh deployment would cost minutes on these two cores."""
 
+import json
 import threading
 import time
+from dataclasses import dataclass
 
 import pytest
 
@@ -37,18 +41,103 @@ class Client(threading.Thread):
         return self.results
 
 
-def _deploy_serving(real_cluster, node_s3, real_core, real_custom, namespace) -> dict:
-    """Apply the local spec, wait for Ready=True and a first mesh through the Serve Service."""
-    real_custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, small_spec(real_cluster, node_s3))
-    body = wait_for(lambda: helpers.ready(real_custom, namespace), "Ready=True", timeout=600, interval=2)
-    wait_for(lambda: helpers.answer(real_core, namespace), "a first mesh", timeout=180, interval=2)
-    return body
+@dataclass(frozen=True)
+class Served:
+    namespace: str
+    ready_seconds: float  # apply -> Ready=True
+    mesh_seconds: float  # apply -> the first mesh through the Serve Service
+    answer: tuple[int, dict, bytes]
 
 
-def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(
-        real_cluster, real_operator, real_core, real_custom, serving_namespace, node_s3, published_versions):
+@pytest.fixture(scope="module")
+def served(real_cluster, real_operator, real_core, real_custom, serving_namespace, node_s3, published_versions) -> Served:
+    """The local spec applied once: Ready=True and a first mesh through the Serve Service (kube-proxy may need
+    a sync period to program the endpoints KubeRay counted)."""
     namespace = serving_namespace
-    old_cluster = _deploy_serving(real_cluster, node_s3, real_core, real_custom, namespace)["status"]["rayService"]["activeCluster"]
+    started = time.monotonic()
+    real_custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, small_spec(real_cluster, node_s3))
+    wait_for(lambda: helpers.ready(real_custom, namespace), "Ready=True on the BerniniDeployment", timeout=600,
+             interval=2)
+    ready_seconds = time.monotonic() - started
+    answer = wait_for(lambda: helpers.answer(real_core, namespace), "a mesh from bernini-serve-svc", timeout=180,
+                      interval=2)
+    return Served(namespace, ready_seconds, time.monotonic() - started, answer)
+
+
+def test_apply_to_mesh_on_real_pods(served, real_core, real_custom):
+    namespace = served.namespace
+    print(f"\napply -> Ready: {served.ready_seconds:.1f}s; apply -> first mesh: {served.mesh_seconds:.1f}s")
+    body = helpers.deployment(real_custom, namespace)
+    assert body["status"]["modelVersion"] == VERSIONS[0]
+
+    # Head on the CPU node, the worker on an inf2 node with all its NeuronCores.
+    head = helpers.pods(real_core, namespace, "ray.io/node-type=head")[0]
+    assert head.spec.node_name == "real-cpu-1"
+    assert head.spec.automount_service_account_token is True  # the autoscaler sidecar's token
+    workers = helpers.pods(real_core, namespace, "ray.io/node-type=worker")
+    assert workers and all(p.spec.node_name.startswith("real-inf2-") for p in workers)
+    worker = workers[0]
+    assert worker.spec.containers[0].resources.limits["aws.amazon.com/neuroncore"] == "2"
+
+    # The init container pulled from the S3 server and verified every file before Ray started.
+    puller = next(s for s in worker.status.init_container_statuses if s.name == "pull-artifacts")
+    assert puller.state.terminated.exit_code == 0
+    log = real_core.read_namespaced_pod_log(worker.metadata.name, namespace, container="pull-artifacts")
+    assert "checksums verified" in log, log
+
+    # Ray workers joined with token auth and the neuron_cores resource.
+    raycluster = body["status"]["rayService"]["activeCluster"]
+    token = helpers.ray_token(real_core, namespace, raycluster)
+    status, _ = helpers.dashboard(real_core, namespace, raycluster, "/api/version", token=None)
+    assert status in (401, 403), f"the dashboard answered {status} without the Ray token"
+    status, payload = helpers.dashboard(real_core, namespace, raycluster, "/api/v0/nodes?detail=true", token=token)
+    assert status == 200, payload[:300]
+    nodes = helpers.find_key(json.loads(payload), "resources_total")
+    assert any(resources.get("neuron_cores") == 2 for resources in nodes), nodes
+
+    status, headers, mesh = served.answer
+    assert status == 200, mesh[:500]
+    info = json.loads(headers["x-bernini-mesh"])
+    assert info["faces"] > 100 and mesh[:4] == b"glTF"
+    print(f"first mesh: {info['vertices']} vertices")
+
+
+def _worker_replicas(real_custom, namespace) -> int:
+    clusters = real_custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")["items"]
+    return sum(group.get("replicas", 0) for group in clusters[0]["spec"]["workerGroupSpecs"])
+
+
+def test_concurrency_scales_serve_up_then_the_ray_autoscaler_asks_for_a_worker_and_gives_it_back(
+        served, real_core, real_custom):
+    namespace = served.namespace
+    # Steady state first: one worker holds every minimum replica (Diffusion and Decoder take its 2 NeuronCores).
+    wait_for(lambda: _worker_replicas(real_custom, namespace) == 1, "one worker at rest", timeout=300, interval=2)
+
+    clients = [Client(real_core, namespace) for _ in range(4)]
+    started = time.monotonic()
+    for client in clients:
+        client.start()
+    try:
+        # Diffusion targets 1 ongoing request per replica; its second replica needs a NeuronCore no worker has.
+        wait_for(lambda: _worker_replicas(real_custom, namespace) >= 2,
+                 "the Ray autoscaler to raise the worker group's replicas", timeout=300, interval=1)
+        scale_up = time.monotonic() - started
+    finally:
+        results = [result for client in clients for result in client.stop()]
+    print(f"\nscale-up: load start -> worker replicas raised in {scale_up:.1f}s; {len(results)} requests, "
+          f"{sum(status != 200 for _, status in results)} failed")
+    assert results and all(status == 200 for _, status in results)
+    # Idle again: Serve scales Diffusion down, and after idleTimeoutSeconds the autoscaler returns the worker
+    # (which the upgrade below needs: its new cluster's worker takes the other inf2 node).
+    wait_for(lambda: _worker_replicas(real_custom, namespace) == 1, "the worker group back to one replica",
+             timeout=300, interval=2)
+
+
+def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(served, real_core, real_custom):
+    namespace = served.namespace
+    body = helpers.deployment(real_custom, namespace)
+    assert body["status"]["modelVersion"] == VERSIONS[0]
+    old_cluster = body["status"]["rayService"]["activeCluster"]
     client = Client(real_core, namespace)
     client.start()
 
@@ -91,10 +180,8 @@ def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(
     assert during and all(status == 200 for _, status in results), results
 
 
-def test_suspend_deletes_every_ray_pod_and_resume_serves_again(
-        real_cluster, real_operator, real_core, real_custom, serving_namespace, node_s3, published_versions):
-    namespace = serving_namespace
-    _deploy_serving(real_cluster, node_s3, real_core, real_custom, namespace)
+def test_suspend_deletes_every_ray_pod_and_resume_serves_again(served, real_core, real_custom):
+    namespace = served.namespace
     assert helpers.pods(real_core, namespace, "ray.io/node-type=worker")
 
     real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {"suspend": True}})
@@ -109,34 +196,3 @@ def test_suspend_deletes_every_ray_pod_and_resume_serves_again(
     wait_for(lambda: helpers.pods(real_core, namespace, "ray.io/node-type=worker"), "a worker pod again", timeout=300)
     wait_for(lambda: (helpers.answer(real_core, namespace) or (0,))[0] == 200, "a mesh after resume",
              timeout=600, interval=3)
-
-
-def _worker_replicas(real_custom, namespace) -> int:
-    clusters = real_custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")["items"]
-    return sum(group.get("replicas", 0) for group in clusters[0]["spec"]["workerGroupSpecs"])
-
-
-def test_concurrency_scales_serve_up_then_the_ray_autoscaler_asks_for_a_worker_and_gives_it_back(
-        real_cluster, real_operator, real_core, real_custom, serving_namespace, node_s3, published_versions):
-    namespace = serving_namespace
-    _deploy_serving(real_cluster, node_s3, real_core, real_custom, namespace)
-    # Steady state first: one worker holds every minimum replica (Diffusion and Decoder take its 2 NeuronCores).
-    wait_for(lambda: _worker_replicas(real_custom, namespace) == 1, "one worker at rest", timeout=300, interval=2)
-
-    clients = [Client(real_core, namespace) for _ in range(4)]
-    started = time.monotonic()
-    for client in clients:
-        client.start()
-    try:
-        # Diffusion targets 1 ongoing request per replica; its second replica needs a NeuronCore no worker has.
-        wait_for(lambda: _worker_replicas(real_custom, namespace) >= 2,
-                 "the Ray autoscaler to raise the worker group's replicas", timeout=300, interval=1)
-        scale_up = time.monotonic() - started
-    finally:
-        results = [result for client in clients for result in client.stop()]
-    print(f"\nscale-up: load start -> worker replicas raised in {scale_up:.1f}s; {len(results)} requests, "
-          f"{sum(status != 200 for _, status in results)} failed")
-    assert results and all(status == 200 for _, status in results)
-    # Idle again: Serve scales Diffusion down, and after idleTimeoutSeconds the autoscaler returns the worker.
-    wait_for(lambda: _worker_replicas(real_custom, namespace) == 1, "the worker group back to one replica",
-             timeout=300, interval=2)
