@@ -9,7 +9,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml hack/localdev/pyproj
 
 CRD_FILES := crds/bernini.dev_berninideployments.yaml charts/bernini-operator/crds/bernini.dev_berninideployments.yaml
 
-.PHONY: help venv controlplane argocd node-packages images cluster-up cluster-down demo demo-gitops test crds bench-reconcile bench-pull bench-serve bench-e2e gpu-wheels check-gpu
+.PHONY: help venv controlplane argocd promtool node-packages images cluster-up cluster-down demo demo-gitops test crds bench-reconcile bench-pull bench-serve bench-e2e gpu-wheels check-gpu
 
 help:
 	@echo "make demo          run the operator's main job on a local control plane"
@@ -17,6 +17,7 @@ help:
 	@echo "make test          run the whole test suite (builds what it needs)"
 	@echo "make controlplane  build/cache etcd, kube-*, kubectl, KWOK, KubeRay operator, helm"
 	@echo "make argocd        build/cache Argo CD (controller, repo-server) for the GitOps tests"
+	@echo "make promtool      build/cache promtool for the PrometheusRule tests"
 	@echo "make images        build/cache the serving, pause and KubeRay images for the real nodes"
 	@echo "make cluster-up    start the local control plane (kubeconfig: .local/kubeconfig)"
 	@echo "make cluster-down  stop it"
@@ -37,6 +38,9 @@ controlplane:
 
 argocd:
 	@bash hack/argocd/build.sh
+
+promtool:
+	@bash hack/promtool/build.sh
 
 node-packages:
 	@bash hack/install-node-packages.sh
@@ -59,7 +63,7 @@ demo-gitops: venv controlplane argocd images
 crds: venv
 	@$(BERNINI) crds $(CRD_FILES)
 
-test: venv controlplane argocd images
+test: venv controlplane argocd promtool images
 	$(PY) -m pytest
 
 bench-reconcile: venv controlplane

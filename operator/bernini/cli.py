@@ -19,7 +19,14 @@ def _operator(args: argparse.Namespace) -> int:
     from bernini.reconcile.controller import STUCK_SECONDS, Controller
     from bernini.reconcile.kube import Kube, api_client
     from bernini.reconcile.leader import LeaderElector
-    from bernini.reconcile.metrics import DeploymentsByReady
+    from bernini.cost.prices import LIST_PRICES, PriceFileError, load_override
+    from bernini.reconcile.metrics import FromStatus
+
+    try:
+        prices = LIST_PRICES.overridden_by(load_override(args.prices)) if args.prices else LIST_PRICES
+    except PriceFileError as error:
+        print(f"bernini operator: --prices: {error}", file=sys.stderr)
+        return 2
 
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=args.log_level == "debug", log_format=log_format, log_prefix=args.log_format == "text",
@@ -27,8 +34,8 @@ def _operator(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(args.log_level.upper())
     controller = Controller(Kube(api_client()), ManifestReader(), workers=args.workers,
                             resync_seconds=args.resync_seconds, stuck_seconds=args.stuck_seconds or STUCK_SECONDS,
-                            policy=_policy(args))
-    REGISTRY.register(DeploymentsByReady(lambda: controller.deployments.values()))
+                            policy=_policy(args), prices=prices)
+    REGISTRY.register(FromStatus(lambda: controller.deployments.values()))
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address)
     identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
@@ -121,6 +128,43 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _context_namespace() -> str:
+    """The kubeconfig context's namespace, as kubectl would pick it."""
+    from kubernetes import config
+
+    try:
+        _, active = config.list_kube_config_contexts()
+    except config.ConfigException:  # in a pod: no kubeconfig
+        return "default"
+    return active.get("context", {}).get("namespace") or "default"
+
+
+def _status(args: argparse.Namespace) -> int:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from bernini.api import GROUP, PLURAL, VERSION
+    from bernini.reconcile.kube import api_client
+    from bernini.report import report
+
+    api = api_client()
+    api.user_agent = "bernini-cli"
+    args.namespace = args.namespace or _context_namespace()
+    try:
+        body = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, args.namespace, PLURAL, args.name)
+    except ApiException as error:
+        print(f"bernini status: {args.namespace}/{args.name}: {error.status} {error.reason}", file=sys.stderr)
+        return 1
+    pods = []
+    selector = f"bernini.dev/deployment={args.name}"  # every Ray pod the operator rendered, of every cluster
+    for pod in client.CoreV1Api(api).list_namespaced_pod(args.namespace, label_selector=selector).items:
+        ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        pods.append({"name": pod.metadata.name, "node": pod.spec.node_name or "", "phase": pod.status.phase,
+                     "ready": ready})
+    print(report(body, pods))
+    return 0
+
+
 def _crds(args: argparse.Namespace) -> int:
     from bernini.api.crd import render_yaml
 
@@ -153,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="hold the Lease bernini-operator there while writing (unset: no election, one replica)")
     operator.add_argument("--stuck-seconds", type=float,
                           help="liveness fails while a reconcile has run longer than this (default: 300)")
+    operator.add_argument("--prices", type=Path, metavar="FILE",
+                          help="YAML {source, asOf, dollarsPerHour: {type: price}} over the shipped on-demand prices")
     operator.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (0: off)")
     operator.add_argument("--metrics-address", default="0.0.0.0")
     operator.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
@@ -189,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
     compile_parser.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL_S3"))
     compile_parser.set_defaults(handler=_compile)
+
+    status = commands.add_parser("status", help="one BerniniDeployment: conditions, stages, pods by node, artifacts, cost")
+    status.add_argument("name")
+    status.add_argument("-n", "--namespace", help="default: the kubeconfig context's namespace")
+    status.set_defaults(handler=_status)
 
     crds = commands.add_parser("crds", help="write the BerniniDeployment CRD generated from the pydantic models")
     crds.add_argument("output", type=Path, nargs="+")

@@ -196,6 +196,29 @@ def test_irsa_annotation_and_service_monitor_are_opt_in():
     assert configured["ServiceMonitor"]["spec"]["endpoints"][0]["port"] == "metrics"
 
 
+def test_a_price_override_becomes_a_mounted_file_the_operator_loads_and_restarts_on(tmp_path):
+    from bernini.cost.prices import load_override
+
+    values = tmp_path / "values.yaml"  # --set would pass 0.53 as a string
+    values.write_text("prices: {source: rate card 2026, asOf: '2026-11-01', dollarsPerHour: {inf2.xlarge: 0.53}}\n")
+    plain = {d["kind"]: d for d in _rendered()}
+    priced = {d["kind"]: d for d in yaml.safe_load_all(run("helm", "template", RELEASE, str(CHART), "--kube-version", "1.34.12", "-f", str(values)).stdout) if d}
+    assert "ConfigMap" not in plain
+    assert not any(a.startswith("--prices") for a in plain["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"])
+    (tmp_path / "prices.yaml").write_text(priced["ConfigMap"]["data"]["prices.yaml"])
+    table = load_override(tmp_path / "prices.yaml")  # the operator's own loader reads what the chart wrote
+    assert (table.source, table.as_of, table.dollars_per_hour) == ("rate card 2026", "2026-11-01", {"inf2.xlarge": 0.53})
+    pod = priced["Deployment"]["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert "--prices=/etc/bernini/prices/prices.yaml" in container["args"]
+    assert {"name": "prices", "mountPath": "/etc/bernini/prices", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "prices", "configMap": {"name": priced["ConfigMap"]["metadata"]["name"]}} in pod["spec"]["volumes"]
+    assert pod["metadata"]["annotations"]["checksum/prices"] != \
+        plain["Deployment"]["spec"]["template"]["metadata"]["annotations"]["checksum/prices"]
+    refused = run("helm", "template", RELEASE, str(CHART), "--kube-version", "1.34.12", "--set-json", 'prices={"source":"s","asOf":"x","dollarsPerHour":{"inf2.xlarge":-1}}', check=False)
+    assert refused.returncode != 0 and "prices" in refused.stderr, refused.stderr
+
+
 def test_liveness_endpoint_answers(kubeconfig, bernini_crd, local_s3, tmp_path):
     import urllib.request
 

@@ -95,6 +95,14 @@ def test_apply_to_mesh_on_real_pods(served, real_core, real_custom):
     nodes = helpers.find_key(json.loads(payload), "resources_total")
     assert any(resources.get("neuron_cores") == 2 for resources in nodes), nodes
 
+    # Status reads KubeRay's report back: every Serve deployment of the pipeline, and the workers' cost.
+    body = wait_for(lambda: (b := helpers.deployment(real_custom, namespace))["status"].get("stages") and
+                    {s["status"] for s in b["status"]["stages"]} == {"HEALTHY"} and b, "every stage HEALTHY in status")
+    assert [s["name"] for s in body["status"]["stages"]] == ["Encoder", "Diffusion", "Decoder", "Triangulation",
+                                                              "BerniniIngress"]
+    cost = body["status"]["cost"]
+    assert cost["workers"] == len(workers) and cost["currentDollarsPerHour"] == cost["minDollarsPerHour"] > 0
+
     status, headers, mesh = served.answer
     assert status == 200, mesh[:500]
     info = json.loads(headers["x-bernini-mesh"])
@@ -122,6 +130,9 @@ def test_concurrency_scales_serve_up_then_the_ray_autoscaler_asks_for_a_worker_a
         wait_for(lambda: _worker_replicas(real_custom, namespace) >= 2,
                  "the Ray autoscaler to raise the worker group's replicas", timeout=300, interval=1)
         scale_up = time.monotonic() - started
+        # The cost in status follows the autoscaler's worker count (KubeRay's report on the RayService).
+        wait_for(lambda: helpers.deployment(real_custom, namespace)["status"]["cost"]["workers"] >= 2,
+                 "status.cost to count the second worker", timeout=120, interval=1)
     finally:
         results = [result for client in clients for result in client.stop()]
     print(f"\nscale-up: load start -> worker replicas raised in {scale_up:.1f}s; {len(results)} requests, "

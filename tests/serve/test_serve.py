@@ -280,3 +280,20 @@ def test_stages_refuse_artifacts_of_another_model_version(ray_head, serving):
         assert ray_head.serve_application("bernini").get("status") == "RUNNING"
     finally:
         ray_head.deploy_serve(config)
+
+
+def test_the_chart_rules_and_dashboard_query_series_this_ray_exports(ray_head, serving):
+    """Every ray_serve_* name the chart's PrometheusRule and Grafana dashboard read, as Ray's own metrics agent
+    exports it (the earlier tests sent requests), carrying the application label the queries select on."""
+    from tests.delivery.monitoring import queried_names
+
+    wanted = {name for name in queried_names() if name.startswith("ray_serve_")}
+    assert wanted, "the chart queries no Ray Serve series"
+
+    def exported() -> set[str] | None:
+        series = [line for line in ray_head.metrics().splitlines() if line and not line.startswith("#")]
+        found = {line.split("{")[0] for line in series if 'application="bernini"' in line}
+        return found if wanted <= found else None
+
+    wait_for(exported, f"Ray's metrics agent to export {sorted(wanted)}", timeout=60, interval=5,
+             explain=lambda: f"missing: {sorted(wanted - {l.split('{')[0] for l in ray_head.metrics().splitlines()})}")

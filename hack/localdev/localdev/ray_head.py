@@ -27,6 +27,7 @@ class RayHead:
         self.gcs_port = free_port()
         self.dashboard_port = dashboard_port or free_port()
         self.serve_port = serve_port or free_port()
+        self.metrics_port = free_port()  # Prometheus text, as KubeRay's pods export it on their "metrics" port
         self.extra_env = extra_env or {}
         self.process: subprocess.Popen | None = None
 
@@ -47,7 +48,7 @@ class RayHead:
             str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}", f"--num-cpus={self.cpus}",
             f"--memory={64 * 2**30}", f'--resources={{"neuron_cores": {self.neuron_cores}}}',
-            f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
+            f"--temp-dir={self.temp_dir}", "--disable-usage-stats", f"--metrics-export-port={self.metrics_port}",
         ]
         log = self.log_file.open("ab")
         self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
@@ -64,6 +65,10 @@ class RayHead:
                 return response.status == 200
         except OSError:
             return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+            return response.read().decode()
 
     def request(self, path: str, method: str = "GET", body: bytes | None = None) -> urllib.request.Request:
         headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}

@@ -119,6 +119,8 @@ def custom_resource_definition() -> dict[str, Any]:
                         {"name": "Version", "type": "string", "jsonPath": ".spec.model.version"},
                         {"name": "Endpoint", "type": "string", "jsonPath": ".status.serveEndpoint"},
                         {"name": "Workers", "type": "integer", "jsonPath": ".status.capacity.maxWorkers", "priority": 1},
+                        {"name": "$/h", "type": "number", "jsonPath": ".status.cost.currentDollarsPerHour",
+                         "priority": 1},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {"openAPIV3Schema": _openapi_schema()},

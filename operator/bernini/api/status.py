@@ -97,6 +97,71 @@ class ArtifactsObservation(ApiModel):
     total_bytes: int = 0
     """Sum of the stage files' sizes."""
 
+    manifest_sha256: str = ""
+    """SHA-256 of manifest.json: the workers' init containers refuse any other manifest."""
+
+
+class InstanceTypeCost(ApiModel):
+    """The workers of one instance type now."""
+
+    instance_type: str
+    """Instance type of the worker group."""
+
+    workers: int
+    """Worker nodes of this type counted now."""
+
+    dollars_per_hour: float
+    """What they cost together, $/hour."""
+
+
+class Cost(ApiModel):
+    """What the worker nodes cost by the hour, from the operator's price table (the Ray head shares a CPU node
+    and is not counted). With worker groups of different prices the current figure is an upper bound: KubeRay
+    reports one worker count per cluster, and the workers above the minima are priced at the dearest type."""
+
+    current_dollars_per_hour: float
+    """$/hour of the workers KubeRay wants now, the pending cluster's included during an upgrade."""
+
+    min_dollars_per_hour: float
+    """$/hour at every stage's minReplicas."""
+
+    max_dollars_per_hour: float
+    """$/hour at every worker group's maximum."""
+
+    workers: int
+    """Worker nodes counted in currentDollarsPerHour."""
+
+    instance_types: list[InstanceTypeCost] = Field(default_factory=list)
+    """The current figure by instance type."""
+
+    unpriced_instance_types: list[str] = Field(default_factory=list)
+    """Instance types the price table has no price for (counted as free: override the prices)."""
+
+    price_source: str
+    """Where the prices come from (the shipped table or the platform team's override)."""
+
+    prices_as_of: str
+    """When those prices were recorded."""
+
+
+class StageObservation(ApiModel):
+    """One Serve deployment of the pipeline as KubeRay reports it (its status carries no replica counts)."""
+
+    name: str
+    """Serve deployment name."""
+
+    status: str
+    """Ray Serve's deployment status: HEALTHY, UPDATING, UPSCALING, DOWNSCALING or UNHEALTHY."""
+
+    message: str = Field("", max_length=4096)
+    """Ray Serve's message, when it gave one."""
+
+    min_replicas: int
+    """spec minReplicas of the stage."""
+
+    max_replicas: int
+    """spec maxReplicas of the stage."""
+
 
 class BerniniDeploymentStatus(ApiModel):
     """Observed state of a BerniniDeployment."""
@@ -129,3 +194,9 @@ class BerniniDeploymentStatus(ApiModel):
 
     ray_service: RayServiceObservation = RayServiceObservation()
     """State of the owned RayService as KubeRay reports it."""
+
+    stages: list[StageObservation] = Field(default_factory=list)
+    """The serving cluster's Serve deployments, in pipeline order, once KubeRay reports them."""
+
+    cost: Cost | None = None
+    """What the worker nodes cost by the hour: now, at minimum and at maximum."""

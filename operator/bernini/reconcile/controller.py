@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from bernini.api import GROUP, KIND, VERSION
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.preflight import ManifestReader, Preflight
+from bernini.cost.prices import LIST_PRICES, PriceTable
 from bernini.reconcile import conditions as c
 from bernini.reconcile.drift import contains
 from bernini.reconcile.kube import Kube, namespace_is_terminating, now, refusal
@@ -103,9 +104,10 @@ def _without_nulls(status: dict[str, Any]) -> dict[str, Any]:
 
 class Controller:
     def __init__(self, kube: Kube, manifests: ManifestReader, workers: int = 4, resync_seconds: float = 60.0,
-                 stuck_seconds: float = STUCK_SECONDS, policy: Policy = Policy()):
+                 stuck_seconds: float = STUCK_SECONDS, policy: Policy = Policy(), prices: PriceTable = LIST_PRICES):
         self.kube = kube
         self.policy = policy
+        self.prices = prices
         self.stuck_seconds = stuck_seconds
         self._running_since: dict[Key, float] = {}
         self.manifests = manifests
@@ -286,11 +288,11 @@ class Controller:
         if spec is None:
             status, transitions = invalid_status(current, seen, now())
         else:
-            status, transitions = desired_status(name, namespace, spec, seen, current, now())
+            status, transitions = desired_status(name, namespace, spec, seen, current, now(), self.prices)
         if _without_nulls(status) == _without_nulls(current):
             return
         # JSON merge patch: null removes capacity/artifacts a blocked spec no longer reports.
-        patch = {"capacity": None, "artifacts": None, **status}
+        patch = {"capacity": None, "artifacts": None, "cost": None, **status}
         try:
             self.kube.patch_status(namespace, name, patch)
         except ApiException as error:

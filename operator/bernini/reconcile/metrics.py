@@ -17,21 +17,38 @@ LEADER = Gauge("bernini_leader", "1 while this replica holds the leader Lease (a
 PREFLIGHT_FAILURES = Counter("bernini_preflight_failures_total", "Failed artifact preflights by reason.", ["reason"])
 
 
-class DeploymentsByReady:
-    """Counts the cached BerniniDeployments by their Ready status at scrape time."""
+def _ready(body: dict[str, Any]) -> str:
+    conditions = (body.get("status") or {}).get("conditions", [])
+    return next((c["status"] for c in conditions if c["type"] == "Ready"), "Unknown")
+
+
+class FromStatus:
+    """Gauges read from the cached BerniniDeployments' status at scrape time: how many are Ready, whether each
+    one is, and what each one's workers cost by the hour (status.cost, by instance type)."""
 
     def __init__(self, bodies: Callable[[], Iterable[dict[str, Any]]]):
         self._bodies = bodies
 
     def collect(self):
-        tally = Tally(
-            next((c["status"] for c in (body.get("status") or {}).get("conditions", []) if c["type"] == "Ready"), "Unknown")
-            for body in list(self._bodies())
-        )
-        family = GaugeMetricFamily("bernini_deployments", "BerniniDeployments by Ready status.", labels=["ready"])
+        bodies = list(self._bodies())
+        tally = Tally(_ready(body) for body in bodies)
+        ready = GaugeMetricFamily("bernini_deployments", "BerniniDeployments by Ready status.", labels=["ready"])
         for status in ("True", "False", "Unknown"):
-            family.add_metric([status], tally[status])
-        yield family
+            ready.add_metric([status], tally[status])
+        yield ready
+        each = GaugeMetricFamily("bernini_deployment_ready", "1 while a BerniniDeployment is Ready, else 0.",
+                                 labels=["namespace", "name"])
+        for body in bodies:
+            each.add_metric([body["metadata"]["namespace"], body["metadata"]["name"]], _ready(body) == "True")
+        yield each
+        cost = GaugeMetricFamily("bernini_cost_dollars_per_hour",
+                                 "What a BerniniDeployment's worker nodes cost now, $/hour (status.cost).",
+                                 labels=["namespace", "name", "instance_type"])
+        for body in bodies:
+            metadata = body["metadata"]
+            for entry in ((body.get("status") or {}).get("cost") or {}).get("instanceTypes", []):
+                cost.add_metric([metadata["namespace"], metadata["name"], entry["instanceType"]], entry["dollarsPerHour"])
+        yield cost
 
 
 def observe_reconcile(result: str, seconds: float) -> None:

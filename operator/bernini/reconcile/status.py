@@ -7,13 +7,17 @@ from pydantic import BaseModel, ValidationError
 
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.api.status import (
-    ArtifactsObservation, BerniniDeploymentStatus, Capacity, Condition, RayServiceObservation, WorkerGroupCapacity,
+    ArtifactsObservation, BerniniDeploymentStatus, Capacity, Condition, Cost, RayServiceObservation,
+    StageObservation, WorkerGroupCapacity,
 )
 from bernini.artifacts.preflight import Preflight
+from bernini.cost.estimate import estimate, reported_workers
+from bernini.cost.prices import LIST_PRICES, PriceTable
+from bernini.pipeline import APPLICATION_NAME, DEPLOYMENT_NAMES
 from bernini.reconcile import conditions as c
 from bernini.reconcile.pod_health import PodTrouble
 from bernini.render import names
-from bernini.render.capacity import Plan
+from bernini.render.capacity import Plan, deployments
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,31 @@ def _capacity(plan: Plan) -> Capacity:
     )
 
 
+def _stages(spec: BerniniDeploymentSpec, rayservice: dict[str, Any] | None) -> list[StageObservation]:
+    application = (rayservice or {}).get("status", {}).get("activeServiceStatus", {}).get(
+        "applicationStatuses", {}).get(APPLICATION_NAME, {})
+    reported = application.get("serveDeploymentStatuses", {})
+    stages = []
+    for stage, replicas in deployments(spec):
+        name = DEPLOYMENT_NAMES[stage]
+        if name in reported:
+            stages.append(StageObservation(name=name, status=reported[name].get("status", ""),
+                                           message=reported[name].get("message", "")[:4096],
+                                           min_replicas=replicas.min_replicas, max_replicas=replicas.max_replicas))
+    return stages
+
+
+def _cost(spec: BerniniDeploymentSpec, seen: Observation, prices: PriceTable) -> Cost | None:
+    if seen.plan is None:
+        return None
+    if spec.suspend or seen.rayservice is None:
+        workers = 0
+    else:
+        reported = reported_workers(seen.rayservice)
+        workers = seen.plan.min_workers if reported is None else reported
+    return estimate(seen.plan, workers, prices)
+
+
 def _kept(model: type[BaseModel], stored: Any):
     """What the status held before, if it still reads as the model (an older operator may have written it)."""
     if not stored:
@@ -142,14 +171,16 @@ def _serialized(status: BerniniDeploymentStatus) -> dict[str, Any]:
 
 
 def desired_status(
-    name: str, namespace: str, spec: BerniniDeploymentSpec, seen: Observation, current: dict[str, Any], now: str
+    name: str, namespace: str, spec: BerniniDeploymentSpec, seen: Observation, current: dict[str, Any], now: str,
+    prices: PriceTable = LIST_PRICES,
 ) -> tuple[dict[str, Any], list[c.Transition]]:
     conditions, transitions = c.merge(current.get("conditions", []), judgements(spec, seen), seen.generation, now)
     manifest = seen.preflight.manifest
     if seen.preflight.ok and manifest:
         artifacts = ArtifactsObservation(uri=spec.model.artifacts_uri, target=manifest.target,
                                          compiler_version=manifest.toolchain.neuronx_cc or "",
-                                         total_bytes=manifest.total_bytes)
+                                         total_bytes=manifest.total_bytes,
+                                         manifest_sha256=seen.preflight.manifest_sha256 or "")
     else:
         artifacts = _kept(ArtifactsObservation, current.get("artifacts"))
     status = BerniniDeploymentStatus(
@@ -163,6 +194,8 @@ def desired_status(
         ray_service=_rayservice_summary(seen.rayservice),
         capacity=_capacity(seen.plan) if seen.plan else _kept(Capacity, current.get("capacity")),
         artifacts=artifacts,
+        stages=_stages(spec, seen.rayservice),
+        cost=_cost(spec, seen, prices) or _kept(Cost, current.get("cost")),
     )
     return _serialized(status), transitions
 

@@ -1,0 +1,42 @@
+"""What the chart's PrometheusRule and Grafana dashboard query: the metric names, so tests can hold them against
+what the operator and a real Ray head export."""
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from localdev.cluster import DEFAULT_BIN_DIR
+
+CHART = Path(__file__).parents[2] / "charts" / "bernini-operator"
+DASHBOARD = CHART / "dashboards" / "bernini.json"
+_NAME = re.compile(r"\b((?:ray_serve_|bernini_|bernini:)[A-Za-z0-9_:]*)")
+_LABEL_MATCHER = re.compile(r"\{[^}]*\}")
+
+
+def prometheus_rule(*values: str) -> dict:
+    """The chart's PrometheusRule rendered with its defaults (plus `values`, as --set flags)."""
+    flags = [flag for value in ("metrics.prometheusRule.enabled=true", *values) for flag in ("--set", value)]
+    text = subprocess.run([str(DEFAULT_BIN_DIR / "helm"), "template", "bernini", str(CHART), "--kube-version", "1.34.12",
+                           *flags], capture_output=True, text=True, check=True, timeout=60).stdout
+    return next(doc for doc in yaml.safe_load_all(text) if doc and doc["kind"] == "PrometheusRule")
+
+
+def _rules() -> list[dict]:
+    return [rule for group in prometheus_rule()["spec"]["groups"] for rule in group["rules"]]
+
+
+def recorded_names() -> set[str]:
+    return {rule["record"] for rule in _rules() if "record" in rule}
+
+
+def dashboard_queries() -> list[str]:
+    return [target["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"] for target in panel["targets"]]
+
+
+def queried_names() -> set[str]:
+    """Every series name a rule or a panel reads (label matchers left out: their values are not names)."""
+    expressions = [rule["expr"] for rule in _rules()] + dashboard_queries()
+    return {name for expr in expressions for name in _NAME.findall(_LABEL_MATCHER.sub("{}", expr))}
