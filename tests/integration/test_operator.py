@@ -391,6 +391,7 @@ def test_an_idle_deployment_costs_no_api_writes(scoped_operator, custom, namespa
     # Settled: nothing moved across a full resync, so what follows measures idleness, not the tail of the rollout.
     settled = wait_for(_unchanged_for(snapshot, operator.resync_seconds + 1), "the deployment to settle")
     deployment_version, rayservice_version, (writes, reconciles) = settled
+    assert _get(custom, namespace)["status"]["cost"]["workers"] >= 1  # idle with every status field filled in
     time.sleep(2.5 * operator.resync_seconds)  # two full resyncs
     assert _get(custom, namespace)["metadata"]["resourceVersion"] == deployment_version
     assert _rayservice(custom, namespace)["metadata"]["resourceVersion"] == rayservice_version

@@ -289,6 +289,8 @@ def test_the_chart_rules_and_dashboard_query_series_this_ray_exports(ray_head, s
 
     wanted = {name for name in queried_names() if name.startswith("ray_serve_")}
     assert wanted, "the chart queries no Ray Serve series"
+    url, _ = serving
+    assert post(url + "?format=obj", json.dumps({"prompt": "a lamp"}).encode(), "application/json")[0] == 200
 
     def exported() -> set[str] | None:
         series = [line for line in ray_head.metrics().splitlines() if line and not line.startswith("#")]
