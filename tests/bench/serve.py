@@ -2,6 +2,7 @@
 same loaded stage graphs in-process, at concurrency 1 and 8. Medians and p95 of per-request latency."""
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
@@ -49,25 +50,20 @@ def serve_call(port: int):
     return call
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=40)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+def compiled(work: Path):
+    """The reference model compiled for cpu: (artifacts directory, manifest)."""
     artifacts = work / "artifacts"
-    manifest = compile_model(artifacts, "1.0.0", "cpu", log=lambda _: None)
+    return artifacts, compile_model(artifacts, "1.0.0", "cpu", log=lambda _: None)
 
+
+@contextlib.contextmanager
+def serve_pipeline(work: Path, artifacts: Path, manifest):
+    """The compiled model served by a real Ray head with the operator's rendered serveConfigV2 for
+    examples/bernini-minimal.yaml; yields a closed-loop request function."""
     body = yaml.safe_load((ROOT / "examples" / "bernini-minimal.yaml").read_text())
     body["spec"]["model"]["target"] = "cpu"
     spec = BerniniDeploymentSpec.model_validate(body["spec"])
     rendered = render_rayservice("bernini", "default", "uid", spec, judge(spec, manifest, "0" * 64).manifest, "0" * 64)
-
-    results = {}
-    peer = InProcess(artifacts)
-    peer()  # warm up
-    for concurrency in (1, 8):
-        results[("in-process", concurrency)] = measure(peer, args.requests, concurrency)
-
     head = RayHead(Path(tempfile.mkdtemp(prefix="bernini-ray-")), work / "ray.log")
     head.start()
     try:
@@ -76,10 +72,25 @@ def main() -> None:
         call = serve_call(head.serve_port)
         for _ in range(3):
             call()  # warm up every replica's first call
-        for concurrency in (1, 8):
-            results[("serve", concurrency)] = measure(call, args.requests, concurrency)
+        yield call
     finally:
         head.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=40)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    artifacts, manifest = compiled(work)
+    results = {}
+    peer = InProcess(artifacts)
+    peer()  # warm up
+    for concurrency in (1, 8):
+        results[("in-process", concurrency)] = measure(peer, args.requests, concurrency)
+    with serve_pipeline(work, artifacts, manifest) as call:
+        for concurrency in (1, 8):
+            results[("serve", concurrency)] = measure(call, args.requests, concurrency)
 
     print(f"{args.requests} requests each, text prompt -> GLB mesh, cpu-compiled reference model, 2 cores")
     print(f"{'path':<12} {'conc':>4} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>7}")
