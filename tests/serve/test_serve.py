@@ -4,10 +4,13 @@ import contextlib
 import http.client
 import io
 import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -299,3 +302,23 @@ def test_the_chart_rules_and_dashboard_query_series_this_ray_exports(ray_head, s
 
     wait_for(exported, f"Ray's metrics agent to export {sorted(wanted)}", timeout=60, interval=5,
              explain=lambda: f"missing: {sorted(wanted - {l.split('{')[0] for l in ray_head.metrics().splitlines()})}")
+
+
+def test_bernini_generate_writes_the_mesh_and_a_preview_and_reports_refusals(serving, tmp_path):
+    """The CLI for people, against the real Serve endpoint (what a port-forward gives)."""
+    url, _ = serving
+    bernini = str(Path(sys.executable).parent / "bernini")
+    result = subprocess.run([bernini, "generate", url, "--prompt", "a small stool", "--format", "obj",
+                             "-o", str(tmp_path / "stool.obj")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    mesh = trimesh.load(tmp_path / "stool.obj", force="mesh")
+    assert len(mesh.faces) > 100 and f"({len(mesh.vertices)} vertices, {len(mesh.faces)} faces)" in result.stdout
+    preview = Image.open(tmp_path / "stool.png")
+    assert preview.format == "PNG" and preview.size == (512, 512)
+    assert f"wrote {tmp_path / 'stool.png'}" in result.stdout
+
+    (tmp_path / "bad.json").write_text(json.dumps({"points": [["x", 0, 0]] * 10}))
+    refused = subprocess.run([bernini, "generate", url, "--points", str(tmp_path / "bad.json"), "-o",
+                              str(tmp_path / "bad.glb")], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "400" in refused.stderr, refused.stderr
+    assert not (tmp_path / "bad.glb").exists()

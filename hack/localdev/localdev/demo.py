@@ -20,6 +20,7 @@ import yaml
 
 from bernini.artifacts.manifest import MANIFEST_FILE
 from bernini.artifacts.store import S3Location
+from bernini.preview import render_png
 from localdev import LocalCluster, nodenet, processes
 from localdev.cluster import REPO_ROOT
 from localdev.s3server import LocalS3
@@ -159,10 +160,13 @@ def request_mesh(cluster: LocalCluster, namespace: str = NAMESPACE) -> None:
                              interval=2, failure=DemoFailed)
     output = cluster.log_dir.parent / ("bernini-mesh.glb" if namespace == NAMESPACE else f"bernini-mesh-{namespace}.glb")
     output.write_bytes(mesh)
+    preview = output.with_suffix(".png")
+    preview.write_bytes(render_png(mesh, "glb"))  # what `bernini generate` writes beside its mesh
     info = json.loads(headers["X-Bernini-Mesh"])
     timings = json.loads(headers["X-Bernini-Timings"])
     say(f"mesh for {EXAMPLE_INPUT.relative_to(REPO_ROOT)} through bernini-serve-svc ({address}:8000, kube-proxy): "
-        f"{output} ({info['vertices']} vertices, {info['faces']} faces, watertight={info['watertight']})")
+        f"{output} ({info['vertices']} vertices, {info['faces']} faces, watertight={info['watertight']}), "
+        f"preview {preview}")
     say("per-stage timings: " + ", ".join(f"{stage} {seconds * 1000:.0f} ms" for stage, seconds in timings.items()))
 
 
