@@ -71,9 +71,13 @@ def _policy(args: argparse.Namespace):
 def _artifacts_puller(args: argparse.Namespace):
     from bernini.artifacts.pull import Puller
 
+    from bernini.artifacts.node_cache import NodeCache
+
+    cache_dir = getattr(args, "cache_dir", None)
+    cache = NodeCache(cache_dir, int(args.cache_limit_gib * 2**30)) if cache_dir else None
     return Puller(args.uri, getattr(args, "dest", None), region=args.region, endpoint_url=args.endpoint_url,
                   concurrency=args.concurrency, part_size=args.part_size_mib << 20,
-                  deadline_seconds=getattr(args, "deadline_seconds", float("inf")))
+                  deadline_seconds=getattr(args, "deadline_seconds", float("inf")), cache=cache)
 
 
 def _artifacts_pull(args: argparse.Namespace) -> int:
@@ -87,7 +91,8 @@ def _artifacts_pull(args: argparse.Namespace) -> int:
         _write_termination_message(args.termination_log, message)
         return error.exit_code
     print(f"pulled {report.files} files ({report.bytes / 2**20:.1f} MiB) in {report.seconds:.2f}s: "
-          f"{report.mib_per_second:.0f} MiB/s, checksums verified; {report.skipped} already present and verified")
+          f"{report.mib_per_second:.0f} MiB/s, checksums verified; {report.skipped} already present and verified; "
+          f"{report.cached_files} from the node cache ({report.cached_bytes / 2**20:.1f} MiB)")
     return 0
 
 
@@ -270,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
                              help="where a failure's message goes for the pod status (Kubernetes' default path)")
             sub.add_argument("--deadline-seconds", type=float, default=3600.0,
                              help="give up (exit 10) when the whole pull takes longer")
+            sub.add_argument("--cache-dir", type=Path,
+                             help="the node's artifact cache (shared by the pods of a node, keyed by SHA-256)")
+            sub.add_argument("--cache-limit-gib", type=float, default=50.0,
+                             help="evict least recently used cache entries beyond this (not the set in use)")
         sub.add_argument("--manifest-sha256", help="refuse a manifest.json with another digest")
         sub.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
         sub.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL_S3"))

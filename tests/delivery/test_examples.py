@@ -17,6 +17,7 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 APPLIED = ["bernini-minimal.yaml", "bernini-production.yaml", "bernini-production-g5.yaml", "serving-serviceaccount.yaml",
            "karpenter-inf2-nodepool.yaml", "karpenter-g5-nodepool.yaml", "argocd/applications.yaml",
            "argocd/argocd-cm-health.yaml", "argocd/root-application.yaml", "networkpolicy.yaml"]
+CHECKED_ALONE = ["artifacts-cache.yaml"]  # names its own namespace
 THIRD_PARTY_CRDS = DEFAULT_BIN_DIR.parent / "third-party-crds"  # Karpenter and Argo CD, from their Go modules
 CHECKED_ELSEWHERE = {
     "argocd/health.lua": "tests/unit/test_argocd_health.py",
@@ -29,7 +30,7 @@ CHECKED_ELSEWHERE = {
 
 def test_every_example_is_covered():
     files = {str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*") if p.is_file()}
-    assert files == set(APPLIED) | set(CHECKED_ELSEWHERE)
+    assert files == set(APPLIED) | set(CHECKED_ELSEWHERE) | set(CHECKED_ALONE)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,26 @@ def test_example_passes_a_server_side_dry_run(example, kubeconfig, bernini_crd, 
         result = run("kubectl", "apply", "--dry-run=server", "-f", str(EXAMPLES / example), kubeconfig=kubeconfig)
     assert result.returncode == 0, result.stderr
     assert "(server dry run)" in result.stdout
+
+
+def test_the_artifacts_cache_claim_binds_where_the_worker_pods_run(kubeconfig, core):
+    """The example PV and claim applied for real (namespace models): the claim binds to the PV, and the PV's node
+    affinity names exactly the types the renderer pins neuron worker pods to."""
+    from bernini.instances import of_kind
+
+    documents = list(yaml.safe_load_all((EXAMPLES / "artifacts-cache.yaml").read_text()))
+    volume, claim = documents
+    namespace = claim["metadata"]["namespace"]
+    run("kubectl", "create", "namespace", namespace, kubeconfig=kubeconfig, check=False)
+    run("kubectl", "apply", "-f", str(EXAMPLES / "artifacts-cache.yaml"), kubeconfig=kubeconfig)
+    try:
+        wait_for(lambda: core.read_namespaced_persistent_volume_claim(claim["metadata"]["name"], namespace).status.phase
+                 == "Bound", "the example claim to bind to its PersistentVolume", timeout=60)
+        term = volume["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]
+        assert term["key"] == "node.kubernetes.io/instance-type"
+        assert set(term["values"]) == {t for t in of_kind("neuron") if t.startswith("inf2")}
+    finally:
+        run("kubectl", "delete", "-f", str(EXAMPLES / "artifacts-cache.yaml"), "--wait=false", kubeconfig=kubeconfig)
 
 
 def test_the_network_policy_selects_the_rendered_ray_pods_and_opens_serves_port():

@@ -318,6 +318,19 @@ class WorkerPods(ApiModel):
         return _check_between(value, "pod memory")
 
 
+class ArtifactsCache(ApiModel):
+    """The node's artifact cache: a PersistentVolumeClaim bound to a directory on every worker node (for example a
+    local PersistentVolume whose node affinity matches the accelerated nodes), writable by the pods' uid 1000.
+    The worker pods of every version on a node share it: each file is downloaded once per node, and a restarted
+    or added worker copies the verified files already there."""
+
+    claim_name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+    """PersistentVolumeClaim in this namespace that the init containers mount."""
+
+    size_limit: str = Field("50Gi", pattern=QUANTITY)
+    """After each pull, least recently used files beyond this are deleted (never the set being pulled)."""
+
+
 class Autoscaling(ApiModel):
     """How fast Serve replicas and worker nodes follow the load."""
 
@@ -379,6 +392,9 @@ class BerniniDeploymentSpec(ApiModel):
     workers: WorkerPods = WorkerPods()
     autoscaling: Autoscaling = Autoscaling()
     upgrade_strategy: UpgradeStrategy = UpgradeStrategy()
+
+    artifacts_cache: ArtifactsCache | None = None
+    """Share downloaded artifacts between the worker pods of a node (unset: every worker pod pulls the whole set)."""
 
     service_account_name: str | None = Field(None, pattern=DNS_SUBDOMAIN, max_length=253)
     """ServiceAccount of the Ray pods, bound to an IAM role (IRSA or Pod Identity) that may read artifactsUri."""

@@ -20,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bernini.artifacts.manifest import (MANIFEST_FILE, UNSAFE_KEY, Manifest, StageArtifact, UnsupportedManifestVersion,
                                        parse_manifest)
+from bernini.artifacts.node_cache import LockTimeout, NodeCache
 from bernini.artifacts.ranged import DeadlinePassed, RangedReader, RangeError, RangeIgnored
 from bernini.artifacts.store import S3Location, failure_kind, s3_client
 
@@ -80,10 +81,12 @@ def _disk_error(error: OSError, path: Path) -> PullError | OSError:
 
 @dataclass
 class PullReport:
-    files: int = 0
-    skipped: int = 0
-    bytes: int = 0
+    files: int = 0  # downloaded from the store
+    skipped: int = 0  # already in the destination, verified
+    bytes: int = 0  # downloaded from the store
     seconds: float = 0.0
+    cached_files: int = 0  # copied from the node cache, verified
+    cached_bytes: int = 0
 
     @property
     def mib_per_second(self) -> float:
@@ -224,7 +227,9 @@ class _BufferPool:
 class Puller:
     def __init__(self, uri: str, dest: Path, region: str = "us-east-1", endpoint_url: str | None = None,
                  concurrency: int = 16, part_size: int = 8 * MiB, attempts: int = 5, log=print,
-                 deadline_seconds: float = float("inf"), presigned_seconds: int = PRESIGNED_SECONDS):
+                 deadline_seconds: float = float("inf"), presigned_seconds: int = PRESIGNED_SECONDS,
+                 cache: NodeCache | None = None):
+        self.cache = cache
         self.deadline_seconds = deadline_seconds
         self.deadline = float("inf")  # set when a pull starts
         self.presigned_seconds = presigned_seconds
@@ -265,15 +270,20 @@ class Puller:
         manifest, raw = self.read_manifest(expected_manifest_sha256)
         self.dest.mkdir(parents=True, exist_ok=True)
         report = PullReport()
-        jobs = []
+        missing = []
         for artifact in manifest.stages.values():
             target = safe_destination(self.dest, artifact.file)
             if target.exists() and target.stat().st_size == artifact.size and sha256_of(target) == artifact.sha256:
                 report.skipped += 1
                 self.log(f"present and verified: {artifact.file}")
                 continue
-            jobs.append(_FileJob(artifact, target, self.part_size))
-        self._download(jobs)
+            missing.append((artifact, target))
+        if self.cache is None:
+            jobs = [_FileJob(artifact, target, self.part_size) for artifact, target in missing]
+            self._download(jobs)
+        else:
+            jobs = self._through_cache(missing, report)
+            self.cache.evict({artifact.sha256 for artifact in manifest.stages.values()})
         report.files = len(jobs)
         report.bytes = sum(job.artifact.size for job in jobs)
         # The manifest goes last, like the compile tool's upload: its presence means the set is complete.
@@ -283,6 +293,30 @@ class Puller:
         os.replace(temp, manifest_path)
         report.seconds = time.monotonic() - started
         return report
+
+    def _through_cache(self, missing: list[tuple[StageArtifact, Path]], report: PullReport) -> list["_FileJob"]:
+        """Copy what the node cache holds; download the rest once per node (under the cache's locks) and add it."""
+        jobs = []
+        try:
+            with self.cache.holding([artifact.sha256 for artifact, _ in missing], self.deadline):
+                for artifact, target in missing:
+                    if self.cache.take(artifact, target):
+                        report.cached_files += 1
+                        report.cached_bytes += artifact.size
+                        self.log(f"from the node cache, verified: {artifact.file}")
+                    else:
+                        jobs.append(_FileJob(artifact, target, self.part_size))
+                self._download(jobs)
+                for job in jobs:
+                    self.cache.keep(job.artifact, job.target)
+        except LockTimeout as error:
+            raise self._deadline_error(str(error)) from None
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(f"no space left in the node cache at {self.cache.root}: give it room for the "
+                               f"whole set beside its limit") from None
+            raise
+        return jobs
 
     def _download(self, jobs: list[_FileJob]) -> None:
         # Parts are read into reused buffers (fresh 8 MiB allocations would page-fault on every part);

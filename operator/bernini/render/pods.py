@@ -11,6 +11,7 @@ from bernini.render.quantity import to_bytes
 # The Ray resource Neuron workers declare and replicas ask for; Ray knows GPUs natively (num-gpus).
 NEURON_CORES_RAY_RESOURCE = "neuron_cores"
 RAY_UID = 1000  # the Ray images' "ray" user; a numeric uid lets runAsNonRoot be verified
+CACHE_MOUNT_PATH = "/var/cache/bernini"  # the node's artifact cache, in the init container only
 RAY_GID = 100
 
 POD_SECURITY = {
@@ -86,6 +87,9 @@ def pull_command(spec: BerniniDeploymentSpec, manifest_sha256: str) -> list[str]
     ]
     if spec.s3.endpoint_url:
         command += ["--endpoint-url", spec.s3.endpoint_url]
+    if spec.artifacts_cache:
+        command += ["--cache-dir", CACHE_MOUNT_PATH,
+                    "--cache-limit-gib", f"{to_bytes(spec.artifacts_cache.size_limit) / 2**30:g}"]
     return command
 
 
@@ -101,7 +105,8 @@ def worker_template(
     if kind.resource:
         resources[kind.resource] = str(worker_shape.accelerators)
     artifacts_mount = {"name": "artifacts", "mountPath": ARTIFACTS_MOUNT_PATH}
-    puller = _container(spec, "pull-artifacts", {"cpu": "1", "memory": "1Gi"}, [artifacts_mount])
+    cache_mount = [{"name": "artifacts-cache", "mountPath": CACHE_MOUNT_PATH}] if spec.artifacts_cache else []
+    puller = _container(spec, "pull-artifacts", {"cpu": "1", "memory": "1Gi"}, [artifacts_mount, *cache_mount])
     puller["command"] = pull_command(spec, manifest_sha256)
     # The puller writes its failure to the termination log; a crash without one still leaves its last log lines.
     puller["terminationMessagePolicy"] = "FallbackToLogsOnError"
@@ -110,6 +115,8 @@ def worker_template(
         {"name": "artifacts", "emptyDir": {"sizeLimit": artifacts_volume_size(manifest)}},
         _shm_volume(worker_shape.memory_bytes),
     ]
+    if spec.artifacts_cache:
+        volumes.append({"name": "artifacts-cache", "persistentVolumeClaim": {"claimName": spec.artifacts_cache.claim_name}})
     extra = {
         "automountServiceAccountToken": False,  # nothing on a worker talks to the Kubernetes API
         "initContainers": [puller],
