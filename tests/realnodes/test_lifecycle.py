@@ -3,15 +3,18 @@ an upgrade under load, suspend and resume. The tests run in file order on one de
 as a user's history would; each fresh deployment would cost minutes on these two cores."""
 
 import json
+import os
+import re
 import threading
 import time
 from dataclasses import dataclass
 
 import pytest
+import yaml
 
 from bernini.api import GROUP, PLURAL, VERSION
 from tests.realnodes import helpers
-from tests.realnodes.conftest import VERSIONS, artifacts_uri, small_spec
+from tests.realnodes.conftest import REPO, VERSIONS, artifacts_uri, small_spec
 from localdev.waiting import wait_for
 
 pytestmark = pytest.mark.realnodes
@@ -50,12 +53,35 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(real_cluster, real_operator, real_core, real_custom, serving_namespace, node_s3, published_versions) -> Served:
-    """The local spec applied once: Ready=True and a first mesh through the Serve Service (kube-proxy may need
-    a sync period to program the endpoints KubeRay counted)."""
+def node_cache(real_cluster, serving_namespace, tmp_path_factory) -> str:
+    """examples/artifacts-cache.yaml on the local nodes: a local PersistentVolume for the inf2 nodes and its claim.
+    The three kubelets share this machine's filesystem, so here the inf2 nodes share one directory."""
+    directory = tmp_path_factory.mktemp("node-cache")
+    os.chown(directory, 1000, 100)  # the Ray pods' uid and gid
+    volume, claim = yaml.safe_load_all((REPO / "examples" / "artifacts-cache.yaml").read_text())
+    volume["metadata"]["name"] = f"bernini-cache-{serving_namespace}"
+    volume["spec"]["local"]["path"] = str(directory)
+    volume["spec"]["claimRef"]["namespace"] = claim["metadata"]["namespace"] = serving_namespace
+    claim["spec"]["volumeName"] = volume["metadata"]["name"]
+    real_cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [volume, claim]}))
+    yield claim["metadata"]["name"]
+    real_cluster.kubectl("delete", "persistentvolume", volume["metadata"]["name"], "--wait=false")
+
+
+def _puller_summary(real_core, namespace: str, pod) -> str:
+    return real_core.read_namespaced_pod_log(pod.metadata.name, namespace, container="pull-artifacts").splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def served(real_cluster, real_operator, real_core, real_custom, serving_namespace, node_cache, node_s3,
+           published_versions) -> Served:
+    """The local spec, with the node artifact cache, applied once: Ready=True and a first mesh through the Serve
+    Service (kube-proxy may need a sync period to program the endpoints KubeRay counted)."""
     namespace = serving_namespace
     started = time.monotonic()
-    real_custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, small_spec(real_cluster, node_s3))
+    body = small_spec(real_cluster, node_s3)
+    body["spec"]["artifactsCache"] = {"claimName": node_cache, "sizeLimit": "2Gi"}
+    real_custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
     wait_for(lambda: helpers.ready(real_custom, namespace), "Ready=True on the BerniniDeployment", timeout=600,
              interval=2)
     ready_seconds = time.monotonic() - started
@@ -83,7 +109,7 @@ def test_apply_to_mesh_on_real_pods(served, real_core, real_custom):
     puller = next(s for s in worker.status.init_container_statuses if s.name == "pull-artifacts")
     assert puller.state.terminated.exit_code == 0
     log = real_core.read_namespaced_pod_log(worker.metadata.name, namespace, container="pull-artifacts")
-    assert "checksums verified" in log, log
+    assert "checksums verified" in log and log.splitlines()[-1].endswith("0 from the node cache (0.0 MiB)"), log
 
     # Ray workers joined with token auth and the neuron_cores resource.
     raycluster = body["status"]["rayService"]["activeCluster"]
@@ -110,6 +136,11 @@ def test_apply_to_mesh_on_real_pods(served, real_core, real_custom):
     print(f"first mesh: {info['vertices']} vertices")
 
 
+def _pulled(pod) -> bool:
+    return any(s.name == "pull-artifacts" and s.state.terminated and s.state.terminated.exit_code == 0
+               for s in pod.status.init_container_statuses or [])
+
+
 def _worker_replicas(real_custom, namespace) -> int:
     clusters = real_custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")["items"]
     return sum(group.get("replicas", 0) for group in clusters[0]["spec"]["workerGroupSpecs"])
@@ -121,6 +152,7 @@ def test_concurrency_scales_serve_up_then_the_ray_autoscaler_asks_for_a_worker_a
     # Steady state first: one worker holds every minimum replica (Diffusion and Decoder take its 2 NeuronCores).
     wait_for(lambda: _worker_replicas(real_custom, namespace) == 1, "one worker at rest", timeout=300, interval=2)
 
+    resting = {p.metadata.name for p in helpers.pods(real_core, namespace, "ray.io/node-type=worker")}
     clients = [Client(real_core, namespace) for _ in range(4)]
     started = time.monotonic()
     for client in clients:
@@ -133,6 +165,12 @@ def test_concurrency_scales_serve_up_then_the_ray_autoscaler_asks_for_a_worker_a
         # The cost in status follows the autoscaler's worker count (KubeRay's report on the RayService).
         wait_for(lambda: helpers.deployment(real_custom, namespace)["status"]["cost"]["workers"] >= 2,
                  "status.cost to count the second worker", timeout=120, interval=1)
+        # The added worker copied the whole set from the node cache: nothing downloaded.
+        added = wait_for(lambda: [p for p in helpers.pods(real_core, namespace, "ray.io/node-type=worker")
+                                  if p.metadata.name not in resting and _pulled(p)],
+                         "the added worker's pull to finish", timeout=180, interval=2)
+        summary = _puller_summary(real_core, namespace, added[0])
+        assert re.match(r"pulled 0 files \(0\.0 MiB\).* [1-9][0-9]* from the node cache", summary), summary
     finally:
         results = [result for client in clients for result in client.stop()]
     print(f"\nscale-up: load start -> worker replicas raised in {scale_up:.1f}s; {len(results)} requests, "
@@ -204,6 +242,9 @@ def test_suspend_deletes_every_ray_pod_and_resume_serves_again(served, real_core
     assert helpers.condition(body, "Ready")["reason"] == "Suspended"
 
     real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {"suspend": False}})
-    wait_for(lambda: helpers.pods(real_core, namespace, "ray.io/node-type=worker"), "a worker pod again", timeout=300)
+    worker, = wait_for(lambda: [p for p in helpers.pods(real_core, namespace, "ray.io/node-type=worker") if _pulled(p)],
+                       "a worker pod again, its artifacts pulled", timeout=300)
+    summary = _puller_summary(real_core, namespace, worker)  # the upgrade's worker left this version in the cache
+    assert re.match(r"pulled 0 files \(0\.0 MiB\).* [1-9][0-9]* from the node cache", summary), summary
     wait_for(lambda: (helpers.answer(real_core, namespace) or (0,))[0] == 200, "a mesh after resume",
              timeout=600, interval=3)
