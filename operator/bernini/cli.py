@@ -83,17 +83,47 @@ def _artifacts_puller(args: argparse.Namespace):
 def _artifacts_pull(args: argparse.Namespace) -> int:
     from bernini.artifacts.pull import PullError
 
+    puller = _artifacts_puller(args)
+    done = threading.Event()
+    progress = threading.Thread(target=_show_progress, args=(puller, done), daemon=True)
+    if sys.stdout.isatty():
+        progress.start()
     try:
-        report = _artifacts_puller(args).pull(args.manifest_sha256)
+        report = puller.pull(args.manifest_sha256)
     except PullError as error:
         message = f"bernini artifacts pull: {error}"
         print(message, file=sys.stderr)
         _write_termination_message(args.termination_log, message)
         return error.exit_code
+    finally:
+        done.set()
+        if progress.is_alive():
+            progress.join()
     print(f"pulled {report.files} files ({report.bytes / 2**20:.1f} MiB) in {report.seconds:.2f}s: "
           f"{report.mib_per_second:.0f} MiB/s, checksums verified; {report.skipped} already present and verified; "
           f"{report.cached_files} from the node cache ({report.cached_bytes / 2**20:.1f} MiB)")
     return 0
+
+
+def _show_progress(puller, done: threading.Event, width: int = 30) -> None:
+    """A progress bar on the terminal while the pull runs, left at its last state (an init container's log
+    gets none)."""
+    import time
+
+    started = time.monotonic()
+
+    def draw() -> None:
+        share = min(1.0, puller.landed / puller.expected)
+        rate = puller.landed / 2**20 / max(time.monotonic() - started, 1e-3)
+        print(f"\r[{'#' * round(share * width):<{width}}] {share:4.0%} {puller.landed / 2**20:,.0f}/"
+              f"{puller.expected / 2**20:,.0f} MiB {rate:,.0f} MiB/s", end="\033[K", flush=True)
+
+    while not done.wait(0.25):
+        if puller.expected:
+            draw()
+    if puller.expected:
+        draw()
+        print(flush=True)
 
 
 def _write_termination_message(path: Path, message: str) -> None:

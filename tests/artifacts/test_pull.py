@@ -207,3 +207,32 @@ def test_preflight_rides_out_a_store_outage_but_reports_one_it_never_saw_succeed
     assert time.monotonic() - started < 30
     fresh = ManifestReader(cache_seconds=0).check(spec)
     assert (fresh.ok, fresh.reason) == (False, "StoreUnreachable")
+
+
+def test_a_pull_in_a_terminal_shows_a_progress_bar_and_a_log_does_not(published, local_s3, tmp_path):
+    import pty
+
+    uri, _ = published
+    command = [sys.executable, "-m", "bernini", "artifacts", "pull", uri, str(tmp_path / "tty"), "--endpoint-url",
+               local_s3.endpoint_url, "--part-size-mib", "1", "--concurrency", "1"]
+    env = {**os.environ, **local_s3.credentials_env}
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(command, env=env, stdout=terminal, stderr=terminal, close_fds=True)
+    os.close(terminal)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the pull exited and closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert process.wait(60) == 0, seen.decode(errors="replace")
+    shown = seen.decode(errors="replace")
+    assert "MiB/s" in shown and "] " in shown and "%" in shown and "\r[" in shown, shown
+    assert "pulled 3 files" in shown
+
+    piped = subprocess.run([*command[:6], str(tmp_path / "log"), *command[7:]], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert piped.returncode == 0 and "\r[" not in piped.stdout, piped.stdout

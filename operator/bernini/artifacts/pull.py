@@ -230,6 +230,8 @@ class Puller:
                  deadline_seconds: float = float("inf"), presigned_seconds: int = PRESIGNED_SECONDS,
                  cache: NodeCache | None = None):
         self.cache = cache
+        self.landed = 0  # bytes written so far by this pull (read by a progress display; ints are atomic here)
+        self.expected = 0  # bytes this pull downloads, once known
         self.deadline_seconds = deadline_seconds
         self.deadline = float("inf")  # set when a pull starts
         self.presigned_seconds = presigned_seconds
@@ -319,6 +321,7 @@ class Puller:
         return jobs
 
     def _download(self, jobs: list[_FileJob]) -> None:
+        self.expected = sum(job.artifact.size for job in jobs)
         # Parts are read into reused buffers (fresh 8 MiB allocations would page-fault on every part);
         # a buffer returns to the pool once its bytes are hashed, which also bounds memory.
         buffers = _BufferPool(self.concurrency * 2, self.part_size)
@@ -379,6 +382,7 @@ class Puller:
             job.write(view, offset)
             job.digest.update(view)
             offset += len(view)
+            self.landed += len(view)
         try:
             try:
                 self.ranges.stream(job.url, buffer, sink, self.deadline)
@@ -437,6 +441,7 @@ class Puller:
                 # Jittered: sixteen parts failing together must not retry together.
                 time.sleep(random.uniform(0.5, 1.0) * min(5.0, 0.2 * 2**attempt))
         complete, released = job.land(index, view, buffer)
+        self.landed += len(view)
         for spent in released:
             buffers.give(spent)
         if complete:
