@@ -49,22 +49,23 @@ def test_a_price_override_reaches_status_metrics_and_the_wide_listing_and_bernin
             assert samples[f'bernini_cost_dollars_per_hour{{instance_type="inf2.xlarge",name="bernini",namespace="{namespace}"}}'] \
                 == cost["currentDollarsPerHour"]
             assert samples[f'bernini_deployment_ready{{name="bernini",namespace="{namespace}"}}'] == 0  # no Ray head here
+            # Read back while this operator (with the override) is the one running: the session's own operator
+            # resumes after it and rewrites the cost at the shipped prices.
+            header, row = local_cluster.kubectl("get", "bd", "bernini", "-n", namespace, "-o", "wide").splitlines()
+            assert float(row.split()[header.split().index("$/H")]) == cost["currentDollarsPerHour"], (header, row)
+
+            wait_for(lambda: core.list_namespaced_pod(namespace, label_selector="ray.io/node-type=head").items, "the head pod")
+            shown = _run([str(BIN / "bernini"), "status", "bernini", "-n", namespace], kubeconfig, local_cluster)
+            print(shown)
+            assert shown.startswith(f"{namespace}/bernini: model 1.0.0")
+            assert re.search(r"^  Ready +(True|False) +\w+", shown, re.M), shown
+            digest = body["status"]["artifacts"]["manifestSha256"]
+            assert re.fullmatch(r"[0-9a-f]{64}", digest) and f"manifest sha256 {digest}" in shown
+            assert f"cost: ${cost['currentDollarsPerHour']:,.4f}/h now ({cost['workers']} x inf2.xlarge)" in shown
+            assert "prices: negotiated (test)" in shown
+            pods = shown.split("pods:\n", 1)[1]
+            assert re.search(r"^  \S+ +\S+-head-\S+ +\w+", pods, re.M), shown  # the head pod with its (KWOK) node
+            # The same command as a kubectl plugin (kubectl-bernini on PATH).
+            assert _run(["kubectl", "bernini", "status", "bernini", "-n", namespace], kubeconfig, local_cluster) == shown
         finally:
             process.stop()
-
-    header, row = local_cluster.kubectl("get", "bd", "bernini", "-n", namespace, "-o", "wide").splitlines()
-    assert float(row.split()[header.split().index("$/H")]) == cost["currentDollarsPerHour"], (header, row)
-
-    wait_for(lambda: core.list_namespaced_pod(namespace, label_selector="ray.io/node-type=head").items, "the head pod")
-    shown = _run([str(BIN / "bernini"), "status", "bernini", "-n", namespace], kubeconfig, local_cluster)
-    print(shown)
-    assert shown.startswith(f"{namespace}/bernini: model 1.0.0")
-    assert re.search(r"^  Ready +(True|False) +\w+", shown, re.M), shown
-    digest = body["status"]["artifacts"]["manifestSha256"]
-    assert re.fullmatch(r"[0-9a-f]{64}", digest) and f"manifest sha256 {digest}" in shown
-    assert f"cost: ${cost['currentDollarsPerHour']:,.4f}/h now ({cost['workers']} x inf2.xlarge)" in shown
-    assert "prices: negotiated (test)" in shown
-    pods = shown.split("pods:\n", 1)[1]
-    assert re.search(r"^  \S+ +\S+-head-\S+ +\w+", pods, re.M), shown  # the head pod with its (KWOK) node
-    # The same command as a kubectl plugin (kubectl-bernini on PATH).
-    assert _run(["kubectl", "bernini", "status", "bernini", "-n", namespace], kubeconfig, local_cluster) == shown
