@@ -1,6 +1,7 @@
 """Reading a RayService's pods, Services and Ray dashboard on the real-node cluster."""
 
 import base64
+import errno
 import json
 import urllib.error
 import urllib.request
@@ -44,16 +45,30 @@ def generate(core, namespace: str, timeout: float = 180, file_format: str = "glb
         return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
 
 
+def _unanswered(error: BaseException) -> bool:
+    # Refused once kube-proxy knows the Service has no endpoints; "no route to host" until then, while its
+    # rules still point at a pod address that is gone.
+    return isinstance(error, ConnectionRefusedError) or getattr(error, "errno", None) == errno.EHOSTUNREACH
+
+
 def answer(core, namespace: str) -> tuple[int, dict, bytes] | None:
-    """generate(), or None while the Service refuses connections."""
+    """generate(), or None while nothing answers on the Service."""
     try:
         return generate(core, namespace)
-    except ConnectionRefusedError:
-        return None
     except urllib.error.URLError as error:
-        if isinstance(error.reason, ConnectionRefusedError):
+        if _unanswered(error.reason):
             return None
         raise
+    except OSError as error:
+        if _unanswered(error):
+            return None
+        raise
+
+
+def container_log(core, namespace: str, pod: str, container: str) -> str:
+    """The container's log as text (the client's preloaded form is the repr of bytes)."""
+    response = core.read_namespaced_pod_log(pod, namespace, container=container, _preload_content=False)
+    return response.data.decode()
 
 
 def ray_token(core, namespace: str, raycluster: str) -> str:

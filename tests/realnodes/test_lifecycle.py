@@ -69,7 +69,7 @@ def node_cache(real_cluster, serving_namespace, tmp_path_factory) -> str:
 
 
 def _puller_summary(real_core, namespace: str, pod) -> str:
-    return real_core.read_namespaced_pod_log(pod.metadata.name, namespace, container="pull-artifacts").splitlines()[-1]
+    return helpers.container_log(real_core, namespace, pod.metadata.name, "pull-artifacts").splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_apply_to_mesh_on_real_pods(served, real_core, real_custom):
     # The init container pulled from the S3 server and verified every file before Ray started.
     puller = next(s for s in worker.status.init_container_statuses if s.name == "pull-artifacts")
     assert puller.state.terminated.exit_code == 0
-    log = real_core.read_namespaced_pod_log(worker.metadata.name, namespace, container="pull-artifacts")
+    log = helpers.container_log(real_core, namespace, worker.metadata.name, "pull-artifacts")
     assert "checksums verified" in log and log.splitlines()[-1].endswith("0 from the node cache (0.0 MiB)"), log
 
     # Ray workers joined with token auth and the neuron_cores resource.
