@@ -69,9 +69,8 @@ def _policy(args: argparse.Namespace):
 
 
 def _artifacts_puller(args: argparse.Namespace):
-    from bernini.artifacts.pull import Puller
-
     from bernini.artifacts.node_cache import NodeCache
+    from bernini.artifacts.pull import Puller
 
     cache_dir = getattr(args, "cache_dir", None)
     cache = NodeCache(cache_dir, int(args.cache_limit_gib * 2**30)) if cache_dir else None

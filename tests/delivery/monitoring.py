@@ -3,12 +3,8 @@ what the operator and a real Ray head export."""
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
-import yaml
-
-from localdev.cluster import DEFAULT_BIN_DIR
 
 CHART = Path(__file__).parents[2] / "charts" / "bernini-operator"
 DASHBOARD = CHART / "dashboards" / "bernini.json"
@@ -18,10 +14,9 @@ _LABEL_MATCHER = re.compile(r"\{[^}]*\}")
 
 def prometheus_rule(*values: str) -> dict:
     """The chart's PrometheusRule rendered with its defaults (plus `values`, as --set flags)."""
-    flags = [flag for value in ("metrics.prometheusRule.enabled=true", *values) for flag in ("--set", value)]
-    text = subprocess.run([str(DEFAULT_BIN_DIR / "helm"), "template", "bernini", str(CHART), "--kube-version", "1.34.12",
-                           *flags], capture_output=True, text=True, check=True, timeout=60).stdout
-    return next(doc for doc in yaml.safe_load_all(text) if doc and doc["kind"] == "PrometheusRule")
+    from tests.delivery.test_chart import _rendered
+
+    return next(doc for doc in _rendered("metrics.prometheusRule.enabled=true", *values) if doc["kind"] == "PrometheusRule")
 
 
 def _rules() -> list[dict]:

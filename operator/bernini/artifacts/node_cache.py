@@ -13,6 +13,7 @@
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import time
@@ -21,10 +22,13 @@ from pathlib import Path
 from bernini.artifacts.manifest import StageArtifact
 
 
-def _sha256_of(path: Path) -> str:
-    from bernini.artifacts.pull import sha256_of  # one hashing routine for the pull and the cache
-
-    return sha256_of(path)
+def sha256_of(path: Path, chunk: int = 8 << 20) -> str:
+    """A file's SHA-256, read in 8 MiB blocks (the pull's check of files already in place, and the cache's)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class LockTimeout(Exception):
@@ -64,7 +68,7 @@ class NodeCache:
         cached = self.entry(artifact.sha256)
         if not cached.exists():
             return False
-        if cached.stat().st_size != artifact.size or _sha256_of(cached) != artifact.sha256:
+        if cached.stat().st_size != artifact.size or sha256_of(cached) != artifact.sha256:
             self.log(f"node cache: {artifact.file} ({artifact.sha256[:12]}) is corrupt there; pulling it again")
             cached.unlink(missing_ok=True)
             return False
@@ -80,8 +84,8 @@ class NodeCache:
         """Delete least recently used entries outside in_use until the cache fits; returns bytes freed. An entry
         another pod holds locked (filling or copying it) is left alone; lock files stay (empty, and deleting
         one another pod has open would split the lock)."""
-        entries = [(path.stat().st_mtime, path.stat().st_size, path) for path in self.entries.iterdir()
-                   if not path.name.endswith(".partial")]
+        entries = [(info.st_mtime, info.st_size, path) for path in self.entries.iterdir()
+                   if not path.name.endswith(".partial") for info in (path.stat(),)]
         total, freed = sum(size for _, size, _ in entries), 0
         for _, size, path in sorted(entries):
             if total - freed <= self.limit_bytes:

@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bernini.artifacts.manifest import (MANIFEST_FILE, UNSAFE_KEY, Manifest, StageArtifact, UnsupportedManifestVersion,
                                        parse_manifest)
-from bernini.artifacts.node_cache import LockTimeout, NodeCache
+from bernini.artifacts.node_cache import LockTimeout, NodeCache, sha256_of
 from bernini.artifacts.ranged import DeadlinePassed, RangedReader, RangeError, RangeIgnored
 from bernini.artifacts.store import S3Location, failure_kind, s3_client
 
@@ -108,14 +108,6 @@ def safe_destination(dest: Path, key: str) -> Path:
     if target == root or root not in target.parents:
         raise UnsafeKey(f"manifest key {key!r} would escape {dest}")
     return target
-
-
-def sha256_of(path: Path, chunk: int = 8 * MiB) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -230,7 +222,7 @@ class Puller:
                  deadline_seconds: float = float("inf"), presigned_seconds: int = PRESIGNED_SECONDS,
                  cache: NodeCache | None = None):
         self.cache = cache
-        self.landed = 0  # bytes written so far by this pull (read by a progress display; ints are atomic here)
+        self.landed = 0  # bytes written so far, for a progress display only (unlocked: may lag by a part)
         self.expected = 0  # bytes this pull downloads, once known
         self.deadline_seconds = deadline_seconds
         self.deadline = float("inf")  # set when a pull starts

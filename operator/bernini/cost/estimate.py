@@ -32,7 +32,7 @@ def estimate(plan: Plan, workers: int, prices: PriceTable) -> Cost:
     minimum = {g.worker.instance.name: g.min_replicas for g in plan.groups}
     maximum = {g.worker.instance.name: g.max_replicas for g in plan.groups}
     current = dict.fromkeys(minimum, 0) if workers == 0 else dict(minimum)
-    extra = max(0, workers - plan.min_workers) if workers else 0
+    extra = max(0, workers - plan.min_workers)
     if extra:
         dearest = max(minimum, key=lambda name: prices.hourly(name) or 0.0)
         current[dearest] += extra
