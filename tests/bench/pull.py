@@ -1,6 +1,6 @@
-"""make bench-pull: our artifact puller against aws-cli and s5cmd, same data, same local S3 server.
+"""make bench-pull: our artifact puller against the AWS CRT, aws-cli and s5cmd, same data, same local S3 server.
 
-Every client ends with verified bytes: ours hashes while streaming; for aws-cli and s5cmd the SHA-256
+Every client ends with verified bytes: ours and the CRT hash while streaming; for aws-cli and s5cmd the SHA-256
 check of the downloaded files (2 threads, one per core) is added to their time. Medians of --runs.
 """
 
@@ -26,16 +26,19 @@ from localdev.s3server import LocalS3
 
 MiB = 1 << 20
 AWSCLI_VERSION = "1.46.3"
-AWSCLI_VENV = Path(os.environ.get("BERNINI_CACHE", Path.home() / ".cache" / "bernini")) / f"awscli-{AWSCLI_VERSION}"
+AWSCRT_VERSION = "0.38.1"
+CACHE = Path(os.environ.get("BERNINI_CACHE", Path.home() / ".cache" / "bernini"))
 
 
-def awscli() -> Path:
-    aws = AWSCLI_VENV / "bin" / "aws"
-    if not aws.exists():
-        # A venv of its own: awscli pins botocore exactly and would fight boto3 in ours.
-        subprocess.run([sys.executable, "-m", "venv", str(AWSCLI_VENV)], check=True)
-        subprocess.run([str(AWSCLI_VENV / "bin" / "pip"), "install", "-q", f"awscli=={AWSCLI_VERSION}"], check=True)
-    return aws
+def peer_venv(package: str, version: str) -> Path:
+    """A venv of the peer's own, cached: awscli pins botocore exactly and would fight boto3 in ours, and the
+    awscrt peer should start like a lean init container, without our imports."""
+    venv = CACHE / f"{package}-{version}"
+    if not (venv / "installed").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"{package}=={version}"], check=True)
+        (venv / "installed").touch()
+    return venv / "bin"
 
 
 def make_dataset(directory: Path, big: int, big_mib: int, small: int, small_kib: int) -> Manifest:
@@ -84,7 +87,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
 
-    aws = awscli()
+    aws = peer_venv("awscli", AWSCLI_VERSION) / "aws"
+    crt_python = peer_venv("awscrt", AWSCRT_VERSION) / "python"
     s5cmd = DEFAULT_BIN_DIR / "s5cmd"
     work = Path(tempfile.mkdtemp(prefix="bench-pull-"))
     # Destinations in RAM: we measure clients and the server, not this machine's virtual disk.
@@ -103,6 +107,8 @@ def main() -> None:
         clients = {
             "bernini": ([sys.executable, "-m", "bernini", "artifacts", "pull", "s3://bench/set/", str(dest),
                          "--endpoint-url", server.endpoint_url], None),
+            "awscrt": ([str(crt_python), str(Path(__file__).with_name("awscrt_get.py")), server.endpoint_url, "bench",
+                        "set/", str(dest)], None),
             "aws-cli": ([str(aws), "s3", "cp", "--recursive", "--only-show-errors", "s3://bench/set/", str(dest),
                          "--endpoint-url", server.endpoint_url], manifest),
             "s5cmd": ([str(s5cmd), "--endpoint-url", server.endpoint_url, "cp", "s3://bench/set/*", f"{dest}/"], manifest),
@@ -117,11 +123,13 @@ def main() -> None:
         print(f"dataset: {args.big} x {args.big_mib} MiB + {args.small} x {args.small_kib} KiB = {total / MiB:.0f} MiB; "
               f"median of {args.runs} runs; destination tmpfs")
         for name, label in (("bernini", "bernini artifacts pull (sha256 while streaming)"),
+                            ("awscrt", f"awscrt {AWSCRT_VERSION} S3Client (sha256 checked in C while streaming)"),
                             ("aws-cli", f"aws s3 cp --recursive {AWSCLI_VERSION} + sha256 check"),
                             ("s5cmd", "s5cmd cp v2.3.0 + sha256 check"),
                             ("ceiling", "server ceiling: s5cmd 64 workers x 16 parts, no verification")):
             print(f"  {label:<62} {rates[name]:8.0f} MiB/s   (runs: {', '.join(f'{s:.2f}s' for s in seconds[name])})")
         print(f"ratio bernini / s5cmd:   {rates['bernini'] / rates['s5cmd']:.2f}")
+        print(f"ratio bernini / awscrt:  {rates['bernini'] / rates['awscrt']:.2f}")
         print(f"ratio bernini / aws-cli: {rates['bernini'] / rates['aws-cli']:.2f}")
         print(json.dumps({name: round(rate) for name, rate in rates.items()}))
     finally:
