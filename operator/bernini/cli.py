@@ -101,6 +101,7 @@ def _artifacts_pull(args: argparse.Namespace) -> int:
     print(f"pulled {report.files} files ({report.bytes / 2**20:.1f} MiB) in {report.seconds:.2f}s: "
           f"{report.mib_per_second:.0f} MiB/s, checksums verified; {report.skipped} already present and verified; "
           f"{report.cached_files} from the node cache ({report.cached_bytes / 2**20:.1f} MiB)")
+    _write_termination_message(args.termination_log, json.dumps(report.summary()))
     return 0
 
 
@@ -126,9 +127,9 @@ def _show_progress(puller, done: threading.Event, width: int = 30) -> None:
 
 
 def _write_termination_message(path: Path, message: str) -> None:
-    """The kubelet copies this file into the container's status: the operator reads the failure from there
-    (log order is not a contract: parallel downloads may still print after the error). The kubelet creates
-    the file; elsewhere it does not exist and nothing is written."""
+    """The kubelet copies this file into the container's status: the operator reads a failure from there (log
+    order is not a contract: parallel downloads may still print after the error), `bernini status` a success's
+    byte counts. The kubelet creates the file; elsewhere it does not exist and nothing is written."""
     if path.is_file():
         path.write_text(message[:4096])
 
@@ -180,7 +181,7 @@ def _status(args: argparse.Namespace) -> int:
 
     from bernini.api import GROUP, PLURAL, VERSION
     from bernini.reconcile.kube import api_client
-    from bernini.report import report
+    from bernini.report import pull_summary, report
 
     api = api_client()
     api.user_agent = "bernini-cli"
@@ -194,8 +195,10 @@ def _status(args: argparse.Namespace) -> int:
     selector = f"bernini.dev/deployment={args.name}"  # every Ray pod the operator rendered, of every cluster
     for pod in client.CoreV1Api(api).list_namespaced_pod(args.namespace, label_selector=selector).items:
         ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        pulled = next((pull_summary(s.state.terminated.message) for s in pod.status.init_container_statuses or []
+                       if s.name == "pull-artifacts" and s.state.terminated), None)
         pods.append({"name": pod.metadata.name, "node": pod.spec.node_name or "", "phase": pod.status.phase,
-                     "ready": ready})
+                     "ready": ready, "pulled": pulled})
     print(report(body, pods))
     return 0
 

@@ -1,5 +1,6 @@
 """`bernini status NAME`: one BerniniDeployment as a person reads it. Pure: the CLI fetches, this formats."""
 
+import json
 from typing import Any
 
 
@@ -15,8 +16,25 @@ def _dollars(value: float) -> str:
     return f"${value:,.4f}/h"
 
 
+def pull_summary(message: str | None) -> dict[str, Any] | None:
+    """The byte counts a successful artifact pull left as its termination message (None for anything else)."""
+    try:
+        summary = json.loads(message or "")
+    except ValueError:
+        return None
+    return summary if isinstance(summary, dict) and "storeBytes" in summary else None
+
+
+def _pulled(summary: dict[str, Any] | None) -> str:
+    if not summary:
+        return ""
+    return (f"artifacts: {summary['storeBytes'] / 2**20:.1f} MiB from the store, {summary['cacheBytes'] / 2**20:.1f} MiB"
+            f" from the node cache, in {summary['seconds']:.1f}s")
+
+
 def report(body: dict[str, Any], pods: list[dict[str, Any]]) -> str:
-    """body: the BerniniDeployment; pods: its Ray pods, of every cluster (name, node, phase, ready)."""
+    """body: the BerniniDeployment; pods: its Ray pods, of every cluster (name, node, phase, ready, and pulled:
+    a worker's pull summary)."""
     metadata, spec, status = body["metadata"], body.get("spec", {}), body.get("status") or {}
     generation, observed = metadata.get("generation", 0), status.get("observedGeneration", 0)
     lines = [f"{metadata['namespace']}/{metadata['name']}: model {spec.get('model', {}).get('version', '?')}"
@@ -30,8 +48,8 @@ def report(body: dict[str, Any], pods: list[dict[str, Any]]) -> str:
     lines += _table([[s["name"], s["status"], f"{s['minReplicas']}-{s['maxReplicas']} replicas", s.get("message", "")]
                      for s in status.get("stages", [])])
     lines.append("pods:")
-    lines += _table([[p["node"] or "(unscheduled)", p["name"], p["phase"], "ready" if p["ready"] else "not ready"]
-                     for p in sorted(pods, key=lambda p: (p["node"], p["name"]))])
+    lines += _table([[p["node"] or "(unscheduled)", p["name"], p["phase"], "ready" if p["ready"] else "not ready",
+                      _pulled(p.get("pulled"))] for p in sorted(pods, key=lambda p: (p["node"], p["name"]))])
     artifacts = status.get("artifacts")
     if artifacts:
         lines.append(f"artifacts: {artifacts['uri']} ({artifacts['target']}, {artifacts.get('totalBytes', 0) / 2**20:.1f}"

@@ -18,6 +18,7 @@ from bernini.artifacts.manifest import MANIFEST_FILE, Manifest
 from bernini.artifacts.publish import publish
 from bernini.artifacts.pull import ChecksumMismatch, ManifestChanged, ManifestMissing, PullError, Puller
 from bernini.artifacts.verify import verify
+from bernini.report import pull_summary
 from localdev.waiting import wait_for
 
 from tests.artifacts.conftest import MiB, SIZES, write_set
@@ -125,6 +126,15 @@ def test_exit_codes_and_messages_of_the_init_container(published, local_s3, tmp_
     # The pod status carries exactly the error, whatever the log printed after it.
     assert termination_log.read_text() == missing.stderr.strip().splitlines()[-1]
     assert not Path("/dev/termination-log").exists(), "outside a pod the default path must not be created"
+
+    # A success leaves where its bytes came from, for `bernini status` to read out of the pod status.
+    pulled = subprocess.run(base + [uri, str(tmp_path / "c"), "--endpoint-url", local_s3.endpoint_url,
+                                    "--termination-log", str(termination_log)],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert pulled.returncode == 0, pulled.stderr
+    summary = pull_summary(termination_log.read_text())
+    assert summary and (summary["storeFiles"], summary["storeBytes"]) == (3, sum(SIZES.values())), summary
+    assert (summary["cacheFiles"], summary["cacheBytes"], summary["presentFiles"]) == (0, 0, 0), summary
 
 
 def _pull_exit(uri, dest, local_s3) -> subprocess.CompletedProcess:

@@ -5,6 +5,8 @@ as a user's history would; each fresh deployment would cost minutes on these two
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ import pytest
 import yaml
 
 from bernini.api import GROUP, PLURAL, VERSION
+from bernini.report import pull_summary
 from tests.realnodes import helpers
 from tests.realnodes.conftest import REPO, VERSIONS, artifacts_uri, small_spec
 from localdev.waiting import wait_for
@@ -68,8 +71,19 @@ def node_cache(real_cluster, serving_namespace, tmp_path_factory) -> str:
     real_cluster.kubectl("delete", "persistentvolume", volume["metadata"]["name"], "--wait=false")
 
 
-def _puller_summary(real_core, namespace: str, pod) -> str:
-    return helpers.container_log(real_core, namespace, pod.metadata.name, "pull-artifacts").splitlines()[-1]
+def _pulled_from(pod) -> dict:
+    """The worker's pull summary, as its init container's termination message put it into the pod's status."""
+    puller = next(s for s in pod.status.init_container_statuses if s.name == "pull-artifacts")
+    summary = pull_summary(puller.state.terminated.message)
+    assert summary, f"no pull summary in the pod status of {pod.metadata.name}: {puller.state.terminated.message!r}"
+    return summary
+
+
+def _bernini_status(real_cluster, namespace: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "bernini", "status", "bernini", "-n", namespace], capture_output=True,
+                            text=True, timeout=60, env={**os.environ, "KUBECONFIG": str(real_cluster.kubeconfig)})
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +104,7 @@ def served(real_cluster, real_operator, real_core, real_custom, serving_namespac
     return Served(namespace, ready_seconds, time.monotonic() - started, answer)
 
 
-def test_apply_to_mesh_on_real_pods(served, real_core, real_custom):
+def test_apply_to_mesh_on_real_pods(served, real_cluster, real_core, real_custom):
     namespace = served.namespace
     print(f"\napply -> Ready: {served.ready_seconds:.1f}s; apply -> first mesh: {served.mesh_seconds:.1f}s")
     body = helpers.deployment(real_custom, namespace)
@@ -110,6 +124,12 @@ def test_apply_to_mesh_on_real_pods(served, real_core, real_custom):
     assert puller.state.terminated.exit_code == 0
     log = helpers.container_log(real_core, namespace, worker.metadata.name, "pull-artifacts")
     assert "checksums verified" in log and log.splitlines()[-1].endswith("0 from the node cache (0.0 MiB)"), log
+    total = body["status"]["artifacts"]["totalBytes"]
+    pulled = _pulled_from(worker)  # a cold node cache: every byte from the store
+    assert (pulled["storeBytes"], pulled["cacheBytes"]) == (total, 0), pulled
+    shown = _bernini_status(real_cluster, namespace)
+    assert re.search(rf"{worker.metadata.name}\s+Running\s+ready\s+artifacts: {total / 2**20:.1f} MiB from the store, "
+                     r"0\.0 MiB from the node cache", shown), shown
 
     # Ray workers joined with token auth and the neuron_cores resource.
     raycluster = body["status"]["rayService"]["activeCluster"]
@@ -169,8 +189,8 @@ def test_concurrency_scales_serve_up_then_the_ray_autoscaler_asks_for_a_worker_a
         added = wait_for(lambda: [p for p in helpers.pods(real_core, namespace, "ray.io/node-type=worker")
                                   if p.metadata.name not in resting and _pulled(p)],
                          "the added worker's pull to finish", timeout=180, interval=2)
-        summary = _puller_summary(real_core, namespace, added[0])
-        assert re.match(r"pulled 0 files \(0\.0 MiB\).* [1-9][0-9]* from the node cache", summary), summary
+        pulled = _pulled_from(added[0])
+        assert pulled["storeBytes"] == 0 and pulled["cacheBytes"] > 0 and pulled["cacheFiles"] > 0, pulled
     finally:
         results = [result for client in clients for result in client.stop()]
     print(f"\nscale-up: load start -> worker replicas raised in {scale_up:.1f}s; {len(results)} requests, "
@@ -244,7 +264,7 @@ def test_suspend_deletes_every_ray_pod_and_resume_serves_again(served, real_core
     real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {"suspend": False}})
     worker, = wait_for(lambda: [p for p in helpers.pods(real_core, namespace, "ray.io/node-type=worker") if _pulled(p)],
                        "a worker pod again, its artifacts pulled", timeout=300)
-    summary = _puller_summary(real_core, namespace, worker)  # the upgrade's worker left this version in the cache
-    assert re.match(r"pulled 0 files \(0\.0 MiB\).* [1-9][0-9]* from the node cache", summary), summary
+    pulled = _pulled_from(worker)  # the upgrade's worker left this version in the cache
+    assert pulled["storeBytes"] == 0 and pulled["cacheBytes"] > 0, pulled
     wait_for(lambda: (helpers.answer(real_core, namespace) or (0,))[0] == 200, "a mesh after resume",
              timeout=600, interval=3)

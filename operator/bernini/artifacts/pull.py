@@ -92,6 +92,11 @@ class PullReport:
     def mib_per_second(self) -> float:
         return self.bytes / MiB / self.seconds if self.seconds else 0.0
 
+    def summary(self) -> dict[str, int | float]:
+        """Where the bytes came from, as the init container's termination message carries it into pod status."""
+        return {"storeFiles": self.files, "storeBytes": self.bytes, "cacheFiles": self.cached_files,
+                "cacheBytes": self.cached_bytes, "presentFiles": self.skipped, "seconds": round(self.seconds, 2)}
+
 
 def _client_error(error: ClientError, what: str) -> PullError:
     kind, code = failure_kind(error)
