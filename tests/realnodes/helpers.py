@@ -3,10 +3,15 @@
 import base64
 import errno
 import json
+import os
 import urllib.error
 import urllib.request
+from pathlib import Path
+
+import yaml
 
 from bernini.api import GROUP, PLURAL, VERSION
+from tests.realnodes.conftest import REPO
 
 CHAIR = {"prompt": "a chair with four legs"}
 
@@ -100,3 +105,30 @@ def find_key(tree, key: str) -> list:
     if isinstance(tree, list):
         return [v for item in tree for v in find_key(item, key)]
     return []
+
+
+def apply_node_cache(cluster, namespace: str, directory: Path) -> tuple[str, str]:
+    """examples/artifacts-cache.yaml on the local nodes: a local PersistentVolume for the inf2 nodes at
+    directory, and its claim in namespace. The kubelets share this machine's filesystem, so every inf2 node
+    sees the same directory. Returns (claim, volume) names."""
+    os.chown(directory, 1000, 100)  # the Ray pods' uid and gid
+    volume, claim = yaml.safe_load_all((REPO / "examples" / "artifacts-cache.yaml").read_text())
+    volume["metadata"]["name"] = f"bernini-cache-{namespace}"
+    volume["spec"]["local"]["path"] = str(directory)
+    volume["spec"]["claimRef"]["namespace"] = claim["metadata"]["namespace"] = namespace
+    claim["spec"]["volumeName"] = volume["metadata"]["name"]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [volume, claim]}))
+    return claim["metadata"]["name"], volume["metadata"]["name"]
+
+
+def serve_replica_running_on(core, namespace: str, pod) -> bool:
+    """Is a Ray Serve replica RUNNING on this worker pod (by the Serve API on its cluster's head)?"""
+    pod = core.read_namespaced_pod(pod.metadata.name, namespace)
+    raycluster = pod.metadata.labels["ray.io/cluster"]
+    if not pod.status.pod_ip:
+        return False
+    status, payload = dashboard(core, namespace, raycluster, "/api/serve/applications/", ray_token(core, namespace, raycluster))
+    if status != 200:
+        return False
+    return any(replica.get("state") == "RUNNING" and replica.get("node_ip") == pod.status.pod_ip
+               for replicas in find_key(json.loads(payload), "replicas") for replica in replicas)

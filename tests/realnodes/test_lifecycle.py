@@ -12,12 +12,11 @@ import time
 from dataclasses import dataclass
 
 import pytest
-import yaml
 
 from bernini.api import GROUP, PLURAL, VERSION
 from bernini.report import pull_summary
 from tests.realnodes import helpers
-from tests.realnodes.conftest import REPO, VERSIONS, artifacts_uri, small_spec
+from tests.realnodes.conftest import VERSIONS, artifacts_uri, small_spec
 from localdev.waiting import wait_for
 
 pytestmark = pytest.mark.realnodes
@@ -57,18 +56,10 @@ class Served:
 
 @pytest.fixture(scope="module")
 def node_cache(real_cluster, serving_namespace, tmp_path_factory) -> str:
-    """examples/artifacts-cache.yaml on the local nodes: a local PersistentVolume for the inf2 nodes and its claim.
-    The three kubelets share this machine's filesystem, so here the inf2 nodes share one directory."""
-    directory = tmp_path_factory.mktemp("node-cache")
-    os.chown(directory, 1000, 100)  # the Ray pods' uid and gid
-    volume, claim = yaml.safe_load_all((REPO / "examples" / "artifacts-cache.yaml").read_text())
-    volume["metadata"]["name"] = f"bernini-cache-{serving_namespace}"
-    volume["spec"]["local"]["path"] = str(directory)
-    volume["spec"]["claimRef"]["namespace"] = claim["metadata"]["namespace"] = serving_namespace
-    claim["spec"]["volumeName"] = volume["metadata"]["name"]
-    real_cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [volume, claim]}))
-    yield claim["metadata"]["name"]
-    real_cluster.kubectl("delete", "persistentvolume", volume["metadata"]["name"], "--wait=false")
+    """examples/artifacts-cache.yaml on the local nodes (the inf2 nodes share one directory here)."""
+    claim, volume = helpers.apply_node_cache(real_cluster, serving_namespace, tmp_path_factory.mktemp("node-cache"))
+    yield claim
+    real_cluster.kubectl("delete", "persistentvolume", volume, "--wait=false")
 
 
 def _pulled_from(pod) -> dict:
