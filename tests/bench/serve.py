@@ -4,8 +4,10 @@ same loaded stage graphs in-process, at concurrency 1 and 8. Medians and p95 of 
 import argparse
 import contextlib
 import json
+import re
 import statistics
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -15,39 +17,56 @@ import yaml
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.preflight import judge
 from bernini.compile import compile_model
+from bernini.pipeline import DEPLOYMENT_NAMES
 from localdev.ray_head import RayHead, localize_serve_config
 from bernini.render.rayservice import render_rayservice
 from bernini.serve import stages
 from tests.bench.figures import measure, percentile
+from localdev.waiting import wait_for
 
 ROOT = Path(__file__).parents[2]
 PROMPT = json.loads((ROOT / "examples" / "inputs" / "chair-prompt.json").read_text())["prompt"]
 
 
 class InProcess:
-    """The same graphs and the same stage code, one Python process, no Ray."""
+    """The same graphs and the same stage code, one Python process, no Ray. Records each call's stage times."""
 
     def __init__(self, artifacts: Path):
         torch.set_num_threads(1)  # as each Serve replica
         self.encoder = stages.load_graph(artifacts, "encoder-text")
         self.denoiser = stages.load_graph(artifacts, "diffusion")
         self.decoders = stages.load_decoders(artifacts)
+        self.timings: list[dict[str, float]] = []
 
     def __call__(self) -> bytes:
+        timings, started = {}, time.perf_counter()
         condition = stages.encode(self.encoder, stages.text_tensor(PROMPT))
+        timings["encoder"], started = time.perf_counter() - started, time.perf_counter()
         latent = stages.sample_latent(self.denoiser, condition, 8, 3.0, 0)
-        return stages.mesh_bytes(stages.decode_batch(self.decoders, [latent])[0], "glb")[0]
+        timings["diffusion"], started = time.perf_counter() - started, time.perf_counter()
+        sdf = stages.decode_batch(self.decoders, [latent])[0]
+        timings["decoder"], started = time.perf_counter() - started, time.perf_counter()
+        mesh = stages.mesh_bytes(sdf, "glb")[0]
+        timings["triangulation"] = time.perf_counter() - started
+        self.timings.append(timings)
+        return mesh
 
 
-def serve_call(port: int):
-    body = json.dumps({"prompt": PROMPT}).encode()
+class ServeCall:
+    """One POST through Serve's HTTP proxy; records the stage times the ingress measured around each handle call."""
 
-    def call() -> bytes:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/?format=glb", data=body, method="POST",
+    def __init__(self, head: RayHead):
+        self.head = head
+        self.url = f"http://127.0.0.1:{head.serve_port}/?format=glb&seed=0"
+        self.body = json.dumps({"prompt": PROMPT}).encode()
+        self.timings: list[dict[str, float]] = []
+
+    def __call__(self) -> bytes:
+        request = urllib.request.Request(self.url, data=self.body, method="POST",
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=300) as response:
+            self.timings.append(json.loads(response.headers["X-Bernini-Timings"]))
             return response.read()
-    return call
 
 
 def compiled(work: Path):
@@ -69,7 +88,7 @@ def serve_pipeline(work: Path, artifacts: Path, manifest):
     try:
         head.deploy_serve(localize_serve_config(yaml.safe_load(rendered["spec"]["serveConfigV2"]), artifacts, head.serve_port))
         head.wait_running("bernini")
-        call = serve_call(head.serve_port)
+        call = ServeCall(head)
         for _ in range(3):
             call()  # warm up every replica's first call
         yield call
@@ -77,32 +96,78 @@ def serve_pipeline(work: Path, artifacts: Path, manifest):
         head.stop()
 
 
+def processing(call: ServeCall) -> dict[str, tuple[float, int]]:
+    """Time spent inside each deployment's replicas (Ray Serve's own processing-latency histogram: sum in ms,
+    count), once the head's metrics agent has exported every request made so far."""
+    def read() -> dict[str, tuple[float, int]]:
+        totals: dict[str, list[float]] = {}
+        for line in call.head.metrics().splitlines():
+            name, _, value = line.rpartition(" ")
+            for suffix, index in (("_sum{", 0), ("_count{", 1)):
+                if name.startswith("ray_serve_deployment_processing_latency_ms" + suffix):
+                    deployment = re.search(r'deployment="([^"]+)"', name).group(1)
+                    totals.setdefault(deployment, [0.0, 0])[index] += float(value)
+        return {deployment: (total, int(count)) for deployment, (total, count) in totals.items()}
+    return wait_for(lambda: (seen := read()) and seen.get("BerniniIngress", (0, 0))[1] == len(call.timings) and seen,
+                    "the head to export every request's processing time", timeout=90, interval=1)
+
+
+def stage_medians(timings: list[dict[str, float]]) -> dict[str, float]:
+    return {stage: statistics.median(t[stage] for t in timings) for stage in timings[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--requests", type=int, default=40, help="per path and concurrency, over --rounds blocks")
+    parser.add_argument("--rounds", type=int, default=4, help="blocks per path, the two paths alternating")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     artifacts, manifest = compiled(work)
-    results = {}
     peer = InProcess(artifacts)
-    peer()  # warm up
-    for concurrency in (1, 8):
-        results[("in-process", concurrency)] = measure(peer, args.requests, concurrency)
-    with serve_pipeline(work, artifacts, manifest) as call:
+    reference = peer()  # warm up, and the mesh Serve must return for the same seed
+    results: dict[tuple[str, int], tuple[list[float], float]] = {}
+    stage_times: dict[str, list[dict[str, float]]] = {}
+    with serve_pipeline(work, artifacts, manifest) as serve:
+        if serve() != reference:
+            raise SystemExit("Serve and the in-process graphs returned different meshes for the same seed")
         for concurrency in (1, 8):
-            results[("serve", concurrency)] = measure(call, args.requests, concurrency)
+            if concurrency == 1:
+                before = processing(serve)
+            for round_ in range(args.rounds):  # interleaved blocks: drift on this machine hits both paths alike
+                for path, call in (("in-process", peer), ("serve", serve)):
+                    done = len(call.timings)
+                    latencies, throughput = measure(call, args.requests // args.rounds, concurrency)
+                    sofar, rates = results.get((path, concurrency), ([], []))
+                    results[(path, concurrency)] = (sofar + latencies, rates + [throughput])
+                    if concurrency == 1:
+                        stage_times.setdefault(path, []).extend(call.timings[done:])
+            if concurrency == 1:
+                after = processing(serve)
+                inside = {name: (after[name][0] - before.get(name, (0, 0))[0]) / (after[name][1] - before.get(name, (0, 0))[1])
+                          for name in after}
 
-    print(f"{args.requests} requests each, text prompt -> GLB mesh, cpu-compiled reference model, 2 cores")
+    print(f"{args.requests} requests per path and concurrency in {args.rounds} interleaved blocks, text prompt -> "
+          f"GLB mesh, cpu-compiled reference model, 2 cores; same mesh from both paths for seed 0")
     print(f"{'path':<12} {'conc':>4} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>7}")
-    for (path, concurrency), (latencies, throughput) in results.items():
+    for (path, concurrency), (latencies, rates) in results.items():
         print(f"{path:<12} {concurrency:>4} {statistics.median(latencies) * 1000:8.0f} "
-              f"{percentile(latencies, 0.95) * 1000:8.0f} {throughput:7.2f}")
+              f"{percentile(latencies, 0.95) * 1000:8.0f} {statistics.median(rates):7.2f}")
     for concurrency in (1, 8):
         serve_p50 = statistics.median(results[("serve", concurrency)][0])
         local_p50 = statistics.median(results[("in-process", concurrency)][0])
-        print(f"concurrency {concurrency}: Serve overhead p50 {(serve_p50 - local_p50) * 1000:+.0f} ms, "
-              f"latency ratio serve/in-process {serve_p50 / local_p50:.2f}, throughput ratio "
-              f"{results[('serve', concurrency)][1] / results[('in-process', concurrency)][1]:.2f}")
+        print(f"concurrency {concurrency}: Serve overhead p50 {(serve_p50 - local_p50) * 1000:+.0f} ms "
+              f"({(serve_p50 / local_p50 - 1) * 100:+.0f}%), throughput ratio serve/in-process "
+              f"{statistics.median(results[('serve', concurrency)][1]) / statistics.median(results[('in-process', concurrency)][1]):.2f}")
+    # Where the overhead goes at concurrency 1: each stage alone in-process, inside its replica (Serve's own
+    # processing time: the stage plus the replica's request handling), and as the ingress saw its handle call
+    # (plus routing, arguments and result through Ray); the rest is HTTP, the proxy and the ingress itself.
+    local, served = stage_medians(stage_times["in-process"]), stage_medians(stage_times["serve"])
+    replicas = {stage: DEPLOYMENT_NAMES[stage] for stage in local}
+    print("concurrency 1, per stage: in-process p50 / inside the replica (mean) / through its handle p50, ms")
+    for stage in local:
+        print(f"  {stage:<14} {local[stage] * 1000:7.1f} {inside[replicas[stage]]:7.1f} {served[stage] * 1000:7.1f}")
+    rest = statistics.median(results[("serve", 1)][0]) - sum(served.values())
+    print(f"  HTTP, proxy and ingress: {rest * 1000:.1f} ms")
 
 
 if __name__ == "__main__":
