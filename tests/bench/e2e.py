@@ -2,9 +2,10 @@
 
 Prints: cluster up with the image store cold and warm (the image import is the "cold image" cost: pods
 never pull), apply -> Ready and apply -> first mesh for a first and a second deployment, the NewCluster
-upgrade's switch time with the requests served and failed meanwhile (goal: 0 failed), and the scale-up
-request latency (load start -> the Ray autoscaler raises the worker group's replicas). Medians where a
-figure repeats; one run each otherwise (each takes minutes).
+upgrade's switch time with the requests served and failed meanwhile (goal: 0 failed), the scale-up
+request latency (load start -> the Ray autoscaler raises the worker group's replicas), and a scaled-up
+worker's cold start (pod created -> artifacts pulled -> a Serve replica RUNNING on it) on a node without the
+artifact cache and with a warm one. Medians where a figure repeats; one run each otherwise (each takes minutes).
 """
 
 import json
@@ -19,6 +20,7 @@ import yaml
 from kubernetes import client, config
 
 from bernini.api import GROUP, PLURAL, VERSION
+from bernini.report import pull_summary
 from localdev import LocalCluster, nodenet
 from localdev.nodelayer import build_images
 from localdev.s3server import LocalS3
@@ -62,7 +64,7 @@ def cluster_up(root: Path, cold: bool) -> tuple[LocalCluster, float]:
     return cluster, cluster.up()
 
 
-def deploy(cluster, core, custom, s3, namespace: str) -> tuple[float, float]:
+def deploy(cluster, core, custom, s3, namespace: str, cache_directory: Path | None = None) -> tuple[float, float]:
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     wait_for(lambda: core.list_namespaced_service_account(namespace, field_selector="metadata.name=default").items,
              "default ServiceAccount")
@@ -70,6 +72,9 @@ def deploy(cluster, core, custom, s3, namespace: str) -> tuple[float, float]:
                                                           "items": namespace_manifests(namespace, s3)}))
     body = fit_to_local_nodes(yaml.safe_load(EXAMPLE.read_text()), cluster.node_layer.images["SERVING_IMAGE"],
                               s3.endpoint_url, VERSIONS[0], uri(VERSIONS[0]))
+    if cache_directory:
+        claim, _ = helpers.apply_node_cache(cluster, namespace, cache_directory)
+        body["spec"]["artifactsCache"] = {"claimName": claim, "sizeLimit": "2Gi"}
     started = time.monotonic()
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
     wait_for(lambda: helpers.ready(custom, namespace), "Ready", timeout=900, interval=1)
@@ -96,22 +101,48 @@ def upgrade(core, custom, namespace: str) -> tuple[float, int, int]:
     return seconds, len(statuses), sum(status != 200 for status in statuses)
 
 
-def scale_up(core, custom, namespace: str) -> float:
+def scale_up(core, custom, namespace: str) -> tuple[float, dict[str, float]]:
+    """Seconds from load start to the autoscaler raising the worker group, and the added worker's start."""
     def replicas():
         clusters = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")["items"]
         return sum(group.get("replicas", 0) for c in clusters for group in c["spec"]["workerGroupSpecs"])
 
     wait_for(lambda: replicas() == 1, "one worker at rest", timeout=600, interval=2)
+    resting = {pod.metadata.name for pod in helpers.pods(core, namespace, "ray.io/node-type=worker")}
     loads = [Load(core, namespace) for _ in range(4)]
     started = time.monotonic()
     for load in loads:
         load.start()
     try:
         wait_for(lambda: replicas() >= 2, "the autoscaler to raise replicas", timeout=600, interval=0.5)
-        return time.monotonic() - started
+        raised = time.monotonic() - started
+        added, = wait_for(lambda: [pod for pod in helpers.pods(core, namespace, "ray.io/node-type=worker")
+                                   if pod.metadata.name not in resting], "the added worker pod", timeout=300)
+        return raised, worker_start(core, namespace, added)
     finally:
         for load in loads:
             load.stop()
+
+
+def worker_start(core, namespace: str, pod) -> dict[str, float]:
+    """From the worker pod's creation: seconds to its artifacts pulled and to a Serve replica RUNNING on it,
+    with the bytes its pull took from the store and from the node cache."""
+    wait_for(lambda: helpers.serve_replica_running_on(core, namespace, pod), "a Serve replica RUNNING on the added worker",
+             timeout=600, interval=0.5)
+    running = time.time()
+    pod = core.read_namespaced_pod(pod.metadata.name, namespace)
+    created = pod.metadata.creation_timestamp.timestamp()
+    pulled = next(s for s in pod.status.init_container_statuses if s.name == "pull-artifacts").state.terminated
+    summary = pull_summary(pulled.message) or {}
+    return {"pulled": pulled.finished_at.timestamp() - created, "running": running - created,
+            "storeMiB": summary.get("storeBytes", 0) / 2**20, "cacheMiB": summary.get("cacheBytes", 0) / 2**20}
+
+
+def start_rows(label: str, start: dict[str, float]) -> list[tuple[str, str]]:
+    return [(f"added worker, {label}: pod created -> artifacts pulled / -> Serve replica RUNNING",
+             f"{start['pulled']:.1f} s / {start['running']:.1f} s"),
+            (f"added worker, {label}: MiB from the store / from the node cache",
+             f"{start['storeMiB']:.1f} / {start['cacheMiB']:.1f}")]
 
 
 def main() -> None:
@@ -135,16 +166,24 @@ def main() -> None:
     api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     try:
+        # The first deployment has no node cache: its added worker downloads. The second has one, which its
+        # first worker and the upgrade's fill: its added worker starts from a warm cache.
         for attempt, label in enumerate(("first deployment", "second deployment (page cache warm)")):
-            ready, mesh = deploy(cluster, core, custom, s3, f"bench-{attempt}")
+            cache = root / "node-cache" if attempt else None
+            if cache:
+                cache.mkdir()
+            ready, mesh = deploy(cluster, core, custom, s3, f"bench-{attempt}", cache)
             rows += [(f"apply -> Ready, {label}", f"{ready:.1f} s"), (f"apply -> first mesh, {label}", f"{mesh:.1f} s")]
             if attempt == 0:
+                raised, start = scale_up(core, custom, "bench-0")
+                rows += start_rows("no node cache", start)
                 core.delete_namespace("bench-0")
                 wait_for(lambda: not core.list_namespaced_pod("bench-0").items, "bench-0 emptied", timeout=300)
         seconds, served, failed = upgrade(core, custom, "bench-1")
         rows += [("upgrade: patch -> traffic on the new cluster", f"{seconds:.1f} s"),
                  ("upgrade: requests during the switch / failed (goal 0)", f"{served} / {failed}")]
-        rows.append(("scale-up: load start -> worker replicas raised", f"{scale_up(core, custom, 'bench-1'):.1f} s"))
+        raised, start = scale_up(core, custom, "bench-1")
+        rows += [("scale-up: load start -> worker replicas raised", f"{raised:.1f} s")] + start_rows("warm node cache", start)
     finally:
         operator.stop()
         s3.stop()
