@@ -125,8 +125,9 @@ def scale_up(core, custom, namespace: str) -> tuple[float, dict[str, float]]:
 
 
 def worker_start(core, namespace: str, pod) -> dict[str, float]:
-    """From the worker pod's creation: seconds to its artifacts pulled and to a Serve replica RUNNING on it,
-    with the bytes its pull took from the store and from the node cache."""
+    """From the worker pod's creation: seconds to its init container starting, to its artifacts pulled and to a
+    Serve replica RUNNING on it; the pull's own seconds and bytes (store, node cache); the Ray container's
+    restarts (raylet gives up on a start that takes over 30 s, as it can on these shared cores)."""
     wait_for(lambda: helpers.serve_replica_running_on(core, namespace, pod), "a Serve replica RUNNING on the added worker",
              timeout=600, interval=0.5)
     running = time.time()
@@ -134,15 +135,18 @@ def worker_start(core, namespace: str, pod) -> dict[str, float]:
     created = pod.metadata.creation_timestamp.timestamp()
     pulled = next(s for s in pod.status.init_container_statuses if s.name == "pull-artifacts").state.terminated
     summary = pull_summary(pulled.message) or {}
-    return {"pulled": pulled.finished_at.timestamp() - created, "running": running - created,
-            "storeMiB": summary.get("storeBytes", 0) / 2**20, "cacheMiB": summary.get("cacheBytes", 0) / 2**20}
+    return {"started": pulled.started_at.timestamp() - created, "pulled": pulled.finished_at.timestamp() - created,
+            "running": running - created, "pull": summary.get("seconds", 0.0),
+            "storeMiB": summary.get("storeBytes", 0) / 2**20, "cacheMiB": summary.get("cacheBytes", 0) / 2**20,
+            "restarts": pod.status.container_statuses[0].restart_count}
 
 
 def start_rows(label: str, start: dict[str, float]) -> list[tuple[str, str]]:
-    return [(f"added worker, {label}: pod created -> artifacts pulled / -> Serve replica RUNNING",
-             f"{start['pulled']:.1f} s / {start['running']:.1f} s"),
-            (f"added worker, {label}: MiB from the store / from the node cache",
-             f"{start['storeMiB']:.1f} / {start['cacheMiB']:.1f}")]
+    return [(f"added worker, {label}: pod created -> pull started / pulled / Serve replica RUNNING",
+             f"{start['started']:.0f} s / {start['pulled']:.0f} s / {start['running']:.0f} s"),
+            (f"added worker, {label}: the pull's own time, MiB from the store / from the node cache",
+             f"{start['pull']:.2f} s, {start['storeMiB']:.1f} / {start['cacheMiB']:.1f}"),
+            (f"added worker, {label}: Ray container restarts before it joined", f"{start['restarts']}")]
 
 
 def main() -> None:
