@@ -107,7 +107,10 @@ def scale_up(core, custom, namespace: str) -> tuple[float, dict[str, float]]:
         clusters = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")["items"]
         return sum(group.get("replicas", 0) for c in clusters for group in c["spec"]["workerGroupSpecs"])
 
-    wait_for(lambda: replicas() == 1, "one worker at rest", timeout=600, interval=2)
+    # One worker at rest, and no other left terminating (an upgrade's old worker holds its node's NeuronCores
+    # until it is gone, and a new pod there waits for them).
+    wait_for(lambda: replicas() == 1 and len(helpers.pods(core, namespace, "ray.io/node-type=worker")) == 1,
+             "one worker at rest", timeout=600, interval=2)
     resting = {pod.metadata.name for pod in helpers.pods(core, namespace, "ray.io/node-type=worker")}
     loads = [Load(core, namespace) for _ in range(4)]
     started = time.monotonic()
