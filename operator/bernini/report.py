@@ -8,7 +8,7 @@ def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
     if not rows:
         return [f"{indent}(none)"]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return [indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]
+    return [(indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]).rstrip()
             for row in rows]
 
 
