@@ -116,6 +116,20 @@ def stage_medians(timings: list[dict[str, float]]) -> dict[str, float]:
     return {stage: statistics.median(t[stage] for t in timings) for stage in timings[0]}
 
 
+def interleaved(peer: InProcess, serve: ServeCall, concurrency: int, args, results) -> dict[str, list[dict[str, float]]]:
+    """Blocks of requests, the two paths alternating (drift on this machine hits both alike), added to results;
+    returns the stage times recorded in these blocks, by path."""
+    stage_times: dict[str, list[dict[str, float]]] = {}
+    for _ in range(args.rounds):
+        for path, call in (("in-process", peer), ("serve", serve)):
+            done = len(call.timings)
+            latencies, throughput = measure(call, args.requests // args.rounds, concurrency)
+            sofar, rates = results.get((path, concurrency), ([], []))
+            results[(path, concurrency)] = (sofar + latencies, rates + [throughput])
+            stage_times.setdefault(path, []).extend(call.timings[done:])
+    return stage_times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=40, help="per path and concurrency, over --rounds blocks")
@@ -125,26 +139,16 @@ def main() -> None:
     artifacts, manifest = compiled(work)
     peer = InProcess(artifacts)
     reference = peer()  # warm up, and the mesh Serve must return for the same seed
-    results: dict[tuple[str, int], tuple[list[float], float]] = {}
-    stage_times: dict[str, list[dict[str, float]]] = {}
+    results: dict[tuple[str, int], tuple[list[float], list[float]]] = {}  # latencies, per-block throughputs
     with serve_pipeline(work, artifacts, manifest) as serve:
         if serve() != reference:
             raise SystemExit("Serve and the in-process graphs returned different meshes for the same seed")
-        for concurrency in (1, 8):
-            if concurrency == 1:
-                before = processing(serve)
-            for round_ in range(args.rounds):  # interleaved blocks: drift on this machine hits both paths alike
-                for path, call in (("in-process", peer), ("serve", serve)):
-                    done = len(call.timings)
-                    latencies, throughput = measure(call, args.requests // args.rounds, concurrency)
-                    sofar, rates = results.get((path, concurrency), ([], []))
-                    results[(path, concurrency)] = (sofar + latencies, rates + [throughput])
-                    if concurrency == 1:
-                        stage_times.setdefault(path, []).extend(call.timings[done:])
-            if concurrency == 1:
-                after = processing(serve)
-                inside = {name: (after[name][0] - before.get(name, (0, 0))[0]) / (after[name][1] - before.get(name, (0, 0))[1])
-                          for name in after}
+        before = processing(serve)
+        stage_times = interleaved(peer, serve, 1, args, results)
+        after = processing(serve)
+        interleaved(peer, serve, 8, args, results)
+    inside = {name: (after[name][0] - before.get(name, (0, 0))[0]) / (after[name][1] - before.get(name, (0, 0))[1])
+              for name in after}
 
     print(f"{args.requests} requests per path and concurrency in {args.rounds} interleaved blocks, text prompt -> "
           f"GLB mesh, cpu-compiled reference model, 2 cores; same mesh from both paths for seed 0")
