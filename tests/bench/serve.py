@@ -4,6 +4,7 @@ same loaded stage graphs in-process, at concurrency 1 and 8. Medians and p95 of 
 import argparse
 import contextlib
 import json
+import os
 import re
 import statistics
 import tempfile
@@ -112,18 +113,56 @@ def processing(call: ServeCall) -> dict[str, tuple[float, int]]:
                     "the head to export every request's processing time", timeout=90, interval=1)
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def ray_usage(head: RayHead) -> dict[str, tuple[float, int]]:
+    """CPU seconds and minor page faults so far of each process the Ray head started, by name: ray::<actor>
+    (replicas by deployment), the script a Python process runs, or the binary."""
+    stats, children = {}, {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit():
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                stats[int(entry.name)] = (fields, (entry / "cmdline").read_bytes().decode(errors="replace").split("\0"))
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+        except OSError:
+            continue
+    usage: dict[str, tuple[float, int]] = {}
+    pending = [head.process.pid]
+    while pending:
+        pid = pending.pop()
+        pending.extend(children.get(pid, ()))
+        if pid not in stats:
+            continue
+        fields, argv = stats[pid]
+        if argv[0].startswith("ray::"):
+            name = argv[0].removeprefix("ray::").removeprefix("ServeReplica:").split(".")[0].split()[0]
+        else:  # a process title may be "name (original command line)"
+            name = Path(next((arg for arg in argv if arg.endswith(".py")), argv[0].split(" (")[0])).name
+        cpu, faults = usage.get(name, (0.0, 0))
+        usage[name] = (cpu + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS, faults + int(fields[7]))
+    return usage
+
+
 def stage_medians(timings: list[dict[str, float]]) -> dict[str, float]:
     return {stage: statistics.median(t[stage] for t in timings) for stage in timings[0]}
 
 
-def interleaved(peer: InProcess, serve: ServeCall, concurrency: int, args, results) -> dict[str, list[dict[str, float]]]:
+def interleaved(peer: InProcess, serve: ServeCall, concurrency: int, args, results, usage: dict) -> dict[str, list[dict[str, float]]]:
     """Blocks of requests, the two paths alternating (drift on this machine hits both alike), added to results;
-    returns the stage times recorded in these blocks, by path."""
+    adds what the Ray processes spent during the Serve blocks to usage; returns the stage times recorded in
+    these blocks, by path."""
     stage_times: dict[str, list[dict[str, float]]] = {}
     for _ in range(args.rounds):
         for path, call in (("in-process", peer), ("serve", serve)):
             done = len(call.timings)
+            before = ray_usage(serve.head) if call is serve else {}
             latencies, throughput = measure(call, args.requests // args.rounds, concurrency)
+            for name, (cpu, faults) in ray_usage(serve.head).items() if call is serve else ():
+                spent = usage.get(name, (0.0, 0))
+                start = before.get(name, (cpu, faults))
+                usage[name] = (spent[0] + cpu - start[0], spent[1] + faults - start[1])
             sofar, rates = results.get((path, concurrency), ([], []))
             results[(path, concurrency)] = (sofar + latencies, rates + [throughput])
             stage_times.setdefault(path, []).extend(call.timings[done:])
@@ -144,9 +183,10 @@ def main() -> None:
         if serve() != reference:
             raise SystemExit("Serve and the in-process graphs returned different meshes for the same seed")
         before = processing(serve)
-        stage_times = interleaved(peer, serve, 1, args, results)
+        usage: dict[str, tuple[float, int]] = {}
+        stage_times = interleaved(peer, serve, 1, args, results, usage)
         after = processing(serve)
-        interleaved(peer, serve, 8, args, results)
+        interleaved(peer, serve, 8, args, results, {})
     inside = {name: (after[name][0] - before.get(name, (0, 0))[0]) / (after[name][1] - before.get(name, (0, 0))[1])
               for name in after}
 
@@ -172,6 +212,13 @@ def main() -> None:
         print(f"  {stage:<14} {local[stage] * 1000:7.1f} {inside[replicas[stage]]:7.1f} {served[stage] * 1000:7.1f}")
     rest = statistics.median(results[("serve", 1)][0]) - sum(served.values())
     print(f"  HTTP, proxy and ingress: {rest * 1000:.1f} ms")
+    # On 2 cores Ray's own processes compete with the stage running at the time: their CPU is the overhead's root.
+    served_requests = len(stage_times["serve"])
+    print("concurrency 1, each Ray process per request: CPU ms, minor page faults")
+    for name, (cpu, faults) in sorted(usage.items(), key=lambda item: -item[1][0]):
+        if cpu * 1000 / served_requests >= 1:
+            print(f"  {name:<24} {cpu * 1000 / served_requests:7.1f} {faults / served_requests:9.0f}")
+    print(f"  all Ray processes        {sum(cpu for cpu, _ in usage.values()) * 1000 / served_requests:7.1f}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import trimesh
 from PIL import Image
 
 from bernini.pipeline import STAGES
+from bernini.render.serve_config import REPLICA_ENV
 from localdev.waiting import wait_for
 from tests.serve.conftest import rendered_serve_config
 
@@ -81,6 +82,27 @@ def test_every_input_kind_returns_a_valid_mesh(serving, modality):
     assert np.isfinite(mesh.vertices).all()
     assert mesh.faces.max() < len(mesh.vertices)
     assert mesh.is_winding_consistent
+
+
+def _replica_environments() -> dict[str, dict[str, str]]:
+    """The environment of each Serve replica process on this machine, by its process title."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
+            if title.startswith("ray::ServeReplica:bernini:"):
+                pairs = (entry / "environ").read_bytes().decode(errors="replace").split("\0")
+                found[title] = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def test_every_replica_runs_with_the_malloc_thresholds_of_the_application(serving):
+    environments = _replica_environments()
+    assert {title.rsplit(":", 1)[1] for title in environments} >= {"Encoder", "Diffusion", "Decoder", "Triangulation"}
+    for title, environment in environments.items():
+        assert {name: environment.get(name) for name in REPLICA_ENV} == REPLICA_ENV, title
 
 
 def test_different_inputs_give_different_meshes(serving):

@@ -90,7 +90,7 @@ def test_serve_deployments_autoscale_per_stage():
     assert diffusion["max_ongoing_requests"] == 3
     assert "resources" not in deployments["Triangulation"]["ray_actor_options"]
     assert application["import_path"] == "bernini.serve.app:app_builder"
-    assert "runtime_env" not in application  # KubeRay's REST deploy refuses a local working_dir
+    assert list(application["runtime_env"]) == ["env_vars"]  # KubeRay's REST deploy refuses a local working_dir
 
 
 def test_suspend_removes_the_application_and_zeroes_the_workers():
