@@ -212,7 +212,7 @@ def main() -> None:
         print(f"  {stage:<14} {local[stage] * 1000:7.1f} {inside[replicas[stage]]:7.1f} {served[stage] * 1000:7.1f}")
     rest = statistics.median(results[("serve", 1)][0]) - sum(served.values())
     print(f"  HTTP, proxy and ingress: {rest * 1000:.1f} ms")
-    # On 2 cores Ray's own processes compete with the stage running at the time: their CPU is the overhead's root.
+    # On 2 cores what Ray's own processes burn competes with the stage computing at the time.
     served_requests = len(stage_times["serve"])
     print("concurrency 1, each Ray process per request: CPU ms, minor page faults")
     for name, (cpu, faults) in sorted(usage.items(), key=lambda item: -item[1][0]):
