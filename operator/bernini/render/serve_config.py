@@ -14,8 +14,8 @@ from bernini.render.quantity import to_bytes
 HTTP_OPTIONS = {"host": "0.0.0.0", "port": 8000, "request_timeout_s": 120}
 
 # Serve runs stage code on threads of their own, where glibc's arenas gave freed tensor memory back to the
-# kernel and faulted it in again on the next call: 9,300 minor page faults per request in the Diffusion replica
-# and 660 in the Decoder's; 1,900 and 70 with these thresholds (the mmap one is the largest glibc takes).
+# kernel and faulted it in again on the next call: 9,300 minor page faults per request in the Diffusion replica,
+# 670-1,900 with these thresholds (the mmap one is the largest glibc takes).
 REPLICA_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
 
 
