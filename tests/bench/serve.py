@@ -119,23 +119,13 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def ray_usage(head: RayHead) -> dict[str, tuple[float, int]]:
     """CPU seconds and minor page faults so far of each process the Ray head started, by name: ray::<actor>
     (replicas by deployment), the script a Python process runs, or the binary."""
-    stats, children = {}, {}
-    for entry in Path("/proc").iterdir():
+    usage: dict[str, tuple[float, int]] = {}
+    for pid in head.process_tree():
         try:
-            if entry.name.isdigit():
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                stats[int(entry.name)] = (fields, (entry / "cmdline").read_bytes().decode(errors="replace").split("\0"))
-                children.setdefault(int(fields[1]), []).append(int(entry.name))
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-    usage: dict[str, tuple[float, int]] = {}
-    pending = [head.process.pid]
-    while pending:
-        pid = pending.pop()
-        pending.extend(children.get(pid, ()))
-        if pid not in stats:
-            continue
-        fields, argv = stats[pid]
         if argv[0].startswith("ray::"):
             name = argv[0].removeprefix("ray::").removeprefix("ServeReplica:").split(".")[0].split()[0]
         else:  # a process title may be "name (original command line)"
@@ -149,19 +139,21 @@ def stage_medians(timings: list[dict[str, float]]) -> dict[str, float]:
     return {stage: statistics.median(t[stage] for t in timings) for stage in timings[0]}
 
 
-def interleaved(peer: InProcess, serve: ServeCall, concurrency: int, args, results, usage: dict) -> dict[str, list[dict[str, float]]]:
+def interleaved(peer: InProcess, serve: ServeCall, concurrency: int, args, results,
+                usage: dict | None = None) -> dict[str, list[dict[str, float]]]:
     """Blocks of requests, the two paths alternating (drift on this machine hits both alike), added to results;
-    adds what the Ray processes spent during the Serve blocks to usage; returns the stage times recorded in
-    these blocks, by path."""
+    if usage is given, adds what the Ray processes spent during the Serve blocks to it; returns the stage times
+    recorded in these blocks, by path."""
     stage_times: dict[str, list[dict[str, float]]] = {}
     for _ in range(args.rounds):
         for path, call in (("in-process", peer), ("serve", serve)):
             done = len(call.timings)
-            before = ray_usage(serve.head) if call is serve else {}
+            counted = usage is not None and call is serve
+            before = ray_usage(serve.head) if counted else {}
             latencies, throughput = measure(call, args.requests // args.rounds, concurrency)
-            for name, (cpu, faults) in ray_usage(serve.head).items() if call is serve else ():
+            for name, (cpu, faults) in ray_usage(serve.head).items() if counted else ():
                 spent = usage.get(name, (0.0, 0))
-                start = before.get(name, (cpu, faults))
+                start = before.get(name, (cpu, faults))  # a process started during the block counts from here
                 usage[name] = (spent[0] + cpu - start[0], spent[1] + faults - start[1])
             sofar, rates = results.get((path, concurrency), ([], []))
             results[(path, concurrency)] = (sofar + latencies, rates + [throughput])
@@ -186,7 +178,7 @@ def main() -> None:
         usage: dict[str, tuple[float, int]] = {}
         stage_times = interleaved(peer, serve, 1, args, results, usage)
         after = processing(serve)
-        interleaved(peer, serve, 8, args, results, {})
+        interleaved(peer, serve, 8, args, results)
     inside = {name: (after[name][0] - before.get(name, (0, 0))[0]) / (after[name][1] - before.get(name, (0, 0))[1])
               for name in after}
 

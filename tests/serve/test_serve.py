@@ -84,22 +84,22 @@ def test_every_input_kind_returns_a_valid_mesh(serving, modality):
     assert mesh.is_winding_consistent
 
 
-def _replica_environments() -> dict[str, dict[str, str]]:
-    """The environment of each Serve replica process on this machine, by its process title."""
+def _replica_environments(head) -> dict[str, dict[str, str]]:
+    """The environment of each Serve replica process this Ray head started, by its process title."""
     found = {}
-    for entry in Path("/proc").iterdir():
+    for pid in head.process_tree():
         try:
-            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
             if title.startswith("ray::ServeReplica:bernini:"):
-                pairs = (entry / "environ").read_bytes().decode(errors="replace").split("\0")
+                pairs = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
                 found[title] = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
         except (OSError, ValueError):
             continue
     return found
 
 
-def test_every_replica_runs_with_the_malloc_thresholds_of_the_application(serving):
-    environments = _replica_environments()
+def test_every_replica_runs_with_the_malloc_thresholds_of_the_application(serving, ray_head):
+    environments = _replica_environments(ray_head)
     assert {title.rsplit(":", 1)[1] for title in environments} >= {"Encoder", "Diffusion", "Decoder", "Triangulation"}
     for title, environment in environments.items():
         assert {name: environment.get(name) for name in REPLICA_ENV} == REPLICA_ENV, title

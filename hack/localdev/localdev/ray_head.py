@@ -127,6 +127,24 @@ class RayHead:
             parts.append(f"--- {dashboard_log.name} ---\n" + dashboard_log.read_text(errors="replace")[-chars:])
         return "\n".join(parts)
 
+    def process_tree(self) -> list[int]:
+        """The head process and every process it started, directly or not: Ray's workers are the raylet's
+        children, outside the head's process group."""
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except OSError:
+                    continue
+                children.setdefault(parent, []).append(int(entry.name))
+        found, pending = [], [self.process.pid]
+        while pending:
+            pid = pending.pop()
+            found.append(pid)
+            pending.extend(children.get(pid, ()))
+        return found
+
     def _processes_of_this_head(self) -> list[int]:
         marker = str(self.temp_dir).encode()
         found = []
