@@ -252,18 +252,22 @@ def test_diffusion_scales_up_under_load_and_back_down(serving, ray_head):
           f"{time.monotonic() - stopped:.1f}s after it stopped")
 
 
-def test_an_overloaded_pipeline_answers_503_at_once(ray_head, serving):
-    """A second application with room for one request in flight and one queued (maxOngoingRequests 1 at one
-    replica, so the rendered max_queued_requests is 1): the rest get Serve's 503 without waiting."""
+def test_an_overloaded_pipeline_answers_503_at_once_and_never_refuses_an_admitted_request(
+        ray_head, serving, artifacts_dir):
+    """A second application rendered with room for 3 requests in the ingress and 3 queued at each proxy,
+    every stage holding one request at a time in one replica: the rest get the proxy's 503 without waiting,
+    and the 3 the ingress admitted all finish, though they queue behind each other at every stage (a stage
+    refusal would be the ingress's own 503, after the encoder did its work)."""
     _, config = serving
-    tight = json.loads(json.dumps(config["applications"][0]))
+    one_at_a_time = {"minReplicas": 1, "maxReplicas": 1, "targetOngoingRequests": 1, "maxOngoingRequests": 1}
+    rendered = rendered_serve_config(artifacts_dir, ray_head.serve_port,
+                                     ingress={"maxOngoingRequests": 3, "maxReplicas": 1, "targetOngoingRequests": 2},
+                                     stages=dict.fromkeys(STAGES, one_at_a_time))
+    tight = rendered["applications"][0]
     tight.update(name="tight", route_prefix="/tight")
     for deployment in tight["deployments"]:
         # Small and accelerator-free, so it fits beside the main application on the head's 8 CPUs.
         deployment["ray_actor_options"] = {"num_cpus": 0.05}
-        deployment["autoscaling_config"].update(min_replicas=1, initial_replicas=1, max_replicas=1)
-        deployment["max_ongoing_requests"], deployment["max_queued_requests"] = 1, 1
-        deployment["autoscaling_config"]["target_ongoing_requests"] = 1
     ray_head.deploy_serve({**config, "applications": [config["applications"][0], tight]})
     url = f"http://127.0.0.1:{ray_head.serve_port}/tight"
     try:
@@ -272,8 +276,8 @@ def test_an_overloaded_pipeline_answers_503_at_once(ray_head, serving):
 
         def client():
             started = time.monotonic()
-            code = post(url + "?steps=30", json.dumps({"prompt": "load"}).encode(), "application/json")[0]
-            answers.append((code, time.monotonic() - started))
+            code, _, body = post(url + "?steps=30", json.dumps({"prompt": "load"}).encode(), "application/json")
+            answers.append((code, time.monotonic() - started, body))
         clients = [threading.Thread(target=client) for _ in range(12)]
         for thread in clients:
             thread.start()
@@ -281,11 +285,14 @@ def test_an_overloaded_pipeline_answers_503_at_once(ray_head, serving):
             thread.join(300)
     finally:
         ray_head.deploy_serve(config)
-    refused = [seconds for code, seconds in answers if code == 503]
-    print(f"\n12 concurrent requests at capacity 1+1: {len(refused)} got 503, slowest refusal "
-          f"{max(refused, default=0) * 1000:.0f} ms; codes {sorted(code for code, _ in answers)}")
-    assert len(refused) >= 8 and max(refused) < 2
-    assert {code for code, _ in answers} <= {200, 503}
+    refused = [seconds for code, seconds, _ in answers if code == 503]
+    print(f"\n12 concurrent requests at capacity 3+3: {len(refused)} got 503, slowest refusal "
+          f"{max(refused, default=0) * 1000:.0f} ms; codes {sorted(code for code, _, _ in answers)}")
+    assert len(refused) >= 6 and max(refused) < 2
+    assert {code for code, _, _ in answers} <= {200, 503}
+    assert sum(code == 200 for code, _, _ in answers) >= 3
+    halfway = [body for code, _, body in answers if code == 503 and b"the pipeline is at capacity" in body]
+    assert not halfway, f"{len(halfway)} requests the ingress admitted were refused by a stage's queue"
 
 
 def test_stages_refuse_artifacts_of_another_model_version(ray_head, serving):

@@ -93,6 +93,15 @@ def test_serve_deployments_autoscale_per_stage():
     assert list(application["runtime_env"]) == ["env_vars"]  # KubeRay's REST deploy refuses a local working_dir
 
 
+def test_only_the_ingress_refuses_a_stage_queues_all_the_ingress_has_in_flight():
+    spec = make_spec(ingress={"maxOngoingRequests": 5, "maxReplicas": 3},
+                     stages={"encoder": {"maxOngoingRequests": 1, "maxReplicas": 1}})
+    deployments = {d["name"]: d for d in serve(render(spec))["applications"][0]["deployments"]}
+    assert deployments.pop("BerniniIngress")["max_queued_requests"] == 5 * 3  # the proxies' 503 past that
+    # One ingress replica is each stage's caller: it never has more than its 5 in flight, so none is refused.
+    assert {name: d["max_queued_requests"] for name, d in deployments.items()} == dict.fromkeys(deployments, 5)
+
+
 def test_suspend_removes_the_application_and_zeroes_the_workers():
     rayservice = render(make_spec(suspend=True))
     assert rayservice["spec"]["rayClusterConfig"]["suspend"] is True

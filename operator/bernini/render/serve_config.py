@@ -19,6 +19,18 @@ HTTP_OPTIONS = {"host": "0.0.0.0", "port": 8000, "request_timeout_s": 120}
 REPLICA_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
 
 
+def _queue_bound(name: str, replica_spec: ReplicaSpec, spec: BerniniDeploymentSpec) -> int:
+    """Serve bounds the queue at each caller. The ingress, called by the proxies, is the one place that
+    refuses: past one more full round of work at its largest scale, a caller gets 503 at once. A stage's
+    caller is one ingress replica, which has at most its maxOngoingRequests in flight; queueing all of them
+    means no request the ingress admitted is refused halfway through the pipeline, after earlier stages did
+    its work. (Serve over-counts its queue while requests await assignment, so a stage bounded by its own
+    capacity refused 1 request in 64 at 4 concurrent clients during a scale-up.)"""
+    if name == "ingress":
+        return replica_spec.max_ongoing_requests * replica_spec.max_replicas
+    return spec.ingress.max_ongoing_requests
+
+
 def _deployment(name: str, replica_spec: ReplicaSpec, spec: BerniniDeploymentSpec) -> dict[str, Any]:
     actor_options: dict[str, Any] = {"num_cpus": replica_spec.cpus, "memory": to_bytes(replica_spec.memory)}
     amount = replica_spec.amount(name, spec.accelerator.kind)
@@ -30,9 +42,7 @@ def _deployment(name: str, replica_spec: ReplicaSpec, spec: BerniniDeploymentSpe
     return {
         "name": DEPLOYMENT_NAMES[name],
         "max_ongoing_requests": replica_spec.max_ongoing_requests,
-        # Beyond one more full round of work at the largest scale, callers get 503 at once (Serve's
-        # backpressure) rather than waiting in an unbounded queue.
-        "max_queued_requests": replica_spec.max_ongoing_requests * replica_spec.max_replicas,
+        "max_queued_requests": _queue_bound(name, replica_spec, spec),
         "ray_actor_options": actor_options,
         "autoscaling_config": {
             "min_replicas": replica_spec.min_replicas,
