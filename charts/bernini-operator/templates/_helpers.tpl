@@ -41,6 +41,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [ray.io]
   resources: [rayclusters]
   verbs: [get]
+# The pre-warm DaemonSet (spec.artifactsCache.prewarm), applied while a version rolls out, deleted after.
+- apiGroups: [apps]
+  resources: [daemonsets]
+  verbs: [create, patch, delete]
 # Why a starting RayCluster's pods fail (an init container's exit code), listed only while one starts.
 - apiGroups: [""]
   resources: [pods]

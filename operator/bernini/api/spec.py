@@ -330,6 +330,11 @@ class ArtifactsCache(ApiModel):
     size_limit: str = Field("50Gi", pattern=QUANTITY)
     """After each pull, least recently used files beyond this are deleted (never the set being pulled)."""
 
+    prewarm: bool = False
+    """While a new version rolls out, a DaemonSet (<name>-prewarm) pulls it into the cache of every node of the
+    allowed instance types, so the new cluster's workers, and those the autoscaler adds later on nodes the old
+    cluster held, copy the files instead of downloading them. It is deleted once the new version serves."""
+
 
 class Autoscaling(ApiModel):
     """How fast Serve replicas and worker nodes follow the load."""

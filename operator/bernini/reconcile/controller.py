@@ -25,6 +25,7 @@ from bernini.reconcile.status import (
 )
 from bernini.render.capacity import DoesNotFit, plan
 from bernini.render import names
+from bernini.render.prewarm import prewarm_daemonset, prewarm_name
 from bernini.render.rayservice import render_rayservice
 
 Key = tuple[str, str]  # (namespace, name)
@@ -118,6 +119,8 @@ class Controller:
         self.queue = WorkQueue()
         self._tasks: list[asyncio.Task] = []
         self._failures: dict[Key, int] = {}
+        # The pre-warm DaemonSet last applied per key (None: known absent; no entry: unknown, e.g. after a restart).
+        self._prewarms: dict[Key, str | None] = {}
 
     # -- event feeds (called on the event loop) -------------------------------------------------
 
@@ -235,7 +238,38 @@ class Controller:
         serving = self._serving_version(namespace, spec, observed, body.get("status") or {})
         self._write_status(body, spec, Observation(metadata.get("generation", 0), preflight, capacity, blocked,
                                                    observed, serving, self._pod_trouble(namespace, spec, observed)))
+        self._prewarm(key, body, spec, preflight)
         return blocked[0] if blocked and blocked[0] in RETRIED_REFUSALS else None
+
+    def _prewarm(self, key: Key, body: dict[str, Any], spec: BerniniDeploymentSpec, preflight: Preflight) -> None:
+        """The pre-warm DaemonSet exists while the spec's version does not serve yet (status.modelVersion, just
+        written). A refused write is reported once and never holds up the rollout itself."""
+        namespace, name = key
+        enabled = bool(spec.artifacts_cache and spec.artifacts_cache.prewarm)
+        rolling_out = (preflight.ok and not spec.suspend
+                       and (body.get("status") or {}).get("modelVersion") != spec.model.version)
+        try:
+            if enabled and rolling_out:
+                desired = prewarm_daemonset(name, namespace, body["metadata"]["uid"], spec, preflight.manifest,
+                                            preflight.manifest_sha256)
+                fingerprint = json.dumps(desired, sort_keys=True)
+                if self._prewarms.get(key) != fingerprint:
+                    self._prewarms[key] = fingerprint  # a refusal is not retried until the spec changes
+                    self.kube.apply_daemonset(desired)
+                    _log(key).info("pre-warming the node caches with %s", spec.model.version)
+                return
+            # Unknown (a restart) is worth one delete only where a DaemonSet may have been left.
+            if self._prewarms.get(key, "unknown" if enabled else None) is not None:
+                self._prewarms[key] = None
+                if self.kube.delete_daemonset(namespace, prewarm_name(name)):
+                    _log(key).info("pre-warm DaemonSet deleted: %s", "suspended" if spec.suspend else "done")
+        except ApiException as error:
+            refused = refusal(error)
+            if refused is None:
+                raise
+            message = f"the pre-warm DaemonSet {prewarm_name(name)} was refused: {refused[1]}"
+            _log(key).warning(message)
+            self.kube.post_event(body, "Warning", "PrewarmRefused", message)
 
     def _pod_trouble(self, namespace: str, spec: BerniniDeploymentSpec, observed) -> PodTrouble | None:
         clusters = [] if spec.suspend else starting_clusters(observed)  # suspended: no pods to look at

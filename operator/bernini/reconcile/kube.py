@@ -1,5 +1,5 @@
-"""The operator's only Kubernetes I/O: read and server-side apply RayServices, list the pods of starting
-RayClusters, patch status, post events."""
+"""The operator's only Kubernetes I/O: read and server-side apply RayServices, apply and delete the pre-warm
+DaemonSet, list the pods of starting RayClusters, patch status, post events."""
 
 import datetime
 import json
@@ -60,6 +60,7 @@ class Kube:
         self.api = api
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
         self.timeout = request_timeout
 
     def _read(self, group: str, version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -99,6 +100,28 @@ class Kube:
             _request_timeout=self.timeout,
         )
         return json.loads(response.data)
+
+    def apply_daemonset(self, desired: dict[str, Any]) -> None:
+        """Server-side apply of a DaemonSet only this operator writes (forced: its fields are all ours)."""
+        metadata = desired["metadata"]
+        API_WRITES.labels("apply", "daemonsets").inc()
+        response = self.apps.patch_namespaced_daemon_set(
+            metadata["name"], metadata["namespace"], desired, field_manager=MANAGER, force=True,
+            _content_type="application/apply-patch+yaml", _preload_content=False, _request_timeout=self.timeout,
+        )
+        response.data
+
+    def delete_daemonset(self, namespace: str, name: str) -> bool:
+        """Delete it (its pods go with it); False when there was none."""
+        API_WRITES.labels("delete", "daemonsets").inc()
+        try:
+            self.apps.delete_namespaced_daemon_set(name, namespace, propagation_policy="Background",
+                                                   _preload_content=False, _request_timeout=self.timeout)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read(GROUP, VERSION, PLURAL, namespace, name)
