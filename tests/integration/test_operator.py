@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from pathlib import Path
 
 import pytest
 import yaml
@@ -479,3 +480,40 @@ def test_a_create_in_a_terminating_namespace_is_recognised_as_the_end_of_the_mat
         assert not namespace_is_terminating(ApiException(status=403, reason="Forbidden"))
     finally:
         core.patch_namespaced_config_map("hold", name, {"metadata": {"finalizers": None}})
+
+
+def test_prewarm_runs_one_pod_per_allowed_node_while_the_version_rolls_out(operator, custom, core, api_client,
+                                                                           namespace, example_deployment):
+    # Admitted under the restricted level too; the cache is examples/artifacts-cache.yaml's claim.
+    core.patch_namespace(namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    volume, claim = yaml.safe_load_all((Path(__file__).parents[2] / "examples" / "artifacts-cache.yaml").read_text())
+    volume["metadata"]["name"] = f"bernini-cache-{namespace}"
+    volume["spec"]["claimRef"]["namespace"] = claim["metadata"]["namespace"] = namespace
+    claim["spec"]["volumeName"] = volume["metadata"]["name"]
+    core.create_persistent_volume(volume)
+    try:
+        core.create_namespaced_persistent_volume_claim(namespace, claim)
+        body = example_deployment()
+        body["spec"]["artifactsCache"] = {"claimName": claim["metadata"]["name"], "prewarm": True}
+        _create(custom, namespace, body)
+        apps = client.AppsV1Api(api_client)
+
+        def prewarm_pods():
+            return core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=prewarm").items
+
+        # KubeRay never reports Ready without a Ray head here: the version is still rolling out.
+        pods = wait_for(lambda: len(p := prewarm_pods()) == 2 and all(x.status.phase == "Running" for x in p) and p,
+                        "a pre-warm pod Running on each inf2.xlarge node", timeout=90)
+        assert sorted(core.read_node(p.spec.node_name).metadata.labels["node.kubernetes.io/instance-type"]
+                      for p in pods) == ["inf2.xlarge", "inf2.xlarge"]
+        assert all("aws.amazon.com/neuroncore" not in (c.resources.requests or {}) for p in pods
+                   for c in p.spec.containers + p.spec.init_containers)
+        daemonset = apps.read_namespaced_daemon_set("bernini-prewarm", namespace)
+        assert daemonset.metadata.managed_fields[0].manager == "bernini-operator"
+
+        # Suspended, nothing rolls out: the DaemonSet goes, and its pods with it.
+        _patch(custom, namespace, {"spec": {"suspend": True}})
+        wait_for(lambda: not apps.list_namespaced_daemon_set(namespace).items and not prewarm_pods(),
+                 "the pre-warm DaemonSet and its pods gone", timeout=90)
+    finally:
+        core.delete_persistent_volume(volume["metadata"]["name"])

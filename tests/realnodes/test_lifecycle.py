@@ -199,7 +199,11 @@ def test_concurrency_scales_serve_up_then_the_ray_autoscaler_asks_for_a_worker_a
              timeout=300, interval=2)
 
 
-def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(served, real_core, real_custom):
+def _prewarm_pods(real_core, namespace) -> list:
+    return helpers.pods(real_core, namespace, "app.kubernetes.io/component=prewarm")
+
+
+def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(served, real_core, real_custom, real_cluster):
     namespace = served.namespace
     body = helpers.deployment(real_custom, namespace)
     assert body["status"]["modelVersion"] == VERSIONS[0]
@@ -207,7 +211,9 @@ def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(served,
     client = Client(real_core, namespace)
     client.start()
 
-    patch = {"spec": {"model": {"version": VERSIONS[1], "artifactsUri": artifacts_uri(VERSIONS[1])}}}
+    # The node caches are pre-warmed with the new version while it rolls out.
+    patch = {"spec": {"model": {"version": VERSIONS[1], "artifactsUri": artifacts_uri(VERSIONS[1])},
+                      "artifactsCache": {"prewarm": True}}}
     started = time.monotonic()
     real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", patch)
 
@@ -219,6 +225,11 @@ def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(served,
     assert pending != old_cluster
     # While the new cluster is only pending, the old version serves and status says so.
     assert helpers.deployment(real_custom, namespace)["status"]["modelVersion"] == VERSIONS[0]
+    # One pre-warm pod per inf2 node, the old cluster's worker node included, each holding the new set.
+    prewarmed = wait_for(lambda: (pods := _prewarm_pods(real_core, namespace)) and len(pods) == 2 and
+                         all(_pulled(p) for p in pods) and pods, "a pre-warm pod per inf2 node to pull", timeout=300)
+    assert sorted(p.spec.node_name for p in prewarmed) == ["real-inf2-1", "real-inf2-2"]
+    assert all(p.metadata.labels["app.kubernetes.io/version"] == VERSIONS[1] for p in prewarmed)
 
     def switched():
         status = helpers.rayservice(real_custom, namespace).get("status", {})
@@ -236,6 +247,17 @@ def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(served,
         return old_cluster not in names
 
     wait_for(old_cluster_gone, "KubeRay to delete the old RayCluster", timeout=300, interval=2)
+    # The caches are shared by every pod of a node (here one directory for both inf2 nodes): the new worker
+    # and both pre-warm pods pulled the whole set, and no byte of it came from the store twice.
+    total = helpers.deployment(real_custom, namespace)["status"]["artifacts"]["totalBytes"]
+    new_worker = min(helpers.pods(real_core, namespace, f"ray.io/cluster={pending},ray.io/node-type=worker"),
+                     key=lambda p: p.metadata.creation_timestamp)  # the first; load may have added one
+    pulls = [_pulled_from(p) for p in [new_worker, *prewarmed]]
+    assert all(pull["storeBytes"] + pull["cacheBytes"] == total for pull in pulls), pulls
+    assert sum(pull["storeBytes"] for pull in pulls) <= total, pulls
+    # The new version serves: the DaemonSet and its pods are gone.
+    wait_for(lambda: not _prewarm_pods(real_core, namespace) and "bernini-prewarm" not in real_cluster.kubectl(
+        "get", "daemonsets", "-n", namespace, "-o", "name"), "the pre-warm DaemonSet to go", timeout=120)
     status, headers, _ = helpers.generate(real_core, namespace)
     assert (status, headers.get("x-bernini-model-version")) == (200, VERSIONS[1])
     time.sleep(5)  # a few requests on the new cluster alone
