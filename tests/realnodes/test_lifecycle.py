@@ -255,6 +255,8 @@ def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(served,
     pulls = [_pulled_from(p) for p in [new_worker, *prewarmed]]
     assert all(pull["storeBytes"] + pull["cacheBytes"] == total for pull in pulls), pulls
     assert sum(pull["storeBytes"] for pull in pulls) <= total, pulls
+    print(f"\npre-warm: MiB from the store / node cache: new worker, then each pre-warm pod: " + ", ".join(
+        f"{pull['storeBytes'] / 2**20:.1f} / {pull['cacheBytes'] / 2**20:.1f}" for pull in pulls))
     # The new version serves: the DaemonSet and its pods are gone.
     wait_for(lambda: not _prewarm_pods(real_core, namespace) and "bernini-prewarm" not in real_cluster.kubectl(
         "get", "daemonsets", "-n", namespace, "-o", "name"), "the pre-warm DaemonSet to go", timeout=120)
