@@ -2,6 +2,7 @@
 operator backs off and recovers on its own, and nothing of someone else's is taken over or brought back."""
 
 import copy
+import time
 
 import pytest
 from kubernetes import client
@@ -24,17 +25,17 @@ FOREIGN_SPEC = {"serveConfigV2": "applications: []\n", "rayClusterConfig": {"hea
     "rayStartParams": {}, "template": {"spec": {"containers": [{"name": "ray-head", "image": "other:1"}]}}}}}
 
 
-@pytest.fixture
-def denying_policy(api_client, namespace):
-    """A real ValidatingAdmissionPolicy (admission in the API server itself) refusing RayServices here."""
+def _denying(api_client, namespace: str, api_group: str, resource: str):
+    """A real ValidatingAdmissionPolicy (admission in the API server itself) refusing creates and updates of
+    resource here; calling the value lifts it."""
     admission = client.AdmissionregistrationV1Api(api_client)
-    name = f"deny-rayservices-{namespace}"
+    name = f"deny-{resource}-{namespace}"
     admission.create_validating_admission_policy({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
         "metadata": {"name": name},
         "spec": {"failurePolicy": "Fail",
-                 "matchConstraints": {"resourceRules": [{"apiGroups": [RAY_GROUP], "apiVersions": ["*"],
-                                                         "operations": ["CREATE", "UPDATE"], "resources": [RAY_PLURAL]}]},
+                 "matchConstraints": {"resourceRules": [{"apiGroups": [api_group], "apiVersions": ["*"],
+                                                         "operations": ["CREATE", "UPDATE"], "resources": [resource]}]},
                  "validations": [{"expression": "false", "message": DENIAL}]},
     })
     admission.create_validating_admission_policy_binding({
@@ -51,6 +52,12 @@ def denying_policy(api_client, namespace):
             except ApiException as error:
                 if error.status != 404:
                     raise
+    return lift
+
+
+@pytest.fixture
+def denying_policy(api_client, namespace):
+    lift = _denying(api_client, namespace, RAY_GROUP, RAY_PLURAL)
     yield lift
     lift()
 
@@ -246,3 +253,34 @@ def test_a_refused_status_patch_is_a_warning_event_and_a_retry(
     assert error.status in (400, 403, 422)
     event = wait_for(lambda: _events(core, namespace, "StatusRefused"), "a StatusRefused event")[0]
     assert event.type == "Warning" and DENIAL in event.message
+
+
+def test_a_refused_prewarm_daemonset_is_one_event_and_the_rollout_goes_on(scoped_operator, api_client, custom, core,
+                                                                        namespace, example_deployment):
+    lift = _denying(api_client, namespace, "apps", "daemonsets")
+    try:
+        apps = client.AppsV1Api(api_client)
+        probe = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "probe"}, "spec": {
+            "selector": {"matchLabels": {"probe": "1"}}, "template": {"metadata": {"labels": {"probe": "1"}},
+                                                                      "spec": {"containers": [{"name": "c", "image": "x"}]}}}}
+
+        def refused() -> bool:
+            try:
+                apps.create_namespaced_daemon_set(namespace, copy.deepcopy(probe))
+            except ApiException as error:
+                return error.status in (400, 403, 422) and DENIAL in error.body
+            apps.delete_namespaced_daemon_set("probe", namespace)
+            return False
+        wait_for(refused, "the admission policy to take effect", timeout=30)
+        body = example_deployment()
+        body["spec"]["artifactsCache"] = {"claimName": "bernini-cache", "prewarm": True}
+        _create(custom, namespace, body)
+        event = wait_for(lambda: _events(core, namespace, "PrewarmRefused"), "a PrewarmRefused event")[0]
+        assert event.type == "Warning" and DENIAL in event.message and "bernini-prewarm" in event.message
+        assert wait_for(lambda: _rayservice(custom, namespace), "the RayService all the same")
+        wait_for(lambda: _condition(_get(custom, namespace), "Rendered").get("status") == "True", "Rendered=True")
+        time.sleep(3 * scoped_operator.resync_seconds)  # resyncs do not retry a refusal of the same DaemonSet
+        assert len(_events(core, namespace, "PrewarmRefused")) == 1
+        assert "Traceback" not in scoped_operator.log(), "a refusal is not a crash"
+    finally:
+        lift()

@@ -243,33 +243,39 @@ class Controller:
 
     def _prewarm(self, key: Key, body: dict[str, Any], spec: BerniniDeploymentSpec, preflight: Preflight) -> None:
         """The pre-warm DaemonSet exists while the spec's version does not serve yet (status.modelVersion, just
-        written). A refused write is reported once and never holds up the rollout itself."""
+        written); written only when that changes."""
         namespace, name = key
         enabled = bool(spec.artifacts_cache and spec.artifacts_cache.prewarm)
         rolling_out = (preflight.ok and not spec.suspend
                        and (body.get("status") or {}).get("modelVersion") != spec.model.version)
+        if enabled and rolling_out:
+            desired = prewarm_daemonset(name, namespace, body["metadata"]["uid"], spec, preflight.manifest,
+                                        preflight.manifest_sha256)
+            fingerprint = json.dumps(desired, sort_keys=True)
+            if self._prewarms.get(key) != fingerprint and self._write_prewarm(
+                    key, body, fingerprint, lambda: self.kube.apply_daemonset(desired)):
+                _log(key).info("pre-warming the node caches with %s", spec.model.version)
+        # Unknown (a restart) is worth one delete only where a DaemonSet may have been left.
+        elif self._prewarms.get(key, "unknown" if enabled else None) is not None and self._write_prewarm(
+                key, body, None, lambda: self.kube.delete_daemonset(namespace, prewarm_name(name))):
+            _log(key).info("pre-warm DaemonSet gone: %s", "suspended" if spec.suspend else "the version serves")
+
+    def _write_prewarm(self, key: Key, body: dict[str, Any], state: str | None, write) -> bool:
+        """write(), then remember state. A refusal is remembered too, reported once and not retried until the
+        spec changes: it never holds up the rollout. Other errors propagate (the reconcile's retry writes again)."""
         try:
-            if enabled and rolling_out:
-                desired = prewarm_daemonset(name, namespace, body["metadata"]["uid"], spec, preflight.manifest,
-                                            preflight.manifest_sha256)
-                fingerprint = json.dumps(desired, sort_keys=True)
-                if self._prewarms.get(key) != fingerprint:
-                    self._prewarms[key] = fingerprint  # a refusal is not retried until the spec changes
-                    self.kube.apply_daemonset(desired)
-                    _log(key).info("pre-warming the node caches with %s", spec.model.version)
-                return
-            # Unknown (a restart) is worth one delete only where a DaemonSet may have been left.
-            if self._prewarms.get(key, "unknown" if enabled else None) is not None:
-                self._prewarms[key] = None
-                if self.kube.delete_daemonset(namespace, prewarm_name(name)):
-                    _log(key).info("pre-warm DaemonSet deleted: %s", "suspended" if spec.suspend else "done")
+            write()
         except ApiException as error:
             refused = refusal(error)
             if refused is None:
                 raise
-            message = f"the pre-warm DaemonSet {prewarm_name(name)} was refused: {refused[1]}"
+            message = f"the pre-warm DaemonSet {prewarm_name(key[1])} was refused: {refused[1]}"
             _log(key).warning(message)
             self.kube.post_event(body, "Warning", "PrewarmRefused", message)
+            self._prewarms[key] = state
+            return False
+        self._prewarms[key] = state
+        return True
 
     def _pod_trouble(self, namespace: str, spec: BerniniDeploymentSpec, observed) -> PodTrouble | None:
         clusters = [] if spec.suspend else starting_clusters(observed)  # suspended: no pods to look at
