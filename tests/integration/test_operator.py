@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from pathlib import Path
 
 import pytest
 import yaml
@@ -18,6 +17,7 @@ from bernini.api import GROUP, PLURAL, VERSION
 from tests.conftest import apply_crd
 from tests.integration.helpers import _condition, _create, _events, _get, _rayservice
 from tests.operator_process import OperatorProcess
+from tests.realnodes.helpers import node_cache_objects
 from tests.tcp_gate import GatedForwarder
 from localdev.waiting import wait_for
 
@@ -486,10 +486,7 @@ def test_prewarm_runs_one_pod_per_allowed_node_while_the_version_rolls_out(opera
                                                                            namespace, example_deployment):
     # Admitted under the restricted level too; the cache is examples/artifacts-cache.yaml's claim.
     core.patch_namespace(namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
-    volume, claim = yaml.safe_load_all((Path(__file__).parents[2] / "examples" / "artifacts-cache.yaml").read_text())
-    volume["metadata"]["name"] = f"bernini-cache-{namespace}"
-    volume["spec"]["claimRef"]["namespace"] = claim["metadata"]["namespace"] = namespace
-    claim["spec"]["volumeName"] = volume["metadata"]["name"]
+    volume, claim = node_cache_objects(namespace, "/var/lib/bernini-cache")  # KWOK's nodes never mount it
     core.create_persistent_volume(volume)
     try:
         core.create_namespaced_persistent_volume_claim(namespace, claim)

@@ -107,16 +107,22 @@ def find_key(tree, key: str) -> list:
     return []
 
 
+def node_cache_objects(namespace: str, directory: str) -> tuple[dict, dict]:
+    """examples/artifacts-cache.yaml for namespace: its local PersistentVolume (at directory) and claim."""
+    volume, claim = yaml.safe_load_all((REPO / "examples" / "artifacts-cache.yaml").read_text())
+    volume["metadata"]["name"] = f"bernini-cache-{namespace}"
+    volume["spec"]["local"]["path"] = directory
+    volume["spec"]["claimRef"]["namespace"] = claim["metadata"]["namespace"] = namespace
+    claim["spec"]["volumeName"] = volume["metadata"]["name"]
+    return volume, claim
+
+
 def apply_node_cache(cluster, namespace: str, directory: Path) -> tuple[str, str]:
     """examples/artifacts-cache.yaml on the local nodes: a local PersistentVolume for the inf2 nodes at
     directory, and its claim in namespace. The kubelets share this machine's filesystem, so every inf2 node
     sees the same directory. Returns (claim, volume) names."""
     os.chown(directory, 1000, 100)  # the Ray pods' uid and gid
-    volume, claim = yaml.safe_load_all((REPO / "examples" / "artifacts-cache.yaml").read_text())
-    volume["metadata"]["name"] = f"bernini-cache-{namespace}"
-    volume["spec"]["local"]["path"] = str(directory)
-    volume["spec"]["claimRef"]["namespace"] = claim["metadata"]["namespace"] = namespace
-    claim["spec"]["volumeName"] = volume["metadata"]["name"]
+    volume, claim = node_cache_objects(namespace, str(directory))
     cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [volume, claim]}))
     return claim["metadata"]["name"], volume["metadata"]["name"]
 

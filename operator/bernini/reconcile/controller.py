@@ -263,6 +263,7 @@ class Controller:
     def _write_prewarm(self, key: Key, body: dict[str, Any], state: str | None, write) -> bool:
         """write(), then remember state. A refusal is remembered too, reported once and not retried until the
         spec changes: it never holds up the rollout. Other errors propagate (the reconcile's retry writes again)."""
+        written = True
         try:
             write()
         except ApiException as error:
@@ -272,10 +273,9 @@ class Controller:
             message = f"the pre-warm DaemonSet {prewarm_name(key[1])} was refused: {refused[1]}"
             _log(key).warning(message)
             self.kube.post_event(body, "Warning", "PrewarmRefused", message)
-            self._prewarms[key] = state
-            return False
+            written = False
         self._prewarms[key] = state
-        return True
+        return written
 
     def _pod_trouble(self, namespace: str, spec: BerniniDeploymentSpec, observed) -> PodTrouble | None:
         clusters = [] if spec.suspend else starting_clusters(observed)  # suspended: no pods to look at

@@ -32,18 +32,20 @@ def _shm_volume(memory_bytes: int) -> dict:
 SHM_MOUNT = {"name": "dshm", "mountPath": "/dev/shm"}
 
 
-def _container(spec: BerniniDeploymentSpec, name: str, resources: dict[str, str], mounts: list[dict]) -> dict:
+def _container(spec: BerniniDeploymentSpec, name: str, resources: dict[str, str], mounts: list[dict],
+               limits: dict[str, str] | None = None) -> dict:
+    """Limits default to the requests."""
     return {
         "name": name,
         "image": spec.runtime.image,
         "imagePullPolicy": spec.runtime.image_pull_policy,
-        "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "resources": {"requests": dict(resources), "limits": dict(resources if limits is None else limits)},
         "securityContext": CONTAINER_SECURITY,
         "volumeMounts": mounts,
     }
 
 
-def _pod_spec(spec: BerniniDeploymentSpec, containers: list[dict], volumes: list[dict], **extra) -> dict:
+def pod_spec(spec: BerniniDeploymentSpec, containers: list[dict], volumes: list[dict], **extra) -> dict:
     pod = {"securityContext": POD_SECURITY, "containers": containers, "volumes": volumes, **extra}
     if spec.service_account_name:
         pod["serviceAccountName"] = spec.service_account_name
@@ -64,7 +66,7 @@ def head_template(spec: BerniniDeploymentSpec, labels: dict[str, str]) -> dict:
             ]
         }
     }
-    pod = _pod_spec(
+    pod = pod_spec(
         spec, [container], [_shm_volume(to_bytes(spec.head.memory))], affinity={"nodeAffinity": not_accelerated},
         # KubeRay's autoscaler sidecar scales the worker groups through the API with this token, even when
         # the ServiceAccount turns automounting off for every other pod.
@@ -93,6 +95,32 @@ def pull_command(spec: BerniniDeploymentSpec, manifest_sha256: str) -> list[str]
     return command
 
 
+def puller_container(spec: BerniniDeploymentSpec, manifest_sha256: str, resources: dict[str, str],
+                     limits: dict[str, str] | None = None) -> dict:
+    """The init container that pulls and verifies the artifacts (through the node cache when there is one)."""
+    mounts = [{"name": "artifacts", "mountPath": ARTIFACTS_MOUNT_PATH}]
+    if spec.artifacts_cache:
+        mounts.append({"name": "artifacts-cache", "mountPath": CACHE_MOUNT_PATH})
+    puller = _container(spec, "pull-artifacts", resources, mounts, limits)
+    puller["command"] = pull_command(spec, manifest_sha256)
+    # The puller writes its failure to the termination log; a crash without one still leaves its last log lines.
+    puller["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    return puller
+
+
+def artifacts_volumes(spec: BerniniDeploymentSpec, manifest: Manifest) -> list[dict]:
+    volumes = [{"name": "artifacts", "emptyDir": {"sizeLimit": artifacts_volume_size(manifest)}}]
+    if spec.artifacts_cache:
+        volumes.append({"name": "artifacts-cache", "persistentVolumeClaim": {"claimName": spec.artifacts_cache.claim_name}})
+    return volumes
+
+
+def accelerator_tolerations(spec: BerniniDeploymentSpec) -> dict:
+    """The accelerated nodes' taint, tolerated (as pod spec fields: none for kind cpu)."""
+    taint_key = KINDS[spec.accelerator.kind].taint_key
+    return {"tolerations": [{"key": taint_key, "operator": "Exists", "effect": "NoSchedule"}]} if taint_key else {}
+
+
 def worker_template(
     spec: BerniniDeploymentSpec,
     labels: dict[str, str],
@@ -104,26 +132,16 @@ def worker_template(
     resources = {"cpu": str(worker_shape.cpus), "memory": f"{worker_shape.memory_bytes // 2**20}Mi"}
     if kind.resource:
         resources[kind.resource] = str(worker_shape.accelerators)
-    artifacts_mount = {"name": "artifacts", "mountPath": ARTIFACTS_MOUNT_PATH}
-    cache_mount = [{"name": "artifacts-cache", "mountPath": CACHE_MOUNT_PATH}] if spec.artifacts_cache else []
-    puller = _container(spec, "pull-artifacts", {"cpu": "1", "memory": "1Gi"}, [artifacts_mount, *cache_mount])
-    puller["command"] = pull_command(spec, manifest_sha256)
-    # The puller writes its failure to the termination log; a crash without one still leaves its last log lines.
-    puller["terminationMessagePolicy"] = "FallbackToLogsOnError"
-    worker = _container(spec, "ray-worker", resources, [{**artifacts_mount, "readOnly": True}, SHM_MOUNT])
-    volumes = [
-        {"name": "artifacts", "emptyDir": {"sizeLimit": artifacts_volume_size(manifest)}},
-        _shm_volume(worker_shape.memory_bytes),
-    ]
-    if spec.artifacts_cache:
-        volumes.append({"name": "artifacts-cache", "persistentVolumeClaim": {"claimName": spec.artifacts_cache.claim_name}})
+    artifacts_mount = {"name": "artifacts", "mountPath": ARTIFACTS_MOUNT_PATH, "readOnly": True}
+    worker = _container(spec, "ray-worker", resources, [artifacts_mount, SHM_MOUNT])
+    artifacts, *cache = artifacts_volumes(spec, manifest)
+    volumes = [artifacts, _shm_volume(worker_shape.memory_bytes), *cache]
     extra = {
         "automountServiceAccountToken": False,  # nothing on a worker talks to the Kubernetes API
-        "initContainers": [puller],
+        "initContainers": [puller_container(spec, manifest_sha256, {"cpu": "1", "memory": "1Gi"})],
         "nodeSelector": {"node.kubernetes.io/instance-type": worker_shape.instance.name},
+        **accelerator_tolerations(spec),
     }
-    if kind.taint_key:
-        extra["tolerations"] = [{"key": kind.taint_key, "operator": "Exists", "effect": "NoSchedule"}]
     if spec.accelerator.scheduler_name:
         extra["schedulerName"] = spec.accelerator.scheduler_name
-    return {"metadata": {"labels": labels}, "spec": _pod_spec(spec, [worker], volumes, **extra)}
+    return {"metadata": {"labels": labels}, "spec": pod_spec(spec, [worker], volumes, **extra)}

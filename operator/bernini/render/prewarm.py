@@ -6,10 +6,9 @@ from typing import Any
 
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.manifest import Manifest
-from bernini.instances import KINDS
 from bernini.pipeline import ARTIFACTS_MOUNT_PATH
 from bernini.render import names
-from bernini.render.pods import CACHE_MOUNT_PATH, CONTAINER_SECURITY, POD_SECURITY, artifacts_volume_size, pull_command
+from bernini.render.pods import CONTAINER_SECURITY, accelerator_tolerations, artifacts_volumes, pod_spec, puller_container
 from bernini.render.rayservice import owner_reference
 
 COMPONENT = "prewarm"
@@ -25,47 +24,17 @@ def prewarm_daemonset(name: str, namespace: str, uid: str, spec: BerniniDeployme
     its copy in the pod's volume is deleted once the cache holds the files, and the pod then idles."""
     labels = {**names.labels(name, spec.model.version), "app.kubernetes.io/component": COMPONENT}
     selector = {key: labels[key] for key in ("bernini.dev/deployment", "app.kubernetes.io/component")}
-    mounts = [{"name": "artifacts", "mountPath": ARTIFACTS_MOUNT_PATH},
-              {"name": "artifacts-cache", "mountPath": CACHE_MOUNT_PATH}]
-    puller = {
-        "name": "pull-artifacts",
-        "image": spec.runtime.image,
-        "imagePullPolicy": spec.runtime.image_pull_policy,
-        "command": pull_command(spec, manifest_sha256),
-        # Off the serving path: a share of the node's spare CPU, more when it is idle.
-        "resources": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}},
-        "securityContext": CONTAINER_SECURITY,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": mounts,
-    }
-    idle = {
-        "name": "idle",
-        "image": spec.runtime.image,
-        "imagePullPolicy": spec.runtime.image_pull_policy,
-        "command": ["sh", "-c", f"find {ARTIFACTS_MOUNT_PATH} -mindepth 1 -delete && exec sleep infinity"],
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "32Mi"}},
-        "securityContext": CONTAINER_SECURITY,
-        "volumeMounts": mounts[:1],
-    }
-    kind = KINDS[spec.accelerator.kind]
-    pod: dict[str, Any] = {
-        "securityContext": POD_SECURITY,
-        "automountServiceAccountToken": False,
-        "terminationGracePeriodSeconds": 1,
-        "initContainers": [puller],
-        "containers": [idle],
-        "volumes": [
-            {"name": "artifacts", "emptyDir": {"sizeLimit": artifacts_volume_size(manifest)}},
-            {"name": "artifacts-cache", "persistentVolumeClaim": {"claimName": spec.artifacts_cache.claim_name}},
-        ],
-        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "node.kubernetes.io/instance-type", "operator": "In",
-                                   "values": list(spec.accelerator.allowed_types)}]}]}}},
-    }
-    if kind.taint_key:
-        pod["tolerations"] = [{"key": kind.taint_key, "operator": "Exists", "effect": "NoSchedule"}]
-    if spec.service_account_name:
-        pod["serviceAccountName"] = spec.service_account_name
+    # Off the serving path: a share of the node's spare CPU, more when it is idle.
+    puller = puller_container(spec, manifest_sha256, {"cpu": "250m", "memory": "1Gi"}, limits={"memory": "1Gi"})
+    allowed_types = {"matchExpressions": [{"key": "node.kubernetes.io/instance-type", "operator": "In",
+                                           "values": list(spec.accelerator.allowed_types)}]}
+    pod = pod_spec(
+        spec, [_idle_container(spec)], artifacts_volumes(spec, manifest),
+        automountServiceAccountToken=False, terminationGracePeriodSeconds=1, initContainers=[puller],
+        affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [allowed_types]}}},
+        **accelerator_tolerations(spec),
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
@@ -77,4 +46,17 @@ def prewarm_daemonset(name: str, namespace: str, uid: str, spec: BerniniDeployme
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
             "template": {"metadata": {"labels": labels}, "spec": pod},
         },
+    }
+
+
+def _idle_container(spec: BerniniDeploymentSpec) -> dict[str, Any]:
+    """Frees the pod's own copy of the artifacts (the cache keeps its own) and idles."""
+    return {
+        "name": "idle",
+        "image": spec.runtime.image,
+        "imagePullPolicy": spec.runtime.image_pull_policy,
+        "command": ["sh", "-c", f"find {ARTIFACTS_MOUNT_PATH} -mindepth 1 -delete && exec sleep infinity"],
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "32Mi"}},
+        "securityContext": CONTAINER_SECURITY,
+        "volumeMounts": [{"name": "artifacts", "mountPath": ARTIFACTS_MOUNT_PATH}],
     }
