@@ -71,7 +71,9 @@ class NodeLayer:
             config = realnodes.kubelet_config(node, self.containerd(node), node_dir, cluster.pki / "ca.crt")
             cluster.start_process(f"kubelet-{node.name}", realnodes.kubelet_argv(
                 cluster.binary("kubelet"), node, config, node_dir, cluster.kubeconfig))
-        cluster.wait_until(self._all_registered, "every real node to register", 120)
+            # One at a time: every kubelet binds /var/lib/kubelet/device-plugins/kubelet.sock whatever its
+            # --root-dir, and two binding at once failed one with "address already in use" (it exited).
+            cluster.wait_until(lambda: node.name in self._nodes(), f"{node.name} to register", 120)
         for node in self.fleet:
             patch = realnodes.extended_resources_patch(node.shape)
             if patch:
@@ -82,9 +84,6 @@ class NodeLayer:
     def _nodes(self) -> dict[str, dict]:
         listing = json.loads(self.cluster.kubectl("get", "nodes", "-o", "json"))
         return {item["metadata"]["name"]: item for item in listing["items"]}
-
-    def _all_registered(self) -> bool:
-        return all(node.name in self._nodes() for node in self.fleet)
 
     def _all_ready(self) -> bool:
         """Ready, and kubelet has carried the patched extended resources into allocatable."""
