@@ -1,5 +1,5 @@
 """The puller against stores and disks that misbehave: a store that ignores Range, one that trickles bytes,
-credentials that expire mid-pull, a full volume. The stores are versitygw behind a small proxy that
+credentials that expire mid-pull, a full volume, one that fills mid-pull. The stores are versitygw behind a small proxy that
 misbehaves on purpose (a FAKE only in what it changes: versitygw does each of these never)."""
 
 import hashlib
@@ -25,8 +25,11 @@ class _Proxy(http.server.BaseHTTPRequestHandler):
     upstream: tuple[str, int]
     strip_range = False
     trickle = False
+    fills: Path | None = None  # another writer takes the volume's free space at the first ranged GET
 
     def do_GET(self):
+        if self.fills and "Range" in self.headers and not self.fills.exists():
+            _fill(self.fills)
         connection = http.client.HTTPConnection(*self.upstream, timeout=30)
         connection.putrequest("GET", self.path, skip_host=True, skip_accept_encoding=True)
         for name, value in self.headers.items():
@@ -54,6 +57,16 @@ class _Proxy(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+def _fill(path: Path) -> None:
+    with path.open("wb") as handle:
+        try:
+            while True:
+                handle.write(bytes(MiB))
+                handle.flush()
+        except OSError:
+            pass
 
 
 @pytest.fixture
@@ -148,19 +161,39 @@ def test_urls_refused_mid_pull_are_signed_again_once(published, local_s3, tmp_pa
 
 
 @pytest.fixture
-def small_volume(tmp_path):
-    """A real 4 MiB tmpfs: the 20 MiB diffusion file cannot fit."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
-    assert mounted.returncode == 0, f"this test needs root to mount a small tmpfs: {mounted.stderr}"
+def volume(tmp_path):
+    """A real tmpfs of the given size."""
+    mounts = []
+
+    def mount(size: str) -> Path:
+        path = tmp_path / f"volume-{size}"
+        path.mkdir()
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                                 text=True)
+        assert mounted.returncode == 0, f"this test needs root to mount a small tmpfs: {mounted.stderr}"
+        mounts.append(path)
+        return path
     yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    for path in mounts:
+        subprocess.run(["umount", str(path)], check=True)
 
 
-def test_a_full_volume_exits_9_naming_the_file_before_downloading_it(published, local_s3, small_volume):
+def test_a_full_volume_exits_9_naming_the_file_before_downloading_it(published, local_s3, volume, proxy):
     uri, _ = published
-    result = _pull(uri, small_volume / "pulled", local_s3.endpoint_url, local_s3)
+    small = volume("4m")  # the 20 MiB diffusion file cannot fit
+    watching = proxy(fills=small / "ranged-get-seen")  # a ranged GET would leave this file behind
+    result = _pull(uri, small / "pulled", watching, local_s3)
+    assert result.returncode == 9 and "no space left for diffusion.pt" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (small / "ranged-get-seen").exists(), "a ranged GET was sent although the set could not fit"
+    assert not list((small / "pulled").glob("*.partial"))
+
+
+def test_a_volume_that_fills_during_the_pull_exits_9_and_leaves_no_temp_file(published, local_s3, volume, proxy):
+    uri, _ = published
+    roomy = volume("32m")  # room for the 23 MiB set, until another writer takes it
+    result = _pull(uri, roomy / "pulled", proxy(fills=roomy / "other-writer"), local_s3)
+    assert (roomy / "other-writer").exists()
     assert result.returncode == 9 and "no space left for" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
-    assert not list((small_volume / "pulled").glob("*.partial"))
+    assert not list((roomy / "pulled").glob("*.partial"))
