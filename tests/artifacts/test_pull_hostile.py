@@ -1,6 +1,6 @@
 """The puller against stores and disks that misbehave: a store that ignores Range, one that trickles bytes,
-credentials that expire mid-pull, a full volume, one that fills mid-pull. The stores are versitygw behind a small proxy that
-misbehaves on purpose (a FAKE only in what it changes: versitygw does each of these never)."""
+credentials that expire mid-pull, a full volume, one that fills mid-pull. The stores are versitygw behind a
+small proxy that misbehaves on purpose (a FAKE only in what it changes: versitygw does each of these never)."""
 
 import hashlib
 import http.client
@@ -168,8 +168,8 @@ def volume(tmp_path):
     def mount(size: str) -> Path:
         path = tmp_path / f"volume-{size}"
         path.mkdir()
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
-                                 text=True)
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                 capture_output=True, text=True)
         assert mounted.returncode == 0, f"this test needs root to mount a small tmpfs: {mounted.stderr}"
         mounts.append(path)
         return path
