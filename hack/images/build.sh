@@ -47,7 +47,7 @@ if [ ! -f "$app/layer.tar" ]; then
   { cp "$uv" "$app.tmp/merged/tmp/uv" && mkdir -p "$app.tmp/merged/src" \
     && cp -r "$repo/pyproject.toml" "$repo/README.md" "$repo/operator" "$app.tmp/merged/src/" \
     && rm -rf "$app.tmp/merged/src/operator/"*.egg-info \
-    && in_root "$app.tmp/merged" /tmp/uv pip install -q --no-deps --python /opt/bernini/bin/python /src \
+    && in_root "$app.tmp/merged" /tmp/uv pip install -q --no-deps --compile-bytecode --python /opt/bernini/bin/python /src \
     && rm -rf "$app.tmp/merged/src" "$app.tmp/merged/tmp/uv" "$app.tmp/merged/uvcache"; } || status=$?
   umount "$app.tmp/merged"
   [ $status -eq 0 ] || exit $status

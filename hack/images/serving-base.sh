@@ -25,8 +25,10 @@ build_serving_base() { # directory: writes directory/layer.tar
   cp "$uv" "$root/usr/local/bin/uv"
   mkdir -p "$root/src" && cp -r "$repo/pyproject.toml" "$repo/README.md" "$repo/operator" "$root/src/"
   rm -rf "$root/src/operator/"*.egg-info
-  # The serve extra's dependencies, then the package itself removed again: it is the app layer.
-  in_root "$root" sh -c 'python3 -m venv /opt/bernini && uv pip install -q --python /opt/bernini/bin/python "/src[serve]" \
+  # The serve extra's dependencies, then the package itself removed again: it is the app layer. Compiled to
+  # bytecode here: pods run as uid 1000 and cannot write __pycache__ into the root-owned venv, so without it
+  # every process (the init container's pull, each Ray worker) compiles what it imports from source again.
+  in_root "$root" sh -c 'python3 -m venv /opt/bernini && uv pip install -q --compile-bytecode --python /opt/bernini/bin/python "/src[serve]" \
     && uv pip uninstall -q --python /opt/bernini/bin/python bernini-operator'
   rm -rf "$root/src" "$root/usr/local/bin/uv" "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
   # bash -l (KubeRay's container command) resets PATH from /etc/profile: link the venv's tools into it.

@@ -28,3 +28,12 @@ def test_no_product_source_imports_the_harness_or_its_pki_library():
     offenders = [str(path) for path in PACKAGE.rglob("*.py")
                  if any(word in path.read_text() for word in ("import localdev", "from localdev", "from cryptography"))]
     assert offenders == []
+
+
+def test_stage_replicas_do_not_import_the_meshing_libraries():
+    # Every replica imports the Serve application; trimesh and scikit-image cost ~2 s of CPU on each start,
+    # and only the Triangulation replicas use them.
+    probe = "import sys, bernini.serve.app; print(' '.join(m for m in ('trimesh', 'skimage') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == ""

@@ -49,6 +49,8 @@ def test_worker_groups_follow_the_neuron_recipe():
     puller = pod["initContainers"][0]
     assert puller["command"][:3] == ["bernini", "artifacts", "pull"]
     assert puller["command"][puller["command"].index("--manifest-sha256") + 1] == "f" * 64
+    # CPU-bound, so the pull runs on the worker's CPUs (no extra room: the pod asks for the larger of the two).
+    assert puller["resources"]["limits"]["cpu"] == worker["resources"]["limits"]["cpu"] == "95"
 
 
 def test_head_stays_off_accelerated_nodes_and_hosts_no_replicas():

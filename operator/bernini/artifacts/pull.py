@@ -208,6 +208,17 @@ def _check_room(dest: Path, jobs: list[_FileJob]) -> None:
                            f"room for the whole set")
 
 
+def _interleaved(jobs: list[_FileJob], ranged: bool):
+    """(job, part index) in the order parts are fetched: the files round-robin, largest first, so every file's
+    digest advances at once and one late part holds up only its own file's hashing."""
+    ordered = sorted(jobs, key=lambda job: -job.artifact.size)
+    for index in range(max((job.parts for job in jobs), default=0) if ranged else 1):
+        for job in ordered:
+            if index < job.parts:
+                yield job, index
+        ordered = [job for job in ordered if job.parts > index + 1]
+
+
 class _BufferPool:
     """At most `limit` part buffers, allocated on first need and reused."""
 
@@ -334,34 +345,41 @@ class Puller:
         # a buffer returns to the pool once its bytes are hashed, which also bounds memory.
         buffers = _BufferPool(self.concurrency * 2, self.part_size)
         failed = threading.Event()
+        futures = []
         try:
             for job in jobs:
                 job.open()
-                job.url = self._presign(job)
             _check_room(self.dest, jobs)
+            probe = next((job for job in jobs if job.artifact.size > 1), None)
+            ranged = probe is None or self.ranges.supports_ranges(self._signed(probe))
+            if not ranged:
+                self.log("the store ignores Range requests: streaming each file once instead")
+            with ThreadPoolExecutor(self.concurrency) as pool:
+                try:
+                    for job, index in _interleaved(jobs, ranged):
+                        buffer = buffers.take(failed)
+                        if buffer is None:
+                            break
+                        self._signed(job)  # as its parts are queued: the first parts download while the rest sign
+                        work = self._part if ranged else self._whole
+                        futures.append(pool.submit(work, job, index, buffer, buffers, failed))
+                except BaseException:
+                    failed.set()
+                    pool.shutdown(cancel_futures=True)
+                    raise
+                wait(futures)
+            errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
+            if errors:
+                raise errors[0]
         except BaseException:
             for job in jobs:
                 job.abandon()
             raise
-        probe = next((job for job in jobs if job.artifact.size > 1), None)
-        ranged = probe is None or self.ranges.supports_ranges(probe.url)
-        if not ranged:
-            self.log("the store ignores Range requests: streaming each file once instead")
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            futures = []
-            for job in jobs:
-                for index in range(job.parts if ranged else 1):
-                    buffer = buffers.take(failed)
-                    if buffer is None:
-                        break
-                    work = self._part if ranged else self._whole
-                    futures.append(pool.submit(work, job, index, buffer, buffers, failed))
-            wait(futures)
-        errors = [f.exception() for f in futures if f.exception()]
-        if errors:
-            for job in jobs:
-                job.abandon()
-            raise errors[0]
+
+    def _signed(self, job: _FileJob) -> str:
+        if not job.url:
+            job.url = self._presign(job)
+        return job.url
 
     def _presign(self, job: _FileJob) -> str:
         # Signing refreshes expired credentials (IRSA, Pod Identity) through botocore's provider chain.

@@ -38,13 +38,15 @@ class RangedReader:
     def __init__(self, timeout: float = 30.0):
         self._local = threading.local()
         self._timeout = timeout
-        self._tls = ssl.create_default_context(cafile=get_cert_path(True))
+        self._tls: ssl.SSLContext | None = None  # made on first https use: loading the CA bundle costs start-up
+        self._watchdog = _Watchdog()
 
     def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
         connections = self._local.__dict__.setdefault("connections", {})
         connection = connections.get((scheme, netloc))
         if connection is None:
             if scheme == "https":
+                self._tls = self._tls or ssl.create_default_context(cafile=get_cert_path(True))
                 connection = http.client.HTTPSConnection(netloc, timeout=self._timeout, context=self._tls)
             else:
                 connection = http.client.HTTPConnection(netloc, timeout=self._timeout)
@@ -58,18 +60,19 @@ class RangedReader:
 
     @contextlib.contextmanager
     def _get(self, url: str, headers: dict[str, str], deadline: float):
-        """One GET on this thread's connection, yielding the response. A watchdog holds the deadline; transport
+        """One GET on this thread's connection, yielding the response. The watchdog holds the deadline; transport
         errors become RangeError (DeadlinePassed once the deadline passed); a failed exchange drops the
         connection."""
         parts = urllib.parse.urlsplit(url)
         target = parts.path + ("?" + parts.query if parts.query else "")
         connection = self._connection(parts.scheme, parts.netloc)
-        watchdog = None
+        sock = None
         try:
             connection.request("GET", target, headers=headers)
             if time.monotonic() >= deadline:
                 raise DeadlinePassed()
-            watchdog = _watch(connection.sock, deadline)
+            sock = connection.sock
+            self._watchdog.guard(sock, deadline)
             yield connection.getresponse()
             if time.monotonic() >= deadline:
                 raise DeadlinePassed()
@@ -84,8 +87,8 @@ class RangedReader:
                 raise DeadlinePassed() from None  # the watchdog cut the read short
             raise
         finally:
-            if watchdog:
-                watchdog.cancel()
+            if sock is not None:
+                self._watchdog.release(sock)
 
     def read_range(self, url: str, start: int, view: memoryview, deadline: float = float("inf")) -> None:
         """Fill view with bytes [start, start + len(view)) of the object behind the presigned url, by the
@@ -131,19 +134,38 @@ class RangedReader:
         return True
 
 
-def _watch(sock: socket.socket, deadline: float) -> threading.Timer | None:
-    """A timer that shuts the socket down at the deadline. The socket, not the connection: http.client hands
-    it to the response (and forgets it) when the server will close the connection."""
-    if deadline == float("inf"):
-        return None
-    timer = threading.Timer(max(0.0, deadline - time.monotonic()), _shut, (sock,))
-    timer.daemon = True
-    timer.start()
-    return timer
+class _Watchdog:
+    """Shuts down the sockets still reading when their deadline comes: one timer thread per deadline, not one per
+    request (a pull makes hundreds). The socket, not the connection: http.client hands it to the response (and
+    forgets it) when the server will close the connection."""
 
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._reading: dict[socket.socket, float] = {}
+        self._timers: set[float] = set()
 
-def _shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
+    def guard(self, sock: socket.socket, deadline: float) -> None:
+        if deadline == float("inf"):
+            return
+        with self._lock:
+            self._reading[sock] = deadline
+            if deadline in self._timers:
+                return
+            self._timers.add(deadline)
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._expire, (deadline,))
+        timer.daemon = True
+        timer.start()
+
+    def release(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._reading.pop(sock, None)
+
+    def _expire(self, deadline: float) -> None:
+        with self._lock:
+            self._timers.discard(deadline)
+            due = [sock for sock, its_deadline in self._reading.items() if its_deadline <= deadline]
+        for sock in due:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

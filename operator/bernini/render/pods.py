@@ -138,7 +138,9 @@ def worker_template(
     volumes = [artifacts, _shm_volume(worker_shape.memory_bytes), *cache]
     extra = {
         "automountServiceAccountToken": False,  # nothing on a worker talks to the Kubernetes API
-        "initContainers": [puller_container(spec, manifest_sha256, {"cpu": "1", "memory": "1Gi"})],
+        # The pull hashes and copies every byte, so it is CPU-bound: it gets the worker's CPUs, which costs no
+        # scheduling room (a pod asks for the larger of its init containers' and its containers' requests).
+        "initContainers": [puller_container(spec, manifest_sha256, {"cpu": resources["cpu"], "memory": "1Gi"})],
         "nodeSelector": {"node.kubernetes.io/instance-type": worker_shape.instance.name},
         **accelerator_tolerations(spec),
     }

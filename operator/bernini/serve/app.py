@@ -61,6 +61,9 @@ class Decoder:
 
 @serve.deployment
 class Triangulation:
+    def __init__(self):
+        import bernini.model.triangulation  # noqa: F401  at start, not on the first request (see stages.mesh_bytes)
+
     def mesh(self, sdf, file_format: str) -> tuple[bytes, dict]:
         return stages.mesh_bytes(sdf, file_format)
 

@@ -13,7 +13,6 @@ from bernini.artifacts.manifest import DEVICE_OF_TARGET, MANIFEST_FILE, Manifest
 from bernini.model.diffusion import ddim_sample
 from bernini.model.encoders import tokenize
 from bernini.model.shapes import IMAGE_SIZE, POINTS
-from bernini.model.triangulation import triangulate
 
 
 def load_manifest(artifacts_dir: str | Path) -> Manifest:
@@ -207,6 +206,9 @@ MESH_TYPES = {"glb": "model/gltf-binary", "obj": "model/obj", "ply": "applicatio
 
 
 def mesh_bytes(sdf: np.ndarray, file_format: str) -> tuple[bytes, dict]:
+    # Imported here: trimesh and scikit-image cost ~2 s of CPU to import, which only the replicas that mesh pay.
+    from bernini.model.triangulation import triangulate
+
     if not (np.min(sdf) <= 0.0 <= np.max(sdf)):
         raise NoSurface(NO_SURFACE)
     mesh = triangulate(sdf)
