@@ -52,8 +52,12 @@ class Decoder:
         stages.check_model(artifacts_dir, model_name, model_version)
         torch.set_num_threads(1)
         self.decoders = stages.load_decoders(artifacts_dir)
+        if stages.load_manifest(artifacts_dir).target == "cpu":
+            # On the CPU a batch costs its full size, padding included: waiting for one to fill only adds latency.
+            self.decode.set_max_batch_size(1)
+            self.decode.set_batch_wait_timeout_s(0)
 
-    # Concurrent requests share one call of the batch-4 graph: on Neuron a call's fixed cost dominates.
+    # Concurrent requests share one call of the batch-4 graph: on Neuron or a GPU a call's fixed cost dominates.
     @serve.batch(max_batch_size=max(DECODER_BATCHES), batch_wait_timeout_s=0.005)
     async def decode(self, latents: list[torch.Tensor]) -> list:
         return stages.decode_batch(self.decoders, latents)
