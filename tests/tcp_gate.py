@@ -1,8 +1,11 @@
 """A loopback TCP forwarder that holds every connection until opened: a store that answers only when the test
-says so, so a test can catch the operator in the middle of a reconcile."""
+says so, so a test can catch the operator in the middle of a reconcile. It records which process dialled: on a
+busy machine a stale client of an earlier test's server may retry a port the kernel has since handed out again."""
 
+import os
 import socket
 import threading
+from pathlib import Path
 
 
 class GatedForwarder:
@@ -11,6 +14,7 @@ class GatedForwarder:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.connected = threading.Event()
+        self.dialers: list[int | None] = []  # the PID behind each connection (None: gone before it was seen)
         self.opened = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -24,6 +28,7 @@ class GatedForwarder:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            self.dialers.append(_owner(client.getpeername()[1], self.port))
             self.connected.set()
             threading.Thread(target=self._forward, args=(client,), daemon=True).start()
 
@@ -45,3 +50,21 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
         sink.shutdown(socket.SHUT_WR)
     except OSError:
         pass
+
+
+def _owner(local_port: int, remote_port: int) -> int | None:
+    """The PID holding the loopback socket local_port -> remote_port (root reads every process's descriptors)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if (int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)) == (local_port, remote_port):
+            socket_link = f"socket:[{fields[9]}]"
+            break
+    else:
+        return None
+    for descriptors in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) == socket_link for fd in descriptors.iterdir()):
+                return int(descriptors.parent.name)
+        except OSError:  # the process ended meanwhile
+            continue
+    return None
