@@ -69,8 +69,9 @@ def test_only_the_lease_holder_writes_and_a_standby_takes_over(candidates, custo
     leader.start()  # back as a standby
     time.sleep(3)
     assert not _leading(leader) and _writes(leader) == 0
-    standby.stop()  # a clean stop releases the Lease
+    standby.stop()  # SIGTERM, as Kubernetes stops a pod: the Lease is released, the process exits by itself
     stopped_at = time.monotonic()
+    assert standby.process.returncode == 0, "the leader did not exit on SIGTERM (it was killed)"
     wait_for(lambda: _leading(leader), "the restarted process to take over", timeout=20)
     handover = time.monotonic() - stopped_at
     print(f"leader stopped cleanly: handed over in {handover:.1f}s")

@@ -514,3 +514,12 @@ def test_prewarm_runs_one_pod_per_allowed_node_while_the_version_rolls_out(opera
                  "the pre-warm DaemonSet and its pods gone", timeout=90)
     finally:
         core.delete_persistent_volume(volume["metadata"]["name"])
+
+
+def test_the_operator_exits_by_itself_on_sigterm(scoped_operator):
+    """Kubernetes stops a pod with SIGTERM and kills it only when the grace period ends: the operator must exit on
+    its own (it used to wait for its stop flag until SIGKILL)."""
+    started = time.monotonic()
+    scoped_operator.process.terminate()
+    assert scoped_operator.process.wait(10) == 0
+    print(f"\nSIGTERM -> exit in {time.monotonic() - started:.1f}s")
