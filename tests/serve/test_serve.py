@@ -19,6 +19,7 @@ import trimesh
 from PIL import Image
 
 from bernini.pipeline import STAGES
+from bernini.render.pods import SERVE_PROCESS_ENV
 from bernini.render.serve_config import REPLICA_ENV
 from localdev.waiting import wait_for
 from tests.serve.conftest import rendered_serve_config
@@ -104,6 +105,17 @@ def test_every_replica_runs_with_the_malloc_thresholds_of_the_application(servin
     assert {title.rsplit(":", 1)[1] for title in environments} >= {"Encoder", "Diffusion", "Decoder", "Triangulation"}
     for title, environment in environments.items():
         assert {name: environment.get(name) for name in REPLICA_ENV} == REPLICA_ENV, title
+
+
+def test_serve_log_lines_reach_their_replica_log_and_skip_the_stderr_copy(serving, ray_head):
+    """The head runs with the operator's SERVE_PROCESS_ENV: a replica's log line is written once, to its Serve log,
+    not a second time through stderr (which the log monitor would tail and forward)."""
+    for title, environment in _replica_environments(ray_head).items():
+        assert {name: environment.get(name) for name in SERVE_PROCESS_ENV} == SERVE_PROCESS_ENV, title
+    logs = ray_head.temp_dir / "session_latest" / "logs"
+    line = "encoder loaded on"
+    assert any(line in path.read_text() for path in (logs / "serve").glob("replica_bernini_Encoder_*.log"))
+    assert [path.name for path in logs.glob("worker-*.err") if line in path.read_text(errors="replace")] == []
 
 
 def test_different_inputs_give_different_meshes(serving):

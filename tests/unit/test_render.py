@@ -10,6 +10,7 @@ from ray.serve.schema import ServeDeploySchema
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.pipeline import STAGES
 from bernini.render.capacity import StageDoesNotFit, WorkerDoesNotFit, plan
+from bernini.render.pods import SERVE_PROCESS_ENV
 from bernini.render.rayservice import render_rayservice
 from tests.unit.specs import make_manifest, make_spec
 
@@ -51,6 +52,9 @@ def test_worker_groups_follow_the_neuron_recipe():
     assert puller["command"][puller["command"].index("--manifest-sha256") + 1] == "f" * 64
     # CPU-bound, so the pull runs on the worker's CPUs (no extra room: the pod asks for the larger of the two).
     assert puller["resources"]["limits"]["cpu"] == worker["resources"]["limits"]["cpu"] == "95"
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    for ray_container in (head, worker):  # every process that routes or serves runs with the same Serve settings
+        assert {item["name"]: item["value"] for item in ray_container["env"]} == SERVE_PROCESS_ENV
 
 
 def test_head_stays_off_accelerated_nodes_and_hosts_no_replicas():

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from bernini.render.pods import SERVE_PROCESS_ENV
 from localdev.processes import free_port
 from localdev.waiting import wait_for
 
@@ -37,9 +38,10 @@ class RayHead:
 
     @property
     def env(self) -> dict[str, str]:
-        # What KubeRay sets on every Ray container when authOptions.mode is token.
-        return {**os.environ, **self.extra_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
-                "RAY_USAGE_STATS_ENABLED": "0"}
+        # The Serve settings the operator gives its Ray containers, and what KubeRay sets on every Ray container
+        # when authOptions.mode is token.
+        return {**os.environ, **SERVE_PROCESS_ENV, **self.extra_env, "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0"}
 
     def start(self, timeout: float = 90) -> None:
         # neuron_cores is a custom resource here, as the Neuron workers declare it via rayStartParams;
