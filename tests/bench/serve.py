@@ -18,7 +18,7 @@ import yaml
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.preflight import judge
 from bernini.compile import compile_model
-from bernini.pipeline import DEPLOYMENT_NAMES
+from bernini.pipeline import DEPLOYMENT_NAMES, STAGES
 from localdev.ray_head import RayHead, localize_serve_config
 from bernini.render.rayservice import render_rayservice
 from bernini.serve import stages
@@ -61,12 +61,14 @@ class ServeCall:
         self.url = f"http://127.0.0.1:{head.serve_port}/?format=glb&seed=0"
         self.body = json.dumps({"prompt": PROMPT}).encode()
         self.timings: list[dict[str, float]] = []
+        self.request_ids: list[str] = []
 
     def __call__(self) -> bytes:
         request = urllib.request.Request(self.url, data=self.body, method="POST",
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=300) as response:
             self.timings.append(json.loads(response.headers["X-Bernini-Timings"]))
+            self.request_ids.append(response.headers["X-Request-Id"])  # Serve's; its access log lines carry it
             return response.read()
 
 
@@ -97,20 +99,22 @@ def serve_pipeline(work: Path, artifacts: Path, manifest):
         head.stop()
 
 
-def processing(call: ServeCall) -> dict[str, tuple[float, int]]:
-    """Time spent inside each deployment's replicas (Ray Serve's own processing-latency histogram: sum in ms,
-    count), once the head's metrics agent has exported every request made so far."""
-    def read() -> dict[str, tuple[float, int]]:
-        totals: dict[str, list[float]] = {}
-        for line in call.head.metrics().splitlines():
-            name, _, value = line.rpartition(" ")
-            for suffix, index in (("_sum{", 0), ("_count{", 1)):
-                if name.startswith("ray_serve_deployment_processing_latency_ms" + suffix):
-                    deployment = re.search(r'deployment="([^"]+)"', name).group(1)
-                    totals.setdefault(deployment, [0.0, 0])[index] += float(value)
-        return {deployment: (total, int(count)) for deployment, (total, count) in totals.items()}
-    return wait_for(lambda: (seen := read()) and seen.get("BerniniIngress", (0, 0))[1] == len(call.timings) and seen,
-                    "the head to export every request's processing time", timeout=90, interval=1)
+ACCESS_LINE = re.compile(r" bernini_(\w+) \w+ (\S+) -- CALL \w+ OK ([\d.]+)ms$")
+
+
+def replica_times(head: RayHead, request_ids: set[str]) -> dict[str, list[float]]:
+    """Milliseconds each of these requests spent inside each deployment's replica, from the replicas' access
+    logs (the replica's own timing; Ray's exported latency histograms carry bucket midpoints, not sums)."""
+    def read() -> dict[str, list[float]]:
+        times: dict[str, list[float]] = {}
+        for log in (head.temp_dir / "session_latest" / "logs" / "serve").glob("replica_bernini_*.log"):
+            for match in map(ACCESS_LINE.search, log.read_text(errors="replace").splitlines()):
+                if match and match.group(2) in request_ids:
+                    times.setdefault(match.group(1), []).append(float(match.group(3)))
+        return times
+    return wait_for(lambda: (seen := read()) and all(len(seen.get(DEPLOYMENT_NAMES[stage], ())) == len(request_ids)
+                                                     for stage in STAGES) and seen,
+                    "every replica to log these requests", timeout=30, interval=1)
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -174,13 +178,12 @@ def main() -> None:
     with serve_pipeline(work, artifacts, manifest) as serve:
         if serve() != reference:
             raise SystemExit("Serve and the in-process graphs returned different meshes for the same seed")
-        before = processing(serve)
         usage: dict[str, tuple[float, int]] = {}
+        counted = len(serve.request_ids)
         stage_times = interleaved(peer, serve, 1, args, results, usage)
-        after = processing(serve)
+        inside = {name: statistics.median(times)
+                  for name, times in replica_times(serve.head, set(serve.request_ids[counted:])).items()}
         interleaved(peer, serve, 8, args, results)
-    inside = {name: (after[name][0] - before.get(name, (0, 0))[0]) / (after[name][1] - before.get(name, (0, 0))[1])
-              for name in after}
 
     print(f"{args.requests} requests per path and concurrency in {args.rounds} interleaved blocks, text prompt -> "
           f"GLB mesh, cpu-compiled reference model, 2 cores; same mesh from both paths for seed 0")
@@ -194,12 +197,12 @@ def main() -> None:
         print(f"concurrency {concurrency}: Serve overhead p50 {(serve_p50 - local_p50) * 1000:+.0f} ms "
               f"({(serve_p50 / local_p50 - 1) * 100:+.0f}%), throughput ratio serve/in-process "
               f"{statistics.median(results[('serve', concurrency)][1]) / statistics.median(results[('in-process', concurrency)][1]):.2f}")
-    # Where the overhead goes at concurrency 1: each stage alone in-process, inside its replica (Serve's own
-    # processing time: the stage plus the replica's request handling), and as the ingress saw its handle call
+    # Where the overhead goes at concurrency 1: each stage alone in-process, inside its replica (as the replica
+    # timed the call: the stage plus the replica's request handling), and as the ingress saw its handle call
     # (plus routing, arguments and result through Ray); the rest is HTTP, the proxy and the ingress itself.
     local, served = stage_medians(stage_times["in-process"]), stage_medians(stage_times["serve"])
     replicas = {stage: DEPLOYMENT_NAMES[stage] for stage in local}
-    print("concurrency 1, per stage: in-process p50 / inside the replica (mean) / through its handle p50, ms")
+    print("concurrency 1, per stage: in-process p50 / inside the replica p50 / through its handle p50, ms")
     for stage in local:
         print(f"  {stage:<14} {local[stage] * 1000:7.1f} {inside[replicas[stage]]:7.1f} {served[stage] * 1000:7.1f}")
     rest = statistics.median(results[("serve", 1)][0]) - sum(served.values())
