@@ -9,7 +9,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml hack/localdev/pyproj
 
 CRD_FILES := crds/bernini.dev_berninideployments.yaml charts/bernini-operator/crds/bernini.dev_berninideployments.yaml
 
-.PHONY: help venv controlplane argocd promtool node-packages images cluster-up cluster-down demo demo-gitops test crds bench-reconcile bench-pull bench-serve bench-cost bench-e2e gpu-wheels check-gpu
+.PHONY: help venv controlplane argocd promtool node-packages images cluster-up cluster-down demo demo-gitops test crds bench-reconcile bench-pull bench-serve bench-autoscale bench-cost bench-e2e gpu-wheels check-gpu
 
 help:
 	@echo "make demo          run the operator's main job on a local control plane"
@@ -74,6 +74,9 @@ bench-pull: venv controlplane
 
 bench-serve: venv controlplane
 	$(PY) -m tests.bench.serve
+
+bench-autoscale: venv controlplane
+	$(PY) -m tests.bench.autoscale
 
 bench-cost: venv controlplane
 	$(PY) -m tests.bench.cost

@@ -78,18 +78,24 @@ def compiled(work: Path):
     return artifacts, compile_model(artifacts, "1.0.0", "cpu", log=lambda _: None)
 
 
-@contextlib.contextmanager
-def serve_pipeline(work: Path, artifacts: Path, manifest):
-    """The compiled model served by a real Ray head with the operator's rendered serveConfigV2 for
-    examples/bernini-minimal.yaml; yields a closed-loop request function."""
+def rendered_config(artifacts: Path, manifest, serve_port: int, **spec_changes) -> dict:
+    """The operator's serveConfigV2 for examples/bernini-minimal.yaml (cpu target), localized for this machine."""
     body = yaml.safe_load((ROOT / "examples" / "bernini-minimal.yaml").read_text())
     body["spec"]["model"]["target"] = "cpu"
+    body["spec"].update(spec_changes)
     spec = BerniniDeploymentSpec.model_validate(body["spec"])
     rendered = render_rayservice("bernini", "default", "uid", spec, judge(spec, manifest, "0" * 64).manifest, "0" * 64)
+    return localize_serve_config(yaml.safe_load(rendered["spec"]["serveConfigV2"]), artifacts, serve_port)
+
+
+@contextlib.contextmanager
+def serve_pipeline(work: Path, artifacts: Path, manifest):
+    """The compiled model served by a real Ray head with the operator's rendered serveConfigV2; yields a
+    closed-loop request function."""
     head = RayHead(Path(tempfile.mkdtemp(prefix="bernini-ray-")), work / "ray.log")
     head.start()
     try:
-        head.deploy_serve(localize_serve_config(yaml.safe_load(rendered["spec"]["serveConfigV2"]), artifacts, head.serve_port))
+        head.deploy_serve(rendered_config(artifacts, manifest, head.serve_port))
         head.wait_running("bernini")
         call = ServeCall(head)
         for _ in range(3):

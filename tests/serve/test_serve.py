@@ -271,6 +271,9 @@ def test_diffusion_scales_up_under_load_and_back_down(serving, ray_head):
     diffusion = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Diffusion")
     assert diffusion["autoscaling_config"]["upscale_delay_s"] == UPSCALE_DELAY
     assert ray_head.running_replicas("bernini", "Diffusion") == diffusion["autoscaling_config"]["min_replicas"] == 1
+    # The window the spec sets is the one Serve's controller averages over (not its 30 s default).
+    live = ray_head.serve_application("bernini")["deployments"]["Diffusion"]["deployment_config"]["autoscaling_config"]
+    assert live["look_back_period_s"] == diffusion["autoscaling_config"]["look_back_period_s"] == 10
 
     with _load(url, clients=8, steps=20):
         started = time.monotonic()

@@ -85,7 +85,8 @@ def test_security_defaults_token_auth_and_restricted_pods():
 
 
 def test_serve_deployments_autoscale_per_stage():
-    spec = make_spec(stages={"diffusion": {"neuronCores": 2, "minReplicas": 1, "maxReplicas": 6, "targetOngoingRequests": 2, "maxOngoingRequests": 3}})
+    spec = make_spec(stages={"diffusion": {"neuronCores": 2, "minReplicas": 1, "maxReplicas": 6, "targetOngoingRequests": 2, "maxOngoingRequests": 3}},
+                     autoscaling={"upscaleDelaySeconds": 5, "lookBackPeriodSeconds": 7})
     application = serve(render(spec))["applications"][0]
     deployments = {d["name"]: d for d in application["deployments"]}
     assert list(deployments) == ["Encoder", "Diffusion", "Decoder", "Triangulation", "BerniniIngress"]
@@ -93,6 +94,8 @@ def test_serve_deployments_autoscale_per_stage():
     assert diffusion["ray_actor_options"]["resources"] == {"neuron_cores": 2}
     assert diffusion["autoscaling_config"]["min_replicas"] == 1
     assert diffusion["autoscaling_config"]["max_replicas"] == 6
+    assert {d["autoscaling_config"]["look_back_period_s"] for d in deployments.values()} == {7}
+    assert {d["autoscaling_config"]["upscale_delay_s"] for d in deployments.values()} == {5}
     assert diffusion["max_ongoing_requests"] == 3
     assert "resources" not in deployments["Triangulation"]["ray_actor_options"]
     assert application["import_path"] == "bernini.serve.app:app_builder"

@@ -345,6 +345,10 @@ class Autoscaling(ApiModel):
     downscale_delay_seconds: float = Field(300.0, ge=0, le=86400)
     """How long demand must stay below the target before Serve removes replicas."""
 
+    look_back_period_seconds: float = Field(10.0, gt=0, le=3600)
+    """Window over which Serve averages each stage's ongoing requests before comparing them with the target.
+    A short window reacts to new load sooner; a long one rides out brief bursts (Serve's own default is 30s)."""
+
     idle_timeout_seconds: int = Field(300, ge=0, le=86400)
     """How long a worker node may sit idle before the Ray autoscaler removes it."""
 

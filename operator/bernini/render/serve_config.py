@@ -51,6 +51,7 @@ def _deployment(name: str, replica_spec: ReplicaSpec, spec: BerniniDeploymentSpe
             "target_ongoing_requests": replica_spec.target_ongoing_requests,
             "upscale_delay_s": spec.autoscaling.upscale_delay_seconds,
             "downscale_delay_s": spec.autoscaling.downscale_delay_seconds,
+            "look_back_period_s": spec.autoscaling.look_back_period_seconds,
         },
     }
 
