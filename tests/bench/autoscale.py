@@ -18,7 +18,7 @@ from pathlib import Path
 
 from localdev.ray_head import RayHead
 from localdev.waiting import wait_for
-from tests.bench.serve import compiled, rendered_config
+from tests.bench.serve import compiled, ray_head, rendered_config
 
 SERVE_DEFAULT_LOOK_BACK_S = 30.0  # ray.serve.config.AutoscalingConfig.look_back_period_s
 CLIENTS = 4
@@ -65,33 +65,33 @@ def seconds_to_upscale(head: RayHead, config: dict) -> float:
             thread.join(300)
 
 
+def compare(head: RayHead, artifacts: Path, manifest, runs: int) -> tuple[dict[str, list[float]], float]:
+    """Seconds to the upscale decision per config, interleaved so drift hits both alike; and the upscale delay."""
+    ours = rendered_config(artifacts, manifest, head.serve_port, autoscaling={"downscaleDelaySeconds": 3})
+    autoscaling = ours["applications"][0]["deployments"][0]["autoscaling_config"]
+    peer = rendered_config(artifacts, manifest, head.serve_port, autoscaling={"downscaleDelaySeconds": 3})
+    for deployment in peer["applications"][0]["deployments"]:
+        del deployment["autoscaling_config"]["look_back_period_s"]
+    configs = {f"rendered (look-back {autoscaling['look_back_period_s']:g} s)": ours,
+               f"Serve's default look-back ({SERVE_DEFAULT_LOOK_BACK_S:g} s)": peer}
+    seconds: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(runs):
+        for name, config in configs.items():
+            seconds[name].append(seconds_to_upscale(head, config))
+    return seconds, autoscaling["upscale_delay_s"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-autoscale-"))
-    artifacts, manifest = compiled(work)
-    ray_dir = Path(tempfile.mkdtemp(prefix="bernini-ray-"))  # outside work: Ray's socket paths must stay short
-    head = RayHead(ray_dir, work / "ray.log")
-    head.start()
     try:
-        ours = rendered_config(artifacts, manifest, head.serve_port, autoscaling={"downscaleDelaySeconds": 3})
-        deployments = ours["applications"][0]["deployments"]
-        window = deployments[0]["autoscaling_config"]["look_back_period_s"]
-        delay = deployments[0]["autoscaling_config"]["upscale_delay_s"]
-        peer = rendered_config(artifacts, manifest, head.serve_port, autoscaling={"downscaleDelaySeconds": 3})
-        for deployment in peer["applications"][0]["deployments"]:
-            del deployment["autoscaling_config"]["look_back_period_s"]
-        configs = {f"rendered (look-back {window:g} s)": ours,
-                   f"Serve's default look-back ({SERVE_DEFAULT_LOOK_BACK_S:g} s)": peer}
-        seconds: dict[str, list[float]] = {name: [] for name in configs}
-        for _ in range(args.runs):
-            for name, config in configs.items():  # interleaved, so drift hits both alike
-                seconds[name].append(seconds_to_upscale(head, config))
+        artifacts, manifest = compiled(work)
+        with ray_head(work) as head:
+            seconds, delay = compare(head, artifacts, manifest, args.runs)
     finally:
-        head.stop()
         shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(ray_dir, ignore_errors=True)
     print(f"load start ({CLIENTS} clients) -> Serve decides to add a Diffusion replica; upscale delay {delay:g} s; "
           f"median of {args.runs}")
     for name, values in seconds.items():

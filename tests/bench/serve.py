@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import statistics
 import tempfile
 import time
@@ -89,20 +90,29 @@ def rendered_config(artifacts: Path, manifest, serve_port: int, **spec_changes) 
 
 
 @contextlib.contextmanager
+def ray_head(work: Path):
+    """A real Ray head; its session directory (outside work: Ray's socket paths must stay short) goes with it."""
+    session = Path(tempfile.mkdtemp(prefix="bernini-ray-"))
+    head = RayHead(session, work / "ray.log")
+    head.start()
+    try:
+        yield head
+    finally:
+        head.stop()
+        shutil.rmtree(session, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def serve_pipeline(work: Path, artifacts: Path, manifest):
     """The compiled model served by a real Ray head with the operator's rendered serveConfigV2; yields a
     closed-loop request function."""
-    head = RayHead(Path(tempfile.mkdtemp(prefix="bernini-ray-")), work / "ray.log")
-    head.start()
-    try:
+    with ray_head(work) as head:
         head.deploy_serve(rendered_config(artifacts, manifest, head.serve_port))
         head.wait_running("bernini")
         call = ServeCall(head)
         for _ in range(3):
             call()  # warm up every replica's first call
         yield call
-    finally:
-        head.stop()
 
 
 ACCESS_LINE = re.compile(r" bernini_(\w+) \w+ (\S+) -- CALL \w+ OK ([\d.]+)ms$")
