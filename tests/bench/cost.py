@@ -8,6 +8,7 @@ shipped table (m6i.large's share); pass --instance-type and --vcpus for another 
 
 import argparse
 import os
+import shutil
 import statistics
 import tempfile
 from pathlib import Path
@@ -52,6 +53,7 @@ def main() -> None:
     results = {"in-process": sweep(peer, args.requests)}
     with serve_pipeline(work, artifacts, manifest) as call:
         results["serve"] = sweep(call, args.requests)
+    shutil.rmtree(work, ignore_errors=True)
 
     print(f"{args.requests} requests per level, text prompt -> GLB mesh, cpu-compiled reference model; "
           f"priced at ${dollars_per_hour:.4f}/h ({args.vcpus} of {args.instance_type}'s {instance.vcpus} vCPUs, "

@@ -200,6 +200,7 @@ def main() -> None:
         inside = {name: statistics.median(times)
                   for name, times in replica_times(serve.head, set(serve.request_ids[counted:])).items()}
         interleaved(peer, serve, 8, args, results)
+    shutil.rmtree(work, ignore_errors=True)
 
     print(f"{args.requests} requests per path and concurrency in {args.rounds} interleaved blocks, text prompt -> "
           f"GLB mesh, cpu-compiled reference model, 2 cores; same mesh from both paths for seed 0")
