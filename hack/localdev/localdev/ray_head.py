@@ -110,7 +110,10 @@ class RayHead:
         (`ray stop` would kill every Ray on the machine)."""
         if self.process is None:
             return
-        for pid in self._processes_of_this_head():
+        # Ray's workers sit in process groups of their own; left alive, one outlives the raylet by seconds and
+        # writes its logs into a session directory the caller may be removing.
+        pids = set(self.process_tree()) | set(self._processes_of_this_head())
+        for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -120,6 +123,8 @@ class RayHead:
         except ProcessLookupError:
             pass
         self.process.wait(10)
+        wait_for(lambda: not any(_alive(pid) for pid in pids), "this Ray head's processes to exit", timeout=30,
+                 interval=0.1)
 
     def log_tail(self, chars: int = 3000) -> str:
         """The head's own output and the dashboard's log, where Serve's REST errors are explained."""
@@ -158,6 +163,14 @@ class RayHead:
                 except OSError:
                     pass
         return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def localize_serve_config(config: dict, artifacts_dir: Path, port: int) -> dict:
