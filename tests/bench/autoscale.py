@@ -8,6 +8,7 @@ make bench-e2e measures that on real pods. Medians of --runs.
 """
 
 import argparse
+import copy
 import shutil
 import statistics
 import tempfile
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from localdev.ray_head import RayHead
 from localdev.waiting import wait_for
-from tests.bench.serve import compiled, ray_head, rendered_config
+from tests.bench.serve import compiled, ray_head
+from tests.serve.conftest import rendered_serve_config
 
 SERVE_DEFAULT_LOOK_BACK_S = 30.0  # ray.serve.config.AutoscalingConfig.look_back_period_s
 CLIENTS = 4
@@ -65,11 +67,11 @@ def seconds_to_upscale(head: RayHead, config: dict) -> float:
             thread.join(300)
 
 
-def compare(head: RayHead, artifacts: Path, manifest, runs: int) -> tuple[dict[str, list[float]], float]:
+def compare(head: RayHead, artifacts: Path, runs: int) -> tuple[dict[str, list[float]], float]:
     """Seconds to the upscale decision per config, interleaved so drift hits both alike; and the upscale delay."""
-    ours = rendered_config(artifacts, manifest, head.serve_port, autoscaling={"downscaleDelaySeconds": 3})
+    ours = rendered_serve_config(artifacts, head.serve_port, autoscaling={"downscaleDelaySeconds": 3})
     autoscaling = ours["applications"][0]["deployments"][0]["autoscaling_config"]
-    peer = rendered_config(artifacts, manifest, head.serve_port, autoscaling={"downscaleDelaySeconds": 3})
+    peer = copy.deepcopy(ours)
     for deployment in peer["applications"][0]["deployments"]:
         del deployment["autoscaling_config"]["look_back_period_s"]
     configs = {f"rendered (look-back {autoscaling['look_back_period_s']:g} s)": ours,
@@ -87,9 +89,9 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-autoscale-"))
     try:
-        artifacts, manifest = compiled(work)
+        artifacts = compiled(work)
         with ray_head(work) as head:
-            seconds, delay = compare(head, artifacts, manifest, args.runs)
+            seconds, delay = compare(head, artifacts, args.runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"load start ({CLIENTS} clients) -> Serve decides to add a Diffusion replica; upscale delay {delay:g} s; "

@@ -47,11 +47,11 @@ def main() -> None:
     dollars_per_hour = LIST_PRICES.hourly(args.instance_type) * min(1.0, args.vcpus / instance.vcpus)
 
     work = Path(tempfile.mkdtemp(prefix="bench-cost-"))
-    artifacts, manifest = compiled(work)
+    artifacts = compiled(work)
     peer = InProcess(artifacts)
     peer()  # warm up
     results = {"in-process": sweep(peer, args.requests)}
-    with serve_pipeline(work, artifacts, manifest) as call:
+    with serve_pipeline(work, artifacts) as call:
         results["serve"] = sweep(call, args.requests)
     shutil.rmtree(work, ignore_errors=True)
 

@@ -4,8 +4,8 @@ Prints: cluster up with the image store cold and warm (the image import is the "
 never pull), apply -> Ready and apply -> first mesh for a first and a second deployment, the NewCluster
 upgrade's switch time with the requests served and failed meanwhile (goal: 0 failed), the scale-up
 request latency (load start -> the Ray autoscaler raises the worker group's replicas), and a scaled-up
-worker's cold start (pod created -> artifacts pulled -> Ray container started -> a Serve replica RUNNING on it) on a node without the
-artifact cache and with a warm one. Medians where a figure repeats; one run each otherwise (each takes minutes).
+worker's cold start (pod created -> artifacts pulled -> Ray container started -> a Serve replica RUNNING on
+it) on a node without the artifact cache and with a warm one. Medians where a figure repeats; one run each otherwise (each takes minutes).
 """
 
 import json
@@ -129,8 +129,9 @@ def scale_up(core, custom, namespace: str) -> tuple[float, dict[str, float]]:
 
 def worker_start(core, namespace: str, pod) -> dict[str, float]:
     """From the worker pod's creation: seconds to its init container starting, to its artifacts pulled, to its Ray
-    container starting (after KubeRay's wait-gcs-ready init container) and to a Serve replica RUNNING on it; the pull's own seconds and bytes (store, node cache); the Ray container's
-    restarts (raylet gives up on a start that takes over 30 s, as it can on these shared cores)."""
+    container starting (after KubeRay's wait-gcs-ready init container) and to a Serve replica RUNNING on it; the
+    pull's own seconds and bytes (store, node cache); the Ray container's restarts (raylet gives up on a start that
+    takes over 30 s, as it can on these shared cores)."""
     wait_for(lambda: helpers.serve_replica_running_on(core, namespace, pod), "a Serve replica RUNNING on the added worker",
              timeout=600, interval=0.5)
     running = time.time()
@@ -140,7 +141,8 @@ def worker_start(core, namespace: str, pod) -> dict[str, float]:
     summary = pull_summary(pulled.message) or {}
     ray = pod.status.container_statuses[0].state.running
     return {"started": pulled.started_at.timestamp() - created, "pulled": pulled.finished_at.timestamp() - created,
-            "ray": ray.started_at.timestamp() - created if ray else float("nan"), "running": running - created, "pull": summary.get("seconds", 0.0),
+            "ray": ray.started_at.timestamp() - created if ray else float("nan"), "running": running - created,
+            "pull": summary.get("seconds", 0.0),
             "storeMiB": summary.get("storeBytes", 0) / 2**20, "cacheMiB": summary.get("cacheBytes", 0) / 2**20,
             "restarts": pod.status.container_statuses[0].restart_count}
 

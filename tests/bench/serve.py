@@ -14,17 +14,14 @@ import urllib.request
 from pathlib import Path
 
 import torch
-import yaml
 
-from bernini.api.spec import BerniniDeploymentSpec
-from bernini.artifacts.preflight import judge
 from bernini.compile import compile_model
 from bernini.pipeline import DEPLOYMENT_NAMES, STAGES
-from localdev.ray_head import RayHead, localize_serve_config
-from bernini.render.rayservice import render_rayservice
+from localdev.ray_head import RayHead
 from bernini.serve import stages
 from tests.bench.figures import measure, percentile
 from localdev.waiting import wait_for
+from tests.serve.conftest import rendered_serve_config
 
 ROOT = Path(__file__).parents[2]
 PROMPT = json.loads((ROOT / "examples" / "inputs" / "chair-prompt.json").read_text())["prompt"]
@@ -73,41 +70,30 @@ class ServeCall:
             return response.read()
 
 
-def compiled(work: Path):
-    """The reference model compiled for cpu: (artifacts directory, manifest)."""
+def compiled(work: Path) -> Path:
+    """The reference model compiled for cpu: its artifacts directory."""
     artifacts = work / "artifacts"
-    return artifacts, compile_model(artifacts, "1.0.0", "cpu", log=lambda _: None)
-
-
-def rendered_config(artifacts: Path, manifest, serve_port: int, **spec_changes) -> dict:
-    """The operator's serveConfigV2 for examples/bernini-minimal.yaml (cpu target), localized for this machine."""
-    body = yaml.safe_load((ROOT / "examples" / "bernini-minimal.yaml").read_text())
-    body["spec"]["model"]["target"] = "cpu"
-    body["spec"].update(spec_changes)
-    spec = BerniniDeploymentSpec.model_validate(body["spec"])
-    rendered = render_rayservice("bernini", "default", "uid", spec, judge(spec, manifest, "0" * 64).manifest, "0" * 64)
-    return localize_serve_config(yaml.safe_load(rendered["spec"]["serveConfigV2"]), artifacts, serve_port)
+    compile_model(artifacts, "1.0.0", "cpu", log=lambda _: None)
+    return artifacts
 
 
 @contextlib.contextmanager
 def ray_head(work: Path):
-    """A real Ray head; its session directory (outside work: Ray's socket paths must stay short) goes with it."""
-    session = Path(tempfile.mkdtemp(prefix="bernini-ray-"))
-    head = RayHead(session, work / "ray.log")
+    """A real Ray head whose session directory lies outside work (Ray's socket paths must stay short)."""
+    head = RayHead(Path(tempfile.mkdtemp(prefix="bernini-ray-")), work / "ray.log")
     head.start()
     try:
         yield head
     finally:
         head.stop()
-        shutil.rmtree(session, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def serve_pipeline(work: Path, artifacts: Path, manifest):
-    """The compiled model served by a real Ray head with the operator's rendered serveConfigV2; yields a
-    closed-loop request function."""
+def serve_pipeline(work: Path, artifacts: Path):
+    """The compiled model served by a real Ray head with the operator's rendered serveConfigV2 for
+    examples/bernini-minimal.yaml; yields a closed-loop request function."""
     with ray_head(work) as head:
-        head.deploy_serve(rendered_config(artifacts, manifest, head.serve_port))
+        head.deploy_serve(rendered_serve_config(artifacts, head.serve_port))
         head.wait_running("bernini")
         call = ServeCall(head)
         for _ in range(3):
@@ -187,11 +173,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="blocks per path, the two paths alternating")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    artifacts, manifest = compiled(work)
+    artifacts = compiled(work)
     peer = InProcess(artifacts)
     reference = peer()  # warm up, and the mesh Serve must return for the same seed
     results: dict[tuple[str, int], tuple[list[float], list[float]]] = {}  # latencies, per-block throughputs
-    with serve_pipeline(work, artifacts, manifest) as serve:
+    with serve_pipeline(work, artifacts) as serve:
         if serve() != reference:
             raise SystemExit("Serve and the in-process graphs returned different meshes for the same seed")
         usage: dict[str, tuple[float, int]] = {}

@@ -1,7 +1,6 @@
 """Fixtures for the Serve tests: a real Ray head and the serveConfigV2 the operator's renderer produces for
 examples/bernini-minimal.yaml (the compiled artifacts come from the root conftest)."""
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,10 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "bernini-minimal.yaml"
 @pytest.fixture(scope="package")
 def ray_head(tmp_path_factory):
     root = tmp_path_factory.mktemp("ray")
-    session = Path("/tmp") / f"ray-{root.name}"  # Ray's socket paths must stay short
-    head = RayHead(session, root / "ray.log")
+    head = RayHead(Path("/tmp") / f"ray-{root.name}", root / "ray.log")  # Ray's socket paths must stay short
     head.start()
     yield head
     head.stop()
-    shutil.rmtree(session, ignore_errors=True)
 
 
 def rendered_serve_config(artifacts_dir: Path, serve_port: int, **spec_changes) -> dict:

@@ -3,6 +3,7 @@
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -107,7 +108,7 @@ class RayHead:
 
     def stop(self) -> None:
         """Kill exactly this head's processes: those in its group and those naming its temp dir
-        (`ray stop` would kill every Ray on the machine)."""
+        (`ray stop` would kill every Ray on the machine); the temp dir (Ray's session files) goes with them."""
         if self.process is None:
             return
         # Ray's workers sit in process groups of their own; left alive, one outlives the raylet by seconds and
@@ -125,6 +126,7 @@ class RayHead:
         self.process.wait(10)
         wait_for(lambda: not any(_alive(pid) for pid in pids), "this Ray head's processes to exit", timeout=30,
                  interval=0.1)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def log_tail(self, chars: int = 3000) -> str:
         """The head's own output and the dashboard's log, where Serve's REST errors are explained."""
