@@ -257,6 +257,7 @@ INVALID = [
     ({"workers": {"memory": "2Ti"}}, "memory must be between 1Gi and 1Ti"),
     ({"stages": {"encoder": {"memory": "1Mi"}}}, "memory must be between 64Mi and 1Ti"),
     ({"ingress": {"memory": "10"}}, "memory must be between 64Mi and 1Ti"),
+    ({"autoscaling": {"lookBackPeriodSeconds": 10}}, "spec.autoscaling.lookBackPeriodSeconds"),
 ]
 
 

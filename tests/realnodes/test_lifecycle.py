@@ -122,9 +122,12 @@ def test_apply_to_mesh_on_real_pods(served, real_cluster, real_core, real_custom
     total = body["status"]["artifacts"]["totalBytes"]
     pulled = _pulled_from(worker)  # a cold node cache: every byte from the store
     assert (pulled["storeBytes"], pulled["cacheBytes"]) == (total, 0), pulled
-    shown = _bernini_status(real_cluster, namespace)
-    assert re.search(rf"{worker.metadata.name}\s+Running\s+ready\s+artifacts: {total / 2**20:.1f} MiB from the store, "
-                     r"0\.0 MiB from the node cache", shown), shown
+    # KubeRay's readiness probe on a RayService worker also asks its Serve proxy, and one failed answer (threshold 1)
+    # makes the pod not ready for a period: a loaded two-core node misses one now and then.
+    line = re.compile(rf"{worker.metadata.name}\s+Running\s+ready\s+artifacts: {total / 2**20:.1f} MiB from the store, "
+                      r"0\.0 MiB from the node cache")
+    wait_for(lambda: line.search(_bernini_status(real_cluster, namespace)), "the worker ready with its pull in bernini status",
+             timeout=90, interval=3, explain=lambda: _bernini_status(real_cluster, namespace))
 
     # Ray workers joined with token auth and the neuron_cores resource.
     raycluster = body["status"]["rayService"]["activeCluster"]

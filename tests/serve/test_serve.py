@@ -273,7 +273,7 @@ def test_diffusion_scales_up_under_load_and_back_down(serving, ray_head):
     assert ray_head.running_replicas("bernini", "Diffusion") == diffusion["autoscaling_config"]["min_replicas"] == 1
     # The window the spec sets is the one Serve's controller averages over (not its 30 s default).
     live = ray_head.serve_application("bernini")["deployments"]["Diffusion"]["deployment_config"]["autoscaling_config"]
-    assert live["look_back_period_s"] == diffusion["autoscaling_config"]["look_back_period_s"] == 10
+    assert live["look_back_period_s"] == diffusion["autoscaling_config"]["look_back_period_s"] == 12
 
     with _load(url, clients=8, steps=20):
         started = time.monotonic()

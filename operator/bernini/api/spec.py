@@ -336,6 +336,9 @@ class ArtifactsCache(ApiModel):
     cluster held, copy the files instead of downloading them. It is deleted once the new version serves."""
 
 
+SERVE_METRICS_PUSH_SECONDS = 10.0  # Ray Serve's metrics_interval_s; it warns (and will refuse) a window not above it
+
+
 class Autoscaling(ApiModel):
     """How fast Serve replicas and worker nodes follow the load."""
 
@@ -345,9 +348,10 @@ class Autoscaling(ApiModel):
     downscale_delay_seconds: float = Field(300.0, ge=0, le=86400)
     """How long demand must stay below the target before Serve removes replicas."""
 
-    look_back_period_seconds: float = Field(10.0, gt=0, le=3600)
+    look_back_period_seconds: float = Field(12.0, gt=SERVE_METRICS_PUSH_SECONDS, le=3600)
     """Window over which Serve averages each stage's ongoing requests before comparing them with the target.
-    A short window reacts to new load sooner; a long one rides out brief bursts (Serve's own default is 30s)."""
+    A short window reacts to new load sooner; a long one rides out brief bursts (Serve's own default is 30s).
+    It must be longer than the 10s at which Serve's replicas and handles push their metrics."""
 
     idle_timeout_seconds: int = Field(300, ge=0, le=86400)
     """How long a worker node may sit idle before the Ray autoscaler removes it."""
