@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
+import yaml
 
 from bernini.api import GROUP, PLURAL, VERSION
 from bernini.report import pull_summary
@@ -152,6 +153,47 @@ def test_apply_to_mesh_on_real_pods(served, real_cluster, real_core, real_custom
     info = json.loads(headers["x-bernini-mesh"])
     assert info["faces"] > 100 and mesh[:4] == b"glTF"
     print(f"first mesh: {info['vertices']} vertices")
+
+
+def _live_look_back(real_core, namespace: str, raycluster: str, token: str) -> float | None:
+    """Diffusion's look-back window as Serve's controller on the cluster's head runs it."""
+    status, payload = helpers.dashboard(real_core, namespace, raycluster, "/api/serve/applications/", token=token)
+    if status != 200:
+        return None
+    deployment = json.loads(payload)["applications"].get("bernini", {}).get("deployments", {}).get("Diffusion", {})
+    return deployment.get("deployment_config", {}).get("autoscaling_config", {}).get("look_back_period_s")
+
+
+def _set_look_back(real_custom, real_core, namespace: str, raycluster: str, token: str, seconds: float) -> None:
+    real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini",
+                                               {"spec": {"autoscaling": {"lookBackPeriodSeconds": seconds}}})
+    wait_for(lambda: _live_look_back(real_core, namespace, raycluster, token) == seconds,
+             f"Serve on {raycluster} to run a {seconds:g} s window", timeout=180, interval=2)
+
+
+def test_a_serve_only_change_reaches_the_running_cluster_in_place(served, real_core, real_custom):
+    """What an operator upgrade that renders a new Serve key does too: serveConfigV2 changes, the pods stay."""
+    namespace = served.namespace
+    body = helpers.deployment(real_custom, namespace)
+    raycluster = body["status"]["rayService"]["activeCluster"]
+    token = helpers.ray_token(real_core, namespace, raycluster)
+    before = {p.metadata.uid for p in helpers.pods(real_core, namespace, f"ray.io/cluster={raycluster}")}
+    rendered = yaml.safe_load(helpers.rayservice(real_custom, namespace)["spec"]["serveConfigV2"])
+    diffusion = next(d for d in rendered["applications"][0]["deployments"] if d["name"] == "Diffusion")
+    window = _live_look_back(real_core, namespace, raycluster, token)
+    assert window == diffusion["autoscaling_config"]["look_back_period_s"]
+
+    _set_look_back(real_custom, real_core, namespace, raycluster, token, window + 8)
+    body = helpers.deployment(real_custom, namespace)
+    assert body["status"]["rayService"]["activeCluster"] == raycluster
+    assert not body["status"]["rayService"].get("pendingCluster"), body["status"]["rayService"]
+    assert {p.metadata.uid for p in helpers.pods(real_core, namespace, f"ray.io/cluster={raycluster}")} == before
+    assert helpers.condition(body, "Ready")["status"] == "True"
+    status, _, _ = wait_for(lambda: helpers.answer(real_core, namespace), "a mesh after the change", timeout=60)
+    assert status == 200
+
+    _set_look_back(real_custom, real_core, namespace, raycluster, token, window)  # what the next tests expect
+    assert helpers.deployment(real_custom, namespace)["status"]["rayService"]["activeCluster"] == raycluster
 
 
 def _pulled(pod) -> bool:
