@@ -127,14 +127,18 @@ def apply_node_cache(cluster, namespace: str, directory: Path) -> tuple[str, str
     return claim["metadata"]["name"], volume["metadata"]["name"]
 
 
+def serve_applications(core, namespace: str, raycluster: str) -> dict | None:
+    """Serve's own view of its applications, from the REST API on the cluster's head (None until it answers)."""
+    status, payload = dashboard(core, namespace, raycluster, "/api/serve/applications/", ray_token(core, namespace, raycluster))
+    return json.loads(payload) if status == 200 else None
+
+
 def serve_replica_running_on(core, namespace: str, pod) -> bool:
     """Is a Ray Serve replica RUNNING on this worker pod (by the Serve API on its cluster's head)?"""
     pod = core.read_namespaced_pod(pod.metadata.name, namespace)
-    raycluster = pod.metadata.labels["ray.io/cluster"]
     if not pod.status.pod_ip:
         return False
-    status, payload = dashboard(core, namespace, raycluster, "/api/serve/applications/", ray_token(core, namespace, raycluster))
-    if status != 200:
-        return False
-    return any(replica.get("state") == "RUNNING" and replica.get("node_ip") == pod.status.pod_ip
-               for replicas in find_key(json.loads(payload), "replicas") for replica in replicas)
+    applications = serve_applications(core, namespace, pod.metadata.labels["ray.io/cluster"])
+    return applications is not None and any(
+        replica.get("state") == "RUNNING" and replica.get("node_ip") == pod.status.pod_ip
+        for replicas in find_key(applications, "replicas") for replica in replicas)

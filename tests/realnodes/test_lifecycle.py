@@ -155,19 +155,17 @@ def test_apply_to_mesh_on_real_pods(served, real_cluster, real_core, real_custom
     print(f"first mesh: {info['vertices']} vertices")
 
 
-def _live_look_back(real_core, namespace: str, raycluster: str, token: str) -> float | None:
+def _live_look_back(real_core, namespace: str, raycluster: str) -> float | None:
     """Diffusion's look-back window as Serve's controller on the cluster's head runs it."""
-    status, payload = helpers.dashboard(real_core, namespace, raycluster, "/api/serve/applications/", token=token)
-    if status != 200:
-        return None
-    deployment = json.loads(payload)["applications"].get("bernini", {}).get("deployments", {}).get("Diffusion", {})
+    applications = helpers.serve_applications(real_core, namespace, raycluster) or {"applications": {}}
+    deployment = applications["applications"].get("bernini", {}).get("deployments", {}).get("Diffusion", {})
     return deployment.get("deployment_config", {}).get("autoscaling_config", {}).get("look_back_period_s")
 
 
-def _set_look_back(real_custom, real_core, namespace: str, raycluster: str, token: str, seconds: float) -> None:
+def _set_look_back(real_custom, real_core, namespace: str, raycluster: str, seconds: float) -> None:
     real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini",
                                                {"spec": {"autoscaling": {"lookBackPeriodSeconds": seconds}}})
-    wait_for(lambda: _live_look_back(real_core, namespace, raycluster, token) == seconds,
+    wait_for(lambda: _live_look_back(real_core, namespace, raycluster) == seconds,
              f"Serve on {raycluster} to run a {seconds:g} s window", timeout=180, interval=2)
 
 
@@ -176,14 +174,13 @@ def test_a_serve_only_change_reaches_the_running_cluster_in_place(served, real_c
     namespace = served.namespace
     body = helpers.deployment(real_custom, namespace)
     raycluster = body["status"]["rayService"]["activeCluster"]
-    token = helpers.ray_token(real_core, namespace, raycluster)
     before = {p.metadata.uid for p in helpers.pods(real_core, namespace, f"ray.io/cluster={raycluster}")}
     rendered = yaml.safe_load(helpers.rayservice(real_custom, namespace)["spec"]["serveConfigV2"])
     diffusion = next(d for d in rendered["applications"][0]["deployments"] if d["name"] == "Diffusion")
-    window = _live_look_back(real_core, namespace, raycluster, token)
+    window = _live_look_back(real_core, namespace, raycluster)
     assert window == diffusion["autoscaling_config"]["look_back_period_s"]
 
-    _set_look_back(real_custom, real_core, namespace, raycluster, token, window + 8)
+    _set_look_back(real_custom, real_core, namespace, raycluster, window + 8)
     body = helpers.deployment(real_custom, namespace)
     assert body["status"]["rayService"]["activeCluster"] == raycluster
     assert not body["status"]["rayService"].get("pendingCluster"), body["status"]["rayService"]
@@ -192,7 +189,7 @@ def test_a_serve_only_change_reaches_the_running_cluster_in_place(served, real_c
     status, _, _ = wait_for(lambda: helpers.answer(real_core, namespace), "a mesh after the change", timeout=60)
     assert status == 200
 
-    _set_look_back(real_custom, real_core, namespace, raycluster, token, window)  # what the next tests expect
+    _set_look_back(real_custom, real_core, namespace, raycluster, window)  # what the next tests expect
     assert helpers.deployment(real_custom, namespace)["status"]["rayService"]["activeCluster"] == raycluster
 
 
