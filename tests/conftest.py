@@ -24,7 +24,9 @@ def local_cluster(request, tmp_path_factory) -> LocalCluster | None:
     if os.environ.get("BERNINI_TEST_KUBECONFIG"):
         yield None
         return
-    yield from running(request, LocalCluster.in_directory(tmp_path_factory.mktemp("localcluster"), tied_to_parent=True))
+    # Audited: the leader-election tests read who wrote what, and when, from the API server's own record.
+    yield from running(request, LocalCluster.in_directory(tmp_path_factory.mktemp("localcluster"), tied_to_parent=True,
+                                                          audit=True))
 
 
 def running(request, cluster: LocalCluster, progress=lambda _: None):

@@ -41,8 +41,11 @@ def _operator(args: argparse.Namespace) -> int:
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address)
     identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
-    elector = LeaderElector(controller.kube.api, args.leader_election_namespace, "bernini-operator", identity) \
-        if args.leader_election_namespace else None
+    controller.kube.api.user_agent += f" ({identity})"  # audit logs tell the replicas apart
+    elector = None
+    if args.leader_election_namespace:
+        elector = LeaderElector(controller.kube.api, args.leader_election_namespace, "bernini-operator", identity)
+        controller.kube.may_write = elector.leading
     stop_flag = threading.Event()
     kopf.run(
         registry=handlers.registry(),

@@ -15,7 +15,7 @@ from bernini.artifacts.preflight import ManifestReader, Preflight
 from bernini.cost.prices import LIST_PRICES, PriceTable
 from bernini.reconcile import conditions as c
 from bernini.reconcile.drift import contains
-from bernini.reconcile.kube import Kube, namespace_is_terminating, now, refusal
+from bernini.reconcile.kube import Kube, NotLeading, namespace_is_terminating, now, refusal
 from bernini.reconcile.metrics import PREFLIGHT_FAILURES, observe_reconcile
 from bernini.reconcile.queue import WorkQueue
 from bernini.reconcile.pod_health import PodTrouble, diagnose
@@ -167,6 +167,10 @@ class Controller:
             self._running_since[key] = time.monotonic()
             try:
                 refused = await asyncio.to_thread(self.reconcile, key)
+            except NotLeading:
+                # The elector stops this controller next; the new leader reconciles the object.
+                _log(key).info("not written: leadership is in doubt")
+                observe_reconcile("refused", loop.time() - started)
             except Exception as error:
                 if namespace_is_terminating(error):
                     _log(key).debug("namespace is being deleted: nothing to reconcile")

@@ -57,15 +57,18 @@ def registry() -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(registry=handlers)
     async def stop(memo: kopf.Memo, **_: Any) -> None:
-        if "election" in memo:
-            memo["election"].cancel()
-        await _controller(memo).stop()
-        if memo.get("elector") and not memo["elector"].lost:
-            await asyncio.to_thread(memo["elector"].release)
-        if "stop_flag" in memo:
-            # kopf waits for its stop flag on an executor thread; a signal stops kopf without setting it, and
-            # asyncio then waits for that thread at exit: SIGTERM ended only in SIGKILL, a pod's whole grace period.
-            memo["stop_flag"].set()
+        try:
+            if "election" in memo:
+                memo["election"].cancel()
+            await _controller(memo).stop()
+            if memo.get("elector"):
+                await asyncio.to_thread(memo["elector"].release)  # bounded by the election client's timeouts
+        finally:
+            if "stop_flag" in memo:
+                # kopf waits for its stop flag on an executor thread; a signal stops kopf without setting it, and
+                # asyncio then waits for that thread at exit: SIGTERM ended only in SIGKILL, a pod's whole grace
+                # period.
+                memo["stop_flag"].set()
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=handlers)
     async def deployment_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:

@@ -4,6 +4,7 @@ DaemonSet, list the pods of starting RayClusters, patch status, post events."""
 import datetime
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, config
@@ -51,6 +52,10 @@ def refusal(error: BaseException) -> tuple[str, str] | None:
     return "ApplyRefused", bounded(message or f"{error.status} {error.reason}")
 
 
+class NotLeading(Exception):
+    """A write was about to be sent while this replica's leadership is in doubt: it is not sent."""
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -62,6 +67,13 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.timeout = request_timeout
+        self.may_write: Callable[[], bool] = lambda: True  # the elector's leading(), when there is one
+
+    def _writing(self, verb: str, resource: str) -> None:
+        """Checked right before every write: a replica that cannot prove it still leads sends nothing."""
+        if not self.may_write():
+            raise NotLeading(f"{verb} {resource}: leadership is in doubt")
+        API_WRITES.labels(verb, resource).inc()
 
     def _read(self, group: str, version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
@@ -92,7 +104,7 @@ class Kube:
         metadata = desired["metadata"]
         if uid:
             desired = {**desired, "metadata": {**metadata, "uid": uid}}
-        API_WRITES.labels("apply", "rayservices").inc()
+        self._writing("apply", "rayservices")
         response = self.custom.patch_namespaced_custom_object(
             RAY_GROUP, RAY_VERSION, metadata["namespace"], RAY_PLURAL, metadata["name"], desired,
             field_manager=MANAGER, force=bool(uid), _content_type="application/apply-patch+yaml",
@@ -104,7 +116,7 @@ class Kube:
     def apply_daemonset(self, desired: dict[str, Any]) -> None:
         """Server-side apply of a DaemonSet only this operator writes (forced: its fields are all ours)."""
         metadata = desired["metadata"]
-        API_WRITES.labels("apply", "daemonsets").inc()
+        self._writing("apply", "daemonsets")
         response = self.apps.patch_namespaced_daemon_set(
             metadata["name"], metadata["namespace"], desired, field_manager=MANAGER, force=True,
             _content_type="application/apply-patch+yaml", _preload_content=False, _request_timeout=self.timeout,
@@ -113,7 +125,7 @@ class Kube:
 
     def delete_daemonset(self, namespace: str, name: str) -> bool:
         """Delete it (its pods go with it); False when there was none."""
-        API_WRITES.labels("delete", "daemonsets").inc()
+        self._writing("delete", "daemonsets")
         try:
             self.apps.delete_namespaced_daemon_set(name, namespace, propagation_policy="Background",
                                                    _preload_content=False, _request_timeout=self.timeout)
@@ -127,7 +139,7 @@ class Kube:
         return self._read(GROUP, VERSION, PLURAL, namespace, name)
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        API_WRITES.labels("patch", "berninideployments/status").inc()
+        self._writing("patch", "berninideployments/status")
         response = self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status},
             field_manager=MANAGER, _content_type="application/merge-patch+json",
@@ -136,7 +148,7 @@ class Kube:
         response.data  # read (frees the connection) but never decode: the watch brings the object back
 
     def post_event(self, body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
-        API_WRITES.labels("create", "events").inc()
+        self._writing("create", "events")
         metadata = body["metadata"]
         timestamp = datetime.datetime.now(datetime.timezone.utc)
         self.core.create_namespaced_event(
