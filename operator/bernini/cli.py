@@ -68,7 +68,7 @@ def _policy(args: argparse.Namespace):
     limits = {"max_total_replicas": args.max_total_replicas} if args.max_total_replicas else {}
     return Policy(image_prefixes=tuple(args.allowed_image_prefix), require_image_digest=args.require_image_digest,
                   artifacts_prefixes=tuple(args.allowed_artifacts_prefix), endpoints=tuple(args.allowed_endpoint),
-                  allow_http_endpoints=args.allow_http_endpoints,
+                  allow_http_endpoints=args.allow_http_endpoints, allow_prewarm=not args.no_prewarm,
                   service_accounts=tuple(args.allowed_service_account), **limits)
 
 
@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("--allowed-artifacts-prefix", action="append", default=[], metavar="S3_URI")
     policy.add_argument("--allowed-endpoint", action="append", default=[], metavar="URL")
     policy.add_argument("--allow-http-endpoints", action="store_true", help="default: https only")
+    policy.add_argument("--no-prewarm", action="store_true", help="refuse spec.artifactsCache.prewarm")
     policy.add_argument("--allowed-service-account", action="append", default=[], metavar="NAME")
     policy.add_argument("--max-total-replicas", type=int)
     operator.add_argument("--leader-election-namespace", metavar="NAMESPACE",

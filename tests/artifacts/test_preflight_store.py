@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bernini.artifacts.manifest import MANIFEST_FILE
-from bernini.artifacts.preflight import MAX_CLIENTS, MAX_MANIFEST_BYTES, ManifestReader
+from bernini.artifacts.preflight import MAX_MANIFEST_BYTES, ManifestReader
 from tests.fake_stores import EndlessStore, TricklingStore, serving
 from tests.unit.specs import make_spec
 
@@ -55,28 +55,6 @@ def test_a_manifest_over_the_size_cap_is_ManifestInvalid_and_not_read_whole(stor
     s3.put_object(Bucket="artifacts", Key=prefix + MANIFEST_FILE, Body=b" " * (MAX_MANIFEST_BYTES + 4096))
     result = _check(spec_for())
     assert (result.ok, result.reason) == (False, "ManifestInvalid") and "larger than 1 MiB" in result.message
-
-
-def _rss_mib() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def test_a_hundred_distinct_regions_keep_the_clients_and_memory_bounded():
-    """Each edit of spec.s3.region once kept one more botocore client (~12 MiB) for ever. Creating a client
-    sends nothing."""
-    reader = ManifestReader(cache_seconds=0)
-    regions = [f"{area}-{direction}-{number}" for area in ("us", "eu", "ap", "sa", "ca")
-               for direction in ("east", "west", "north", "south") for number in range(1, 6)]
-    assert len(regions) == 100
-    reader._client("us-east-1", None)  # botocore's imports and data files, loaded once
-    before = _rss_mib()
-    for region in regions:
-        reader._client(region, None)
-    gc.collect()  # evicted clients sit in reference cycles until a collection
-    grown = _rss_mib() - before
-    print(f"\nRSS grew {grown:.0f} MiB over 100 regions (at most {MAX_CLIENTS} clients kept)")
-    assert len(reader._clients) == MAX_CLIENTS
-    assert grown < 300, f"RSS grew {grown:.0f} MiB"  # 112-120 MiB measured; 1,230 MiB with no bound
 
 
 def test_a_wrong_secret_is_AccessDenied_without_echoing_it(store_spec, monkeypatch):

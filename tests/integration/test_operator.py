@@ -517,6 +517,32 @@ def test_prewarm_runs_one_pod_per_allowed_node_while_the_version_rolls_out(opera
         core.delete_persistent_volume(volume["metadata"]["name"])
 
 
+def test_a_tenants_daemonset_of_the_prewarm_name_is_never_applied_over_nor_deleted(operator, custom, core, api_client,
+                                                                                   namespace, example_deployment):
+    """The pre-warm DaemonSet's name is predictable: one the tenant made first stays exactly as it was, through a
+    rollout and a suspend, and the object says why it is not pre-warming."""
+    apps = client.AppsV1Api(api_client)
+    labels = {"app": "theirs"}
+    foreign = apps.create_namespaced_daemon_set(namespace, {
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "bernini-prewarm"},
+        "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+            "nodeSelector": {"no-such-node": "x"}, "containers": [{"name": "theirs", "image": "theirs:1"}]}}}})
+    body = example_deployment()
+    body["spec"]["artifactsCache"] = {"claimName": "bernini-cache", "prewarm": True}
+    _create(custom, namespace, body)
+    event = wait_for(lambda: next(iter(_events(core, namespace, "PrewarmNameConflict")), None),
+                     "a PrewarmNameConflict Event", timeout=60)
+    assert event.type == "Warning" and "not controlled by this BerniniDeployment" in event.message
+    _patch(custom, namespace, {"spec": {"suspend": True}})
+    wait_for(lambda: _condition(_get(custom, namespace), "Ready").get("reason") == "Suspended", "suspended", timeout=60)
+    time.sleep(6)  # a resync (5 s) after the suspend: a delete would have gone out by now
+    live = apps.read_namespaced_daemon_set("bernini-prewarm", namespace)
+    assert live.metadata.uid == foreign.metadata.uid, "the tenant's DaemonSet was deleted"
+    assert live.spec.template.spec.containers[0].image == "theirs:1"
+    assert {field.manager for field in live.metadata.managed_fields} == {foreign.metadata.managed_fields[0].manager}
+    assert len(_events(core, namespace, "PrewarmNameConflict")) == 1
+
+
 def test_the_operator_exits_by_itself_on_sigterm(scoped_operator):
     """Kubernetes stops a pod with SIGTERM and kills it only when the grace period ends: the operator must exit on
     its own (it used to wait for its stop flag until SIGKILL)."""

@@ -62,7 +62,7 @@ def tree(request, real_cluster, real_core, node_s3, published_versions, tmp_path
         for _ in started(request, argocd):
             repositories = ExampleRepositories.create(
                 root / "git", model_objects(real_cluster, node_s3, VERSIONS[0]),
-                fit_operator_chart(real_cluster.node_layer.images["OPERATOR_IMAGE"]))
+                fit_operator_chart(real_cluster.node_layer.images["OPERATOR_IMAGE"], node_s3.endpoint_url))
             tree = Tree(argocd, repositories, real_cluster, node_s3)
             apply(real_cluster, repositories.root_application())
             yield tree

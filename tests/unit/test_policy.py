@@ -2,7 +2,7 @@
 
 import pytest
 
-from bernini.reconcile.policy import Policy
+from bernini.reconcile.policy import Policy, _endpoint_under
 from tests.unit.specs import make_spec
 
 
@@ -61,6 +61,32 @@ def test_artifacts_prefixes_end_at_a_folder_boundary_and_refuse_dot_segments(uri
 def test_endpoints_match_scheme_host_and_port_exactly(endpoint, allowed):
     policy = Policy(endpoints=("https://s3.internal",))
     assert (_violations(policy, s3={"endpointUrl": endpoint}) == []) is allowed
+
+
+@pytest.mark.parametrize("endpoint, allowed", [
+    ("https://s3.internal/store", True),
+    ("https://s3.internal/store/tenant-a", True),
+    ("https://S3.INTERNAL/store", True),  # the host is compared as a name, not as text
+    ("https://s3.internal/store-evil", False),  # a prefix without a path boundary
+    ("https://s3.internal/store/../other", False),  # dot segments: a store or proxy may resolve them
+    ("https://s3.internal/store/%2e%2e/other", False),  # the same, percent-encoded
+    ("https://s3.internal/", False),
+])
+def test_allowed_endpoint_paths_are_compared_as_whole_plain_segments(endpoint, allowed):
+    assert _endpoint_under(endpoint, "https://s3.internal/store") is allowed
+
+
+@pytest.mark.parametrize("endpoint, allowed", [
+    ("https://s3.us-east-1.amazonaws.com", True),
+    ("https://s3.dualstack.eu-west-1.amazonaws.com", True),
+    ("https://amazonaws.com", False),  # the wildcard names what is below it
+    ("https://s3.amazonaws.com.evil.example", False),
+    ("https://evilamazonaws.com", False),
+    ("http://s3.us-east-1.amazonaws.com", False),  # the scheme is part of what is allowed
+    ("https://s3.us-east-1.amazonaws.com:8443", False),
+])
+def test_a_wildcard_allows_the_names_below_it_and_nothing_else(endpoint, allowed):
+    assert _endpoint_under(endpoint, "https://*.amazonaws.com") is allowed
 
 
 def test_service_accounts_may_be_limited_to_named_ones():

@@ -100,7 +100,7 @@ def run(root: Path) -> int:
     shutil.rmtree(gitops, ignore_errors=True)
     argocd = _start_argocd(cluster, gitops / "argocd")
     repositories = ExampleRepositories.create(gitops / "git", _model(cluster, s3, VERSIONS[0]),
-                                              fit_operator_chart(cluster.node_layer.images["OPERATOR_IMAGE"]))
+                                              fit_operator_chart(cluster.node_layer.images["OPERATOR_IMAGE"], s3.endpoint_url))
     say(f"git repositories: {repositories.operator.url} (CRDs, chart, Applications), "
         f"{repositories.platform.url} (the model)")
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(repositories.root_application()))

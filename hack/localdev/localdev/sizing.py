@@ -32,10 +32,10 @@ def fit_to_local_nodes(example: dict, serving_image: str, endpoint_url: str, ver
     return body
 
 
-def fit_operator_chart(operator_image: str) -> dict:
+def fit_operator_chart(operator_image: str, store_endpoint: str) -> dict:
     """The chart's values on the local nodes: the local operator image (never pulled), a small request, the
-    5 s resync the tests' operator process uses, and plain http allowed for the local store (versitygw)."""
+    5 s resync the tests' operator process uses, and the local store (versitygw, plain http) allowed."""
     repository, tag = operator_image.rsplit(":", 1)
     return {"image": {"repository": repository, "tag": tag, "pullPolicy": "Never"}, "resyncSeconds": 5,
-            "policy": {"allowHttpEndpoints": True},
+            "policy": {"allowHttpEndpoints": True, "endpoints": [store_endpoint]},
             "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}}

@@ -7,6 +7,7 @@ from pydantic import Field, create_model, field_validator
 from pydantic.fields import FieldInfo
 
 from bernini.api.base import ApiModel
+from bernini.endpoints import parse_endpoint
 from bernini.instances import CATALOGUE, DEFAULT_INSTANCE_TYPE, KINDS, AcceleratorKind, of_kind
 from bernini.pipeline import NEURAL_STAGES, STAGES
 from bernini.render.quantity import parse_quantity
@@ -23,11 +24,30 @@ AWS_REGION = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$"
 # RE2 nor pydantic's regex engine has: [registry[:port]/]path[:tag][@sha256:digest], the path lower-case.
 _HOST_PART = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
 _PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-IMAGE_REFERENCE = (rf"^(?:{_HOST_PART}(?:\.{_HOST_PART})*(?::[0-9]{{1,5}})?/)?{_PATH_PART}(?:/{_PATH_PART})*"
+# The first component is a registry only when it has a dot or a port or is localhost (as docker reads it):
+# UPPER/name is a path, and paths are lower-case.
+_REGISTRY = rf"(?:{_HOST_PART}(?:\.{_HOST_PART})+(?::[0-9]{{1,5}})?|{_HOST_PART}:[0-9]{{1,5}}|localhost)"
+IMAGE_REFERENCE = (rf"^(?:{_REGISTRY}/)?{_PATH_PART}(?:/{_PATH_PART})*"
                    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$")
-# Link-local addresses (the instance metadata service at 169.254.169.254 and fd00:ec2::254 among them) are
-# never an artifact store: refused whatever else a platform allows.
-_LINK_LOCAL_ENDPOINT = r"^https?://(169\.254\.|\[(fe[89ab][0-9a-f]:|fd00:ec2::254\]))"
+# An S3 endpoint: scheme, a lower-case DNS name or an address ([...] for IPv6), an optional port and a plain path
+# (no userinfo, query, fragment or percent-encoding). bernini.endpoints judges the address itself.
+ENDPOINT_URL = r"^https?://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&'()*+,;=:@-]*)*$"
+_HOST = "url(self.endpointUrl).getHostname()"
+# The same judgement as bernini.endpoints, in the API server's CEL (its ip() already refuses IPv4-mapped IPv6).
+_ENDPOINT_RULES = [
+    (f"!{_HOST}.matches('(^|[.])(0x[0-9a-f]*|[0-9]+)[.]?$') || (isIP({_HOST}) && ip.isCanonical({_HOST}))",
+     "s3.endpointUrl: a host that reads as a number must be an IPv4 address written as four decimal numbers"),
+    (f"!self.endpointUrl.matches('^https?://\\\\[') || isIP({_HOST})",
+     "s3.endpointUrl: [...] must hold an IPv6 address (no zone id, no IPv4-mapped form)"),
+    (f"!isIP({_HOST}) || ip({_HOST}).isLoopback() || !(ip({_HOST}).isLinkLocalUnicast() "
+     f"|| ip({_HOST}).isUnspecified() || !ip({_HOST}).isGlobalUnicast() "
+     + "".join(f"|| (ip({_HOST}).family() == 6 && cidr('{network}').containsIP(ip({_HOST}))) "
+               for network in ("fd00:ec2::/32", "::/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16"))
+     + f"|| (ip({_HOST}).family() == 4 && cidr('0.0.0.0/8').containsIP(ip({_HOST}))))",
+     "s3.endpointUrl must not be a link-local, metadata or agent address, nor an IPv6 form of an IPv4 one"),
+    ("!self.endpointUrl.split('/').exists(segment, segment == '.' || segment == '..')",
+     "s3.endpointUrl: no . or .. path segments"),
+]
 
 
 def _cel(rule: str, message: str, field_path: str | None = None) -> dict:
@@ -80,20 +100,20 @@ class S3Settings(ApiModel):
     region: str = Field("us-east-1", pattern=AWS_REGION, max_length=32)
     """AWS region of the bucket."""
 
-    endpoint_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=512)
-    """Endpoint of an S3-compatible store; leave unset for AWS S3. Link-local addresses are refused."""
+    endpoint_url: str | None = Field(None, pattern=ENDPOINT_URL, max_length=512)
+    """Endpoint of an S3-compatible store; leave unset for AWS S3. A lower-case DNS name or an address, no user
+    or password, no query. Link-local, instance metadata and Pod Identity agent addresses are refused in every
+    spelling, and so is a name that resolves to one when the operator dials it."""
 
-    model_config = {"json_schema_extra": {"x-kubernetes-validations": [_cel(
-        f"!has(self.endpointUrl) || !self.endpointUrl.lowerAscii().matches(r'{_LINK_LOCAL_ENDPOINT}')",
-        "s3.endpointUrl must not be a link-local address (instance metadata is not an artifact store)",
-        ".endpointUrl")]}}
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [
+        {**_cel(f"!has(self.endpointUrl) || ({rule})", message, ".endpointUrl")} for rule, message in _ENDPOINT_RULES]}}
 
     @field_validator("endpoint_url")
     @classmethod
-    def _not_link_local(cls, value: str | None) -> str | None:
-        # The same rule as the CEL above, for objects admitted before it existed.
-        if value is not None and re.match(_LINK_LOCAL_ENDPOINT, value.lower()):
-            raise ValueError("must not be a link-local address (instance metadata is not an artifact store)")
+    def _an_allowed_endpoint(cls, value: str | None) -> str | None:
+        # The same judgement as the CEL above, for objects admitted before it existed.
+        if value is not None:
+            parse_endpoint(value)  # EndpointRefused is a ValueError: pydantic reports it on the field
         return value
 
 

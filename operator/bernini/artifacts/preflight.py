@@ -8,27 +8,34 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
-
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from dataclasses import dataclass, replace
 
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.pipeline import NEURAL_STAGES
 from bernini.artifacts.manifest import MANIFEST_FILE, Manifest, UnsupportedManifestVersion, parse_manifest
-from bernini.artifacts.store import S3Location, failure_kind, s3_client
+from bernini.artifacts.guarded_store import GuardedStore, StoreFailure, TooLarge
+from bernini.artifacts.store import S3Location
 from bernini.artifacts.verify import head_differences
+from bernini.endpoints import EndpointRefused
 
 logger = logging.getLogger("bernini.preflight")
 CACHE_SECONDS = 60.0
-# A store outage shorter than this keeps the last verified manifest: a blip must not flip Ready.
-TRANSIENT_GRACE_SECONDS = 600.0
+# "Could not re-check" is not "found bad": a store outage keeps the last manifest verified for the same URI,
+# however long it lasts, with the failed re-check in the condition's message.
 TRANSIENT_REASONS = ("StoreUnreachable", "StoreError")
-# One botocore client costs ~12 MiB: bound them, or ~35 edits of spec.s3.region exhaust a 512Mi operator.
-MAX_CLIENTS = 8
-MAX_MANIFESTS = 4096  # distinct (URI, region, endpoint) remembered; beyond, the least recently used go
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists a few stages; more is not a manifest
-# A store that trickles bytes passes every per-read timeout: the whole manifest read has this deadline too.
-MANIFEST_DEADLINE_SECONDS = 15.0
+# One deadline for a whole preflight (the manifest's GET and every listed object's HEAD): a store that
+# trickles headers or bytes holds a worker this long at most.
+PREFLIGHT_DEADLINE_SECONDS = 15.0
+# What the manifest caches may hold, counted as the manifests' own bytes plus an allowance per entry.
+CACHE_BYTES = 64 << 20
+_ENTRY_BYTES = 2048
+BUSY_RETRY_SECONDS = 1.0
+
+
+class StoreBusy(Exception):
+    """This namespace's store reads (or this URI's) are in progress in another worker. Raised instead of
+    waiting, so one tenant's slow store holds at most one worker however many deployments point at it."""
 
 
 @dataclass(frozen=True)
@@ -80,145 +87,138 @@ def judge(spec: BerniniDeploymentSpec, manifest: Manifest, manifest_sha256: str)
                      f"{manifest.total_bytes} bytes)", manifest, manifest_sha256)
 
 
+class _BoundedCache:
+    """Least recently used entries, bounded by bytes (a manifest may be up to 1 MiB; a count bound is not one)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+        self._entries: OrderedDict[tuple, tuple[float, object, int]] = OrderedDict()
+
+    def get(self, key: tuple) -> tuple[float, object] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[0], entry[1]
+
+    def put(self, key: tuple, value, size: int) -> None:
+        if key in self._entries:
+            self.used -= self._entries.pop(key)[2]
+        self._entries[key] = (time.monotonic(), value, size + _ENTRY_BYTES)
+        self.used += size + _ENTRY_BYTES
+        while self.used > self.limit and len(self._entries) > 1:
+            self.used -= self._entries.popitem(last=False)[1][2]
+
+
 class ManifestReader:
-    """Fetches manifests with short timeouts; re-reads a URI at most every CACHE_SECONDS."""
+    """Fetches manifests within one deadline and byte cap per preflight; re-reads a URI at most every
+    CACHE_SECONDS; reads one namespace's stores one at a time (StoreBusy rather than waiting)."""
 
-    def __init__(self, cache_seconds: float = CACHE_SECONDS, grace_seconds: float = TRANSIENT_GRACE_SECONDS,
-                 deadline_seconds: float = MANIFEST_DEADLINE_SECONDS):
+    def __init__(self, cache_seconds: float = CACHE_SECONDS, deadline_seconds: float = PREFLIGHT_DEADLINE_SECONDS,
+                 cache_bytes: int = CACHE_BYTES):
         self._deadline_seconds = deadline_seconds
-        self._cache: dict[tuple, tuple[float, Preflight | tuple[Manifest, str]]] = {}
-        self._verified: dict[tuple, tuple[float, tuple[Manifest, str]]] = {}
-        self._grace_seconds = grace_seconds
-        self._clients: OrderedDict[tuple, object] = OrderedDict()
-        self._objects_checked: OrderedDict[tuple, None] = OrderedDict()  # (URI, manifest digest)
-        self._key_locks: dict[tuple, threading.Lock] = {}
-        self._lock = threading.Lock()
         self._cache_seconds = cache_seconds
+        self._cache = _BoundedCache(cache_bytes // 2)  # the last answer per (URI, region, endpoint)
+        self._verified = _BoundedCache(cache_bytes // 2)  # the last verified manifest per key
+        self._objects_checked = _BoundedCache(cache_bytes // 64)  # (URI, manifest digest) whose objects passed
+        self._reading: set = set()  # namespaces and keys with a read in progress
+        self._lock = threading.Lock()
 
-    def check(self, spec: BerniniDeploymentSpec) -> Preflight:
-        fetched = self._fetch(spec)
+    def check(self, spec: BerniniDeploymentSpec, namespace: str = "") -> Preflight:
+        fetched, recheck_failed = self._fetch(spec, namespace)
         if isinstance(fetched, Preflight):
             return fetched
-        return judge(spec, *fetched)
+        judged = judge(spec, *fetched)
+        if judged.ok and recheck_failed:
+            return replace(judged, message=f"{judged.message}; the last re-check failed, kept: {recheck_failed}")
+        return judged
 
-    def _fetch(self, spec: BerniniDeploymentSpec) -> Preflight | tuple[Manifest, str]:
+    def _fetch(self, spec: BerniniDeploymentSpec, namespace: str):
         key = (spec.model.artifacts_uri, spec.s3.region, spec.s3.endpoint_url)
         with self._lock:
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:  # many deployments of one URI share one read
             cached = self._cache.get(key)
             if cached and time.monotonic() - cached[0] < self._cache_seconds:
                 return cached[1]
-            result = self._read(spec)
-            now = time.monotonic()
+            if key in self._reading or ("namespace", namespace) in self._reading:
+                if cached:
+                    return cached[1]  # stale beats waiting behind another tenant's store
+                raise StoreBusy()
+            self._reading |= {key, ("namespace", namespace)}
+        try:
+            result, size = self._read(spec)
+        finally:
+            with self._lock:
+                self._reading -= {key, ("namespace", namespace)}
+        answer = (result, None)
+        with self._lock:
             if not isinstance(result, Preflight):
-                self._verified[key] = (now, result)
-            elif result.reason in TRANSIENT_REASONS and key in self._verified:
-                verified_at, last_good = self._verified[key]
-                if now - verified_at < self._grace_seconds:
-                    logger.warning("%s; keeping the manifest verified %.0fs ago", result.message, now - verified_at)
-                    result = last_good
-            self._cache[key] = (now, result)
-        self._forget_beyond(MAX_MANIFESTS)
-        return result
+                self._verified.put(key, result, size)
+            elif result.reason in TRANSIENT_REASONS and (last_good := self._verified.get(key)):
+                logger.warning("%s; keeping the manifest verified %.0fs ago", result.message,
+                               time.monotonic() - last_good[0])
+                answer = (last_good[1], result.message)
+            self._cache.put(key, answer, size)
+        return answer
 
-    def _forget_beyond(self, limit: int) -> None:
-        # Every read passes here: below the limit it costs two len() calls, not a scan of the tables.
-        if len(self._cache) <= limit and len(self._verified) <= limit:
-            return
-        with self._lock:
-            for table in (self._cache, self._verified):
-                while len(table) > limit:
-                    del table[min(table, key=lambda k: table[k][0])]
-            for key in [k for k, lock in self._key_locks.items() if k not in self._cache and not lock.locked()]:
-                del self._key_locks[key]
-
-    def _client(self, region: str, endpoint_url: str | None):
-        key = (region, endpoint_url)
-        with self._lock:
-            if key in self._clients:
-                self._clients.move_to_end(key)
-            else:
-                self._clients[key] = s3_client(region, endpoint_url, connect_timeout=2, read_timeout=5, attempts=2)
-                while len(self._clients) > MAX_CLIENTS:
-                    self._clients.popitem(last=False)
-            return self._clients[key]
-
-    def _read(self, spec: BerniniDeploymentSpec) -> Preflight | tuple[Manifest, str]:
+    def _read(self, spec: BerniniDeploymentSpec) -> tuple[Preflight | tuple[Manifest, str], int]:
         location = S3Location.parse(spec.model.artifacts_uri)
         uri = location.uri(MANIFEST_FILE)
         deadline = time.monotonic() + self._deadline_seconds
         try:
-            client = self._client(spec.s3.region, spec.s3.endpoint_url)
-            body = client.get_object(Bucket=location.bucket, Key=location.key(MANIFEST_FILE))["Body"]
-            raw = _read_before(body, MAX_MANIFEST_BYTES + 1, deadline)
-        except TimeoutError:
-            return Preflight(False, "StoreUnreachable",
-                             f"reading {uri} did not finish within {self._deadline_seconds:g}s")
-        except ClientError as error:
-            kind, code = failure_kind(error)
-            if kind == "missing":
-                missing = f"bucket {location.bucket}" if code == "NoSuchBucket" else uri
-                return Preflight(False, "ManifestNotFound", f"{missing} does not exist")
-            if kind == "denied":
-                return Preflight(False, "AccessDenied", f"reading {uri} was denied ({code}); check the IAM role")
-            return Preflight(False, "StoreError", f"reading {uri} failed: {code}")
-        except NoCredentialsError:
-            return Preflight(False, "NoCredentials", f"no AWS credentials to read {uri}: give the operator an IAM role")
-        except BotoCoreError as error:
-            return Preflight(False, "StoreUnreachable", f"reading {uri} failed: {error}")
-        if len(raw) > MAX_MANIFEST_BYTES:
-            return Preflight(False, "ManifestInvalid", f"{uri} is larger than {MAX_MANIFEST_BYTES >> 20} MiB")
+            store = GuardedStore(spec.s3.region, spec.s3.endpoint_url)
+            raw = store.get(location.bucket, location.key(MANIFEST_FILE), MAX_MANIFEST_BYTES, deadline)
+        except EndpointRefused as error:
+            return Preflight(False, "EndpointRefused", f"spec.s3.endpointUrl: {error}"), 0
+        except TooLarge:
+            return Preflight(False, "ManifestInvalid", f"{uri} is larger than {MAX_MANIFEST_BYTES >> 20} MiB"), 0
+        except StoreFailure as failure:
+            return _store_failure(failure, uri, location, self._deadline_seconds, manifest=True), 0
         try:
             manifest = parse_manifest(raw)
         except UnsupportedManifestVersion as error:
-            return Preflight(False, "UnsupportedManifestVersion", str(error))
+            return Preflight(False, "UnsupportedManifestVersion", str(error)), 0
         except ValueError as error:
-            return Preflight(False, "ManifestInvalid", str(error))
+            return Preflight(False, "ManifestInvalid", str(error)), 0
         digest = hashlib.sha256(raw).hexdigest()
-        if (uri, digest) not in self._objects_checked:
-            problem = _check_listed_objects(client, location, manifest)
+        if self._objects_checked.get((uri, digest)) is None:
+            problem = _check_listed_objects(store, location, manifest, deadline, self._deadline_seconds)
             if problem:
-                return problem
-            self._objects_checked[(uri, digest)] = None
-            while len(self._objects_checked) > MAX_MANIFESTS:
-                self._objects_checked.popitem(last=False)
-        return manifest, digest
+                return problem, 0
+            self._objects_checked.put((uri, digest), True, 0)
+        return (manifest, digest), len(raw)
 
 
-def _read_before(body, limit: int, deadline: float) -> bytes:
-    """Up to limit bytes of a response body, or TimeoutError once the deadline passed. Each read1 returns what
-    one socket read brought, so the deadline holds to within one read timeout however slowly bytes come."""
-    stream = body._raw_stream  # urllib3's response; botocore's read(n) would wait for all n bytes
-    data = bytearray()
-    while len(data) < limit:
-        if time.monotonic() > deadline:
-            body.close()
-            raise TimeoutError()
-        chunk = stream.read1(limit - len(data))
-        if not chunk:
-            break
-        data += chunk
-    body.close()
-    return bytes(data)
+def _store_failure(failure: StoreFailure, uri: str, location: S3Location, deadline_seconds: float,
+                   manifest: bool = False) -> Preflight:
+    """The preflight reason for a failed exchange about uri (the manifest's or a listed object's)."""
+    if failure.kind == "missing":
+        if not manifest:
+            return Preflight(False, "ArtifactMissing", f"{uri} is listed in the manifest but does not exist")
+        missing = f"bucket {location.bucket}" if failure.code == "NoSuchBucket" else uri
+        return Preflight(False, "ManifestNotFound", f"{missing} does not exist")
+    if failure.kind == "denied":
+        return Preflight(False, "AccessDenied", f"reading {uri} was denied ({failure.code}); check the IAM role")
+    if failure.kind == "nocredentials":
+        return Preflight(False, "NoCredentials", f"no AWS credentials to read {uri}: give the operator an IAM role")
+    if failure.code == "Timeout":
+        return Preflight(False, "StoreUnreachable", f"reading {uri} did not finish within {deadline_seconds:g}s")
+    if failure.kind == "unreachable":
+        return Preflight(False, "StoreUnreachable", f"reading {uri} failed: {failure}")
+    return Preflight(False, "StoreError", f"reading {uri} failed: {failure.code}")
 
 
-def _check_listed_objects(client, location: S3Location, manifest: Manifest) -> Preflight | None:
+def _check_listed_objects(store: GuardedStore, location: S3Location, manifest: Manifest, deadline: float,
+                          deadline_seconds: float) -> Preflight | None:
     """HEAD every object the manifest lists: a missing or different object fails here, not in every init
     container. Size and the published SHA-256 metadata are compared; the puller still hashes every byte."""
     for artifact in manifest.stages.values():
         uri = location.uri(artifact.file)
         try:
-            head = client.head_object(Bucket=location.bucket, Key=location.key(artifact.file))
-        except ClientError as error:
-            kind, code = failure_kind(error)
-            if kind == "missing":
-                return Preflight(False, "ArtifactMissing", f"{uri} is listed in the manifest but does not exist")
-            if kind == "denied":
-                return Preflight(False, "AccessDenied", f"reading {uri} was denied ({code}); check the IAM role")
-            return Preflight(False, "StoreError", f"reading {uri} failed: {code}")
-        except BotoCoreError as error:
-            return Preflight(False, "StoreUnreachable", f"reading {uri} failed: {error}")
+            head = store.head(location.bucket, location.key(artifact.file), deadline)
+        except TooLarge:
+            return Preflight(False, "StoreError", f"reading {uri} failed: the answer's headers are too large")
+        except StoreFailure as failure:
+            return _store_failure(failure, uri, location, deadline_seconds)
         differences = head_differences(head, artifact)
         if differences:
             return Preflight(False, "ArtifactMismatch", f"{uri} is not the object the manifest lists: "

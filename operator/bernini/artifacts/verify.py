@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
+from bernini.artifacts.guarded_store import Head
 from bernini.artifacts.manifest import StageArtifact
 from bernini.artifacts.pull import Puller
 from bernini.artifacts.store import SHA256_METADATA
@@ -26,18 +27,22 @@ def verify(puller: Puller, expected_manifest_sha256: str | None = None) -> tuple
         except ClientError as error:
             findings.append(Finding(artifact.file, f"missing or unreadable ({error.response['Error'].get('Code')})"))
             continue
+        head = Head(head.get("ContentLength"), head.get("Metadata") or {})
         findings += [Finding(artifact.file, problem) for problem in head_differences(head, artifact)]
-        if SHA256_METADATA not in head.get("Metadata", {}):
+        if SHA256_METADATA not in head.metadata:
             findings.append(Finding(artifact.file, "no sha256 metadata; pull it to verify the bytes"))
     return len(manifest.stages), findings
 
 
-def head_differences(head: dict, artifact: StageArtifact) -> list[str]:
-    """How a HEAD answer differs from what the manifest lists (size, and the SHA-256 metadata when present)."""
+def head_differences(head: Head, artifact: StageArtifact) -> list[str]:
+    """How a HEAD answer differs from what the manifest lists (size, and the SHA-256 metadata when present); an
+    answer without a usable Content-Length differs too."""
     problems = []
-    if head["ContentLength"] != artifact.size:
-        problems.append(f"size {head['ContentLength']}, manifest says {artifact.size}")
-    recorded = head.get("Metadata", {}).get(SHA256_METADATA)
+    if head.content_length is None:
+        problems.append(f"the store gave no size, manifest says {artifact.size}")
+    elif head.content_length != artifact.size:
+        problems.append(f"size {head.content_length}, manifest says {artifact.size}")
+    recorded = head.metadata.get(SHA256_METADATA)
     if recorded is not None and recorded != artifact.sha256:
         problems.append(f"sha256 metadata {recorded}, manifest says {artifact.sha256}")
     return problems

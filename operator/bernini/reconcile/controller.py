@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from bernini.api import GROUP, KIND, VERSION
 from bernini.api.spec import BerniniDeploymentSpec
-from bernini.artifacts.preflight import ManifestReader, Preflight
+from bernini.artifacts.preflight import BUSY_RETRY_SECONDS, ManifestReader, Preflight, StoreBusy
 from bernini.cost.prices import LIST_PRICES, PriceTable
 from bernini.reconcile import conditions as c
 from bernini.reconcile.drift import contains
@@ -60,16 +60,22 @@ def _owner_key(rayservice: dict[str, Any]) -> Key | None:
     return None
 
 
-# What the cache drops: the controller never reads them, and on 5,000 objects they are most of the memory.
-_UNREAD_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+# What the caches keep of metadata: what the controller, its events and metrics read. Labels and annotations are
+# the tenant's to fill (up to 256 KiB each per object): only our own labels stay, for the RayService's drift check.
+_KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp",
+                  "creationTimestamp")
+_OUR_LABELS = frozenset(names.labels("-", "-"))
 
 
 def _lean(body: dict[str, Any]) -> dict[str, Any]:
-    """body without managedFields and kubectl's copy of the last applied object."""
-    metadata = {key: value for key, value in body["metadata"].items() if key != "managedFields"}
-    annotations = metadata.get("annotations")
-    if annotations and any(key in annotations for key in _UNREAD_ANNOTATIONS):
-        metadata["annotations"] = {k: v for k, v in annotations.items() if k not in _UNREAD_ANNOTATIONS}
+    """body with only the metadata the controller reads (no managedFields, annotations or foreign labels)."""
+    metadata = {key: body["metadata"][key] for key in _KEPT_METADATA if key in body["metadata"]}
+    labels = {key: value for key, value in (body["metadata"].get("labels") or {}).items() if key in _OUR_LABELS}
+    if labels:
+        metadata["labels"] = labels
+    controller = [ref for ref in body["metadata"].get("ownerReferences") or [] if ref.get("controller")][:1]
+    if controller:  # there is at most one; the rest are the tenant's
+        metadata["ownerReferences"] = controller
     return {**body, "metadata": metadata}
 
 
@@ -167,6 +173,9 @@ class Controller:
             self._running_since[key] = time.monotonic()
             try:
                 refused = await asyncio.to_thread(self.reconcile, key)
+            except StoreBusy:  # another worker reads this tenant's store: come back, never wait for it
+                self.queue.add_after(key, BUSY_RETRY_SECONDS)
+                observe_reconcile("refused", loop.time() - started)
             except NotLeading:
                 # The elector stops this controller next; the new leader reconciles the object.
                 _log(key).info("not written: leadership is in doubt")
@@ -227,7 +236,7 @@ class Controller:
                                Preflight(False, "InvalidSpec", problems), None, None, observed))
             return None
         denied = self.policy.violations(spec)
-        preflight = Preflight(False, "PolicyDenied", "; ".join(denied)) if denied else self.manifests.check(spec)
+        preflight = Preflight(False, "PolicyDenied", "; ".join(denied)) if denied else self.manifests.check(spec, namespace)
         if not preflight.ok:
             PREFLIGHT_FAILURES.labels(preflight.reason).inc()
         if preflight.ok:
@@ -247,7 +256,7 @@ class Controller:
 
     def _prewarm(self, key: Key, body: dict[str, Any], spec: BerniniDeploymentSpec, preflight: Preflight) -> None:
         """The pre-warm DaemonSet exists while the spec's version does not serve yet (status.modelVersion, just
-        written); written only when that changes."""
+        written); written only when that changes, and only ever onto a DaemonSet this object controls."""
         namespace, name = key
         enabled = bool(spec.artifacts_cache and spec.artifacts_cache.prewarm)
         rolling_out = (preflight.ok and not spec.suspend
@@ -256,13 +265,34 @@ class Controller:
             desired = prewarm_daemonset(name, namespace, body["metadata"]["uid"], spec, preflight.manifest,
                                         preflight.manifest_sha256)
             fingerprint = json.dumps(desired, sort_keys=True)
-            if self._prewarms.get(key) != fingerprint and self._write_prewarm(
-                    key, body, fingerprint, lambda: self.kube.apply_daemonset(desired)):
+            if self._prewarms.get(key) == fingerprint:
+                return
+            live = self._own_prewarm(key, body)
+            if live is not False and self._write_prewarm(
+                    key, body, fingerprint, lambda: self.kube.apply_daemonset(desired, live and live["metadata"]["uid"])):
                 _log(key).info("pre-warming the node caches with %s", spec.model.version)
         # Unknown (a restart) is worth one delete only where a DaemonSet may have been left.
-        elif self._prewarms.get(key, "unknown" if enabled else None) is not None and self._write_prewarm(
-                key, body, None, lambda: self.kube.delete_daemonset(namespace, prewarm_name(name))):
-            _log(key).info("pre-warm DaemonSet gone: %s", "suspended" if spec.suspend else "the version serves")
+        elif self._prewarms.get(key, "unknown" if enabled else None) is not None:
+            live = self._own_prewarm(key, body)
+            if not live:
+                self._prewarms[key] = None
+            elif self._write_prewarm(key, body, None, lambda: self.kube.delete_daemonset(
+                    namespace, prewarm_name(name), live["metadata"]["uid"])):
+                _log(key).info("pre-warm DaemonSet gone: %s", "suspended" if spec.suspend else "the version serves")
+
+    def _own_prewarm(self, key: Key, body: dict[str, Any]) -> dict[str, Any] | None | bool:
+        """The live pre-warm DaemonSet if this object controls it, None if there is none, False (reported once
+        per spec) if a DaemonSet of that name belongs to someone else: it is never applied over nor deleted."""
+        live = self.kube.read_daemonset(key[0], prewarm_name(key[1]))
+        if live is None or _controlled_by(live, body["metadata"]["uid"]):
+            return live
+        if self._prewarms.get(key) != "foreign":
+            message = (f"DaemonSet {prewarm_name(key[1])} exists and is not controlled by this BerniniDeployment: "
+                       "no pre-warm (rename or remove that DaemonSet)")
+            _log(key).warning(message)
+            self.kube.post_event(body, "Warning", "PrewarmNameConflict", message)
+            self._prewarms[key] = "foreign"
+        return False
 
     def _write_prewarm(self, key: Key, body: dict[str, Any], state: str | None, write) -> bool:
         """write(), then remember state. A refusal is remembered too, reported once and not retried until the

@@ -113,24 +113,39 @@ class Kube:
         )
         return json.loads(response.data)
 
-    def apply_daemonset(self, desired: dict[str, Any]) -> None:
-        """Server-side apply of a DaemonSet only this operator writes (forced: its fields are all ours)."""
+    def read_daemonset(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = self.apps.read_namespaced_daemon_set(name, namespace, _preload_content=False,
+                                                            _request_timeout=self.timeout)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return json.loads(response.data)
+
+    def apply_daemonset(self, desired: dict[str, Any], uid: str | None) -> None:
+        """Server-side apply of our pre-warm DaemonSet; uid as for apply_rayservice: forced only onto the live
+        object we checked is ours, a create otherwise (a tenant's DaemonSet of that name is never taken over)."""
         metadata = desired["metadata"]
+        if uid:
+            desired = {**desired, "metadata": {**metadata, "uid": uid}}
         self._writing("apply", "daemonsets")
         response = self.apps.patch_namespaced_daemon_set(
-            metadata["name"], metadata["namespace"], desired, field_manager=MANAGER, force=True,
+            metadata["name"], metadata["namespace"], desired, field_manager=MANAGER, force=bool(uid),
             _content_type="application/apply-patch+yaml", _preload_content=False, _request_timeout=self.timeout,
         )
         response.data
 
-    def delete_daemonset(self, namespace: str, name: str) -> bool:
-        """Delete it (its pods go with it); False when there was none."""
+    def delete_daemonset(self, namespace: str, name: str, uid: str) -> bool:
+        """Delete it (its pods go with it) if it is still the object of that uid; False when there was none."""
         self._writing("delete", "daemonsets")
         try:
-            self.apps.delete_namespaced_daemon_set(name, namespace, propagation_policy="Background",
-                                                   _preload_content=False, _request_timeout=self.timeout)
+            self.apps.delete_namespaced_daemon_set(
+                name, namespace, body=client.V1DeleteOptions(propagation_policy="Background",
+                                                             preconditions=client.V1Preconditions(uid=uid)),
+                _preload_content=False, _request_timeout=self.timeout)
         except ApiException as error:
-            if error.status == 404:
+            if error.status in (404, 409):  # gone, or replaced by another object since we read it
                 return False
             raise
         return True

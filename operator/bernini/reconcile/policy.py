@@ -3,9 +3,9 @@
 Checked before the preflight, so a refused store endpoint is never dialled."""
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from bernini.api.spec import BerniniDeploymentSpec
+from bernini.endpoints import EndpointRefused, parse_endpoint
 
 
 @dataclass(frozen=True)
@@ -20,10 +20,14 @@ class Policy:
     """artifactsUri must lie under one of these s3:// prefixes; empty: any."""
 
     endpoints: tuple[str, ...] = ()
-    """s3.endpointUrl must start with one of these; empty: any endpoint of the allowed schemes."""
+    """s3.endpointUrl must lie under one of these (scheme://host[:port][/path]; a host *.example.com allows every
+    name below example.com); empty: any endpoint of the allowed schemes."""
 
     allow_http_endpoints: bool = False
     """Plain-http endpointUrl (signed requests and artifacts in clear text); off: https only."""
+
+    allow_prewarm: bool = True
+    """spec.artifactsCache.prewarm: a DaemonSet running the tenant's image on every node of its allowed types."""
 
     service_accounts: tuple[str, ...] = ()
     """serviceAccountName may name only these; empty: any ServiceAccount of the namespace."""
@@ -43,10 +47,12 @@ class Policy:
             found.append(f"spec.model.artifactsUri {uri} is not under an allowed prefix ({', '.join(self.artifacts_prefixes)})")
         endpoint = spec.s3.endpoint_url
         if endpoint:
-            if urlsplit(endpoint).scheme != "https" and not self.allow_http_endpoints:
+            if not endpoint.startswith("https://") and not self.allow_http_endpoints:
                 found.append(f"spec.s3.endpointUrl {endpoint} must use https")
             if self.endpoints and not any(_endpoint_under(endpoint, allowed) for allowed in self.endpoints):
                 found.append(f"spec.s3.endpointUrl {endpoint} is not an allowed endpoint ({', '.join(self.endpoints)})")
+        if spec.artifacts_cache and spec.artifacts_cache.prewarm and not self.allow_prewarm:
+            found.append("spec.artifactsCache.prewarm is not allowed here (the operator's policy: allowPrewarm)")
         account = spec.service_account_name
         if account and self.service_accounts and account not in self.service_accounts:
             found.append(f"spec.serviceAccountName {account} is not allowed ({', '.join(self.service_accounts)})")
@@ -75,8 +81,16 @@ def _image_under(image: str, prefix: str) -> bool:
 
 
 def _endpoint_under(endpoint: str, allowed: str) -> bool:
-    """Same scheme and host:port, and the allowed path as a prefix: https://s3.internal never allows
-    https://s3.internal.example.com."""
-    given, permitted = urlsplit(endpoint), urlsplit(allowed)
-    return ((given.scheme, given.netloc) == (permitted.scheme, permitted.netloc)
-            and given.path.startswith(permitted.path.rstrip("/")))
+    """Both read as addresses (bernini.endpoints): the same scheme and port, the same host (or a name below a
+    *. wildcard), and the allowed path as whole segments: https://s3.internal never allows
+    https://s3.internal.example.com, /store never allows /store-evil, and no spelling of either differs."""
+    try:
+        given = parse_endpoint(endpoint)
+        wildcard = allowed.startswith(("https://*.", "http://*."))
+        permitted = parse_endpoint(allowed.replace("*.", "", 1) if wildcard else allowed)
+    except EndpointRefused:
+        return False
+    host_allowed = (given.host.endswith("." + permitted.host) and given.address is None if wildcard
+                    else given.host == permitted.host)
+    return ((given.scheme, given.port) == (permitted.scheme, permitted.port) and host_allowed
+            and (given.path + "/").startswith(permitted.path + "/"))
