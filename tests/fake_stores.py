@@ -43,3 +43,50 @@ def serving(handler) -> http.server.ThreadingHTTPServer:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+class EndlessErrorStore(TricklingStore):
+    """FAKE: a store that answers 503 and then streams an error body for ever (botocore reads error bodies whole)."""
+
+    def do_GET(self):
+        self.send_response(503)
+        self.send_header("Content-Type", "application/xml")
+        self.end_headers()
+        try:
+            while True:
+                self.wfile.write(b"<Error>" * 8192)
+        except OSError:
+            pass
+
+    do_HEAD = do_GET
+
+
+class HeaderTricklingStore(TricklingStore):
+    """FAKE: a status line, then one byte of a header every 0.2 s: every socket read succeeds in time."""
+
+    def do_GET(self):
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while True:
+                self.wfile.write(b"a")
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass
+
+    do_HEAD = do_GET
+
+
+class ManifestThen(http.server.BaseHTTPRequestHandler):
+    """FAKE: serves `manifest` (bytes, set on a subclass) for manifest.json and answers each HEAD with head()."""
+
+    manifest = b""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.manifest)))
+        self.end_headers()
+        self.wfile.write(self.manifest)
+
+    def log_message(self, *args):
+        pass

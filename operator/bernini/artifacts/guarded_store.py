@@ -90,20 +90,23 @@ class GuardedStore:
             raise
         except OSError as error:
             raise _unreachable(error, deadline) from None
-        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), connection.abort)
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), connection.expire)
         watchdog.start()
         try:
-            return connection.send(method, url[len(f"{endpoint.scheme}://{endpoint.netloc}"):], request, endpoint,
-                                   limit)
+            answer = connection.send(method, url[len(f"{endpoint.scheme}://{endpoint.netloc}"):], request, endpoint,
+                                     limit)
         except (OSError, http.client.HTTPException, ValueError) as error:
-            raise _unreachable(error, deadline) from None
+            raise _unreachable(error, deadline, connection.expired) from None
         finally:
             watchdog.cancel()
             connection.abort()
+        if connection.expired:  # http.client takes a connection closed mid-headers for their end
+            raise StoreFailure("unreachable", "Timeout", "no complete answer before the deadline")
+        return answer
 
 
-def _unreachable(error: Exception, deadline: float) -> StoreFailure:
-    if time.monotonic() >= deadline:
+def _unreachable(error: Exception, deadline: float, expired: bool = False) -> StoreFailure:
+    if expired or time.monotonic() >= deadline:
         return StoreFailure("unreachable", "Timeout", "no complete answer before the deadline")
     return StoreFailure("unreachable", type(error).__name__, f"{type(error).__name__}: {error}"[:300])
 
@@ -132,6 +135,11 @@ def _tls_context() -> ssl.SSLContext:
 class _Connection:
     def __init__(self, sock: socket.socket):
         self.sock = sock
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+        self.abort()
 
     def abort(self) -> None:
         """Ends every pending read and write on the socket at once (the watchdog's and the cleanup's call)."""

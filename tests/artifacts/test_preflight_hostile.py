@@ -1,0 +1,144 @@
+"""A tenant's store against the operator's preflight: every exchange has one deadline and one byte cap (status
+line, headers and error bodies included), a HEAD answer missing what we read is a condition, and one tenant's
+hanging store holds at most one worker. The stores are FAKES on loopback (tests/fake_stores.py): versitygw
+cannot be made to misbehave."""
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bernini.artifacts.preflight import ManifestReader, StoreBusy
+from tests.fake_stores import EndlessErrorStore, HeaderTricklingStore, ManifestThen, TricklingStore, serving
+from tests.unit.specs import make_manifest, make_spec
+
+
+@pytest.fixture(autouse=True)
+def credentials(monkeypatch):
+    """Signing needs some credentials; these fakes check none. The chain must never dial IMDS."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-example")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def _spec(server, bucket="artifacts"):
+    return make_spec(model={"artifactsUri": f"s3://{bucket}/bernini/1.0.0/"},
+                     s3={"region": "us-east-1", "endpointUrl": f"http://127.0.0.1:{server.server_address[1]}"})
+
+
+def _rss_mib() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _manifest_store(head):
+    handler = type("Store", (ManifestThen,), {"manifest": make_manifest().model_dump_json(by_alias=True).encode(),
+                                              "do_HEAD": head})
+    return serving(handler)
+
+
+def test_an_endless_error_body_is_read_only_to_the_cap():
+    server = serving(EndlessErrorStore)
+    before, started = _rss_mib(), time.monotonic()
+    try:
+        result = ManifestReader(cache_seconds=0).check(_spec(server))
+    finally:
+        server.shutdown()
+    took, grown = time.monotonic() - started, _rss_mib() - before
+    print(f"\n503 with an endless body: {result.reason} in {took:.2f}s, RSS +{grown:.1f} MiB")
+    assert (result.ok, result.reason) == (False, "StoreError") and "503" in result.message
+    assert took < 3 and grown < 32
+
+
+@pytest.mark.parametrize("store", [HeaderTricklingStore, TricklingStore])
+def test_a_store_that_trickles_headers_or_body_is_given_up_on_at_one_deadline(store):
+    server = serving(store)
+    started = time.monotonic()
+    try:
+        result = ManifestReader(cache_seconds=0, deadline_seconds=2).check(_spec(server))
+    finally:
+        server.shutdown()
+    took = time.monotonic() - started
+    print(f"\n{store.__name__}: {result.reason} after {took:.1f}s (deadline 2 s)")
+    assert (result.ok, result.reason) == (False, "StoreUnreachable") and "within 2s" in result.message
+    assert took < 3
+
+
+def test_a_head_that_trickles_its_headers_ends_at_the_same_deadline():
+    server = _manifest_store(HeaderTricklingStore.do_GET)
+    started = time.monotonic()
+    try:
+        result = ManifestReader(cache_seconds=0, deadline_seconds=2).check(_spec(server))
+    finally:
+        server.shutdown()
+    took = time.monotonic() - started
+    assert (result.ok, result.reason) == (False, "StoreUnreachable")
+    assert took < 3, f"the HEADs took {took:.1f}s: each had its own clock"
+
+
+def test_a_head_answer_without_a_length_is_a_mismatch_not_a_crash():
+    def head(handler):
+        handler.send_response(200)
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+    server = _manifest_store(head)
+    try:
+        result = ManifestReader(cache_seconds=0).check(_spec(server))
+    finally:
+        server.shutdown()
+    assert (result.ok, result.reason) == (False, "ArtifactMismatch") and "gave no size" in result.message
+
+
+def test_one_tenants_hanging_store_holds_one_worker_and_others_are_not_slowed():
+    """Four reconciles of one namespace on a store that never answers: one waits out the deadline, the others
+    return StoreBusy at once; another namespace's preflight meanwhile takes its usual time."""
+    hanging = serving(HeaderTricklingStore)
+    fine = _manifest_store(lambda handler: (handler.send_response(200),
+                                            handler.send_header("Content-Length", str(1 << 20)),
+                                            handler.end_headers()))
+    reader = ManifestReader(cache_seconds=0, deadline_seconds=3)
+    outcomes = []
+
+    def check_evil():
+        started = time.monotonic()
+        try:
+            outcomes.append((reader.check(_spec(hanging), "evil").reason, time.monotonic() - started))
+        except StoreBusy:
+            outcomes.append(("StoreBusy", time.monotonic() - started))
+    try:
+        threads = [threading.Thread(target=check_evil) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        other = reader.check(_spec(fine), "good")
+        other_seconds = time.monotonic() - started
+        for thread in threads:
+            thread.join(10)
+    finally:
+        hanging.shutdown()
+        fine.shutdown()
+    print(f"\nhanging store: {sorted(outcomes)}; the other tenant's preflight {other_seconds * 1000:.0f} ms")
+    assert other.ok, other.message
+    assert other_seconds < 1.0
+    assert sorted(reason for reason, _ in outcomes) == ["StoreBusy"] * 3 + ["StoreUnreachable"]
+    assert all(seconds < 0.5 for reason, seconds in outcomes if reason == "StoreBusy")
+
+
+def test_an_outage_after_a_verification_keeps_it_and_says_so():
+    """However long the outage: the grace period that used to end after 600 s is gone."""
+    def head(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(1 << 20))
+        handler.end_headers()
+    server = _manifest_store(head)
+    reader = ManifestReader(cache_seconds=0, deadline_seconds=1)
+    try:
+        assert reader.check(_spec(server)).ok
+    finally:
+        server.shutdown()
+        server.server_close()
+    kept = reader.check(_spec(server))  # the store is gone now: connection refused
+    assert kept.ok and kept.reason == "Verified"
+    assert "the last re-check failed, kept" in kept.message
