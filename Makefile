@@ -9,7 +9,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml hack/localdev/pyproj
 
 CRD_FILES := crds/bernini.dev_berninideployments.yaml charts/bernini-operator/crds/bernini.dev_berninideployments.yaml
 
-.PHONY: help venv controlplane argocd promtool node-packages images cluster-up cluster-down demo demo-gitops test crds bench-reconcile bench-pull bench-serve bench-autoscale bench-cost bench-e2e gpu-wheels check-gpu
+.PHONY: help venv controlplane argocd promtool node-packages images cluster-up cluster-down demo demo-gitops test crds bench-reconcile bench-pull bench-serve bench-autoscale bench-cost bench-e2e bench-chaos gpu-wheels check-gpu
 
 help:
 	@echo "make demo          run the operator's main job on a local control plane"
@@ -83,6 +83,9 @@ bench-cost: venv controlplane
 
 bench-e2e: venv controlplane images
 	$(PY) -m tests.bench.e2e
+
+bench-chaos: venv controlplane images
+	$(PY) -m tests.bench.chaos
 
 # The GPU machine has PyTorch but no network, Ray or pydantic: fetch its few wheels here, carry them there.
 gpu-wheels:

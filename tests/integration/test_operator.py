@@ -461,28 +461,6 @@ def test_two_differently_configured_operators_run_in_one_process(kubeconfig, ber
         core.delete_namespace(other)
 
 
-def test_a_create_in_a_terminating_namespace_is_recognised_as_the_end_of_the_matter(api_client, core):
-    """When a namespace is deleted, the garbage collector may remove the RayService before its
-    BerniniDeployment goes (about one deletion in three); the re-create the operator then tries is refused.
-    The operator must know that answer (no traceback, no retries): this takes the real API server's."""
-    from bernini.reconcile.kube import Kube, namespace_is_terminating
-
-    name = f"t-terminating-{os.urandom(3).hex()}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    hold = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="hold", finalizers=["bernini.dev/test-hold"]))
-    core.create_namespaced_config_map(name, hold)
-    core.delete_namespace(name)
-    try:
-        wait_for(lambda: core.read_namespace(name).status.phase == "Terminating", "the namespace to terminate")
-        with pytest.raises(ApiException) as refused:
-            Kube(api_client).apply_rayservice({"apiVersion": "ray.io/v1", "kind": "RayService",
-                                               "metadata": {"name": "bernini", "namespace": name}, "spec": {}}, None)
-        assert namespace_is_terminating(refused.value), refused.value.body
-        assert not namespace_is_terminating(ApiException(status=403, reason="Forbidden"))
-    finally:
-        core.patch_namespaced_config_map("hold", name, {"metadata": {"finalizers": None}})
-
-
 def test_prewarm_runs_one_pod_per_allowed_node_while_the_version_rolls_out(operator, custom, core, api_client,
                                                                            namespace, example_deployment):
     # Admitted under the restricted level too; the cache is examples/artifacts-cache.yaml's claim.

@@ -1,12 +1,16 @@
 """Writes the API server refuses, and writes that must not happen: each becomes a condition and an Event, the
 operator backs off and recovers on its own, and nothing of someone else's is taken over or brought back."""
 
+import asyncio
 import copy
+import logging
+import os
 import time
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import REGISTRY
 
 from bernini.api import GROUP, PLURAL, VERSION
 from bernini.artifacts.preflight import ManifestReader
@@ -230,9 +234,24 @@ def test_a_deployment_deleted_while_no_event_said_so_is_forgotten_not_resurrecte
     assert (namespace, "bernini") not in controller.deployments
 
 
+def _workers_until(controller: Controller, key, done, timeout: float = 60) -> None:
+    """Run the controller's own workers (queue, back-off, error handling) on key until done() holds."""
+    async def run():
+        controller.start()
+        controller.queue.add(key)
+        try:
+            async with asyncio.timeout(timeout):
+                while not await asyncio.to_thread(done):
+                    await asyncio.sleep(0.2)
+        finally:
+            await controller.stop()
+    asyncio.run(run())
+
+
 def test_a_refused_status_patch_is_a_warning_event_and_a_retry(
         in_process_only, api_client, custom, core, namespace, example_deployment, denying_policy):
-    """The status itself cannot carry this failure: an Event does, once per run of failures."""
+    """The status itself cannot carry this failure: an Event does, once per run of failures, and the worker's
+    back-off writes it once the refusal is lifted (no watch event and no resync in between: resync is an hour)."""
     body = example_deployment()
     _create(custom, namespace, body)
     admission = client.AdmissionregistrationV1Api(api_client)
@@ -241,18 +260,63 @@ def test_a_refused_status_patch_is_a_warning_event_and_a_retry(
     policy.spec.match_constraints.resource_rules[0].resources = [f"{PLURAL}/status"]
     admission.replace_validating_admission_policy(policy.metadata.name, policy)
     controller = _controller(custom, namespace, body, Kube(api_client))
+    controller.resync_seconds = 3600
+    key = (namespace, "bernini")
 
-    def refused() -> ApiException | None:
-        try:
-            controller.reconcile((namespace, "bernini"))
-        except ApiException as error:
-            return error
-        controller.deployments[(namespace, "bernini")]["status"] = {}  # written: forget it, try again
-        return None
-    error = wait_for(refused, "the policy to refuse the status patch", timeout=30)
-    assert error.status in (400, 403, 422)
-    event = wait_for(lambda: _events(core, namespace, "StatusRefused"), "a StatusRefused event")[0]
-    assert event.type == "Warning" and DENIAL in event.message
+    def refused_twice_then_lifted() -> bool:
+        if controller._failures.get(key, 0) < 2:
+            return False
+        denying_policy()
+        return True
+    _workers_until(controller, key, refused_twice_then_lifted)
+    events = _events(core, namespace, "StatusRefused")
+    assert len(events) == 1 and events[0].type == "Warning" and DENIAL in events[0].message
+    _workers_until(controller, key, lambda: bool(_get(custom, namespace).get("status", {}).get("conditions")))
+    assert key not in controller._failures, "the success did not reset the back-off"
+    assert len(_events(core, namespace, "StatusRefused")) == 1
+
+
+class StaleDeployment(Kube):
+    """FAKE read, real writes: the BerniniDeployment reads as it was before its namespace began terminating (as a
+    cache that has not seen the deletion yet does); every write goes to the real API server."""
+
+    def __init__(self, api, stale):
+        super().__init__(api)
+        self.stale = stale
+
+    def read_deployment(self, namespace, name):
+        return self.stale
+
+
+def test_a_create_in_a_terminating_namespace_ends_the_reconcile_without_retries(
+        in_process_only, api_client, custom, core, example_deployment, caplog):
+    """When a namespace is deleted, the garbage collector may remove the RayService before its
+    BerniniDeployment goes; the re-create the operator then tries is refused by the real API server. The
+    controller's worker must take that answer as the end of the matter: no error, no back-off."""
+    name = f"t-terminating-{os.urandom(3).hex()}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    body = example_deployment()
+    body["metadata"]["finalizers"] = ["bernini.dev/test-hold"]  # the object outlives the namespace's deletion
+    _create(custom, name, body)
+    stale = _get(custom, name)
+    core.delete_namespace(name)
+    key = (name, "bernini")
+    try:
+        wait_for(lambda: core.read_namespace(name).status.phase == "Terminating", "the namespace to terminate")
+        controller = Controller(StaleDeployment(api_client, stale), ManifestReader(), policy=LOCAL_STORE)
+        controller.observe_deployment("ADDED", stale)
+        successes = _reconciles("success")
+        with caplog.at_level(logging.DEBUG, logger="bernini.controller"):
+            _workers_until(controller, key, lambda: _reconciles("success") > successes and not controller.queue)
+        assert key not in controller._failures, "the refusal was retried"
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+        assert "namespace is being deleted" in caplog.text
+    finally:
+        custom.patch_namespaced_custom_object(GROUP, VERSION, name, PLURAL, "bernini", {"metadata": {"finalizers": None}})
+
+
+def _reconciles(result: str) -> float:
+    return REGISTRY.get_sample_value("bernini_reconcile_total", {"result": result}) or 0.0
 
 
 def test_a_refused_prewarm_daemonset_is_one_event_and_the_rollout_goes_on(scoped_operator, api_client, custom, core,

@@ -16,16 +16,19 @@ from bernini.reconcile.metrics import API_WRITES
 from bernini.render.names import MANAGER
 
 RAY_GROUP, RAY_VERSION, RAY_PLURAL = "ray.io", "v1", "rayservices"
-# (connect, read) seconds for every call: a half-open connection to the API server must not hold a worker.
-REQUEST_TIMEOUT = (5.0, 30.0)
+# (connect, read) seconds for every call, and no retries (urllib3 retries a read three times by default): a
+# half-open connection to the API server holds a worker this long at most; the reconcile's back-off retries.
+REQUEST_TIMEOUT = (5.0, 15.0)
 
 
 def api_client() -> client.ApiClient:
+    configuration = client.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        config.load_incluster_config()
-        api = client.ApiClient()
+        config.load_incluster_config(client_configuration=configuration)
     else:
-        api = config.new_client_from_config()
+        config.load_kube_config(client_configuration=configuration)
+    configuration.retries = False
+    api = client.ApiClient(configuration)
     api.user_agent = MANAGER  # audit logs and API priority and fairness see who calls
     return api
 

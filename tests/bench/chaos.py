@@ -1,0 +1,257 @@
+"""`make bench-chaos`: what each fault costs the people sending requests, on real pods.
+
+One deployment on the real-node cluster (one CPU node, two inf2.xlarge-shaped nodes), one client sending
+requests one after another through the Serve Service the whole time. Each fault is injected, healed where it
+heals by hand (a killed operator is started again, as its Deployment would), and the bench waits until the
+object is Ready=True at its generation and a request succeeds again. Per fault it prints requests sent / failed
+in that window, seconds from the injection to Ready again, operator restarts, and whether any object
+(BerniniDeployment, RayService, RayCluster) or stored artifact was lost or duplicated.
+
+Goals: a control-plane fault (operator, API server, store) costs 0 failed requests and 0 lost objects. The
+local sizing has one worker with one replica per stage, so a worker's or the head's loss is reported as it is.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+from kubernetes import client, config
+
+from bernini.api import GROUP, PLURAL, VERSION
+from localdev import LocalCluster, nodenet
+from localdev.s3server import LocalS3
+from localdev.stack import publish_reference_model
+from localdev.waiting import wait_for
+from tests.bench.e2e import VERSIONS, deploy, uri
+from tests.operator_process import OperatorProcess
+from tests.realnodes import helpers
+
+NAMESPACE = "chaos"
+STORE_OUTAGE_SECONDS = 120
+
+
+class SteadyLoad(threading.Thread):
+    """One client, one request after another, each recorded as (monotonic start, HTTP status or -1)."""
+
+    def __init__(self, core):
+        super().__init__(daemon=True)
+        self.core, self.results, self.stopping = core, [], threading.Event()
+
+    def run(self):
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                status = helpers.generate(self.core, NAMESPACE, timeout=60, file_format="obj")[0]
+            except OSError:
+                status = -1
+                time.sleep(0.5)  # nothing answers: do not spin
+            self.results.append((started, status))
+
+    def since(self, moment: float) -> list[int]:
+        return [status for started, status in list(self.results) if started >= moment]
+
+
+@dataclass
+class Bench:
+    cluster: LocalCluster
+    s3: LocalS3
+    s3_client: object
+    core: client.CoreV1Api
+    custom: client.CustomObjectsApi
+    operator: OperatorProcess
+    load: SteadyLoad
+    operator_restarts: int = 0
+
+    def supervise(self) -> None:
+        """Start the operator again if it exited (counted), as its Deployment's ReplicaSet would."""
+        if self.operator.process.poll() is not None:
+            self.operator.start()
+            self.operator_restarts += 1
+
+    def inventory(self) -> dict:
+        body = helpers.deployment(self.custom, NAMESPACE)
+        rayservices = self.custom.list_namespaced_custom_object("ray.io", "v1", NAMESPACE, "rayservices")["items"]
+        clusters = self.custom.list_namespaced_custom_object("ray.io", "v1", NAMESPACE, "rayclusters")["items"]
+        stored = {item["Key"]: item["ETag"] for version in VERSIONS
+                  for item in self.s3_client.list_objects_v2(Bucket="artifacts", Prefix=uri(version)[len("s3://artifacts/"):])
+                  .get("Contents", [])}
+        return {"deployment": body["metadata"]["uid"], "rayservices": sorted(r["metadata"]["uid"] for r in rayservices),
+                "rayclusters": len([c for c in clusters if not c["metadata"].get("deletionTimestamp")]),
+                "artifacts": stored}
+
+    def ready_again(self, timeout: float = 600) -> None:
+        def settled():
+            self.supervise()
+            body = helpers.deployment(self.custom, NAMESPACE)
+            ready = helpers.condition(body, "Ready")
+            return (ready.get("status") == "True" and ready.get("observedGeneration") == body["metadata"]["generation"]
+                    and self.load.results and self.load.results[-1][1] == 200)
+        wait_for(settled, "Ready=True again and a request served", timeout=timeout, interval=1)
+
+
+def _pid_of(cluster: LocalCluster, executable: str, marker: str = "") -> int:
+    for pid, path in cluster.pids.items():
+        if path.endswith(executable) and marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+            return pid
+    raise LookupError(f"no {executable} {marker} among the cluster's processes")
+
+
+def kill_operator_mid_reconcile(bench: Bench) -> str:
+    window = bench.custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "bernini")["spec"].get(
+        "autoscaling", {}).get("lookBackPeriodSeconds", 12)
+    bench.custom.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "bernini",
+                                                {"spec": {"autoscaling": {"lookBackPeriodSeconds": window + 1}}})
+    time.sleep(0.2)  # the watch event is in, the reconcile under way
+    bench.operator.kill()
+    time.sleep(2)
+    return "a Serve-only change, SIGKILL 0.2 s after the patch"
+
+
+def kill_operator_mid_upgrade(bench: Bench) -> str:
+    version = helpers.deployment(bench.custom, NAMESPACE)["spec"]["model"]["version"]
+    target = VERSIONS[1] if version == VERSIONS[0] else VERSIONS[0]
+    bench.custom.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "bernini",
+                                                {"spec": {"model": {"version": target, "artifactsUri": uri(target)}}})
+    wait_for(lambda: helpers.rayservice(bench.custom, NAMESPACE).get("status", {}).get("pendingServiceStatus", {})
+             .get("rayClusterName"), "the pending cluster", timeout=120, interval=0.5)
+    bench.operator.kill()
+    time.sleep(5)
+    return f"upgrade to {target}, SIGKILL once the pending cluster exists"
+
+
+def restart_api_server(bench: Bench) -> str:
+    pid = _pid_of(bench.cluster, "kube-apiserver")
+    os.kill(pid, signal.SIGKILL)
+    bench.cluster.pids.pop(pid)
+    time.sleep(5)
+    bench.cluster.start_process("kube-apiserver", bench.cluster._apiserver_argv())
+    wait_for(lambda: bench.cluster._get(f"{bench.cluster.server}/readyz"), "the API server", timeout=120)
+    return "SIGKILL, 5 s down, started again"
+
+
+def black_hole_the_store(bench: Bench) -> str:
+    """Packets to the store's port are dropped (new and open connections alike) for STORE_OUTAGE_SECONDS."""
+    rule = ["INPUT", "-p", "tcp", "--dport", str(bench.s3.port), "-j", "DROP"]
+    subprocess.run(["iptables", "-I", *rule], check=True)
+    try:
+        time.sleep(STORE_OUTAGE_SECONDS)
+    finally:
+        subprocess.run(["iptables", "-D", *rule], check=True)
+    return f"{STORE_OUTAGE_SECONDS} s of dropped packets"
+
+
+def kill_a_worker_pod(bench: Bench) -> str:
+    worker = helpers.pods(bench.core, NAMESPACE, "ray.io/node-type=worker")[0]
+    bench.core.delete_namespaced_pod(worker.metadata.name, NAMESPACE, grace_period_seconds=0)
+    return f"deleted {worker.metadata.name} with no grace period"
+
+
+def kill_the_head_pod(bench: Bench) -> str:
+    head = helpers.pods(bench.core, NAMESPACE, "ray.io/node-type=head")[0]
+    bench.core.delete_namespaced_pod(head.metadata.name, NAMESPACE, grace_period_seconds=0)
+    return f"deleted {head.metadata.name} with no grace period"
+
+
+def stop_a_kubelet(bench: Bench) -> str:
+    """The worker's node loses its kubelet for 60 s (past the 40 s after which the node is NotReady)."""
+    node = helpers.pods(bench.core, NAMESPACE, "ray.io/node-type=worker")[0].spec.node_name
+    pid = _pid_of(bench.cluster, "kubelet", f"--hostname-override={node}")
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    os.kill(pid, signal.SIGKILL)
+    bench.cluster.pids.pop(pid)
+    time.sleep(60)
+    bench.cluster.start_process(f"kubelet-{node}", argv)
+    return f"kubelet of {node} killed, 60 s down"
+
+
+def fill_the_artifact_volume(bench: Bench) -> str:
+    """A file past the volume's sizeLimit, written into the worker's artifacts emptyDir from the node's side."""
+    worker = helpers.pods(bench.core, NAMESPACE, "ray.io/node-type=worker")[0]
+    limit = next(v.empty_dir.size_limit for v in worker.spec.volumes if v.name == "artifacts")
+    found = list(bench.cluster.state_dir.glob(f"**/pods/{worker.metadata.uid}/volumes/kubernetes.io~empty-dir/artifacts"))
+    with (found[0] / "filler").open("wb") as filler:
+        filler.truncate(0)
+        for _ in range(_bytes(limit) // (1 << 20) + 64):
+            filler.write(b"\0" * (1 << 20))
+    return f"wrote past the {limit} sizeLimit of {worker.metadata.name}'s artifacts volume"
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+    return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
+
+
+FAULTS = [kill_operator_mid_reconcile, kill_operator_mid_upgrade, restart_api_server, black_hole_the_store,
+          kill_a_worker_pod, kill_the_head_pod, stop_a_kubelet, fill_the_artifact_volume]
+
+
+def run_fault(bench: Bench, fault) -> dict:
+    before = bench.inventory()
+    restarts = bench.operator_restarts
+    started = time.monotonic()
+    how = fault(bench)
+    bench.ready_again()
+    seconds = time.monotonic() - started
+    time.sleep(5)  # a late failure still counts
+    statuses = bench.load.since(started)
+    after = bench.inventory()
+    lost = [key for key in ("deployment", "artifacts") if before[key] != after[key]]
+    if before["rayservices"] != after["rayservices"]:
+        lost.append("rayservice")
+    if after["rayclusters"] != 1:
+        lost.append(f"{after['rayclusters']} rayclusters")
+    return {"fault": fault.__name__.replace("_", " "), "how": how, "sent": len(statuses),
+            "failed": sum(status != 200 for status in statuses), "ready_s": seconds,
+            "operator_restarts": bench.operator_restarts - restarts, "lost_or_duplicated": lost or "none"}
+
+
+def main() -> None:
+    root = Path(tempfile.mkdtemp(prefix="bench-chaos-"))
+    cluster = LocalCluster.in_directory(root / "cluster", real_nodes=True, tied_to_parent=True)
+    cluster.up()
+    s3 = LocalS3(root / "s3", root / "versitygw.log", tied_to_parent=True, host=nodenet.HOST_IP)
+    s3.start()
+    s3_client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
+                             aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key)
+    for seed, version in enumerate(VERSIONS):
+        publish_reference_model(s3_client, uri(version), version, root / f"compiled-{version}", seed=seed)
+    cluster.kubectl("apply", "--server-side", "--field-manager=bench", "-f", str(Path(__file__).parents[2] / "crds"))
+    cluster.wait_established("crd/berninideployments.bernini.dev")
+    operator = OperatorProcess(cluster.kubeconfig, s3.credentials_env, root / "operator.log")
+    operator.start()
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    rows = []
+    try:
+        deploy(cluster, core, custom, s3, NAMESPACE)
+        bench = Bench(cluster, s3, s3_client, core, custom, operator, SteadyLoad(core))
+        bench.load.start()
+        for fault in FAULTS:
+            try:
+                rows.append(run_fault(bench, fault))
+            except Exception as error:  # noqa: BLE001  one fault that never heals must not hide the others
+                rows.append({"fault": fault.__name__.replace("_", " "), "how": f"did not recover: {error}"[:200],
+                             "sent": 0, "failed": 0, "ready_s": float("nan"), "operator_restarts": 0,
+                             "lost_or_duplicated": "?"})
+            print(json.dumps(rows[-1]), flush=True)
+        bench.load.stopping.set()
+    finally:
+        operator.stop()
+        s3.stop()
+        cluster.down()
+    print(f"\n{'fault':<32} {'sent':>5} {'failed':>6} {'Ready again':>12} {'operator restarts':>18}  lost or duplicated")
+    for row in rows:
+        print(f"{row['fault']:<32} {row['sent']:>5} {row['failed']:>6} {row['ready_s']:>10.1f} s "
+              f"{row['operator_restarts']:>18}  {row['lost_or_duplicated']}")
+    print("\n" + "\n".join(f"{row['fault']}: {row['how']}" for row in rows))
+
+
+if __name__ == "__main__":
+    main()
