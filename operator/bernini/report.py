@@ -1,7 +1,57 @@
-"""`bernini status NAME`: one BerniniDeployment as a person reads it. Pure: the CLI fetches, this formats."""
+"""`bernini status NAME`: one BerniniDeployment as a person reads it. Pure: the CLI fetches, this formats.
+
+Everything shown comes from objects a tenant can write (the BerniniDeployment, and what KubeRay, Ray Serve and
+the pods report into its status), so nothing is trusted: a field of the wrong type shows as "?" or is left out,
+never raises, and a character that does not print (ESC, carriage return, bidi override) is shown escaped, so
+no object can move the admin's cursor, rewrite a line or set the clipboard."""
 
 import json
+import math
 from typing import Any
+
+# A puller's summary (pull.py): file counts, byte counts and seconds, all of them required.
+SUMMARY_KEYS = ("storeFiles", "storeBytes", "cacheFiles", "cacheBytes", "presentFiles", "seconds")
+# No pull moves 8 PiB or lasts 285 million years; a figure past 2**53 is not a puller's.
+SUMMARY_LIMIT = 2**53
+
+
+def _shown(value: Any, missing: str = "?") -> str:
+    """A value from the objects as text that cannot drive a terminal: a string with each character that does
+    not print escaped (ESC as \\x1b, U+202E as \\u202e), plain text unchanged; a number as it is; anything
+    else (absent, a list, an object) as `missing`."""
+    if isinstance(value, str):
+        return value if value.isprintable() else "".join(c if c.isprintable() else _escaped(c) for c in value)
+    if isinstance(value, (int, float)):
+        return str(value)
+    return missing
+
+
+def _escaped(character: str) -> str:
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _number(value: Any) -> float | None:
+    """value as a finite float; None for a string, a bool, NaN, an infinity or an integer past float's range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _get(value: Any, *path: str) -> Any:
+    """value[path[0]][path[1]]...; None where a step is missing or not an object."""
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _objects(value: Any) -> list[dict[str, Any]]:
+    """The objects of a list field; anything else in it, or a field that is no list, is left out."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
@@ -12,54 +62,104 @@ def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
             for row in rows]
 
 
-def _dollars(value: float) -> str:
-    return f"${value:,.4f}/h"
+def _dollars(value: Any) -> str:
+    number = _number(value)
+    return "$?/h" if number is None else f"${number:,.4f}/h"
+
+
+def _mebibytes(value: Any) -> str:
+    number = _number(value)
+    return "?" if number is None else f"{number / 2**20:.1f}"
 
 
 def pull_summary(message: str | None) -> dict[str, Any] | None:
     """The byte counts a successful artifact pull left as its termination message (None for anything else)."""
-    try:
-        summary = json.loads(message or "")
-    except ValueError:
+    if not isinstance(message, str):
         return None
-    return summary if isinstance(summary, dict) and "storeBytes" in summary else None
+    try:
+        document = json.loads(message)
+    except (ValueError, RecursionError):  # RecursionError: brackets nested a thousand deep
+        return None
+    return _checked_summary(document)
 
 
-def _pulled(summary: dict[str, Any] | None) -> str:
+def _checked_summary(document: Any) -> dict[str, Any] | None:
+    """document's summary keys when every one of them is a number from 0 to SUMMARY_LIMIT, else None."""
+    if not isinstance(document, dict):
+        return None
+    numbers = [_number(document.get(key)) for key in SUMMARY_KEYS]
+    if any(number is None or not 0 <= number <= SUMMARY_LIMIT for number in numbers):
+        return None
+    return {key: document[key] for key in SUMMARY_KEYS}
+
+
+def _pulled(summary: Any) -> str:
+    summary = _checked_summary(summary)
     if not summary:
         return ""
-    return (f"artifacts: {summary['storeBytes'] / 2**20:.1f} MiB from the store, {summary['cacheBytes'] / 2**20:.1f} MiB"
-            f" from the node cache, in {summary['seconds']:.1f}s")
+    return (f"artifacts: {_mebibytes(summary['storeBytes'])} MiB from the store, {_mebibytes(summary['cacheBytes'])}"
+            f" MiB from the node cache, in {summary['seconds']:.1f}s")
+
+
+def _heading(body: Any) -> list[str]:
+    generation = _get(body, "metadata", "generation") or 0
+    observed = _get(body, "status", "observedGeneration") or 0
+    serving = _get(body, "status", "modelVersion") or "nothing yet"
+    seen = "" if observed == generation else f", operator has seen {_shown(observed)}"
+    lines = [f"{_shown(_get(body, 'metadata', 'namespace'))}/{_shown(_get(body, 'metadata', 'name'))}:"
+             f" model {_shown(_get(body, 'spec', 'model', 'version'))} (serving {_shown(serving)}),"
+             f" generation {_shown(generation)}{seen}"]
+    if endpoint := _get(body, "status", "serveEndpoint"):
+        lines.append(f"endpoint: {_shown(endpoint)}")
+    return lines
+
+
+def _conditions(status: Any) -> list[str]:
+    rows = [[_shown(c.get("type")), _shown(c.get("status")), _shown(c.get("reason")), _shown(c.get("message"), "")]
+            for c in _objects(_get(status, "conditions"))]
+    return ["conditions:", *_table(rows)]
+
+
+def _stages(status: Any) -> list[str]:
+    rows = [[_shown(s.get("name")), _shown(s.get("status")),
+             f"{_shown(s.get('minReplicas'))}-{_shown(s.get('maxReplicas'))} replicas", _shown(s.get("message"), "")]
+            for s in _objects(_get(status, "stages"))]
+    return ["stages (Ray Serve):", *_table(rows)]
+
+
+def _pods(pods: Any) -> list[str]:
+    rows = [[_shown(p.get("node") or "(unscheduled)"), _shown(p.get("name")), _shown(p.get("phase")),
+             "ready" if p.get("ready") is True else "not ready", _pulled(p.get("pulled"))] for p in _objects(pods)]
+    return ["pods:", *_table(sorted(rows, key=lambda row: (row[0], row[1])))]
+
+
+def _artifacts(status: Any) -> list[str]:
+    artifacts = _get(status, "artifacts")
+    if not isinstance(artifacts, dict) or not artifacts:
+        return []
+    return [f"artifacts: {_shown(artifacts.get('uri'))} ({_shown(artifacts.get('target'))},"
+            f" {_mebibytes(artifacts.get('totalBytes', 0))} MiB),"
+            f" manifest sha256 {_shown(artifacts.get('manifestSha256') or 'unknown')}"]
+
+
+def _cost(status: Any) -> list[str]:
+    cost = _get(status, "cost")
+    if not isinstance(cost, dict) or not cost:
+        return []
+    by_type = ", ".join(f"{_shown(t.get('workers'))} x {_shown(t.get('instanceType'))}"
+                        for t in _objects(cost.get("instanceTypes")))
+    unpriced = cost.get("unpricedInstanceTypes")
+    unpriced = ", ".join(map(_shown, unpriced)) if isinstance(unpriced, list) else ""
+    return [f"cost: {_dollars(cost.get('currentDollarsPerHour'))} now ({by_type or 'no workers'});"
+            f" {_dollars(cost.get('minDollarsPerHour'))} at minimum,"
+            f" {_dollars(cost.get('maxDollarsPerHour'))} at maximum",
+            f"prices: {_shown(cost.get('priceSource'))}, as of {_shown(cost.get('pricesAsOf'))}"
+            + (f"; no price for {unpriced}" if unpriced else "")]
 
 
 def report(body: dict[str, Any], pods: list[dict[str, Any]]) -> str:
     """body: the BerniniDeployment; pods: its Ray pods, of every cluster (name, node, phase, ready, and pulled:
-    a worker's pull summary)."""
-    metadata, spec, status = body["metadata"], body.get("spec", {}), body.get("status") or {}
-    generation, observed = metadata.get("generation", 0), status.get("observedGeneration", 0)
-    lines = [f"{metadata['namespace']}/{metadata['name']}: model {spec.get('model', {}).get('version', '?')}"
-             f" (serving {status.get('modelVersion') or 'nothing yet'}), generation {generation}"
-             f"{'' if observed == generation else f', operator has seen {observed}'}"]
-    if status.get("serveEndpoint"):
-        lines.append(f"endpoint: {status['serveEndpoint']}")
-    lines.append("conditions:")
-    lines += _table([[c["type"], c["status"], c["reason"], c.get("message", "")] for c in status.get("conditions", [])])
-    lines.append("stages (Ray Serve):")
-    lines += _table([[s["name"], s["status"], f"{s['minReplicas']}-{s['maxReplicas']} replicas", s.get("message", "")]
-                     for s in status.get("stages", [])])
-    lines.append("pods:")
-    lines += _table([[p["node"] or "(unscheduled)", p["name"], p["phase"], "ready" if p["ready"] else "not ready",
-                      _pulled(p.get("pulled"))] for p in sorted(pods, key=lambda p: (p["node"], p["name"]))])
-    artifacts = status.get("artifacts")
-    if artifacts:
-        lines.append(f"artifacts: {artifacts['uri']} ({artifacts['target']}, {artifacts.get('totalBytes', 0) / 2**20:.1f}"
-                     f" MiB), manifest sha256 {artifacts.get('manifestSha256') or 'unknown'}")
-    cost = status.get("cost")
-    if cost:
-        by_type = ", ".join(f"{t['workers']} x {t['instanceType']}" for t in cost.get("instanceTypes", []))
-        lines.append(f"cost: {_dollars(cost['currentDollarsPerHour'])} now ({by_type or 'no workers'}); "
-                     f"{_dollars(cost['minDollarsPerHour'])} at minimum, {_dollars(cost['maxDollarsPerHour'])} at maximum")
-        lines.append(f"prices: {cost['priceSource']}, as of {cost['pricesAsOf']}"
-                     + (f"; no price for {', '.join(cost['unpricedInstanceTypes'])}"
-                        if cost.get("unpricedInstanceTypes") else ""))
-    return "\n".join(lines)
+    a worker's pull summary). Any JSON-shaped body reads: what is not where or what it should be shows as "?"."""
+    status = _get(body, "status")
+    return "\n".join([*_heading(body), *_conditions(status), *_stages(status), *_pods(pods), *_artifacts(status),
+                      *_cost(status)])

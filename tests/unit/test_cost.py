@@ -1,9 +1,10 @@
 """Prices and the cost estimate the status and the metrics carry."""
 
 import pytest
+from pydantic import ValidationError
 
 from bernini.cost.estimate import estimate, reported_workers
-from bernini.cost.prices import LIST_PRICES, PriceFileError, PriceTable, load_override
+from bernini.cost.prices import LIST_PRICES, MAX_DOLLARS_PER_HOUR, PriceFileError, PriceTable, load_override
 from bernini.instances import CATALOGUE
 from bernini.reconcile.status import Observation, desired_status
 from bernini.render.capacity import plan
@@ -44,6 +45,13 @@ def test_an_override_wins_for_its_types_and_says_which_prices_it_left(tmp_path):
     ("source: s\ndollarsPerHour: {}\n", "asOf"),
     ("source: s\nasOf: x\ndollarsPerHour: {inf2.xlarge: cheap}\n", "valid number"),
     ("[unclosed", "while parsing"),
+    # NaN and infinity are no JSON (every status patch would be refused); 1e308 would make every figure absurd.
+    ("source: s\nasOf: x\ndollarsPerHour: {inf2.xlarge: .nan}\n", "finite number"),
+    ("source: s\nasOf: x\ndollarsPerHour: {inf2.xlarge: .inf}\n", "finite number"),
+    ("source: s\nasOf: x\ndollarsPerHour: {inf2.xlarge: -.inf}\n", "finite number"),
+    ("source: s\nasOf: x\ndollarsPerHour: {inf2.xlarge: 1e308}\n", "less than or equal to 1000"),  # a YAML string
+    ("source: s\nasOf: x\ndollarsPerHour: {inf2.xlarge: 1.0e+308}\n", "less than or equal to 1000"),  # a YAML float
+    ("source: s\nasOf: x\ndollarsPerHour: {inf2.xlarge: 2150}\n", "less than or equal to 1000"),  # cents, not dollars
 ])
 def test_a_bad_price_file_is_refused_whole_with_the_reason(tmp_path, text, problem):
     path = tmp_path / "prices.yaml"
@@ -51,6 +59,16 @@ def test_a_bad_price_file_is_refused_whole_with_the_reason(tmp_path, text, probl
     with pytest.raises(PriceFileError, match="prices.yaml") as error:
         load_override(path)
     assert problem in str(error.value)
+
+
+@pytest.mark.parametrize("price", [float("nan"), float("inf"), float("-inf"), 1e308, MAX_DOLLARS_PER_HOUR * 1.01])
+def test_no_price_table_holds_a_price_that_is_not_finite_or_absurd(price):
+    with pytest.raises(ValidationError):
+        PriceTable(source="s", as_of="x", dollars_per_hour={"inf2.xlarge": price})
+
+
+def test_the_price_ceiling_leaves_room_above_every_real_price():
+    assert max(LIST_PRICES.dollars_per_hour.values()) * 10 < MAX_DOLLARS_PER_HOUR
 
 
 def test_one_group_costs_its_workers_at_the_list_price():
@@ -118,3 +136,12 @@ def test_the_operator_refuses_to_start_on_a_bad_price_file(tmp_path, capsys):
     path.write_text("source: s\nasOf: x\ndollarsPerHour: {inf2.xlarge: -1}\n")
     assert main(["operator", f"--prices={path}", "--metrics-port=0"]) == 2
     assert "negative prices for ['inf2.xlarge']" in capsys.readouterr().err
+
+
+def test_the_operator_refuses_to_start_on_a_price_that_is_not_finite(tmp_path, capsys):
+    from bernini.cli import main
+
+    path = tmp_path / "prices.yaml"
+    path.write_text("source: s\nasOf: x\ndollarsPerHour: {inf2.xlarge: .nan}\n")
+    assert main(["operator", f"--prices={path}", "--metrics-port=0"]) == 2
+    assert "Input should be a finite number" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Instance prices in $/hour: the table shipped with the operator, and a platform team's override file."""
 
 from pathlib import Path
+from typing import Annotated
 
 import yaml
 from pydantic import Field
@@ -9,12 +10,20 @@ from bernini.api.base import WireModel
 from bernini.instances import CATALOGUE
 
 
+# Accelerator instances list under $100/h (p5.48xlarge launched at $98.32/h; the dearest type the operator knows,
+# trn1.32xlarge, is $21.50/h): a price ten times that is a typo or a unit slip (cents, $/month), and makes every
+# cost figure absurd (1e308 times a few workers is infinity).
+MAX_DOLLARS_PER_HOUR = 1000.0
+# NaN and infinity are no JSON: the API server would refuse every status patch that carries a cost.
+HourlyPrice = Annotated[float, Field(allow_inf_nan=False, le=MAX_DOLLARS_PER_HOUR)]
+
+
 class PriceTable(WireModel):
     """Prices by instance type, with where they came from and when: status shows both beside every figure."""
 
     source: str = Field(min_length=1, max_length=256)
     as_of: str = Field(min_length=1, max_length=64)
-    dollars_per_hour: dict[str, float] = Field(default_factory=dict)
+    dollars_per_hour: dict[str, HourlyPrice] = Field(default_factory=dict)
 
     def hourly(self, instance_type: str) -> float | None:
         return self.dollars_per_hour.get(instance_type)
@@ -33,7 +42,8 @@ class PriceFileError(ValueError):
 
 def load_override(path: Path) -> PriceTable:
     """A YAML file {source, asOf, dollarsPerHour: {type: price}} (the chart's `prices` value): refused whole,
-    with the reason, when a price is negative or names a type the operator does not know."""
+    with the reason, when a price is negative, not finite, above MAX_DOLLARS_PER_HOUR, or names a type the
+    operator does not know."""
     try:
         table = PriceTable.model_validate(yaml.safe_load(path.read_text()))
     except (OSError, yaml.YAMLError, ValueError) as error:
