@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bernini.artifacts.preflight import ManifestReader, StoreBusy
+from bernini.artifacts.preflight import READS_PER_NAMESPACE, ManifestReader, StoreBusy
 from tests.fake_stores import EndlessErrorStore, HeaderTricklingStore, ManifestThen, TricklingStore, serving
 from tests.unit.specs import make_manifest, make_spec
 
@@ -124,6 +124,31 @@ def test_one_tenants_hanging_store_holds_one_worker_and_others_are_not_slowed():
     assert other_seconds < 1.0
     assert sorted(reason for reason, _ in outcomes) == ["StoreBusy"] * 3 + ["StoreUnreachable"]
     assert all(seconds < 0.5 for reason, seconds in outcomes if reason == "StoreBusy")
+
+
+def test_one_tenants_hanging_stores_hold_at_most_its_share_of_the_workers():
+    """Four hanging stores of one namespace: READS_PER_NAMESPACE of them are read (and wait out the deadline),
+    the rest are StoreBusy at once."""
+    stores = [serving(HeaderTricklingStore) for _ in range(4)]
+    reader = ManifestReader(cache_seconds=0, deadline_seconds=2)
+    outcomes = []
+
+    def check(server):
+        try:
+            outcomes.append(reader.check(_spec(server), "evil").reason)
+        except StoreBusy:
+            outcomes.append("StoreBusy")
+    threads = [threading.Thread(target=check, args=(server,)) for server in stores]
+    try:
+        for thread in threads:
+            thread.start()
+            time.sleep(0.05)
+        for thread in threads:
+            thread.join(10)
+    finally:
+        for server in stores:
+            server.shutdown()
+    assert sorted(outcomes) == ["StoreBusy"] * (4 - READS_PER_NAMESPACE) + ["StoreUnreachable"] * READS_PER_NAMESPACE
 
 
 def test_an_outage_after_a_verification_keeps_it_and_says_so():

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, replace
 
 from bernini.api.spec import BerniniDeploymentSpec
@@ -33,9 +33,13 @@ _ENTRY_BYTES = 2048
 BUSY_RETRY_SECONDS = 1.0
 
 
+# Store reads one namespace may have in progress at once: a tenant's slow stores hold at most this many workers.
+READS_PER_NAMESPACE = 2
+
+
 class StoreBusy(Exception):
-    """This namespace's store reads (or this URI's) are in progress in another worker. Raised instead of
-    waiting, so one tenant's slow store holds at most one worker however many deployments point at it."""
+    """A read of the same store, or the namespace's share of reads, is in progress in other workers. Raised
+    instead of waiting: one slow store holds one worker however many deployments point at it."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,8 @@ class _BoundedCache:
 
 class ManifestReader:
     """Fetches manifests within one deadline and byte cap per preflight; re-reads a URI at most every
-    CACHE_SECONDS; reads one namespace's stores one at a time (StoreBusy rather than waiting)."""
+    CACHE_SECONDS; reads one store once at a time and a namespace's stores READS_PER_NAMESPACE at a time
+    (StoreBusy rather than waiting)."""
 
     def __init__(self, cache_seconds: float = CACHE_SECONDS, deadline_seconds: float = PREFLIGHT_DEADLINE_SECONDS,
                  cache_bytes: int = CACHE_BYTES):
@@ -121,7 +126,8 @@ class ManifestReader:
         self._cache = _BoundedCache(cache_bytes // 2)  # the last answer per (URI, region, endpoint)
         self._verified = _BoundedCache(cache_bytes // 2)  # the last verified manifest per key
         self._objects_checked = _BoundedCache(cache_bytes // 64)  # (URI, manifest digest) whose objects passed
-        self._reading: set = set()  # namespaces and keys with a read in progress
+        self._stores_reading: set[tuple] = set()  # (region, endpoint, bucket) with a read in progress
+        self._namespace_reads: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def check(self, spec: BerniniDeploymentSpec, namespace: str = "") -> Preflight:
@@ -135,20 +141,23 @@ class ManifestReader:
 
     def _fetch(self, spec: BerniniDeploymentSpec, namespace: str):
         key = (spec.model.artifacts_uri, spec.s3.region, spec.s3.endpoint_url)
+        store = (spec.s3.region, spec.s3.endpoint_url, S3Location.parse(spec.model.artifacts_uri).bucket)
         with self._lock:
             cached = self._cache.get(key)
             if cached and time.monotonic() - cached[0] < self._cache_seconds:
                 return cached[1]
-            if key in self._reading or ("namespace", namespace) in self._reading:
+            if store in self._stores_reading or self._namespace_reads[namespace] >= READS_PER_NAMESPACE:
                 if cached:
-                    return cached[1]  # stale beats waiting behind another tenant's store
+                    return cached[1]  # stale beats waiting behind a slow store
                 raise StoreBusy()
-            self._reading |= {key, ("namespace", namespace)}
+            self._stores_reading.add(store)
+            self._namespace_reads[namespace] += 1
         try:
             result, size = self._read(spec)
         finally:
             with self._lock:
-                self._reading -= {key, ("namespace", namespace)}
+                self._stores_reading.discard(store)
+                self._namespace_reads -= Counter({namespace: 1})
         answer = (result, None)
         with self._lock:
             if not isinstance(result, Preflight):
