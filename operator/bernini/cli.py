@@ -34,7 +34,8 @@ def _operator(args: argparse.Namespace) -> int:
     kopf.configure(verbose=args.log_level == "debug", log_format=log_format, log_prefix=args.log_format == "text",
                    log_refkey="object")
     logging.getLogger().setLevel(args.log_level.upper())
-    controller = Controller(Kube(api_client()), ManifestReader(), workers=args.workers,
+    manifests = ManifestReader(total_reads=max(1, args.workers - 1))  # one worker stays free of every store
+    controller = Controller(Kube(api_client()), manifests, workers=args.workers,
                             resync_seconds=args.resync_seconds, stuck_seconds=args.stuck_seconds or STUCK_SECONDS,
                             policy=_policy(args), prices=prices)
     REGISTRY.register(FromStatus(lambda: controller.deployments.values()))

@@ -167,3 +167,17 @@ def test_an_outage_after_a_verification_keeps_it_and_says_so():
     kept = reader.check(_spec(server))  # the store is gone now: connection refused
     assert kept.ok and kept.reason == "Verified"
     assert "the last re-check failed, kept" in kept.message
+
+
+def test_a_head_length_that_only_looks_like_digits_is_a_mismatch_not_a_crash():
+    def head(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", "\u00b2")  # str.isdigit() says yes, int() refuses
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+    server = _manifest_store(head)
+    try:
+        result = ManifestReader(cache_seconds=0).check(_spec(server))
+    finally:
+        server.shutdown()
+    assert (result.ok, result.reason) == (False, "ArtifactMismatch")

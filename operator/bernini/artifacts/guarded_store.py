@@ -8,6 +8,7 @@ in, and the address is checked when dialling (bernini.endpoints). Requests are s
 with the default credential chain, so IRSA and Pod Identity work as they do for every AWS client.
 """
 
+import functools
 import http.client
 import io
 import os
@@ -16,6 +17,8 @@ import socket
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote
@@ -25,13 +28,14 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.httpsession import get_cert_path
 
-from bernini.endpoints import Endpoint, parse_endpoint, resolve
+from bernini.endpoints import Endpoint, EndpointRefused, parse_endpoint, resolve
 
 HEADER_BYTES = 64 << 10  # status line and headers of one answer; S3's are under 2 KiB
 ERROR_BODY_BYTES = 16 << 10  # an S3 error document is a few hundred bytes
 READ_TIMEOUT = 5.0  # any one socket operation; the exchange's deadline bounds their sum
 _ERROR_CODE = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
-Kind = Literal["missing", "denied", "failed", "unreachable", "nocredentials"]
+_DECIMAL = re.compile(r"[0-9]{1,18}")  # str.isdigit() takes "²", which int() refuses
+Kind = Literal["missing", "denied", "failed", "unreachable", "nocredentials", "refused"]
 _MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound"})
 _DENIED = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"})
 
@@ -56,9 +60,25 @@ class TooLarge(Exception):
     pass
 
 
+class Credentials:
+    """Frozen credentials from the default chain (env, web identity for IRSA, the container provider for Pod
+    Identity, ...), resolved once per instance and refreshed by botocore as they near expiry."""
+
+    def __init__(self):
+        self._session = botocore.session.get_session()
+        self._lock = threading.Lock()
+
+    def frozen(self):
+        with self._lock:
+            credentials = self._session.get_credentials()
+        if credentials is None:
+            raise StoreFailure("nocredentials", "NoCredentials")
+        return credentials.get_frozen_credentials()
+
+
 class GuardedStore:
-    def __init__(self, region: str, endpoint_url: str | None):
-        self.region = region
+    def __init__(self, region: str, endpoint_url: str | None, credentials: Credentials):
+        self.region, self.credentials = region, credentials
         self.endpoint: Endpoint | None = parse_endpoint(endpoint_url) if endpoint_url else None
 
     def get(self, bucket: str, key: str, limit: int, deadline: float) -> bytes:
@@ -68,7 +88,7 @@ class GuardedStore:
     def head(self, bucket: str, key: str, deadline: float) -> Head:
         headers = self._exchange("HEAD", bucket, key, deadline, 0)[0]
         length = headers.get("content-length", "")
-        return Head(int(length) if length.isdigit() and len(length) < 19 else None,
+        return Head(int(length) if _DECIMAL.fullmatch(length) else None,
                     {name[len("x-amz-meta-"):]: value for name, value in headers.items()
                      if name.startswith("x-amz-meta-")})
 
@@ -83,7 +103,7 @@ class GuardedStore:
     def _exchange(self, method: str, bucket: str, key: str, deadline: float, limit: int):
         endpoint, url = self._url(bucket, key)
         request = AWSRequest(method=method, url=url)
-        S3SigV4Auth(_credentials(), "s3", self.region).add_auth(request)
+        S3SigV4Auth(self.credentials.frozen(), "s3", self.region).add_auth(request)
         try:
             connection = _connect(endpoint, deadline)
         except StoreFailure:
@@ -111,24 +131,10 @@ def _unreachable(error: Exception, deadline: float, expired: bool = False) -> St
     return StoreFailure("unreachable", type(error).__name__, f"{type(error).__name__}: {error}"[:300])
 
 
-_session = None
-_session_lock = threading.Lock()
-
-
-def _credentials():
-    """Frozen credentials from the default chain (env, web identity for IRSA, the container provider for Pod
-    Identity, ...), resolved once and refreshed by botocore as they near expiry."""
-    global _session
-    with _session_lock:
-        if _session is None:
-            _session = botocore.session.get_session()
-        credentials = _session.get_credentials()
-    if credentials is None:
-        raise StoreFailure("nocredentials", "NoCredentials")
-    return credentials.get_frozen_credentials()
-
-
+@functools.cache
 def _tls_context() -> ssl.SSLContext:
+    """Built once: loading the CA bundle costs tens of milliseconds of CPU, and a preflight makes one exchange
+    per listed object."""
     return ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True))
 
 
@@ -164,7 +170,7 @@ class _Connection:
         if method == "HEAD":
             return headers, b""
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        if _DECIMAL.fullmatch(declared) and int(declared) > limit:
             raise TooLarge()
         body = response.read(limit + 1)
         if len(body) > limit:
@@ -182,7 +188,7 @@ def _failure(status: int, body: bytes) -> StoreFailure:
 def _connect(endpoint: Endpoint, deadline: float) -> _Connection:
     """A socket to an allowed address of the endpoint (TLS for https), within the deadline."""
     last_error: OSError = ConnectionError(f"no address for {endpoint.host}")
-    for family, sockaddr in resolve(endpoint):
+    for family, sockaddr in _resolve_before(endpoint, deadline):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
@@ -197,6 +203,20 @@ def _connect(endpoint: Endpoint, deadline: float) -> _Connection:
             sock.close()
             last_error = error
     raise last_error
+
+
+_RESOLVER = ThreadPoolExecutor(4, thread_name_prefix="resolve")
+
+
+def _resolve_before(endpoint: Endpoint, deadline: float) -> list[tuple]:
+    """resolve() within what is left of the deadline (the system resolver has no deadline of its own); a name
+    whose answers include a refused address fails the exchange like any refusal."""
+    try:
+        return _RESOLVER.submit(resolve, endpoint).result(timeout=max(0.0, deadline - time.monotonic()))
+    except FutureTimeout:
+        raise StoreFailure("unreachable", "Timeout", "no complete answer before the deadline") from None
+    except EndpointRefused as error:
+        raise StoreFailure("refused", "EndpointRefused", str(error)) from None
 
 
 class _CappedSocket:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.pipeline import NEURAL_STAGES
 from bernini.artifacts.manifest import MANIFEST_FILE, Manifest, UnsupportedManifestVersion, parse_manifest
-from bernini.artifacts.guarded_store import GuardedStore, StoreFailure, TooLarge
+from bernini.artifacts.guarded_store import Credentials, GuardedStore, StoreFailure, TooLarge
 from bernini.artifacts.store import S3Location
 from bernini.artifacts.verify import head_differences
 from bernini.endpoints import EndpointRefused
@@ -27,8 +27,10 @@ MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists a few stages; more is not a man
 # One deadline for a whole preflight (the manifest's GET and every listed object's HEAD): a store that
 # trickles headers or bytes holds a worker this long at most.
 PREFLIGHT_DEADLINE_SECONDS = 15.0
-# What the manifest caches may hold, counted as the manifests' own bytes plus an allowance per entry.
+# What the manifest caches may hold. A parsed manifest takes up to ~10x its JSON (measured 9.2x on one of
+# many short lists): entries count as PARSED_PER_RAW_BYTE times their JSON plus an allowance.
 CACHE_BYTES = 64 << 20
+PARSED_PER_RAW_BYTE = 10
 _ENTRY_BYTES = 2048
 BUSY_RETRY_SECONDS = 1.0
 
@@ -120,7 +122,10 @@ class ManifestReader:
     (StoreBusy rather than waiting)."""
 
     def __init__(self, cache_seconds: float = CACHE_SECONDS, deadline_seconds: float = PREFLIGHT_DEADLINE_SECONDS,
-                 cache_bytes: int = CACHE_BYTES):
+                 cache_bytes: int = CACHE_BYTES, total_reads: int = 3):
+        """total_reads: store reads in progress at once over all namespaces; keep it below the controller's
+        workers, so slow stores of any number of tenants leave one worker for everyone else."""
+        self._total_reads = total_reads
         self._deadline_seconds = deadline_seconds
         self._cache_seconds = cache_seconds
         self._cache = _BoundedCache(cache_bytes // 2)  # the last answer per (URI, region, endpoint)
@@ -129,6 +134,7 @@ class ManifestReader:
         self._stores_reading: set[tuple] = set()  # (region, endpoint, bucket) with a read in progress
         self._namespace_reads: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._credentials = Credentials()
 
     def check(self, spec: BerniniDeploymentSpec, namespace: str = "") -> Preflight:
         fetched, recheck_failed = self._fetch(spec, namespace)
@@ -146,7 +152,8 @@ class ManifestReader:
             cached = self._cache.get(key)
             if cached and time.monotonic() - cached[0] < self._cache_seconds:
                 return cached[1]
-            if store in self._stores_reading or self._namespace_reads[namespace] >= READS_PER_NAMESPACE:
+            if (store in self._stores_reading or self._namespace_reads[namespace] >= READS_PER_NAMESPACE
+                    or sum(self._namespace_reads.values()) >= self._total_reads):
                 if cached:
                     return cached[1]  # stale beats waiting behind a slow store
                 raise StoreBusy()
@@ -174,7 +181,7 @@ class ManifestReader:
         uri = location.uri(MANIFEST_FILE)
         deadline = time.monotonic() + self._deadline_seconds
         try:
-            store = GuardedStore(spec.s3.region, spec.s3.endpoint_url)
+            store = GuardedStore(spec.s3.region, spec.s3.endpoint_url, self._credentials)
             raw = store.get(location.bucket, location.key(MANIFEST_FILE), MAX_MANIFEST_BYTES, deadline)
         except EndpointRefused as error:
             return Preflight(False, "EndpointRefused", f"spec.s3.endpointUrl: {error}"), 0
@@ -194,7 +201,7 @@ class ManifestReader:
             if problem:
                 return problem, 0
             self._objects_checked.put((uri, digest), True, 0)
-        return (manifest, digest), len(raw)
+        return (manifest, digest), PARSED_PER_RAW_BYTE * len(raw)
 
 
 def _store_failure(failure: StoreFailure, uri: str, location: S3Location, deadline_seconds: float,
@@ -207,6 +214,8 @@ def _store_failure(failure: StoreFailure, uri: str, location: S3Location, deadli
         return Preflight(False, "ManifestNotFound", f"{missing} does not exist")
     if failure.kind == "denied":
         return Preflight(False, "AccessDenied", f"reading {uri} was denied ({failure.code}); check the IAM role")
+    if failure.kind == "refused":
+        return Preflight(False, "EndpointRefused", f"spec.s3.endpointUrl: {failure}")
     if failure.kind == "nocredentials":
         return Preflight(False, "NoCredentials", f"no AWS credentials to read {uri}: give the operator an IAM role")
     if failure.code == "Timeout":

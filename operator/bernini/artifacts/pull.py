@@ -321,7 +321,7 @@ class Puller:
         try:
             with self.cache.holding([artifact.sha256 for artifact, _ in missing], self.deadline):
                 for artifact, target in missing:
-                    if self.cache.take(artifact, target):
+                    if self._take_cached(artifact, target):
                         report.cached_files += 1
                         report.cached_bytes += artifact.size
                         self.log(f"from the node cache, verified: {artifact.file}")
@@ -329,15 +329,16 @@ class Puller:
                         jobs.append(_FileJob(artifact, target, self.part_size))
                 self._download(jobs)
                 for job in jobs:
-                    self.cache.keep(job.artifact, job.target)
+                    self.cache.keep(job.artifact, job.target)  # best effort: a full cache never fails the pull
         except LockTimeout as error:
             raise self._deadline_error(str(error)) from None
-        except OSError as error:
-            if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFull(f"no space left in the node cache at {self.cache.root}: give it room for the "
-                               f"whole set beside its limit") from None
-            raise
         return jobs
+
+    def _take_cached(self, artifact: StageArtifact, target: Path) -> bool:
+        try:
+            return self.cache.take(artifact, target)
+        except OSError as error:  # the copy fills the pod's artifacts volume, not the cache
+            raise _disk_error(error, target) from None
 
     def _download(self, jobs: list[_FileJob]) -> None:
         self.expected = sum(job.artifact.size for job in jobs)

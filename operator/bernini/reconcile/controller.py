@@ -3,6 +3,7 @@
 import asyncio
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -79,12 +80,21 @@ def _lean(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "metadata": metadata}
 
 
+# A rendered RayService with its status is a few KiB; a tenant's labelled one may be 1.5 MiB.
+MAX_CACHED_BYTES = 256 << 10
+
+
 class CompactCache(dict):
     """Objects by key as compact JSON: a RayService held as a dict takes about six times its JSON, which made
     most of the operator's memory at 5,000 objects; decoding one costs ~60 us per reconcile."""
 
-    def put(self, key: Key, body: dict[str, Any]) -> None:
-        self[key] = json.dumps(_lean(body), separators=(",", ":"))
+    def put(self, key: Key, body: dict[str, Any]) -> bool:
+        """Keep body unless its JSON is over MAX_CACHED_BYTES (then a reconcile reads it live)."""
+        encoded = json.dumps(_lean(body), separators=(",", ":"))
+        if len(encoded) > MAX_CACHED_BYTES:
+            return False
+        self[key] = encoded
+        return True
 
     def read(self, key: Key) -> dict[str, Any] | None:
         raw = self.get(key)
@@ -124,6 +134,8 @@ class Controller:
         self.rayservices = CompactCache()
         self.queue = WorkQueue()
         self._tasks: list[asyncio.Task] = []
+        self._in_threads = 0  # reconciles running on worker threads, which outlive a cancelled task
+        self._threads_lock = threading.Lock()
         self._failures: dict[Key, int] = {}
         # The pre-warm DaemonSet last applied per key (None: known absent; no entry: unknown, e.g. after a restart).
         self._prewarms: dict[Key, str | None] = {}
@@ -140,11 +152,10 @@ class Controller:
 
     def observe_rayservice(self, event_type: str | None, body: dict[str, Any]) -> None:
         key = _key(body)
-        if event_type == "DELETED":
-            self.rayservices.pop(key, None)
-        else:
-            self.rayservices.put(key, body)
         owner = _owner_key(body)
+        # Only what could be ours is kept, and not past a size ours never reaches: anyone may label a RayService.
+        if event_type == "DELETED" or owner != key or not self.rayservices.put(key, body):
+            self.rayservices.pop(key, None)
         if owner in self.deployments:
             self.queue.add(owner)
 
@@ -154,10 +165,15 @@ class Controller:
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self.workers)]
         self._tasks.append(asyncio.create_task(self._resync()))
 
-    async def stop(self) -> None:
+    async def stop(self, drain_seconds: float = 40.0) -> None:
+        """Cancel the workers, then wait (bounded) for reconciles already running on threads, which a cancel
+        cannot stop: a new leader must not race a write of ours still in progress."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        deadline = time.monotonic() + drain_seconds
+        while self._in_threads and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     async def _resync(self) -> None:
         while True:
@@ -172,7 +188,7 @@ class Controller:
             started = loop.time()
             self._running_since[key] = time.monotonic()
             try:
-                refused = await asyncio.to_thread(self.reconcile, key)
+                refused = await asyncio.to_thread(self._counted_reconcile, key)
             except StoreBusy:  # another worker reads this tenant's store: come back, never wait for it
                 self.queue.add_after(key, BUSY_RETRY_SECONDS)
                 observe_reconcile("refused", loop.time() - started)
@@ -209,6 +225,15 @@ class Controller:
         return failures, delay
 
     # -- the reconcile (runs in a worker thread) ------------------------------------------------
+
+    def _counted_reconcile(self, key: Key) -> str | None:
+        with self._threads_lock:
+            self._in_threads += 1
+        try:
+            return self.reconcile(key)
+        finally:
+            with self._threads_lock:
+                self._in_threads -= 1
 
     def reconcile(self, key: Key) -> str | None:
         """One pass; returns the reason a write was refused when only a later retry can tell (else None)."""

@@ -20,8 +20,8 @@ class Policy:
     """artifactsUri must lie under one of these s3:// prefixes; empty: any."""
 
     endpoints: tuple[str, ...] = ()
-    """s3.endpointUrl must lie under one of these (scheme://host[:port][/path]; a host *.example.com allows every
-    name below example.com); empty: any endpoint of the allowed schemes."""
+    """s3.endpointUrl must be one of these (scheme://host[:port][/path]; a "*" label of the host stands for any one
+    label, e.g. https://s3.*.amazonaws.com); empty: any endpoint of the allowed schemes."""
 
     allow_http_endpoints: bool = False
     """Plain-http endpointUrl (signed requests and artifacts in clear text); off: https only."""
@@ -80,17 +80,22 @@ def _image_under(image: str, prefix: str) -> bool:
     return prefix.endswith(("/", ":", "@")) or image[len(prefix):][:1] in ("", "/", ":", "@")
 
 
+_ANY_LABEL = "any--label"  # stands for "*" while the allowed entry is parsed like an endpoint
+
+
 def _endpoint_under(endpoint: str, allowed: str) -> bool:
-    """Both read as addresses (bernini.endpoints): the same scheme and port, the same host (or a name below a
-    *. wildcard), and the allowed path as whole segments: https://s3.internal never allows
-    https://s3.internal.example.com, /store never allows /store-evil, and no spelling of either differs."""
+    """Both read as addresses (bernini.endpoints): the same scheme, port and path, and the same host, where a
+    "*" label of the allowed entry stands for exactly one label of a name (never of an address). The path must
+    be equal, not a prefix: with path-style addressing the next segment is the bucket. So
+    https://s3.*.amazonaws.com allows https://s3.us-east-1.amazonaws.com but not a bucket's own virtual host
+    (bucket.s3.us-east-1.amazonaws.com), nor s3.internal.example.com for https://s3.internal."""
     try:
         given = parse_endpoint(endpoint)
-        wildcard = allowed.startswith(("https://*.", "http://*."))
-        permitted = parse_endpoint(allowed.replace("*.", "", 1) if wildcard else allowed)
+        permitted = parse_endpoint(allowed.replace("*", _ANY_LABEL))
     except EndpointRefused:
         return False
-    host_allowed = (given.host.endswith("." + permitted.host) and given.address is None if wildcard
-                    else given.host == permitted.host)
-    return ((given.scheme, given.port) == (permitted.scheme, permitted.port) and host_allowed
-            and (given.path + "/").startswith(permitted.path + "/"))
+    given_labels, permitted_labels = given.host.split("."), permitted.host.split(".")
+    host_allowed = len(given_labels) == len(permitted_labels) and all(
+        mine == theirs or (theirs == _ANY_LABEL and given.address is None)
+        for mine, theirs in zip(given_labels, permitted_labels))
+    return (given.scheme, given.port, given.path) == (permitted.scheme, permitted.port, permitted.path) and host_allowed

@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from ray import serve
@@ -21,6 +22,11 @@ from bernini.serve import stages
 
 logger = logging.getLogger("ray.serve")
 MAX_BODY_BYTES = 16 << 20
+# Bodies parsed at once in a replica, each on a thread of its own. A parse is CPU-bound on the ingress's fraction of
+# a core, so more at once finish no sooner; two let a prompt pass a large upload. The worst parse peaks at 115 MiB
+# (stages.MAX_IMAGE_PIXELS decoded, and a chunk of the 16 MiB body that Pillow reads whole); fewer threads also
+# leave fewer malloc arenas holding freed pixels.
+PARSE_SLOTS = 2
 
 
 @serve.deployment
@@ -76,6 +82,10 @@ def _bad(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def _at_capacity(what: str) -> JSONResponse:
+    return _bad(503, f"{what} is at capacity; retry shortly", **{"Retry-After": "1"})
+
+
 def _number(query, name: str, default, cast, low, high):
     raw = query.get(name)
     if raw is None:
@@ -107,15 +117,34 @@ class BerniniIngress:
     """POST an image (image/png, image/jpeg), a point cloud (JSON {"points": [[x,y,z], ...]}) or a prompt
     (JSON {"prompt": "..."} or text/plain); get a mesh (?format=glb|obj|ply) with per-stage timings and the
     model version that made it. Health checks belong to Serve's proxy (GET /-/healthz), which never queues
-    behind requests."""
+    behind requests.
 
-    def __init__(self, encoder, diffusion, decoder, triangulation, model_version: str):
+    A replica works on max_ongoing requests and lets max_queued more wait; past that it answers 503 in JSON
+    before reading the body. Serve must route it more requests than both (the renderer's max_ongoing_requests),
+    or Serve's proxy refuses first, in plain text."""
+
+    def __init__(self, encoder, diffusion, decoder, triangulation, model_version: str,
+                 max_ongoing: int, max_queued: int):
         self.encoder, self.diffusion, self.decoder, self.triangulation = encoder, diffusion, decoder, triangulation
         self.model_version = model_version
+        self.max_admitted = max_ongoing + max_queued
+        self.admitted = 0  # one event loop runs every request of a replica: no lock needed
+        self.working = asyncio.Semaphore(max_ongoing)
+        self.parser = ThreadPoolExecutor(PARSE_SLOTS, thread_name_prefix="parse")
 
     async def __call__(self, request: Request) -> Response:
         if request.method != "POST":
             return _bad(405, "POST an image, a point cloud or a prompt")
+        if self.admitted >= self.max_admitted:
+            return _at_capacity(f"this ingress replica ({self.max_admitted} requests)")
+        self.admitted += 1
+        try:
+            async with self.working:
+                return await self._answer(request)
+        finally:
+            self.admitted -= 1
+
+    async def _answer(self, request: Request) -> Response:
         try:
             file_format = request.query_params.get("format", "glb")
             if file_format not in stages.MESH_TYPES:
@@ -123,9 +152,7 @@ class BerniniIngress:
             steps = _number(request.query_params, "steps", 8, int, 1, 50)
             guidance = _number(request.query_params, "guidance", 3.0, float, 0.0, 20.0)
             seed = _number(request.query_params, "seed", 0, int, 0, 2**31 - 1)
-            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            body = await _body(request)
-            modality, tensor = await asyncio.to_thread(stages.parse_input, content_type, body)
+            modality, tensor = await self._parse(request)
         except _TooLarge as error:
             return _bad(413, error.args[0])
         except stages.UnsupportedInput as error:
@@ -135,13 +162,19 @@ class BerniniIngress:
         try:
             mesh, headers = await self._pipeline(modality, tensor, steps, guidance, seed, file_format)
         except BackPressureError:
-            return _bad(503, "the pipeline is at capacity; retry shortly", **{"Retry-After": "1"})
+            return _at_capacity("the pipeline")
         except stages.NoSurface:
             return _bad(422, stages.NO_SURFACE)  # str(error) would carry Ray's remote traceback
         except Exception:
             logger.exception("a pipeline stage failed")  # the trace stays in the replica's log
             return _bad(500, "a pipeline stage failed; the Serve logs have the details")
         return Response(mesh, media_type=stages.MESH_TYPES[file_format], headers=headers)
+
+    async def _parse(self, request: Request) -> tuple[str, torch.Tensor]:
+        """The body as (modality, tensor); the body itself is not held while the pipeline runs."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = await _body(request)
+        return await asyncio.get_running_loop().run_in_executor(self.parser, stages.parse_input, content_type, body)
 
     async def _pipeline(self, modality, tensor, steps, guidance, seed, file_format) -> tuple[bytes, dict]:
         timings = {}
@@ -168,5 +201,5 @@ def app_builder(args: dict) -> Application:
     artifacts = (args["artifacts_dir"], args["model_name"], args["model_version"])
     return BerniniIngress.bind(
         Encoder.bind(*artifacts), Diffusion.bind(*artifacts), Decoder.bind(*artifacts), Triangulation.bind(),
-        args["model_version"],
+        args["model_version"], args["ingress_max_ongoing"], args["ingress_max_queued"],
     )

@@ -79,8 +79,28 @@ class NoSurface(RuntimeError):
 NO_SURFACE = "the model produced no surface for this input (its SDF never crosses zero); try another seed"
 
 
-MAX_IMAGE_PIXELS = 4096 * 4096  # checked from the header, before any pixel is decoded
-MAX_POINTS = 200_000  # the encoder resamples to a fixed count; more points only cost memory
+# The encoder sees IMAGE_SIZE (224) square; a larger image only costs memory. The caps take a phone's default
+# photo as it comes (12 MP at 4:3: 4032x3024, 4080x3072): a side of 4096, about 18x the encoder's, and 4096x3072
+# pixels. Past 4:1 the square the encoder gets is squashed beyond recognition. All three are read from the header,
+# before a pixel is decoded: a decode holds ~8 bytes a pixel (Pillow's 4-byte RGB(X) image and its converted copy),
+# so the largest peaks at 99 MiB, where one row of 16 million pixels had taken 896 MiB.
+MAX_IMAGE_SIDE = 4096
+MAX_IMAGE_PIXELS = 4096 * 3072
+MAX_IMAGE_ASPECT = 4
+# Pillow keeps up to 64 MiB of a PNG's (compressed) text metadata while it reads the header: 65 MiB from a 68 KB
+# body. The encoder needs none of it.
+MAX_PNG_TEXT_BYTES = 1 << 20
+MAX_POINTS = 8 * POINTS  # the encoder resamples to POINTS; more points only cost memory
+MAX_PROMPT_CHARS = 1000
+# Counted in the raw body before json.loads builds anything (5 million empty lists took 359 MiB before the shape
+# check); elements are at most commas plus containers. The largest legal document holds MAX_POINTS lists of 3 numbers:
+# 2 commas within each and 1 after it. The margin holds a prompt's own brackets and commas (at most MAX_PROMPT_CHARS),
+# the wrapper object and a few extra keys.
+JSON_MARGIN = 4 * MAX_PROMPT_CHARS
+MAX_JSON_CONTAINERS = MAX_POINTS + JSON_MARGIN
+MAX_JSON_COMMAS = 3 * MAX_POINTS + JSON_MARGIN
+# Only a prompt may hold non-ASCII text; in a longer body it would decode to up to 4 bytes a character.
+MAX_NON_ASCII_JSON_BYTES = 4 * MAX_PROMPT_CHARS + JSON_MARGIN
 # Pillow decodes only the declared format, chosen by its signature: no other plugin (EPS would run
 # Ghostscript) is ever reached.
 IMAGE_FORMATS = {"image/png": ("PNG", b"\x89PNG\r\n\x1a\n"), "image/jpeg": ("JPEG", b"\xff\xd8\xff")}
@@ -92,6 +112,8 @@ def parse_input(content_type: str, body: bytes) -> tuple[str, torch.Tensor]:
     if content_type in IMAGE_FORMATS:
         return "image", image_tensor(body, content_type)
     if content_type == "text/plain":
+        if len(body) > 4 * MAX_PROMPT_CHARS:  # refused before decoding: a character is at most 4 bytes of UTF-8
+            raise InputError(f"prompt longer than {MAX_PROMPT_CHARS} characters")
         try:
             return "text", text_tensor(body.decode("utf-8", errors="strict"))
         except UnicodeDecodeError:
@@ -106,22 +128,22 @@ def parse_input(content_type: str, body: bytes) -> tuple[str, torch.Tensor]:
     raise UnsupportedInput(f"unsupported content type {content_type or 'none'}: use {', '.join(CONTENT_TYPES)}")
 
 
-def json_document(body: bytes, max_numbers: int = 3 * MAX_POINTS) -> object:
-    """json.loads that stops at the max_numbers-th number (a huge point list is refused while it is parsed,
-    not after it was built) and refuses NaN, Infinity and nesting deeper than Python's recursion limit."""
-    count = 0
-
-    def number(text: str) -> float:
-        nonlocal count
-        count += 1
-        if count > max_numbers:
-            raise InputError(f"more than {max_numbers} numbers in the JSON body (at most {MAX_POINTS} points)")
-        return float(text)
+def json_document(body: bytes) -> object:
+    """json.loads of a body whose containers, elements and text were bounded first; refuses NaN, Infinity and
+    nesting deeper than Python's recursion limit."""
+    containers, commas = body.count(b"[") + body.count(b"{"), body.count(b",")
+    if containers > MAX_JSON_CONTAINERS:
+        raise InputError(f"more than {MAX_JSON_CONTAINERS} JSON lists and objects (at most {MAX_POINTS} points)")
+    if commas > MAX_JSON_COMMAS:
+        raise InputError(f"more than {MAX_JSON_COMMAS} JSON elements (at most {MAX_POINTS} points)")
+    if len(body) > MAX_NON_ASCII_JSON_BYTES and not body.isascii():
+        raise InputError(f"a JSON body over {MAX_NON_ASCII_JSON_BYTES} bytes must be ASCII (only a prompt may not be)")
 
     def not_a_number(text: str):
         raise InputError(f"{text} is not a number JSON allows")
     try:
-        return json.loads(body, parse_float=number, parse_int=number, parse_constant=not_a_number)
+        # Integers parse as floats: one of 4000 digits is inf, which points_tensor refuses, not an OverflowError.
+        return json.loads(body, parse_int=float, parse_constant=not_a_number)
     except InputError:
         raise
     except RecursionError:
@@ -130,20 +152,32 @@ def json_document(body: bytes, max_numbers: int = 3 * MAX_POINTS) -> object:
         raise InputError("body is not valid JSON") from None
 
 
-def image_tensor(payload: bytes, content_type: str = "image/png") -> torch.Tensor:
-    from PIL import Image
+def check_image_size(width: int, height: int) -> None:
+    long_side, short_side = max(width, height), min(width, height)
+    if long_side > MAX_IMAGE_SIDE:
+        raise InputError(f"image of {width}x{height} pixels: a side exceeds {MAX_IMAGE_SIDE} pixels")
+    if long_side > MAX_IMAGE_ASPECT * short_side:
+        raise InputError(f"image of {width}x{height} pixels: its aspect ratio exceeds {MAX_IMAGE_ASPECT}:1")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(f"image of {width}x{height} pixels exceeds {MAX_IMAGE_PIXELS} pixels")
 
+
+def image_tensor(payload: bytes, content_type: str = "image/png") -> torch.Tensor:
+    from PIL import Image, PngImagePlugin
+
+    PngImagePlugin.MAX_TEXT_MEMORY = MAX_PNG_TEXT_BYTES
     image_format, signature = IMAGE_FORMATS[content_type]
     if not payload.startswith(signature):
         raise UnsupportedInput(f"the body is not a {image_format} image, though declared {content_type}")
     try:
-        image = Image.open(io.BytesIO(payload), formats=[image_format])
-        if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise InputError(f"image of {image.width}x{image.height} pixels exceeds {MAX_IMAGE_PIXELS} pixels")
+        image = Image.open(io.BytesIO(payload), formats=[image_format])  # reads the header only
+        check_image_size(image.width, image.height)
         image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode at a reduced scale
         image = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE))
     except InputError:
         raise
+    except Image.DecompressionBombError:  # Pillow's own cap, far above ours, refuses some headers in open()
+        raise InputError(f"image exceeds {MAX_IMAGE_SIDE} pixels a side") from None
     except Exception:  # Pillow's errors name internals (object reprs, memory addresses): say what failed
         raise InputError(f"not a readable {image_format} image") from None
     array = np.asarray(image, dtype=np.float32) / 255.0
@@ -165,7 +199,7 @@ def points_tensor(points: object, max_points: int = MAX_POINTS) -> torch.Tensor:
     return torch.from_numpy(array[index])[None]
 
 
-def text_tensor(prompt: object, max_length: int = 1000) -> torch.Tensor:
+def text_tensor(prompt: object, max_length: int = MAX_PROMPT_CHARS) -> torch.Tensor:
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("prompt must be a non-empty string")
     if len(prompt) > max_length:
