@@ -247,8 +247,26 @@ INVALID = [
     # Found by a campaign of bad inputs (the hardening issue):
     ({"runtime": {"image": "bernini serving:1"}}, "spec.runtime.image"),
     ({"runtime": {"image": "registry.example.com/Bernini-Serving:1"}}, "spec.runtime.image"),
-    ({"s3": {"region": "us-east-1", "endpointUrl": "http://169.254.169.254/latest"}}, "must not be a link-local address"),
-    ({"s3": {"region": "us-east-1", "endpointUrl": "http://[fd00:ec2::254]/"}}, "must not be a link-local address"),
+    ({"runtime": {"image": "UPPER/name:tag"}}, "spec.runtime.image"),  # a path, not a registry: lower-case
+    *[({"s3": {"region": "us-east-1", "endpointUrl": url}}, message) for url, message in (
+        ("http://169.254.169.254/latest", "must not be a link-local"),
+        ("http://169.254.170.23/v1/credentials", "must not be a link-local"),
+        ("http://0.0.0.0:9000/", "must not be a link-local"),
+        ("http://2852039166/", "must be an IPv4 address written as four decimal numbers"),
+        ("http://0xa9fea9fe/", "must be an IPv4 address written as four decimal numbers"),
+        ("http://0251.0376.0251.0376/", "must be an IPv4 address written as four decimal numbers"),
+        ("http://169.254.43518/", "must be an IPv4 address written as four decimal numbers"),
+        ("http://[fd00:ec2::254]/", "must hold an IPv6 address that is not link-local"),
+        ("http://[fd00:ec2::23]/", "must hold an IPv6 address that is not link-local"),
+        ("http://[fe80::1]/", "must hold an IPv6 address that is not link-local"),
+        ("http://[::ffff:a9fe:a9fe]/", "must hold an IPv6 address that is not link-local"),
+        ("http://[64:ff9b::a9fe:a9fe]/", "must hold an IPv6 address that is not link-local"),
+        ("http://[2002:a9fe:a9fe::]/", "must hold an IPv6 address that is not link-local"),
+        ("https://s3.example.com/a/../b", "no . or .. path segments"),
+        ("http://user@169.254.169.254/", "spec.s3.endpointUrl"),
+        ("https://exa_mple.com", "spec.s3.endpointUrl"),
+        ("https://[::1", "spec.s3.endpointUrl"),
+    )],
     ({"s3": {"region": "moon"}}, "spec.s3.region"),
     ({"runtime": {"neuronCompilerVersion": "02.0"}}, "spec.runtime.neuronCompilerVersion"),
     ({"runtime": {"rayVersion": "2.51.0"}}, "runtime.rayVersion must be 2.52.0 or newer"),
@@ -261,7 +279,17 @@ INVALID = [
 ]
 
 
-@pytest.mark.parametrize("change, message", INVALID, ids=[m for _, m in INVALID])
+@pytest.mark.parametrize("endpoint", ["https://s3.us-east-1.amazonaws.com", "http://127.0.0.1:9000",
+                                      "https://minio.storage.svc.cluster.local:9000/", "https://10.1.2.3",
+                                      "https://[2600:1f18::1]:8443/store", "http://[::1]:9000"])
+def test_ordinary_endpoints_are_admitted(bernini_crd, custom, namespace, example_deployment, endpoint):
+    body = example_deployment(publish=False)
+    body["spec"]["s3"] = {"region": "us-east-1", "endpointUrl": endpoint}
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body, field_validation="Strict",
+                                           dry_run="All")
+
+
+@pytest.mark.parametrize("change, message", INVALID, ids=[f"{m}-{i}" for i, (_, m) in enumerate(INVALID)])
 def test_invalid_specs_are_refused_at_admission_naming_the_field(bernini_crd, custom, namespace, example_deployment, change, message):
     from kubernetes.client.exceptions import ApiException
 

@@ -32,21 +32,28 @@ IMAGE_REFERENCE = (rf"^(?:{_REGISTRY}/)?{_PATH_PART}(?:/{_PATH_PART})*"
 # An S3 endpoint: scheme, a lower-case DNS name or an address ([...] for IPv6), an optional port and a plain path
 # (no userinfo, query, fragment or percent-encoding). bernini.endpoints judges the address itself.
 ENDPOINT_URL = r"^https?://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&'()*+,;=:@-]*)*$"
-_HOST = "url(self.endpointUrl).getHostname()"
-# The same judgement as bernini.endpoints, in the API server's CEL (its ip() already refuses IPv4-mapped IPv6).
+# The same judgement as bernini.endpoints, in the API server's CEL. Every rule reads the URL itself (512
+# characters at most), never a value derived from it: the API server estimates a derived string's length as
+# unbounded and refuses the rule's cost.
+_QUAD = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_AFTER_HOST = r"(:[0-9]{1,5})?(/.*)?$"
+_NUMERIC_HOST = rf"^https?://([a-z0-9-]+[.])*(0x[0-9a-f]*|[0-9]+)[.]?{_AFTER_HOST}"  # what inet_aton reads
+_CANONICAL_IPV4 = rf"^https?://{_QUAD}([.]{_QUAD}){{3}}{_AFTER_HOST}"
+_REFUSED_IPV4 = (rf"^https?://(169[.]254([.]{_QUAD}){{2}}|(0|22[4-9]|2[3-5][0-9])([.]{_QUAD}){{3}}){_AFTER_HOST}")
+_IPV6 = r"self.endpointUrl.find('[0-9a-f:.]+\\]').replace(']', '')"
 _ENDPOINT_RULES = [
-    (f"!{_HOST}.matches('(^|[.])(0x[0-9a-f]*|[0-9]+)[.]?$') || (isIP({_HOST}) && ip.isCanonical({_HOST}))",
+    (f"!self.endpointUrl.matches('{_NUMERIC_HOST}') || self.endpointUrl.matches('{_CANONICAL_IPV4}')",
      "s3.endpointUrl: a host that reads as a number must be an IPv4 address written as four decimal numbers"),
-    (f"!self.endpointUrl.matches('^https?://\\\\[') || isIP({_HOST})",
-     "s3.endpointUrl: [...] must hold an IPv6 address (no zone id, no IPv4-mapped form)"),
-    (f"!isIP({_HOST}) || ip({_HOST}).isLoopback() || !(ip({_HOST}).isLinkLocalUnicast() "
-     f"|| ip({_HOST}).isUnspecified() || !ip({_HOST}).isGlobalUnicast() "
-     + "".join(f"|| (ip({_HOST}).family() == 6 && cidr('{network}').containsIP(ip({_HOST}))) "
+    (f"!self.endpointUrl.matches('{_REFUSED_IPV4}')",
+     "s3.endpointUrl must not be a link-local (instance metadata, Pod Identity agent) or non-unicast address"),
+    (f"!self.endpointUrl.matches('^https?://\\\\[') || (isIP({_IPV6}) && (ip({_IPV6}).isLoopback() || "
+     f"!(ip({_IPV6}).isLinkLocalUnicast() || ip({_IPV6}).isUnspecified() || !ip({_IPV6}).isGlobalUnicast() "
+     + "".join(f"|| cidr('{network}').containsIP(ip({_IPV6})) "
                for network in ("fd00:ec2::/32", "::/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16"))
-     + f"|| (ip({_HOST}).family() == 4 && cidr('0.0.0.0/8').containsIP(ip({_HOST}))))",
-     "s3.endpointUrl must not be a link-local, metadata or agent address, nor an IPv6 form of an IPv4 one"),
-    ("!self.endpointUrl.split('/').exists(segment, segment == '.' || segment == '..')",
-     "s3.endpointUrl: no . or .. path segments"),
+     + ")))",
+     "s3.endpointUrl: [...] must hold an IPv6 address that is not link-local, AWS-internal (fd00:ec2::/32) nor an "
+     "IPv6 form of an IPv4 one"),
+    ("!self.endpointUrl.matches('/[.][.]?(/|$)')", "s3.endpointUrl: no . or .. path segments"),
 ]
 
 
