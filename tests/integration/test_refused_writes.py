@@ -234,22 +234,24 @@ def test_a_deployment_deleted_while_no_event_said_so_is_forgotten_not_resurrecte
     assert (namespace, "bernini") not in controller.deployments
 
 
-def _workers_until(controller: Controller, key, done, timeout: float = 60) -> None:
-    """Run the controller's own workers (queue, back-off, error handling) on key until done() holds."""
+def _workers_until(controller: Controller, key, *steps, timeout: float = 60) -> None:
+    """Run the controller's own workers (queue, back-off, error handling) on key until each step() holds in
+    turn (one event loop for all: the queue belongs to it)."""
     async def run():
         controller.start()
         controller.queue.add(key)
         try:
             async with asyncio.timeout(timeout):
-                while not await asyncio.to_thread(done):
-                    await asyncio.sleep(0.2)
+                for step in steps:
+                    while not await asyncio.to_thread(step):
+                        await asyncio.sleep(0.2)
         finally:
             await controller.stop()
     asyncio.run(run())
 
 
 def test_a_refused_status_patch_is_a_warning_event_and_a_retry(
-        in_process_only, api_client, custom, core, namespace, example_deployment, denying_policy):
+        bernini_crd, in_process_only, api_client, custom, core, namespace, example_deployment, denying_policy):
     """The status itself cannot carry this failure: an Event does, once per run of failures, and the worker's
     back-off writes it once the refusal is lifted (no watch event and no resync in between: resync is an hour)."""
     body = example_deployment()
@@ -259,19 +261,30 @@ def test_a_refused_status_patch_is_a_warning_event_and_a_retry(
     policy.spec.match_constraints.resource_rules[0].api_groups = [GROUP]
     policy.spec.match_constraints.resource_rules[0].resources = [f"{PLURAL}/status"]
     admission.replace_validating_admission_policy(policy.metadata.name, policy)
+
+    def status_refused() -> bool:  # the policy's change reaches admission a moment later
+        try:
+            custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, "bernini", {"status": {}})
+        except ApiException as error:
+            return error.status in (400, 403, 422)
+        return False
+    wait_for(status_refused, "the policy to refuse status patches", timeout=30)
     controller = _controller(custom, namespace, body, Kube(api_client))
     controller.resync_seconds = 3600
     key = (namespace, "bernini")
 
+    seen = {}
+
     def refused_twice_then_lifted() -> bool:
         if controller._failures.get(key, 0) < 2:
             return False
+        seen["events"] = _events(core, namespace, "StatusRefused")
         denying_policy()
         return True
-    _workers_until(controller, key, refused_twice_then_lifted)
-    events = _events(core, namespace, "StatusRefused")
+    _workers_until(controller, key, refused_twice_then_lifted,
+                   lambda: bool(_get(custom, namespace).get("status", {}).get("conditions")), timeout=120)
+    events = seen["events"]
     assert len(events) == 1 and events[0].type == "Warning" and DENIAL in events[0].message
-    _workers_until(controller, key, lambda: bool(_get(custom, namespace).get("status", {}).get("conditions")))
     assert key not in controller._failures, "the success did not reset the back-off"
     assert len(_events(core, namespace, "StatusRefused")) == 1
 
@@ -289,7 +302,7 @@ class StaleDeployment(Kube):
 
 
 def test_a_create_in_a_terminating_namespace_ends_the_reconcile_without_retries(
-        in_process_only, api_client, custom, core, example_deployment, caplog):
+        bernini_crd, in_process_only, api_client, custom, core, example_deployment, caplog):
     """When a namespace is deleted, the garbage collector may remove the RayService before its
     BerniniDeployment goes; the re-create the operator then tries is refused by the real API server. The
     controller's worker must take that answer as the end of the matter: no error, no back-off."""

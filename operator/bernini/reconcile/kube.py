@@ -26,7 +26,8 @@ def api_client() -> client.ApiClient:
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
         config.load_incluster_config(client_configuration=configuration)
     else:
-        config.load_kube_config(client_configuration=configuration)
+        # Named here: the client reads $KUBECONFIG once, at import, for its default.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
     configuration.retries = False
     api = client.ApiClient(configuration)
     api.user_agent = MANAGER  # audit logs and API priority and fairness see who calls
