@@ -21,15 +21,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 from kubernetes import client, config
 
 from bernini.api import GROUP, PLURAL, VERSION
-from localdev import LocalCluster, nodenet
+from localdev import LocalCluster
 from localdev.s3server import LocalS3
-from localdev.stack import publish_reference_model
 from localdev.waiting import wait_for
-from tests.bench.e2e import VERSIONS, deploy, uri
+from tests.bench.e2e import VERSIONS, deploy, store_and_operator, uri
 from tests.operator_process import OperatorProcess
 from tests.realnodes import helpers
 
@@ -216,16 +214,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-chaos-"))
     cluster = LocalCluster.in_directory(root / "cluster", real_nodes=True, tied_to_parent=True)
     cluster.up()
-    s3 = LocalS3(root / "s3", root / "versitygw.log", tied_to_parent=True, host=nodenet.HOST_IP)
-    s3.start()
-    s3_client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
-                             aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key)
-    for seed, version in enumerate(VERSIONS):
-        publish_reference_model(s3_client, uri(version), version, root / f"compiled-{version}", seed=seed)
-    cluster.kubectl("apply", "--server-side", "--field-manager=bench", "-f", str(Path(__file__).parents[2] / "crds"))
-    cluster.wait_established("crd/berninideployments.bernini.dev")
-    operator = OperatorProcess(cluster.kubeconfig, s3.credentials_env, root / "operator.log")
-    operator.start()
+    s3, s3_client, operator = store_and_operator(root, cluster)
     api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     rows = []

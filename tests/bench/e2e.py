@@ -155,14 +155,8 @@ def start_rows(label: str, start: dict[str, float]) -> list[tuple[str, str]]:
             (f"added worker, {label}: Ray container restarts before it joined", f"{start['restarts']}")]
 
 
-def main() -> None:
-    root = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
-    rows = []
-    for cold in (True, False):
-        cluster, seconds = cluster_up(root, cold)
-        rows.append((f"cluster up, image store {'cold (import)' if cold else 'warm'}", f"{seconds:.1f} s"))
-        if cold:
-            cluster.down()
+def store_and_operator(root: Path, cluster: LocalCluster):
+    """The store on the node network with both versions published, the CRDs, and a running operator process."""
     s3 = LocalS3(root / "s3", root / "versitygw.log", tied_to_parent=True, host=nodenet.HOST_IP)
     s3.start()
     s3_client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
@@ -173,6 +167,18 @@ def main() -> None:
     cluster.wait_established("crd/berninideployments.bernini.dev")
     operator = OperatorProcess(cluster.kubeconfig, s3.credentials_env, root / "operator.log")
     operator.start()
+    return s3, s3_client, operator
+
+
+def main() -> None:
+    root = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    rows = []
+    for cold in (True, False):
+        cluster, seconds = cluster_up(root, cold)
+        rows.append((f"cluster up, image store {'cold (import)' if cold else 'warm'}", f"{seconds:.1f} s"))
+        if cold:
+            cluster.down()
+    s3, _, operator = store_and_operator(root, cluster)
     api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     try:
