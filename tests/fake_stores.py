@@ -1,6 +1,7 @@
 """Stores that misbehave on purpose, on loopback: FAKES for what versitygw cannot be made to do."""
 
 import http.server
+import socket
 import threading
 import time
 
@@ -90,3 +91,28 @@ class ManifestThen(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+def trickling_tls_handshake() -> tuple[socket.socket, threading.Event]:
+    """FAKE: a TCP listener that answers a TLS ClientHello with the header of a 16 KiB handshake record, then one
+    byte of it every 0.2 s. Returns the listener and an event that stops it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve(connection):
+        try:
+            connection.sendall(b"\x16\x03\x03\x40\x00")
+            while not stop.wait(0.2):
+                connection.sendall(b"\x00")
+        except OSError:
+            pass
+
+    def accept():
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(connection,), daemon=True).start()
+    threading.Thread(target=accept, daemon=True).start()
+    return listener, stop

@@ -38,7 +38,7 @@ class OperatorProcess:
         self.process: subprocess.Popen | None = None
         self.metrics_port = free_port()
 
-    def start(self) -> None:
+    def start(self, timeout: float = 30) -> None:
         log = self.log_file.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bernini", "operator", "--resync-seconds", str(self.resync_seconds),
@@ -49,7 +49,7 @@ class OperatorProcess:
             preexec_fn=die_with_parent,  # a killed test run or benchmark leaves no operator behind
         )
         log.close()
-        wait_for(self._metrics_answer, "the operator's metrics", timeout=30, interval=0.1,
+        wait_for(self._metrics_answer, "the operator's metrics", timeout=timeout, interval=0.1,
                  explain=lambda: self.log()[-3000:])
         OperatorProcess.running.add(self)
 

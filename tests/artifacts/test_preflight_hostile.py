@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from bernini.artifacts.preflight import READS_PER_NAMESPACE, ManifestReader, StoreBusy
-from tests.fake_stores import EndlessErrorStore, HeaderTricklingStore, ManifestThen, TricklingStore, serving
+from tests.fake_stores import (EndlessErrorStore, HeaderTricklingStore, ManifestThen, TricklingStore, serving,
+                               trickling_tls_handshake)
 from tests.unit.specs import make_manifest, make_spec
 
 
@@ -63,6 +64,21 @@ def test_a_store_that_trickles_headers_or_body_is_given_up_on_at_one_deadline(st
     print(f"\n{store.__name__}: {result.reason} after {took:.1f}s (deadline 2 s)")
     assert (result.ok, result.reason) == (False, "StoreUnreachable") and "within 2s" in result.message
     assert took < 3
+
+
+def test_a_tls_handshake_trickled_a_byte_at_a_time_ends_at_the_deadline():
+    listener, stop = trickling_tls_handshake()
+    spec = make_spec(model={"artifactsUri": "s3://artifacts/bernini/1.0.0/"},
+                     s3={"region": "us-east-1", "endpointUrl": f"https://127.0.0.1:{listener.getsockname()[1]}"})
+    started = time.monotonic()
+    try:
+        result = ManifestReader(cache_seconds=0, deadline_seconds=2).check(spec)
+    finally:
+        stop.set()
+        listener.close()
+    took = time.monotonic() - started
+    assert (result.ok, result.reason) == (False, "StoreUnreachable") and "within 2s" in result.message
+    assert took < 3, f"the handshake held the read for {took:.1f}s"
 
 
 def test_a_head_that_trickles_its_headers_ends_at_the_same_deadline():

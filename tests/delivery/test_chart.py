@@ -86,6 +86,7 @@ def test_helm_install_creates_a_restricted_single_replica_operator(installed, ku
     ("patch", "rayservices.ray.io", "yes"),
     ("get", "rayclusters.ray.io", "yes"),
     ("delete", "daemonsets.apps", "yes"),
+    ("get", "daemonsets.apps", "yes"),
     ("list", "daemonsets.apps", "no"),
     ("create", "deployments.apps", "no"),
     ("patch", "rayclusters.ray.io", "no"),

@@ -37,10 +37,18 @@ def cluster_ip(core, namespace: str, service: str) -> str:
     return core.read_namespaced_service(service, namespace).spec.cluster_ip
 
 
+def post_prompt(address: str, timeout: float = 60) -> int:
+    """POST a prompt to a Serve Service's ClusterIP; the HTTP status."""
+    return _post(address, timeout, "obj")[0]
+
+
 def generate(core, namespace: str, timeout: float = 180, file_format: str = "glb") -> tuple[int, dict, bytes]:
     """POST a prompt through the RayService's Serve Service (its ClusterIP, through kube-proxy); header names
     come back lower-cased (HTTP header names are case-insensitive, and Serve sends them lower-case)."""
-    address = cluster_ip(core, namespace, "bernini-serve-svc")
+    return _post(cluster_ip(core, namespace, "bernini-serve-svc"), timeout, file_format)
+
+
+def _post(address: str, timeout: float, file_format: str) -> tuple[int, dict, bytes]:
     request = urllib.request.Request(f"http://{address}:8000/?format={file_format}", data=json.dumps(CHAIR).encode(),
                                      method="POST", headers={"Content-Type": "application/json"})
     try:

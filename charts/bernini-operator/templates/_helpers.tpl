@@ -41,10 +41,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [ray.io]
   resources: [rayclusters]
   verbs: [get]
-# The pre-warm DaemonSet (spec.artifactsCache.prewarm), applied while a version rolls out, deleted after.
+# The pre-warm DaemonSet (spec.artifactsCache.prewarm), applied while a version rolls out, deleted after; read
+# first, so a tenant's DaemonSet of that name is never applied over nor deleted.
 - apiGroups: [apps]
   resources: [daemonsets]
-  verbs: [create, patch, delete]
+  verbs: [get, create, patch, delete]
 # Why a starting RayCluster's pods fail (an init container's exit code), listed only while one starts.
 - apiGroups: [""]
   resources: [pods]

@@ -149,10 +149,7 @@ class _Connection:
 
     def abort(self) -> None:
         """Ends every pending read and write on the socket at once (the watchdog's and the cleanup's call)."""
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        _shut(self.sock)
         self.sock.close()
 
     def send(self, method: str, target: str, request: AWSRequest, endpoint: Endpoint, limit: int):
@@ -194,26 +191,47 @@ def _connect(endpoint: Endpoint, deadline: float) -> _Connection:
             break
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.settimeout(min(READ_TIMEOUT, remaining))
+        # A handshake trickled a byte at a time passes every per-read timeout: the deadline closes it too.
+        watchdog = threading.Timer(remaining, _shut, args=(sock,))
+        watchdog.start()
         try:
             sock.connect(sockaddr)
             if endpoint.scheme == "https":
                 sock = _tls_context().wrap_socket(sock, server_hostname=endpoint.host)
-            return _Connection(sock)
+            connection = _Connection(sock)
         except OSError as error:
             sock.close()
             last_error = error
+            continue
+        finally:
+            watchdog.cancel()
+        if time.monotonic() >= deadline:
+            connection.abort()
+            break
+        return connection
     raise last_error
 
 
-_RESOLVER = ThreadPoolExecutor(4, thread_name_prefix="resolve")
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+# More threads than store reads can be in progress at once: a lookup that outlived its deadline (the system
+# resolver has none) still holds one.
+_RESOLVER = ThreadPoolExecutor(8, thread_name_prefix="resolve")
 
 
 def _resolve_before(endpoint: Endpoint, deadline: float) -> list[tuple]:
     """resolve() within what is left of the deadline (the system resolver has no deadline of its own); a name
     whose answers include a refused address fails the exchange like any refusal."""
+    lookup = _RESOLVER.submit(resolve, endpoint)
     try:
-        return _RESOLVER.submit(resolve, endpoint).result(timeout=max(0.0, deadline - time.monotonic()))
+        return lookup.result(timeout=max(0.0, deadline - time.monotonic()))
     except FutureTimeout:
+        lookup.cancel()  # still queued: never run it
         raise StoreFailure("unreachable", "Timeout", "no complete answer before the deadline") from None
     except EndpointRefused as error:
         raise StoreFailure("refused", "EndpointRefused", str(error)) from None

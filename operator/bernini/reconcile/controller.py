@@ -165,7 +165,7 @@ class Controller:
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self.workers)]
         self._tasks.append(asyncio.create_task(self._resync()))
 
-    async def stop(self, drain_seconds: float = 40.0) -> None:
+    async def stop(self, drain_seconds: float = 15.0) -> None:
         """Cancel the workers, then wait (bounded) for reconciles already running on threads, which a cancel
         cannot stop: a new leader must not race a write of ours still in progress."""
         for task in self._tasks:
@@ -193,8 +193,9 @@ class Controller:
                 self.queue.add_after(key, BUSY_RETRY_SECONDS)
                 observe_reconcile("refused", loop.time() - started)
             except NotLeading:
-                # The elector stops this controller next; the new leader reconciles the object.
+                # Either the elector stops this controller next, or a late renewal restores it: then retry.
                 _log(key).info("not written: leadership is in doubt")
+                self.queue.add_after(key, BUSY_RETRY_SECONDS)
                 observe_reconcile("refused", loop.time() - started)
             except Exception as error:
                 if namespace_is_terminating(error):
@@ -372,7 +373,8 @@ class Controller:
             if refused is None:
                 raise
             return observed, refused
-        self.rayservices.put(key, applied)
+        if not self.rayservices.put(key, applied):
+            self.rayservices.pop(key, None)
         _log(key).info("%s RayService", "updated" if observed else "created")
         return applied, None
 

@@ -201,5 +201,6 @@ def app_builder(args: dict) -> Application:
     artifacts = (args["artifacts_dir"], args["model_name"], args["model_version"])
     return BerniniIngress.bind(
         Encoder.bind(*artifacts), Diffusion.bind(*artifacts), Decoder.bind(*artifacts), Triangulation.bind(),
-        args["model_version"], args["ingress_max_ongoing"], args["ingress_max_queued"],
+        # An older operator's config lacks the ingress bounds: Serve's former default of 100 each.
+        args["model_version"], args.get("ingress_max_ongoing", 100), args.get("ingress_max_queued", 100),
     )
