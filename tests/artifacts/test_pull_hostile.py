@@ -25,6 +25,7 @@ class _Proxy(http.server.BaseHTTPRequestHandler):
     upstream: tuple[str, int]
     strip_range = False
     trickle = False
+    trickle_all = False  # every body, the manifest's too, a few bytes at a time
     fills: Path | None = None  # another writer takes the volume's free space at the first ranged GET
 
     def do_GET(self):
@@ -45,7 +46,12 @@ class _Proxy(http.server.BaseHTTPRequestHandler):
                 self.send_header(name, value)
         self.end_headers()
         try:
-            if self.trickle and len(body) > 4096:
+            if self.trickle_all:
+                for index in range(0, len(body), 16):
+                    self.wfile.write(body[index:index + 16])
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            elif self.trickle and len(body) > 4096:
                 for index in range(0, len(body), 512):
                     self.wfile.write(body[index:index + 512])
                     self.wfile.flush()
@@ -132,6 +138,16 @@ def test_a_trickling_store_ends_the_pull_at_its_deadline(published, proxy, local
     assert result.returncode == 10 and "did not finish within 3s" in result.stderr, result.stderr
     assert took < 10
     assert not list((tmp_path / "pulled").glob("*.partial")), "a temp file was left behind"
+
+
+def test_a_store_trickling_the_manifest_ends_the_pull_at_its_deadline(published, proxy, local_s3, tmp_path):
+    """The manifest is small: 16 bytes every 50 ms keep every read of it within its timeout for minutes."""
+    uri, _ = published
+    started = time.monotonic()
+    result = _pull(uri, tmp_path / "pulled", proxy(trickle_all=True), local_s3, "--deadline-seconds", "3")
+    took = time.monotonic() - started
+    assert result.returncode == 10 and "(at the manifest)" in result.stderr, result.stderr
+    assert took < 10, f"the manifest read took {took:.1f}s"
 
 
 class _ExpiringFirst(Puller):

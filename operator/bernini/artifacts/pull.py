@@ -25,6 +25,7 @@ from bernini.artifacts.ranged import DeadlinePassed, RangedReader, RangeError, R
 from bernini.artifacts.store import S3Location, failure_kind, s3_client
 
 MiB = 1 << 20
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists at most 64 stages; the operator refuses more too
 PRESIGNED_SECONDS = 6 * 3600  # credentials may expire sooner: a refused part re-signs its URL once
 
 
@@ -192,6 +193,25 @@ class _FileJob:
         os.replace(self.temp, self.target)
 
 
+def _read_before(body, limit: int, deadline: float) -> bytes:
+    """Up to limit bytes of a response body, or TimeoutError once the deadline passed. Each read1 returns what
+    one socket read brought, so the deadline holds to within one read timeout however slowly bytes come
+    (botocore's read() waits for every byte asked, each read within its own timeout)."""
+    stream = body._raw_stream
+    data = bytearray()
+    try:
+        while len(data) < limit:
+            if time.monotonic() > deadline:
+                raise TimeoutError()
+            chunk = stream.read1(limit - len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        body.close()
+    return bytes(data)
+
+
 def _check_room(dest: Path, jobs: list[_FileJob]) -> None:
     """Fail before a byte is downloaded when the volume cannot hold the set (the files are open, so a stale
     .partial no longer counts). Free space, not reserved blocks: fallocate zeroes every page on tmpfs, which cost
@@ -252,6 +272,7 @@ class Puller:
         self.landed = 0  # bytes written so far, for a progress display only (unlocked: may lag by a part)
         self.expected = 0  # bytes this pull downloads, once known
         self.deadline_seconds = deadline_seconds
+        self.deadline = time.monotonic() + deadline_seconds  # pull() starts it again; verify() reads the manifest only
         self.deadline = float("inf")  # set when a pull starts
         self.presigned_seconds = presigned_seconds
         self.location = S3Location.parse(uri)
@@ -267,11 +288,16 @@ class Puller:
     def read_manifest(self, expected_sha256: str | None) -> tuple[Manifest, bytes]:
         uri = self.location.uri(MANIFEST_FILE)
         try:
-            raw = self.s3.get_object(Bucket=self.location.bucket, Key=self.location.key(MANIFEST_FILE))["Body"].read()
+            body = self.s3.get_object(Bucket=self.location.bucket, Key=self.location.key(MANIFEST_FILE))["Body"]
+            raw = _read_before(body, MAX_MANIFEST_BYTES + 1, self.deadline)
+        except TimeoutError:
+            raise self._deadline_error("the manifest") from None
         except ClientError as error:
             raise _client_error(error, uri) from None
         except BotoCoreError as error:
             raise PullError(f"cannot reach the artifact store for {uri}: {error}") from None
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise PullError(f"{uri} is larger than {MAX_MANIFEST_BYTES >> 20} MiB: not a manifest")
         digest = hashlib.sha256(raw).hexdigest()
         if expected_sha256 and digest != expected_sha256:
             raise ManifestChanged(
