@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import types
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -21,13 +22,15 @@ from bernini.artifacts import node_cache
 from bernini.artifacts.manifest import StageArtifact
 from bernini.artifacts.node_cache import NodeCache
 from bernini.artifacts.publish import publish
+from localdev.waiting import wait_for
 from tests.artifacts.conftest import MiB, SIZES, write_set
+from tests.tcp_gate import GatedForwarder
 
 
 def _pull(local_s3, uri: str, dest: Path, cache: Path, limit_gib: float = 50,
-          deadline: float = 3600) -> subprocess.Popen:
+          deadline: float = 3600, endpoint_url: str | None = None) -> subprocess.Popen:
     command = [sys.executable, "-m", "bernini", "artifacts", "pull", uri, str(dest), "--endpoint-url",
-               local_s3.endpoint_url, "--part-size-mib", "1", "--cache-dir", str(cache), "--cache-limit-gib", str(limit_gib),
+               endpoint_url or local_s3.endpoint_url, "--part-size-mib", "1", "--cache-dir", str(cache), "--cache-limit-gib", str(limit_gib),
                "--deadline-seconds", str(deadline)]
     return subprocess.Popen(command, env={**os.environ, **local_s3.credentials_env}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -52,9 +55,19 @@ def _same_as_published(dest: Path, compiled: Path, manifest) -> bool:
 
 
 def test_pods_starting_together_on_a_node_download_each_file_once(published, local_s3, tmp_path):
+    """Both pulls are held at the store (a gate) until both have dialled it: they truly overlap."""
     uri, manifest = published
     cache = tmp_path / "node-cache"
-    first, second = (_pull(local_s3, uri, tmp_path / name, cache) for name in ("pod-a", "pod-b"))
+    store = urllib.parse.urlsplit(local_s3.endpoint_url)
+    gate = GatedForwarder((store.hostname, store.port))
+    try:
+        first, second = (_pull(local_s3, uri, tmp_path / name, cache, endpoint_url=f"http://127.0.0.1:{gate.port}")
+                         for name in ("pod-a", "pod-b"))
+        wait_for(lambda: {first.pid, second.pid} <= set(gate.dialers), "both pulls to dial the store", timeout=60)
+        gate.opened.set()
+        summaries = sorted([_finished(first), _finished(second)])
+    finally:
+        gate.close()
     summaries = sorted([_finished(first), _finished(second)])
     total = sum(SIZES.values()) / MiB
     # One downloaded everything; the other waited on the cache's locks and copied the verified files.
