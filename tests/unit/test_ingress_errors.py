@@ -35,7 +35,7 @@ class _FakeStage:
 def _ingress(triangulation_outcome) -> object:
     return BerniniIngress.func_or_class(
         _FakeStage(encode=np.zeros(4)), _FakeStage(sample=np.zeros(4)), _FakeStage(decode=np.zeros((8, 8, 8))),
-        _FakeStage(mesh=triangulation_outcome), "1.0.0", max_ongoing=2, max_queued=2)
+        _FakeStage(mesh=triangulation_outcome), "1.0.0")
 
 
 def _post(ingress, body: bytes = b'{"prompt": "a chair"}'):

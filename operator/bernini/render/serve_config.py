@@ -21,8 +21,9 @@ REPLICA_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_"
 
 def _queue_bound(name: str, replica_spec: ReplicaSpec, spec: BerniniDeploymentSpec) -> int:
     """Serve bounds the queue at each caller. The ingress, called by the proxies, is the one place that
-    refuses: its replicas answer 503 in JSON past two rounds of work each, and the proxies queue one more round
-    at its largest scale before refusing themselves. A stage's
+    refuses: past one more full round of work at its largest scale, a caller gets 503 at once (Serve's proxy
+    answers it, in plain text: answering in JSON would route every refused request to an ingress replica, and
+    clients retrying at once then slowed the proxy's own health check past a second). A stage's
     caller is one ingress replica, which has at most its maxOngoingRequests in flight; queueing all of them
     means no request the ingress admitted is refused halfway through the pipeline, after earlier stages did
     its work. (Serve over-counts its queue while requests await assignment, so a stage bounded by its own
@@ -30,13 +31,6 @@ def _queue_bound(name: str, replica_spec: ReplicaSpec, spec: BerniniDeploymentSp
     if name == "ingress":
         return replica_spec.max_ongoing_requests * replica_spec.max_replicas
     return spec.ingress.max_ongoing_requests
-
-
-def _routed_to(name: str, replica_spec: ReplicaSpec) -> int:
-    """Requests Serve sends one replica at once. The ingress gets three rounds of its maxOngoingRequests: one it
-    works on, one it lets wait, and one it answers 503 in JSON (a millisecond each); Serve's proxy, which refuses
-    in plain text, then refuses only past all of that (bernini.serve.app.BerniniIngress)."""
-    return 3 * replica_spec.max_ongoing_requests if name == "ingress" else replica_spec.max_ongoing_requests
 
 
 def _deployment(name: str, replica_spec: ReplicaSpec, spec: BerniniDeploymentSpec) -> dict[str, Any]:
@@ -49,7 +43,7 @@ def _deployment(name: str, replica_spec: ReplicaSpec, spec: BerniniDeploymentSpe
         actor_options["num_gpus"] = amount
     return {
         "name": DEPLOYMENT_NAMES[name],
-        "max_ongoing_requests": _routed_to(name, replica_spec),
+        "max_ongoing_requests": replica_spec.max_ongoing_requests,
         "max_queued_requests": _queue_bound(name, replica_spec, spec),
         "ray_actor_options": actor_options,
         "autoscaling_config": {
@@ -82,9 +76,6 @@ def serve_config(spec: BerniniDeploymentSpec) -> dict[str, Any]:
                     "artifacts_dir": ARTIFACTS_MOUNT_PATH,
                     "model_name": spec.model.name,
                     "model_version": spec.model.version,
-                    # What one ingress replica works on and lets wait; past both it answers 503 itself.
-                    "ingress_max_ongoing": spec.ingress.max_ongoing_requests,
-                    "ingress_max_queued": spec.ingress.max_ongoing_requests,
                 },
                 "deployments": [_deployment(name, replica_spec, spec) for name, replica_spec in deployments(spec)],
             }

@@ -117,34 +117,16 @@ class BerniniIngress:
     """POST an image (image/png, image/jpeg), a point cloud (JSON {"points": [[x,y,z], ...]}) or a prompt
     (JSON {"prompt": "..."} or text/plain); get a mesh (?format=glb|obj|ply) with per-stage timings and the
     model version that made it. Health checks belong to Serve's proxy (GET /-/healthz), which never queues
-    behind requests.
+    behind requests."""
 
-    A replica works on max_ongoing requests and lets max_queued more wait; past that it answers 503 in JSON
-    before reading the body. Serve must route it more requests than both (the renderer's max_ongoing_requests),
-    or Serve's proxy refuses first, in plain text."""
-
-    def __init__(self, encoder, diffusion, decoder, triangulation, model_version: str,
-                 max_ongoing: int, max_queued: int):
+    def __init__(self, encoder, diffusion, decoder, triangulation, model_version: str):
         self.encoder, self.diffusion, self.decoder, self.triangulation = encoder, diffusion, decoder, triangulation
         self.model_version = model_version
-        self.max_admitted = max_ongoing + max_queued
-        self.admitted = 0  # one event loop runs every request of a replica: no lock needed
-        self.working = asyncio.Semaphore(max_ongoing)
         self.parser = ThreadPoolExecutor(PARSE_SLOTS, thread_name_prefix="parse")
 
     async def __call__(self, request: Request) -> Response:
         if request.method != "POST":
             return _bad(405, "POST an image, a point cloud or a prompt")
-        if self.admitted >= self.max_admitted:
-            return _at_capacity(f"this ingress replica ({self.max_admitted} requests)")
-        self.admitted += 1
-        try:
-            async with self.working:
-                return await self._answer(request)
-        finally:
-            self.admitted -= 1
-
-    async def _answer(self, request: Request) -> Response:
         try:
             file_format = request.query_params.get("format", "glb")
             if file_format not in stages.MESH_TYPES:
@@ -201,6 +183,5 @@ def app_builder(args: dict) -> Application:
     artifacts = (args["artifacts_dir"], args["model_name"], args["model_version"])
     return BerniniIngress.bind(
         Encoder.bind(*artifacts), Diffusion.bind(*artifacts), Decoder.bind(*artifacts), Triangulation.bind(),
-        # An older operator's config lacks the ingress bounds: Serve's former default of 100 each.
-        args["model_version"], args.get("ingress_max_ongoing", 100), args.get("ingress_max_queued", 100),
+        args["model_version"],
     )
