@@ -188,3 +188,20 @@ def test_an_outage_after_a_verification_keeps_it_and_says_so():
     assert kept.ok and kept.reason == "Verified"
     assert "the last re-check failed, kept" in kept.message
 
+
+
+def test_a_bucket_in_another_region_names_that_region():
+    """S3 answers 301 with x-amz-bucket-region when asked in the wrong region (a FAKE answer of that shape)."""
+    def redirect(handler):
+        handler.send_response(301)
+        handler.send_header("x-amz-bucket-region", "eu-west-1")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+    handler = type("WrongRegion", (ManifestThen,), {"do_GET": redirect})
+    server = serving(handler)
+    try:
+        result = ManifestReader(cache_seconds=0).check(_spec(server))
+    finally:
+        server.shutdown()
+    assert (result.ok, result.reason) == (False, "StoreError")
+    assert "the bucket is in eu-west-1: set spec.s3.region to eu-west-1" in result.message

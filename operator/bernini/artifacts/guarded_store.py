@@ -162,6 +162,10 @@ class _Connection:
         http_connection.endheaders()
         response = http_connection.getresponse()
         headers = {name.lower(): value for name, value in response.getheaders()}
+        if response.status in (301, 400) and headers.get("x-amz-bucket-region"):
+            # S3 names the bucket's region when asked in another; botocore used to follow it silently.
+            region = re.sub(r"[^a-z0-9-]", "", headers["x-amz-bucket-region"])[:32]
+            raise StoreFailure("failed", "WrongRegion", f"the bucket is in {region}: set spec.s3.region to {region}")
         if response.status >= 300:
             raise _failure(response.status, b"" if method == "HEAD" else response.read(ERROR_BODY_BYTES))
         if method == "HEAD":

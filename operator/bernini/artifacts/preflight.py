@@ -222,7 +222,7 @@ def _store_failure(failure: StoreFailure, uri: str, location: S3Location, deadli
         return Preflight(False, "StoreUnreachable", f"reading {uri} did not finish within {deadline_seconds:g}s")
     if failure.kind == "unreachable":
         return Preflight(False, "StoreUnreachable", f"reading {uri} failed: {failure}")
-    return Preflight(False, "StoreError", f"reading {uri} failed: {failure.code}")
+    return Preflight(False, "StoreError", f"reading {uri} failed: {failure}")
 
 
 def _check_listed_objects(store: GuardedStore, location: S3Location, manifest: Manifest, deadline: float,
