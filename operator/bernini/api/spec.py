@@ -349,7 +349,7 @@ class ArtifactsCache(ApiModel):
     """The node's artifact cache: a PersistentVolumeClaim bound to a directory on every worker node (for example a
     local PersistentVolume whose node affinity matches the accelerated nodes), writable by the pods' uid 1000 or
     gid 100. Give every namespace its own directory: the pull runs this deployment's image with the cache
-    writable. The pulls mount only the claim's <namespace> subdirectory (the kubelet creates it). The worker pods
+    writable. The worker pods
     of every version in this namespace on a node share it: each file is downloaded once per node, and a restarted
     or added worker copies the files already there, checking each one's SHA-256 as it copies."""
 

@@ -1,8 +1,8 @@
 """The node's artifact cache: files shared by the worker pods of one namespace on one node, named by their SHA-256
 (<root>/sha256/<hex>), so a node downloads a file once however many of that namespace's pods and versions use it.
 
-Namespaces never share a cache: the worker pods mount only their own namespace's subdirectory of the claim (the
-renderer's subPathExpr), and examples/artifacts-cache.yaml gives each namespace's volume its own host directory.
+Namespaces never share a cache when each namespace's claim reaches its own host directory, as
+examples/artifacts-cache.yaml sets up.
 Within a namespace any pod sharing the cache may be broken or hostile, so nothing found in it is trusted:
 
 - An entry is opened once, never through a symlink and never waiting on a FIFO, and must be a regular file. It is

@@ -12,7 +12,6 @@ from bernini.render.quantity import to_bytes
 NEURON_CORES_RAY_RESOURCE = "neuron_cores"
 RAY_UID = 1000  # the Ray images' "ray" user; a numeric uid lets runAsNonRoot be verified
 CACHE_MOUNT_PATH = "/var/cache/bernini"  # the node's artifact cache, in the init container only
-CACHE_NAMESPACE_ENV = "BERNINI_NAMESPACE"  # the pod's namespace (downward API): its own subdirectory of the cache
 RAY_GID = 100
 
 POD_SECURITY = {
@@ -114,19 +113,12 @@ def puller_container(spec: BerniniDeploymentSpec, manifest_sha256: str, resource
                         limits)
     puller["command"] = pull_command(spec, manifest_sha256)
     if spec.artifacts_cache:
-        _mount_namespace_cache(puller)
+        # Each namespace's own claim (examples/artifacts-cache.yaml gives each its own host directory). A
+        # subPathExpr of the namespace failed on real pods: KubeRay's worker init container lost the env it reads.
+        puller["volumeMounts"].append({"name": "artifacts-cache", "mountPath": CACHE_MOUNT_PATH})
     # The puller writes its failure to the termination log; a crash without one still leaves its last log lines.
     puller["terminationMessagePolicy"] = "FallbackToLogsOnError"
     return puller
-
-
-def _mount_namespace_cache(puller: dict) -> None:
-    """The cache claim's <namespace> subdirectory only (the kubelet makes it, with the claim's mode and group): the
-    puller runs the tenant's image with the cache writable, so pods of other namespaces whose claims share one host
-    directory never see its files, nor it theirs. The kubelet expands the variable from the pod spec, not the image."""
-    puller["volumeMounts"].append({"name": "artifacts-cache", "mountPath": CACHE_MOUNT_PATH,
-                                   "subPathExpr": f"$({CACHE_NAMESPACE_ENV})"})
-    puller["env"] = [{"name": CACHE_NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]
 
 
 def artifacts_volumes(spec: BerniniDeploymentSpec, manifest: Manifest) -> list[dict]:
