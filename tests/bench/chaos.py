@@ -157,6 +157,15 @@ def black_hole_the_store(bench: Bench) -> str:
     return f"{STORE_OUTAGE_SECONDS} s of dropped packets"
 
 
+def black_hole_the_store_during_a_scale_up(bench: Bench) -> str:
+    """The diffusion stage's minimum goes from 1 to 2 (a second worker on the other inf2 node, which must pull
+    the artifacts) just as the store goes dark."""
+    bench.custom.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "bernini",
+                                                {"spec": {"stages": {"diffusion": {"minReplicas": 2}}}})
+    black_hole_the_store(bench)
+    return f"diffusion minReplicas 1 -> 2, then {STORE_OUTAGE_SECONDS} s of dropped packets"
+
+
 def kill_a_worker_pod(bench: Bench) -> str:
     worker = helpers.pods(bench.core, NAMESPACE, "ray.io/node-type=worker")[0]
     bench.core.delete_namespaced_pod(worker.metadata.name, NAMESPACE, grace_period_seconds=0)
@@ -199,7 +208,8 @@ def _bytes(quantity: str) -> int:
 
 
 FAULTS = [kill_operator_mid_reconcile, kill_operator_mid_upgrade, restart_api_server, black_hole_the_store,
-          kill_a_worker_pod, kill_the_head_pod, stop_a_kubelet, fill_the_artifact_volume]
+          kill_a_worker_pod, kill_the_head_pod, stop_a_kubelet, fill_the_artifact_volume,
+          black_hole_the_store_during_a_scale_up]  # last: it takes the second inf2 node the upgrade needs
 
 
 def run_fault(bench: Bench, fault) -> dict:
