@@ -9,7 +9,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml hack/localdev/pyproj
 
 CRD_FILES := crds/bernini.dev_berninideployments.yaml charts/bernini-operator/crds/bernini.dev_berninideployments.yaml
 
-.PHONY: help venv controlplane argocd promtool node-packages images cluster-up cluster-down demo demo-gitops test crds bench-reconcile bench-pull bench-serve bench-autoscale bench-cost bench-e2e bench-chaos gpu-wheels check-gpu
+.PHONY: help venv controlplane argocd promtool node-packages images cluster-up cluster-down demo demo-gitops test crds docs bench-reconcile bench-pull bench-serve bench-autoscale bench-cost bench-e2e bench-chaos gpu-wheels check-gpu
 
 help:
 	@echo "make demo          run the operator's main job on a local control plane"
@@ -22,6 +22,7 @@ help:
 	@echo "make cluster-up    start the local control plane (kubeconfig: .local/kubeconfig)"
 	@echo "make cluster-down  stop it"
 	@echo "make crds          regenerate crds/ and the chart's CRD copy from the pydantic models"
+	@echo "make docs          regenerate the spec reference, the chart README and the reasons table"
 	@echo "make gpu-wheels    download the few wheels make check-gpu needs (run where there is network)"
 	@echo "make check-gpu     on a GPU machine: compile for cuda, run the stages, GPU beside CPU"
 
@@ -62,6 +63,9 @@ demo-gitops: venv controlplane argocd images
 
 crds: venv
 	@$(BERNINI) crds $(CRD_FILES)
+
+docs: venv
+	@$(PY) hack/gendocs.py
 
 test: venv controlplane argocd promtool images
 	$(PY) -m pytest

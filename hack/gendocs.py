@@ -1,0 +1,212 @@
+"""Generate the reference docs (`make docs`); tests/unit/test_generated_docs.py fails when they drift.
+
+A development tool, not part of the package. Its sources: the CRD schema the operator derives from its pydantic
+models (so the spec reference says what `kubectl explain` says), the chart's values schema and defaults, and the
+operator's vocabulary of condition reasons.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bernini.api.crd import custom_resource_definition
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC_REFERENCE = ROOT / "docs" / "reference" / "spec.md"
+CHART = ROOT / "charts" / "bernini-operator"
+OPERATIONS = ROOT / "docs" / "operations.md"
+REASONS_BEGIN, REASONS_END = "<!-- reasons:begin -->", "<!-- reasons:end -->"
+
+
+def _cell(text: Any) -> str:
+    """One Markdown table cell: a single line, pipes escaped."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _value(value: Any) -> str:
+    return f"`{json.dumps(value, separators=(', ', ': '))}`"
+
+
+def _type(node: dict[str, Any]) -> str:
+    if node.get("type") == "array":
+        return "[]" + _type(node["items"]) if "items" in node else "array"
+    if "type" in node:
+        return node["type"]
+    if all(isinstance(item, str) for item in node.get("enum", [None])):
+        return "string"
+    return "any"
+
+
+def _bounds(node: dict[str, Any]) -> str:
+    """The schema's limits in words; patterns are left to `kubectl explain`, they read badly in a table."""
+    parts = []
+    if "enum" in node:
+        parts.append("One of " + ", ".join(f"`{item}`" for item in node["enum"]) + ".")
+    limits = []
+    if node.get("exclusiveMinimum") is True:  # OpenAPI 3.0, the CRD's
+        limits.append(f"above {node['minimum']}")
+    elif "exclusiveMinimum" in node:  # JSON Schema draft 7, the chart's
+        limits.append(f"above {node['exclusiveMinimum']}")
+    elif "minimum" in node:
+        limits.append(f"at least {node['minimum']}")
+    if node.get("exclusiveMaximum") is True:
+        limits.append(f"below {node['maximum']}")
+    elif "maximum" in node:
+        limits.append(f"at most {node['maximum']}")
+    if limits:
+        parts.append(", ".join(limits).capitalize() + ".")
+    if "maxLength" in node:
+        parts.append(f"At most {node['maxLength']} characters.")
+    if "maxItems" in node:
+        parts.append(f"At most {node['maxItems']} items.")
+    return " ".join(parts)
+
+
+def _anchor(path: str) -> str:
+    """GitHub's heading anchor of `path` written as a code span."""
+    return "".join(char for char in path.lower() if char.isalnum() or char in "-_")
+
+
+def _objects(node: dict[str, Any], path: str):
+    """Every object of the schema that has fields, parents first."""
+    yield path, node
+    for name, child in node.get("properties", {}).items():
+        if child.get("type") == "array" and "properties" in child.get("items", {}):
+            yield from _objects(child["items"], f"{path}.{name}[]")
+        elif "properties" in child:
+            yield from _objects(child, f"{path}.{name}")
+
+
+def spec_reference() -> str:
+    crd = custom_resource_definition()
+    names, version = crd["spec"]["names"], crd["spec"]["versions"][0]
+    root = version["schema"]["openAPIV3Schema"]
+    out = [
+        "<!-- Generated from operator/bernini/api by `make docs`; do not edit. -->",
+        f"# {names['kind']} reference",
+        "",
+        f"`{crd['spec']['group']}/{version['name']}`, kind `{names['kind']}`, short names "
+        + ", ".join(f"`{name}`" for name in names["shortNames"]) + f". {root['description']}",
+        "",
+        "The same text is in the cluster: `kubectl explain berninideployment.spec --recursive`. Defaults are "
+        "filled in by the API server; \"-\" means unset.",
+        "",
+    ]
+    for rule in root.get("x-kubernetes-validations", []):
+        out.append(f"- {rule['message']}.")
+    out += ["", "## `kubectl get bd` columns", "", "| column | from | shown |", "| --- | --- | --- |"]
+    for column in version["additionalPrinterColumns"]:
+        shown = "`-o wide`" if column.get("priority") else "always"
+        out.append(f"| {column['name'].upper()} | `{_cell(column['jsonPath'])}` | {shown} |")
+    for section in ("spec", "status"):
+        for path, node in _objects(root["properties"][section], section):
+            out += ["", f"## `{path}`", "", _cell(node.get("description", "")), ""]
+            out += ["| field | type | default | description |", "| --- | --- | --- | --- |"]
+            for name, child in node["properties"].items():
+                field = f"{path}.{name}"
+                target = f"{field}[]" if child.get("type") == "array" else field
+                kind = _type(child)
+                if "properties" in child or "properties" in child.get("items", {}):
+                    kind = f"[{kind}](#{_anchor(target)})"
+                if name in node.get("required", []):
+                    default = "required"
+                elif "default" in child and "properties" not in child:
+                    default = _value(child["default"])
+                else:
+                    default = "-"
+                text = " ".join(part for part in (_cell(child.get("description", "")), _bounds(child)) if part)
+                out.append(f"| `{field}` | {kind} | {default} | {text} |")
+            rules = node.get("x-kubernetes-validations", [])
+            if rules:
+                out += ["", "Refused at admission:", ""]
+                out += [f"- {_cell(rule['message'])}" for rule in rules]
+    return "\n".join(out) + "\n"
+
+
+def chart_readme() -> str:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    out = [
+        "<!-- Generated from values.schema.json and values.yaml by `make docs`; do not edit. -->",
+        f"# {chart['name']} chart",
+        "",
+        f"{chart['description']}. Chart {chart['version']}, operator {chart['appVersion']}, Kubernetes "
+        f"`{chart['kubeVersion']}`. The chart installs the BerniniDeployment CRD (kept on `helm uninstall`), the "
+        "operator with leader election, its RBAC and, opt-in, the monitoring objects. Install KubeRay (>= 1.5.1) "
+        "first.",
+        "",
+        "```bash",
+        "helm install bernini charts/bernini-operator -n bernini-system --create-namespace \\",
+        "  --set serviceAccount.roleArn=arn:aws:iam::123456789012:role/bernini-operator-artifacts-read",
+        "```",
+        "",
+        "`values.schema.json` refuses bad values at install. The user guide covers the policy for platform "
+        "teams ([docs/user-guide.md](../../docs/user-guide.md#policy-for-platform-teams)); operations covers "
+        "metrics and alerts ([docs/operations.md](../../docs/operations.md)).",
+        "",
+        "## Values",
+        "",
+        "| key | type | default | description |",
+        "| --- | --- | --- | --- |",
+    ]
+
+    def walk(node: dict[str, Any], values: Any, prefix: str) -> None:
+        for name, child in node.get("properties", {}).items():
+            key = prefix + name
+            present = isinstance(values, dict) and name in values
+            value = values[name] if present else None
+            default = "-" if not present or "properties" in child and value else _value(value)
+            text = " ".join(part for part in (_cell(child.get("description", "")), _bounds(child)) if part)
+            out.append(f"| `{key}` | {_type(child)} | {default} | {text} |")
+            walk(child, value, key + ".")
+
+    walk(schema, defaults, "")
+    return "\n".join(out) + "\n"
+
+
+def reasons_table() -> str | None:
+    """The table of condition reasons, or None while the vocabulary module does not exist yet."""
+    try:
+        from bernini.api import reasons
+    except ModuleNotFoundError as missing:
+        if missing.name != "bernini.api.reasons":
+            raise
+        return None
+    rows = ["| reason | conditions | kind | meaning | what to do |", "| --- | --- | --- | --- | --- |"]
+    for reason in reasons.ALL:
+        kind = f"{reason.kind}, retried" if reason.retried else str(reason.kind)
+        rows.append(f"| `{reason}` | {', '.join(reason.conditions)} | {kind} | {_cell(reason.meaning)} | "
+                    f"{_cell(reason.action) or '-'} |")
+    return "\n".join(rows)
+
+
+def operations() -> str:
+    """docs/operations.md is written by hand except the reasons table between its markers."""
+    text = OPERATIONS.read_text()
+    table = reasons_table()
+    if table is None:
+        return text
+    head, rest = text.split(REASONS_BEGIN, 1)
+    _, tail = rest.split(REASONS_END, 1)
+    return f"{head}{REASONS_BEGIN}\n{table}\n{REASONS_END}{tail}"
+
+
+def outputs() -> dict[Path, str]:
+    return {SPEC_REFERENCE: spec_reference(), CHART / "README.md": chart_readme(), OPERATIONS: operations()}
+
+
+def main() -> None:
+    for path, text in outputs().items():
+        if not path.exists() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path.relative_to(ROOT)}")
+    if reasons_table() is None:
+        print("bernini.api.reasons does not exist yet: the reasons table in docs/operations.md is left as it is")
+
+
+if __name__ == "__main__":
+    main()
