@@ -1,9 +1,14 @@
-"""Stores that misbehave on purpose, on loopback: FAKES for what versitygw cannot be made to do."""
+"""Stores that misbehave on purpose, on loopback: FAKES for what versitygw cannot be made to do; and one in memory."""
 
 import http.server
+import json
 import socket
 import threading
 import time
+
+from bernini.artifacts.guarded_store import Head, StoreFailure
+from bernini.artifacts.manifest import MANIFEST_FILE, Manifest
+from bernini.artifacts.store import S3Location
 
 
 class TricklingStore(http.server.BaseHTTPRequestHandler):
@@ -116,3 +121,40 @@ def trickling_tls_handshake() -> tuple[socket.socket, threading.Event]:
             threading.Thread(target=serve, args=(connection,), daemon=True).start()
     threading.Thread(target=accept, daemon=True).start()
     return listener, stop
+
+
+class InMemoryStore:
+    """FAKE GuardedStore (bernini.artifacts.guarded_store) holding objects in a dict, for tests of what the
+    preflight's answers lead to rather than how a store is read. Patch it in where the preflight builds its store:
+    monkeypatch.setattr(bernini.artifacts.preflight, "GuardedStore", store). While `failing` is set, every read
+    raises it (an outage, a denial); `reads` counts the reads attempted."""
+
+    def __init__(self):
+        self.objects: dict[tuple[str, str], bytes | Head] = {}  # (bucket, key) -> manifest bytes or a listed file's HEAD
+        self.failing: StoreFailure | None = None
+        self.reads = 0
+
+    def __call__(self, region, endpoint_url, credentials) -> "InMemoryStore":
+        return self  # GuardedStore's constructor
+
+    def publish(self, manifest: Manifest, uri: str) -> None:
+        """manifest.json under the s3:// folder uri, and a HEAD answer of the right size for each listed file."""
+        location = S3Location.parse(uri)
+        document = manifest.model_dump(mode="json", by_alias=True)
+        self.objects[(location.bucket, location.key(MANIFEST_FILE))] = json.dumps(document).encode()
+        for artifact in manifest.stages.values():
+            self.objects[(location.bucket, location.key(artifact.file))] = Head(artifact.size)
+
+    def get(self, bucket: str, key: str, limit: int, deadline: float) -> bytes:
+        return self._read(bucket, key)
+
+    def head(self, bucket: str, key: str, deadline: float) -> Head:
+        return self._read(bucket, key)
+
+    def _read(self, bucket: str, key: str):
+        self.reads += 1
+        if self.failing:
+            raise self.failing
+        if (bucket, key) not in self.objects:
+            raise StoreFailure("missing", "NoSuchKey", "HTTP 404 NoSuchKey")
+        return self.objects[(bucket, key)]

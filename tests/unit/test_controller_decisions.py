@@ -1,0 +1,398 @@
+"""The controller's decisions, made by its real reconcile code (and a real Kube) against an in-memory API server
+(tests/fake_kube.py) and an in-memory store (tests/fake_stores.py): milliseconds each. tests/integration makes
+the same decisions against a real control plane, and so proves the API server answers as the fake does."""
+
+import asyncio
+import json
+import logging
+
+import pytest
+
+from bernini.artifacts import preflight
+from bernini.artifacts.guarded_store import StoreFailure
+from bernini.artifacts.preflight import ManifestReader
+from bernini.reconcile.controller import Controller
+from bernini.reconcile.policy import Policy
+from bernini.render.names import MANAGER, VERSION_LABEL
+from tests.fake_kube import FakeCluster
+from tests.fake_stores import InMemoryStore
+from tests.unit.specs import make_manifest
+
+NAMESPACE, NAME = "tenant", "bernini"
+KEY = (NAMESPACE, NAME)
+URI = "s3://bucket/bernini/1.0.0/"
+PREWARM = "bernini-prewarm"
+PREWARMING = {"artifactsCache": {"claimName": "bernini-cache", "prewarm": True}}
+DENIAL = "RayServices in this namespace need the platform team's approval"
+FOREIGN_RAYSERVICE = {"apiVersion": "ray.io/v1", "kind": "RayService",
+                      "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": {"team": "other"}},
+                      "spec": {"serveConfigV2": "applications: []\n"}}
+FOREIGN_DAEMONSET = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": PREWARM, "namespace": NAMESPACE},
+                     "spec": {"template": {"spec": {"containers": [{"name": "theirs", "image": "theirs:1"}]}}}}
+
+
+def deployment(**spec) -> dict:
+    return {"apiVersion": "bernini.dev/v1alpha1", "kind": "BerniniDeployment",
+            "metadata": {"name": NAME, "namespace": NAMESPACE},
+            "spec": {"model": {"version": "1.0.0", "artifactsUri": URI}, "runtime": {"image": "serving:1"}, **spec}}
+
+
+@pytest.fixture
+def store(monkeypatch) -> InMemoryStore:
+    store = InMemoryStore()
+    store.publish(make_manifest(), URI)
+    monkeypatch.setattr(preflight, "GuardedStore", store)
+    monkeypatch.setattr(preflight, "Credentials", lambda: None)  # the store needs none; a botocore session costs ~50 ms
+    return store
+
+
+@pytest.fixture
+def cluster(store) -> FakeCluster:  # with the store patched in: no test dials a real one
+    return FakeCluster()
+
+
+def operator(cluster: FakeCluster, body: dict | None = None, policy: Policy = Policy()) -> Controller:
+    """The BerniniDeployment created, and a controller over the fake that re-reads the store on every reconcile."""
+    cluster.create(body or deployment())
+    return Controller(cluster.kube(), ManifestReader(cache_seconds=0), policy=policy)
+
+
+def deliver(controller: Controller, cluster: FakeCluster) -> None:
+    """What the watches deliver, filtered as handlers.py watches."""
+    for body in cluster.listed("berninideployments"):
+        controller.observe_deployment("MODIFIED", body)
+    for body in cluster.listed("rayservices"):
+        if body["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") == MANAGER:
+            controller.observe_rayservice("MODIFIED", body)
+
+
+def reconcile(controller: Controller, cluster: FakeCluster) -> str | None:
+    deliver(controller, cluster)
+    return controller.reconcile(KEY)
+
+
+def with_workers(controller: Controller, *steps) -> None:
+    """The controller's own workers (queue, error handling, back-off) on one event loop: each step() runs, then
+    the queue drains. A step that adds KEY again stands for the back-off's timer (1 s and more)."""
+    async def run():
+        controller.start()
+        try:
+            for step in steps:
+                step()
+                async with asyncio.timeout(5):
+                    while controller.queue:
+                        await asyncio.sleep(0.001)
+        finally:
+            await controller.stop()
+    asyncio.run(run())
+
+
+def edit_spec(cluster: FakeCluster, **spec) -> None:
+    cluster.edit("berninideployments", NAMESPACE, NAME, {"spec": spec})
+
+
+def condition(cluster: FakeCluster, kind: str) -> dict:
+    status = cluster.get("berninideployments", NAMESPACE, NAME).get("status", {})
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+
+def rayservice(cluster: FakeCluster) -> dict | None:
+    return cluster.get("rayservices", NAMESPACE, NAME)
+
+
+def daemonset(cluster: FakeCluster) -> dict | None:
+    return cluster.get("daemonsets", NAMESPACE, PREWARM)
+
+
+def warned(cluster: FakeCluster, reason: str) -> bool:
+    """Events of reason were posted (one per condition it turned), all warnings."""
+    events = cluster.events_for(reason)
+    return bool(events) and {event["type"] for event in events} == {"Warning"}
+
+
+def uid(cluster: FakeCluster) -> str:
+    return cluster.get("berninideployments", NAMESPACE, NAME)["metadata"]["uid"]
+
+
+# -- converging the RayService ---------------------------------------------------------------------
+
+
+def test_a_new_deployment_gets_a_rayservice_it_controls_and_an_idle_reconcile_writes_nothing(cluster):
+    controller = operator(cluster)
+    assert reconcile(controller, cluster) is None
+    owners = rayservice(cluster)["metadata"]["ownerReferences"]
+    assert [(owner["uid"], owner["controller"]) for owner in owners] == [(uid(cluster), True)]
+    assert cluster.managers("rayservices", NAMESPACE, NAME) == {MANAGER}
+    assert (condition(cluster, "Rendered")["status"], condition(cluster, "Rendered")["reason"]) == ("True", "Applied")
+    written = len(cluster.writes)
+    assert reconcile(controller, cluster) is None
+    assert cluster.writes[written:] == [], "an idle reconcile wrote"
+
+
+def test_a_hand_edit_of_its_rayservice_is_taken_back(cluster):
+    controller = operator(cluster)
+    reconcile(controller, cluster)
+    rendered = rayservice(cluster)["spec"]["serveConfigV2"]
+    cluster.edit("rayservices", NAMESPACE, NAME, {"spec": {"serveConfigV2": "edited"}}, manager="kubectl-edit")
+    assert reconcile(controller, cluster) is None
+    assert rayservice(cluster)["spec"]["serveConfigV2"] == rendered
+    assert cluster.managers("rayservices", NAMESPACE, NAME) == {MANAGER}
+
+
+def test_a_foreign_rayservice_of_its_name_is_never_written(cluster):
+    before = cluster.create(FOREIGN_RAYSERVICE, manager="tenant")
+    controller = operator(cluster)
+    assert reconcile(controller, cluster) is None
+    assert (condition(cluster, "Rendered")["status"], condition(cluster, "Rendered")["reason"]) == ("False", "NameConflict")
+    assert condition(cluster, "Ready")["status"] == "False"
+    assert warned(cluster, "NameConflict")
+    assert rayservice(cluster) == before
+
+
+def test_a_rayservice_created_between_the_read_and_the_create_conflicts_and_is_not_taken_over(cluster):
+    controller = operator(cluster)
+    cluster.just_before_next_apply(lambda: cluster.create(FOREIGN_RAYSERVICE, manager="tenant"))
+    assert reconcile(controller, cluster) is None
+    assert condition(cluster, "Rendered")["reason"] == "NameConflict"
+    assert MANAGER not in cluster.managers("rayservices", NAMESPACE, NAME)
+    assert "ownerReferences" not in rayservice(cluster)["metadata"]
+
+
+def test_a_rayservice_replaced_between_the_read_and_the_update_is_not_taken_over(cluster):
+    controller = operator(cluster)
+    reconcile(controller, cluster)
+    edit_spec(cluster, runtime={"image": "serving:2"})  # so the reconcile wants to apply
+
+    def replaced():
+        cluster.delete("rayservices", NAMESPACE, NAME)
+        cluster.create(FOREIGN_RAYSERVICE, manager="tenant")
+    cluster.just_before_next_apply(replaced)
+    assert reconcile(controller, cluster) is None
+    assert condition(cluster, "Rendered")["reason"] == "NameConflict"
+    assert rayservice(cluster)["spec"] == FOREIGN_RAYSERVICE["spec"]
+    assert MANAGER not in cluster.managers("rayservices", NAMESPACE, NAME)
+
+
+def test_an_apply_admission_refuses_is_a_condition_an_event_and_a_retry_until_allowed(cluster):
+    cluster.deny("rayservices", DENIAL)
+    controller = operator(cluster)
+    assert reconcile(controller, cluster) == "ApplyRefused", "not retried"
+    rendered = condition(cluster, "Rendered")
+    assert (rendered["status"], rendered["reason"]) == ("False", "ApplyRefused") and DENIAL in rendered["message"]
+    assert condition(cluster, "Ready")["reason"] == "ApplyRefused"
+    assert condition(cluster, "ArtifactsVerified")["status"] == "True"
+    assert warned(cluster, "ApplyRefused")
+    assert rayservice(cluster) is None
+    cluster.allow("rayservices")
+    assert reconcile(controller, cluster) is None
+    assert condition(cluster, "Rendered")["status"] == "True" and rayservice(cluster) is not None
+
+
+def test_without_kuberay_the_deployment_says_so_and_converges_once_it_is_installed(cluster):
+    cluster.unserve("rayservices")
+    controller = operator(cluster)
+    assert reconcile(controller, cluster) == "RayServiceAPIMissing"
+    assert "install KubeRay" in condition(cluster, "Rendered")["message"]
+    cluster.unserved.discard("rayservices")  # KubeRay installed
+    assert reconcile(controller, cluster) is None
+    assert rayservice(cluster) is not None
+
+
+def test_a_deployment_deleted_while_no_event_said_so_is_forgotten_not_resurrected(cluster):
+    controller = operator(cluster)
+    deliver(controller, cluster)
+    cluster.delete("berninideployments", NAMESPACE, NAME)  # a watch relist sends no DELETED
+    assert controller.reconcile(KEY) is None
+    assert rayservice(cluster) is None
+    assert KEY not in controller.deployments
+
+
+def pod(cluster_name: str, name: str, waiting: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"ray.io/cluster": cluster_name}},
+            "status": {"phase": "Pending", "containerStatuses": [
+                {"name": "ray-worker", "state": {"waiting": {"reason": waiting}}, "restartCount": 3}]}}
+
+
+def test_a_failing_pod_of_the_starting_cluster_is_why_it_is_not_ready(cluster):
+    controller = operator(cluster)
+    reconcile(controller, cluster)
+    cluster.edit("rayservices", NAMESPACE, NAME, {"status": {"pendingServiceStatus": {"rayClusterName": "bernini-x7k2p"}}},
+                 manager="kuberay")
+    cluster.create(pod("bernini-x7k2p", "bernini-x7k2p-worker-0", "ImagePullBackOff"), manager="kubelet")
+    cluster.create(pod("someone-else", "a-pod-sorted-first", "CrashLoopBackOff"), manager="kubelet")
+    reconcile(controller, cluster)
+    pods = condition(cluster, "PodsHealthy")
+    assert (pods["status"], pods["reason"]) == ("False", "ImagePullBackOff") and "bernini-x7k2p-worker-0" in pods["message"]
+    assert condition(cluster, "Ready")["reason"] == "ImagePullBackOff"
+
+
+# -- refused writes, through the controller's own workers -------------------------------------------
+
+
+def test_a_refused_status_patch_is_one_warning_event_and_a_retry_until_written(cluster):
+    cluster.deny("berninideployments/status", DENIAL)
+    controller = operator(cluster)
+    failures = []
+
+    def retry():
+        failures.append(controller._failures.get(KEY, 0))
+        controller.queue.add(KEY)
+
+    def lift_and_retry():
+        cluster.allow("berninideployments/status")
+        retry()
+    with_workers(controller, lambda: deliver(controller, cluster), retry, lift_and_retry)
+    assert failures == [1, 2], "each refusal is one more failure of the back-off"
+    events = cluster.events_for("StatusRefused")
+    assert len(events) == 1 and events[0]["type"] == "Warning" and DENIAL in events[0]["message"]
+    assert condition(cluster, "Ready"), "the status was never written"
+    assert KEY not in controller._failures, "the success did not reset the back-off"
+
+
+def test_a_create_in_a_terminating_namespace_ends_the_reconcile_without_retries(cluster, caplog):
+    controller = operator(cluster)
+    cluster.terminate(NAMESPACE)
+    with caplog.at_level(logging.DEBUG, logger="bernini.controller"):
+        with_workers(controller, lambda: deliver(controller, cluster))
+    assert KEY not in controller._failures, "the refusal was retried"
+    assert rayservice(cluster) is None
+    assert "namespace is being deleted" in caplog.text
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING], caplog.text
+
+
+def test_a_replica_not_leading_writes_nothing_counts_no_failure_and_writes_once_it_leads(cluster, caplog):
+    controller = operator(cluster)
+    leading = False
+    controller.kube.may_write = lambda: leading
+
+    def leads_again():
+        nonlocal leading
+        leading = True
+        controller.queue.add(KEY)  # as the busy retry's timer does
+    with caplog.at_level(logging.INFO, logger="bernini.controller"):
+        with_workers(controller, lambda: deliver(controller, cluster))
+        assert cluster.writes == [] and cluster.events == []
+        assert KEY not in controller._failures
+        assert "leadership is in doubt" in caplog.text
+        with_workers(controller, leads_again)
+    assert rayservice(cluster) is not None and condition(cluster, "Ready")
+
+
+# -- policy and preflight ----------------------------------------------------------------------------
+
+
+def test_an_endpoint_outside_the_policy_is_denied_never_dialled_and_leaves_the_rayservice_alone(cluster, store):
+    allowed = "https://s3.us-east-1.amazonaws.com"
+    controller = operator(cluster, deployment(s3={"endpointUrl": allowed}), Policy(endpoints=(allowed,)))
+    reconcile(controller, cluster)
+    before, reads = rayservice(cluster), store.reads
+    assert before is not None and reads
+    edit_spec(cluster, s3={"endpointUrl": "https://s3.elsewhere.example.com"})
+    assert reconcile(controller, cluster) is None
+    ready = condition(cluster, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "PolicyDenied") and "spec.s3.endpointUrl" in ready["message"]
+    assert condition(cluster, "Rendered")["reason"] == "BlockedByPreflight"
+    assert store.reads == reads, "an endpoint the policy refuses was dialled"
+    assert rayservice(cluster) == before
+    assert warned(cluster, "PolicyDenied")
+
+
+def test_a_store_outage_keeps_the_last_verified_artifacts_and_edits_still_roll_out(cluster, store):
+    controller = operator(cluster)
+    reconcile(controller, cluster)
+    store.failing = StoreFailure("unreachable", "ConnectionRefused", "connection refused")
+    reads = store.reads
+    edit_spec(cluster, runtime={"image": "serving:2"})
+    assert reconcile(controller, cluster) is None
+    assert store.reads > reads, "the store was not asked again"
+    verified = condition(cluster, "ArtifactsVerified")
+    assert verified["status"] == "True" and "the last re-check failed, kept" in verified["message"]
+    assert "serving:2" in json.dumps(rayservice(cluster)["spec"])
+
+
+def test_artifacts_gone_from_the_store_block_the_rollout_and_leave_the_rayservice_alone(cluster, store):
+    controller = operator(cluster)
+    reconcile(controller, cluster)
+    before = rayservice(cluster)
+    store.objects.clear()  # the store answers, and the manifest verified before is not there
+    edit_spec(cluster, runtime={"image": "serving:2"})
+    assert reconcile(controller, cluster) is None
+    verified = condition(cluster, "ArtifactsVerified")
+    assert (verified["status"], verified["reason"]) == ("False", "ManifestNotFound")
+    assert condition(cluster, "Rendered")["reason"] == "BlockedByPreflight"
+    assert rayservice(cluster) == before
+    assert warned(cluster, "ManifestNotFound")
+
+
+# -- the pre-warm DaemonSet ---------------------------------------------------------------------------
+
+
+def serving(cluster: FakeCluster, version: str) -> None:
+    """KubeRay's side: the RayService Ready on an active RayCluster whose pods carry version."""
+    cluster.create({"apiVersion": "ray.io/v1", "kind": "RayCluster",
+                    "metadata": {"name": "bernini-x7k2p", "namespace": NAMESPACE},
+                    "spec": {"headGroupSpec": {"template": {"metadata": {"labels": {VERSION_LABEL: version}}}}}},
+                   manager="kuberay")
+    cluster.edit("rayservices", NAMESPACE, NAME, {"status": {
+        "activeServiceStatus": {"rayClusterName": "bernini-x7k2p"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints"}]}}, manager="kuberay")
+
+
+def test_the_prewarm_daemonset_is_applied_while_the_version_rolls_out_and_only_once(cluster):
+    controller = operator(cluster, deployment(**PREWARMING))
+    reconcile(controller, cluster)
+    owners = daemonset(cluster)["metadata"]["ownerReferences"]
+    assert [(owner["uid"], owner["controller"]) for owner in owners] == [(uid(cluster), True)]
+    assert cluster.managers("daemonsets", NAMESPACE, PREWARM) == {MANAGER}
+    written = len(cluster.writes)
+    reconcile(controller, cluster)
+    assert cluster.writes[written:] == [], "an unchanged pre-warm DaemonSet was written again"
+
+
+@pytest.mark.parametrize("rollout_ends", [
+    lambda cluster: serving(cluster, "1.0.0"),
+    lambda cluster: edit_spec(cluster, suspend=True),
+], ids=["the version serves", "suspended"])
+def test_the_prewarm_daemonset_goes_when_nothing_rolls_out(cluster, rollout_ends):
+    controller = operator(cluster, deployment(**PREWARMING))
+    reconcile(controller, cluster)
+    assert daemonset(cluster) is not None
+    rollout_ends(cluster)
+    reconcile(controller, cluster)
+    assert daemonset(cluster) is None
+
+
+def test_after_a_restart_a_prewarm_daemonset_left_behind_is_deleted_once_the_version_serves(cluster):
+    reconcile(operator(cluster, deployment(**PREWARMING)), cluster)
+    assert daemonset(cluster) is not None
+    serving(cluster, "1.0.0")  # while no operator runs
+    restarted = Controller(cluster.kube(), ManifestReader(cache_seconds=0))
+    reconcile(restarted, cluster)
+    assert daemonset(cluster) is None
+    assert cluster.get("berninideployments", NAMESPACE, NAME)["status"]["modelVersion"] == "1.0.0"
+
+
+def test_a_tenants_daemonset_of_the_prewarm_name_is_never_applied_over_nor_deleted(cluster):
+    before = cluster.create(FOREIGN_DAEMONSET, manager="tenant")
+    controller = operator(cluster, deployment(**PREWARMING))
+    reconcile(controller, cluster)
+    reconcile(controller, cluster)
+    edit_spec(cluster, suspend=True)
+    reconcile(controller, cluster)
+    assert daemonset(cluster) == before
+    events = cluster.events_for("PrewarmNameConflict")
+    assert len(events) == 1 and events[0]["type"] == "Warning"
+    assert "not controlled by this BerniniDeployment" in events[0]["message"]
+
+
+def test_a_refused_prewarm_daemonset_is_one_event_and_the_rollout_goes_on(cluster):
+    cluster.deny("daemonsets", DENIAL)
+    controller = operator(cluster, deployment(**PREWARMING))
+    assert reconcile(controller, cluster) is None
+    assert condition(cluster, "Rendered")["status"] == "True" and rayservice(cluster) is not None
+    reconcile(controller, cluster)  # a resync does not retry a refusal of the same DaemonSet
+    events = cluster.events_for("PrewarmRefused")
+    assert len(events) == 1 and events[0]["type"] == "Warning"
+    assert DENIAL in events[0]["message"] and PREWARM in events[0]["message"]
+    assert daemonset(cluster) is None
