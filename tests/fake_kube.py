@@ -54,7 +54,7 @@ def _fields(value: Any, path: tuple = ()):
 
 def _owned_fields(body: dict[str, Any]) -> dict[tuple, Any]:
     return {path: value for path, value in _fields(body)
-            if path not in _SYSTEM_FIELDS and path[0] != "status" and path[:2] != ("metadata", "managedFields")}
+            if path not in _SYSTEM_FIELDS and path[0] != "status"}
 
 
 def _at(body: dict[str, Any], path: tuple) -> Any:
@@ -180,7 +180,7 @@ class FakeCluster:
         if resource.split("/")[0] in self.unserved:
             raise status_error(404, "NotFound", "the server could not find the requested resource")
 
-    def _admit(self, resource: str, namespace: str, name: str) -> None:
+    def _admit(self, resource: str, name: str) -> None:
         if resource in self.denied:
             raise status_error(422, "Invalid", f'{resource} "{name}" is forbidden: ValidatingAdmissionPolicy '
                                                f"denied request: {self.denied[resource]}")
@@ -189,7 +189,7 @@ class FakeCluster:
         if namespace in self.terminating:
             raise status_error(403, "Forbidden", f'{resource} "{name}" is forbidden: unable to create new content '
                                                  f"in namespace {namespace} because it is being terminated")
-        self._admit(resource, namespace, name)
+        self._admit(resource, name)
 
     def read(self, resource: str, namespace: str, name: str) -> dict[str, Any]:
         self._served(resource)
@@ -220,7 +220,7 @@ class FakeCluster:
             if conflicts and not force:
                 listed = "; ".join(f'conflict with "{owners[path]}": .{".".join(path)}' for path in conflicts)
                 raise status_error(409, "Conflict", f"Apply failed with {len(conflicts)} conflicts: {listed}")
-            self._admit(resource, namespace, name)
+            self._admit(resource, name)
             spec_before = copy.deepcopy(live.get("spec"))
             for path, value in fields.items():
                 _put(live, path, value)
@@ -235,7 +235,7 @@ class FakeCluster:
         live = self.objects.get((resource, namespace, name))
         if live is None:
             raise status_error(404, "NotFound", f'{resource} "{name}" not found')
-        self._admit(f"{resource}/status", namespace, name)
+        self._admit(f"{resource}/status", name)
         merge_patch(live, patch)
         self._bump(live, live.get("spec"))
         self.writes.append(("patch", f"{resource}/status", name))
