@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from bernini.cost.prices import LIST_PRICES
-from bernini.instances import CATALOGUE
+from bernini.domain.instances import CATALOGUE
 from tests.bench.figures import measure, percentile
 from tests.bench.serve import InProcess, compiled, serve_pipeline
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from bernini.compile import compile_model
-from bernini.pipeline import DEPLOYMENT_NAMES, STAGES
+from bernini.domain.pipeline import DEPLOYMENT_NAMES, STAGES
 from localdev.ray_head import RayHead
 from bernini.serve import stages
 from tests.bench.figures import measure, percentile

@@ -61,7 +61,7 @@ def test_example_passes_a_server_side_dry_run(example, kubeconfig, bernini_crd, 
 def test_the_artifacts_cache_claim_binds_where_the_worker_pods_run(kubeconfig, core):
     """The example PV and claim applied for real (namespace models): the claim binds to the PV, and the PV's node
     affinity names exactly the types the renderer pins neuron worker pods to."""
-    from bernini.instances import of_kind
+    from bernini.domain.instances import of_kind
 
     documents = list(yaml.safe_load_all((EXAMPLES / "artifacts-cache.yaml").read_text()))
     volume, claim = documents

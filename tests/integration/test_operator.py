@@ -94,7 +94,7 @@ OTHER_KINDS = {
 
 @pytest.mark.parametrize("kind", list(OTHER_KINDS))
 def test_each_accelerator_kind_runs_its_workers_on_its_own_nodes(operator, custom, core, namespace, example_deployment, kind):
-    from bernini.instances import KINDS
+    from bernini.domain.instances import KINDS
 
     accelerator, stages, extended, taint = OTHER_KINDS[kind]
     body = example_deployment(target=KINDS[kind].target)

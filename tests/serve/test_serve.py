@@ -18,7 +18,7 @@ import pytest
 import trimesh
 from PIL import Image
 
-from bernini.pipeline import STAGES
+from bernini.domain.pipeline import STAGES
 from bernini.render.pods import SERVE_PROCESS_ENV
 from bernini.render.serve_config import REPLICA_ENV
 from localdev.waiting import wait_for

@@ -2,7 +2,7 @@
 
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.manifest import Manifest
-from bernini.pipeline import NEURAL_STAGES
+from bernini.domain.pipeline import NEURAL_STAGES
 
 
 def make_spec(**overrides) -> BerniniDeploymentSpec:

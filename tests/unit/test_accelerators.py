@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 
 from bernini.artifacts.preflight import judge
-from bernini.instances import CATALOGUE, KINDS
+from bernini.domain.instances import CATALOGUE, KINDS
 from bernini.render.capacity import StageDoesNotFit, plan
 from tests.unit.specs import make_manifest, make_spec
 from tests.unit.test_render import render, serve

@@ -5,7 +5,7 @@ from pydantic import ValidationError
 
 from bernini.cost.estimate import estimate, reported_workers
 from bernini.cost.prices import LIST_PRICES, MAX_DOLLARS_PER_HOUR, PriceFileError, PriceTable, load_override
-from bernini.instances import CATALOGUE
+from bernini.domain.instances import CATALOGUE
 from bernini.reconcile.status import Observation, desired_status
 from bernini.render.capacity import plan
 from bernini.artifacts.preflight import Preflight

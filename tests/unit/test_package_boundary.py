@@ -1,5 +1,7 @@
-"""The product package holds the product: no development harness and no dev-only imports."""
+"""The product package holds the product, with no development harness and no dev-only imports; its layers
+import only downward."""
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +39,30 @@ def test_stage_replicas_do_not_import_the_meshing_libraries():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == ""
+
+
+def _bernini_imports(path: Path) -> set[str]:
+    """Every bernini module a source file imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            # `from bernini import render` imports bernini.render
+            found |= {f"{node.module}.{alias.name}" for alias in node.names} if node.module == "bernini" else {node.module}
+    return {name for name in found if name.split(".")[0] == "bernini"}
+
+
+def _imports_from(layer: str, packages: tuple[str, ...]) -> list[str]:
+    return sorted(f"{path.relative_to(PACKAGE)}: {name}" for path in (PACKAGE / layer).rglob("*.py")
+                  for name in _bernini_imports(path) if name.split(".")[1] in packages)
+
+
+def test_the_domain_is_the_ground_floor():
+    # Instances, stages, quantities and packing are facts every other package reads; they read none of them.
+    above = tuple(path.stem for path in PACKAGE.iterdir() if path.stem not in ("domain", "__init__", "__pycache__"))
+    assert _imports_from("domain", above) == []
+
+
+def test_the_api_builds_on_the_domain_not_on_what_uses_the_api():
+    assert _imports_from("api", ("render", "reconcile", "cost", "artifacts", "serve", "cli")) == []

@@ -9,7 +9,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from bernini.api.spec import BerniniDeploymentSpec
-from bernini.pipeline import STAGES
+from bernini.domain.pipeline import STAGES
 from bernini.render.capacity import StageDoesNotFit, WorkerDoesNotFit, plan
 from bernini.render.pods import SERVE_PROCESS_ENV
 from bernini.render.rayservice import render_rayservice
@@ -143,7 +143,7 @@ def test_packing_default_spec_needs_two_inf2_xlarge_at_minimum():
 
 def test_every_catalogued_instance_type_is_in_the_crd_enum_and_packs():
     from bernini.api.crd import custom_resource_definition
-    from bernini.instances import CATALOGUE
+    from bernini.domain.instances import CATALOGUE
 
     schema = custom_resource_definition()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     enum = schema["properties"]["spec"]["properties"]["accelerator"]["properties"]["instanceTypes"]["items"]["enum"]

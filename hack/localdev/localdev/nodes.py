@@ -3,7 +3,7 @@ nodes. The shapes come from the product's one instance catalogue."""
 
 from dataclasses import dataclass
 
-from bernini.instances import CATALOGUE, KINDS, InstanceType
+from bernini.domain.instances import CATALOGUE, KINDS, InstanceType
 
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 

@@ -7,10 +7,10 @@ from pydantic import Field, create_model, field_validator
 from pydantic.fields import FieldInfo
 
 from bernini.api.base import ApiModel
+from bernini.domain.instances import CATALOGUE, DEFAULT_INSTANCE_TYPE, KINDS, TARGETS, AcceleratorKind, of_kind
+from bernini.domain.pipeline import NEURAL_STAGES, STAGES
+from bernini.domain.quantity import parse_quantity
 from bernini.endpoints import parse_endpoint
-from bernini.instances import CATALOGUE, DEFAULT_INSTANCE_TYPE, KINDS, AcceleratorKind, of_kind
-from bernini.pipeline import NEURAL_STAGES, STAGES
-from bernini.render.quantity import parse_quantity
 
 InstanceTypeName = Literal[tuple(CATALOGUE)]  # the CRD's enum, from the one catalogue
 
@@ -95,7 +95,7 @@ class ModelRef(ApiModel):
     artifacts_uri: str = Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$", max_length=1024)
     """S3 prefix holding manifest.json and the compiled stage files, e.g. s3://models/bernini/1.4.0/."""
 
-    target: Literal["inf2", "cuda", "cpu"] | None = None
+    target: Literal[TARGETS] | None = None
     """Compilation target the artifacts must have. Unset: the accelerator kind's (inf2 for neuron, cuda for
     nvidia, cpu for cpu). cpu on an accelerator kind runs the graphs on the CPUs of accelerator nodes: for
     testing the scheduling recipe only."""
@@ -410,10 +410,11 @@ def _stage_amount_rules(stage: str) -> list[dict]:
 
 
 _TARGET_OF_KIND = "{" + ", ".join(f"'{kind}': '{facts.target}'" for kind, facts in KINDS.items()) + "}"
+_ACCELERATOR_TARGETS = ", ".join(f"{facts.target} for {kind}" for kind, facts in KINDS.items() if facts.resource)
 _SPEC_RULES = [
     _cel(f"!has(self.model.target) || self.model.target == 'cpu' || "
          f"self.model.target == {_TARGET_OF_KIND}[self.accelerator.kind]",
-         "model.target must be the accelerator kind's target (inf2 for neuron, cuda for nvidia) or cpu",
+         f"model.target must be the accelerator kind's target ({_ACCELERATOR_TARGETS}) or cpu",
          ".model.target"),
     *(rule for stage in STAGES for rule in _stage_amount_rules(stage)),
 ]

@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from bernini.api.base import WireModel
+from bernini.domain.instances import TARGETS
 
 MANIFEST_FILE = "manifest.json"
 UNSAFE_KEY = "must be a plain relative path inside the artifacts prefix"  # the puller exits 7 on it
-Target = Literal["inf2", "cuda", "cpu"]
+Target = Literal[TARGETS]
 # The torch device a target's graphs run on; Neuron graphs take CPU tensors and move them themselves.
 DEVICE_OF_TARGET = {"inf2": "cpu", "cuda": "cuda", "cpu": "cpu"}
 SUPPORTED_MANIFEST_VERSIONS = (1,)

@@ -11,7 +11,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, replace
 
 from bernini.api.spec import BerniniDeploymentSpec
-from bernini.pipeline import NEURAL_STAGES
+from bernini.domain.pipeline import NEURAL_STAGES
 from bernini.artifacts.manifest import MANIFEST_FILE, Manifest, UnsupportedManifestVersion, parse_manifest
 from bernini.artifacts.guarded_store import Credentials, GuardedStore, StoreFailure, TooLarge
 from bernini.artifacts.store import S3Location

@@ -4,12 +4,14 @@ import argparse
 import os
 from pathlib import Path
 
+from bernini.domain.instances import TARGETS
+
 
 def add_to(commands: argparse._SubParsersAction) -> None:
     compile_parser = commands.add_parser("compile", help="trace every stage, write manifest.json, publish to S3")
     compile_parser.add_argument("--version", required=True, help="model version recorded in the manifest")
     compile_parser.add_argument("--out", type=Path, required=True, help="local directory for the artifact set")
-    compile_parser.add_argument("--target", choices=("inf2", "cuda", "cpu"),
+    compile_parser.add_argument("--target", choices=TARGETS,
                                 help="default: inf2 when torch-neuronx imports, else cpu; cuda traces on this host's GPU")
     compile_parser.add_argument("--seed", type=int, default=0, help="reference model weights seed")
     compile_parser.add_argument("--upload", metavar="S3_URI", help="publish the set to this prefix")

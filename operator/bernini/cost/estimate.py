@@ -10,7 +10,7 @@ from typing import Any
 
 from bernini.api.status import Cost, InstanceTypeCost
 from bernini.cost.prices import PriceTable
-from bernini.render.capacity import Plan
+from bernini.domain.capacity import Plan
 
 
 def reported_workers(rayservice: dict[str, Any] | None) -> int | None:

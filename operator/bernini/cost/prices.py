@@ -7,7 +7,7 @@ import yaml
 from pydantic import Field
 
 from bernini.api.base import WireModel
-from bernini.instances import CATALOGUE
+from bernini.domain.instances import CATALOGUE
 
 
 # Accelerator instances list under $100/h (p5.48xlarge launched at $98.32/h; the dearest type the operator knows,

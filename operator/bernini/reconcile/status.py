@@ -13,11 +13,12 @@ from bernini.api.status import (
 from bernini.artifacts.preflight import Preflight
 from bernini.cost.estimate import estimate, reported_workers
 from bernini.cost.prices import LIST_PRICES, PriceTable
-from bernini.pipeline import APPLICATION_NAME, DEPLOYMENT_NAMES
+from bernini.domain.capacity import Plan
+from bernini.domain.pipeline import APPLICATION_NAME, DEPLOYMENT_NAMES
 from bernini.reconcile import conditions as c
 from bernini.reconcile.pod_health import PodTrouble
 from bernini.render import names
-from bernini.render.capacity import Plan, deployments
+from bernini.render.capacity import deployments
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,10 @@ profile."""
 
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.manifest import Manifest
-from bernini.instances import ACCELERATED_FAMILIES, KINDS
-from bernini.pipeline import ARTIFACTS_MOUNT_PATH
-from bernini.render.capacity import WorkerShape
-from bernini.render.quantity import to_bytes
+from bernini.domain.capacity import WorkerShape
+from bernini.domain.instances import ACCELERATED_FAMILIES, KINDS
+from bernini.domain.pipeline import ARTIFACTS_MOUNT_PATH
+from bernini.domain.quantity import to_bytes
 
 # The Ray resource Neuron workers declare and replicas ask for; Ray knows GPUs natively (num-gpus).
 NEURON_CORES_RAY_RESOURCE = "neuron_cores"

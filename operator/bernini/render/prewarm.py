@@ -6,7 +6,7 @@ from typing import Any
 
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.manifest import Manifest
-from bernini.pipeline import ARTIFACTS_MOUNT_PATH
+from bernini.domain.pipeline import ARTIFACTS_MOUNT_PATH
 from bernini.render import names
 from bernini.render.pods import CONTAINER_SECURITY, accelerator_tolerations, artifacts_volumes, pod_spec, puller_container
 from bernini.render.rayservice import owner_reference

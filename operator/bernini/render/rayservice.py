@@ -6,8 +6,9 @@ from typing import Any
 from bernini.api import GROUP, KIND, VERSION
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.manifest import Manifest
+from bernini.domain.capacity import Plan, WorkerShape
 from bernini.render import names
-from bernini.render.capacity import Plan, WorkerShape, plan
+from bernini.render.capacity import plan
 from bernini.render.pods import CONTAINER_SECURITY, NEURON_CORES_RAY_RESOURCE, head_template, worker_template
 from bernini.render.serve_config import serve_config_yaml
 

@@ -5,10 +5,10 @@ from typing import Any
 import yaml
 
 from bernini.api.spec import BerniniDeploymentSpec, ReplicaSpec
-from bernini.pipeline import APPLICATION_IMPORT_PATH, APPLICATION_NAME, ARTIFACTS_MOUNT_PATH, DEPLOYMENT_NAMES
+from bernini.domain.pipeline import APPLICATION_IMPORT_PATH, APPLICATION_NAME, ARTIFACTS_MOUNT_PATH, DEPLOYMENT_NAMES
+from bernini.domain.quantity import to_bytes
 from bernini.render.capacity import deployments
 from bernini.render.pods import NEURON_CORES_RAY_RESOURCE
-from bernini.render.quantity import to_bytes
 
 # A request the pipeline has not answered in this long gets 408 from Serve's proxy instead of holding a slot.
 HTTP_OPTIONS = {"host": "0.0.0.0", "port": 8000, "request_timeout_s": 120}

@@ -1,7 +1,7 @@
 """The Ray Serve application the operator's serveConfigV2 imports: bernini.serve.app:app_builder.
 
 One deployment per pipeline stage, composed through deployment handles behind an HTTP ingress.
-Deployment names match bernini.pipeline.DEPLOYMENT_NAMES, which the renderer uses for their options.
+Deployment names match bernini.domain.pipeline.DEPLOYMENT_NAMES, which the renderer uses for their options.
 """
 
 import asyncio

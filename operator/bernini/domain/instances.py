@@ -24,6 +24,9 @@ KINDS: dict[str, AcceleratorKindFacts] = {
     "cpu": AcceleratorKindFacts("none", None, None, "cpu", False),
 }
 
+# The artifacts' compilation targets, one per kind: what `bernini compile`, the manifest and spec.model take.
+TARGETS = tuple(facts.target for facts in KINDS.values())
+
 
 @dataclass(frozen=True)
 class InstanceType:
