@@ -9,6 +9,8 @@ import json
 import math
 from typing import Any
 
+from bernini.api.status import BerniniDeploymentStatus, read_back
+
 # A puller's summary (pull.py): file counts, byte counts and seconds, all of them required.
 SUMMARY_KEYS = ("storeFiles", "storeBytes", "cacheFiles", "cacheBytes", "presentFiles", "seconds")
 # No pull moves 8 PiB or lasts 285 million years; a figure past 2**53 is not a puller's.
@@ -101,29 +103,25 @@ def _pulled(summary: Any) -> str:
             f" MiB from the node cache, in {summary['seconds']:.1f}s")
 
 
-def _heading(body: Any) -> list[str]:
+def _heading(body: Any, status: BerniniDeploymentStatus) -> list[str]:
     generation = _get(body, "metadata", "generation") or 0
-    observed = _get(body, "status", "observedGeneration") or 0
-    serving = _get(body, "status", "modelVersion") or "nothing yet"
-    seen = "" if observed == generation else f", operator has seen {_shown(observed)}"
+    seen = "" if status.observed_generation == generation else f", operator has seen {status.observed_generation}"
     lines = [f"{_shown(_get(body, 'metadata', 'namespace'))}/{_shown(_get(body, 'metadata', 'name'))}:"
-             f" model {_shown(_get(body, 'spec', 'model', 'version'))} (serving {_shown(serving)}),"
+             f" model {_shown(_get(body, 'spec', 'model', 'version'))} (serving {_shown(status.model_version or 'nothing yet')}),"
              f" generation {_shown(generation)}{seen}"]
-    if endpoint := _get(body, "status", "serveEndpoint"):
-        lines.append(f"endpoint: {_shown(endpoint)}")
+    if status.serve_endpoint:
+        lines.append(f"endpoint: {_shown(status.serve_endpoint)}")
     return lines
 
 
-def _conditions(status: Any) -> list[str]:
-    rows = [[_shown(c.get("type")), _shown(c.get("status")), _shown(c.get("reason")), _shown(c.get("message"), "")]
-            for c in _objects(_get(status, "conditions"))]
+def _conditions(status: BerniniDeploymentStatus) -> list[str]:
+    rows = [[_shown(c.type), c.status, _shown(c.reason), _shown(c.message)] for c in status.conditions]
     return ["conditions:", *_table(rows)]
 
 
-def _stages(status: Any) -> list[str]:
-    rows = [[_shown(s.get("name")), _shown(s.get("status")),
-             f"{_shown(s.get('minReplicas'))}-{_shown(s.get('maxReplicas'))} replicas", _shown(s.get("message"), "")]
-            for s in _objects(_get(status, "stages"))]
+def _stages(status: BerniniDeploymentStatus) -> list[str]:
+    rows = [[_shown(s.name), _shown(s.status), f"{s.min_replicas}-{s.max_replicas} replicas", _shown(s.message)]
+            for s in status.stages]
     return ["stages (Ray Serve):", *_table(rows)]
 
 
@@ -133,33 +131,31 @@ def _pods(pods: Any) -> list[str]:
     return ["pods:", *_table(sorted(rows, key=lambda row: (row[0], row[1])))]
 
 
-def _artifacts(status: Any) -> list[str]:
-    artifacts = _get(status, "artifacts")
-    if not isinstance(artifacts, dict) or not artifacts:
+def _artifacts(status: BerniniDeploymentStatus) -> list[str]:
+    artifacts = status.artifacts
+    if artifacts is None:
         return []
-    return [f"artifacts: {_shown(artifacts.get('uri'))} ({_shown(artifacts.get('target'))},"
-            f" {_mebibytes(artifacts.get('totalBytes', 0))} MiB),"
-            f" manifest sha256 {_shown(artifacts.get('manifestSha256') or 'unknown')}"]
+    return [f"artifacts: {_shown(artifacts.uri)} ({_shown(artifacts.target)}, {_mebibytes(artifacts.total_bytes)} MiB),"
+            f" manifest sha256 {_shown(artifacts.manifest_sha256 or 'unknown')}"]
 
 
-def _cost(status: Any) -> list[str]:
-    cost = _get(status, "cost")
-    if not isinstance(cost, dict) or not cost:
+def _cost(status: BerniniDeploymentStatus) -> list[str]:
+    cost = status.cost
+    if cost is None:
         return []
-    by_type = ", ".join(f"{_shown(t.get('workers'))} x {_shown(t.get('instanceType'))}"
-                        for t in _objects(cost.get("instanceTypes")))
-    unpriced = cost.get("unpricedInstanceTypes")
-    unpriced = ", ".join(map(_shown, unpriced)) if isinstance(unpriced, list) else ""
-    return [f"cost: {_dollars(cost.get('currentDollarsPerHour'))} now ({by_type or 'no workers'});"
-            f" {_dollars(cost.get('minDollarsPerHour'))} at minimum,"
-            f" {_dollars(cost.get('maxDollarsPerHour'))} at maximum",
-            f"prices: {_shown(cost.get('priceSource'))}, as of {_shown(cost.get('pricesAsOf'))}"
+    by_type = ", ".join(f"{t.workers} x {_shown(t.instance_type)}" for t in cost.instance_types)
+    unpriced = ", ".join(map(_shown, cost.unpriced_instance_types))
+    return [f"cost: {_dollars(cost.current_dollars_per_hour)} now ({by_type or 'no workers'});"
+            f" {_dollars(cost.min_dollars_per_hour)} at minimum,"
+            f" {_dollars(cost.max_dollars_per_hour)} at maximum",
+            f"prices: {_shown(cost.price_source)}, as of {_shown(cost.prices_as_of)}"
             + (f"; no price for {unpriced}" if unpriced else "")]
 
 
 def report(body: dict[str, Any], pods: list[dict[str, Any]]) -> str:
     """body: the BerniniDeployment; pods: its Ray pods, of every cluster (name, node, phase, ready, and pulled:
-    a worker's pull summary). Any JSON-shaped body reads: what is not where or what it should be shows as "?"."""
-    status = _get(body, "status")
-    return "\n".join([*_heading(body), *_conditions(status), *_stages(status), *_pods(pods), *_artifacts(status),
-                      *_cost(status)])
+    a worker's pull summary). Any JSON-shaped body reads: a status field that does not read as the model is left
+    out, anything else not where or what it should be shows as "?"."""
+    status = read_back(_get(body, "status"))
+    return "\n".join([*_heading(body, status), *_conditions(status), *_stages(status), *_pods(pods),
+                      *_artifacts(status), *_cost(status)])

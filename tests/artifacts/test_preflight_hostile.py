@@ -47,8 +47,8 @@ def test_an_endless_error_body_is_read_only_to_the_cap():
     finally:
         server.shutdown()
     took, grown = time.monotonic() - started, _rss_mib() - before
-    print(f"\n503 with an endless body: {result.reason} in {took:.2f}s, RSS +{grown:.1f} MiB")
-    assert (result.ok, result.reason) == (False, "StoreError") and "503" in result.message
+    print(f"\n503 with an endless body: {result.cause.reason} in {took:.2f}s, RSS +{grown:.1f} MiB")
+    assert (result.ok, result.cause.reason) == (False, "StoreError") and "503" in result.cause.message
     assert took < 3 and grown < 32
 
 
@@ -61,8 +61,8 @@ def test_a_store_that_trickles_headers_or_body_is_given_up_on_at_one_deadline(st
     finally:
         server.shutdown()
     took = time.monotonic() - started
-    print(f"\n{store.__name__}: {result.reason} after {took:.1f}s (deadline 2 s)")
-    assert (result.ok, result.reason) == (False, "StoreUnreachable") and "within 2s" in result.message
+    print(f"\n{store.__name__}: {result.cause.reason} after {took:.1f}s (deadline 2 s)")
+    assert (result.ok, result.cause.reason) == (False, "StoreUnreachable") and "within 2s" in result.cause.message
     assert took < 3
 
 
@@ -77,7 +77,7 @@ def test_a_tls_handshake_trickled_a_byte_at_a_time_ends_at_the_deadline():
         stop.set()
         listener.close()
     took = time.monotonic() - started
-    assert (result.ok, result.reason) == (False, "StoreUnreachable") and "within 2s" in result.message
+    assert (result.ok, result.cause.reason) == (False, "StoreUnreachable") and "within 2s" in result.cause.message
     assert took < 3, f"the handshake held the read for {took:.1f}s"
 
 
@@ -89,7 +89,7 @@ def test_a_head_that_trickles_its_headers_ends_at_the_same_deadline():
     finally:
         server.shutdown()
     took = time.monotonic() - started
-    assert (result.ok, result.reason) == (False, "StoreUnreachable")
+    assert (result.ok, result.cause.reason) == (False, "StoreUnreachable")
     assert took < 3, f"the HEADs took {took:.1f}s: each had its own clock"
 
 
@@ -107,7 +107,7 @@ def test_a_head_answer_without_a_usable_length_is_a_mismatch_not_a_crash(length)
         result = ManifestReader(cache_seconds=0).check(_spec(server))
     finally:
         server.shutdown()
-    assert (result.ok, result.reason) == (False, "ArtifactMismatch") and "gave no size" in result.message
+    assert (result.ok, result.cause.reason) == (False, "ArtifactMismatch") and "gave no size" in result.cause.message
 
 
 def test_one_tenants_hanging_store_holds_one_worker_and_others_are_not_slowed():
@@ -123,7 +123,7 @@ def test_one_tenants_hanging_store_holds_one_worker_and_others_are_not_slowed():
     def check_evil():
         started = time.monotonic()
         try:
-            outcomes.append((reader.check(_spec(hanging), "evil").reason, time.monotonic() - started))
+            outcomes.append((reader.check(_spec(hanging), "evil").cause.reason, time.monotonic() - started))
         except StoreBusy:
             outcomes.append(("StoreBusy", time.monotonic() - started))
     try:
@@ -140,7 +140,7 @@ def test_one_tenants_hanging_store_holds_one_worker_and_others_are_not_slowed():
         hanging.shutdown()
         fine.shutdown()
     print(f"\nhanging store: {sorted(outcomes)}; the other tenant's preflight {other_seconds * 1000:.0f} ms")
-    assert other.ok, other.message
+    assert other.ok, other.cause.message
     assert other_seconds < 1.0
     assert sorted(reason for reason, _ in outcomes) == ["StoreBusy"] * 3 + ["StoreUnreachable"]
     assert all(seconds < 0.5 for reason, seconds in outcomes if reason == "StoreBusy")
@@ -155,7 +155,7 @@ def test_one_tenants_hanging_stores_hold_at_most_its_share_of_the_workers():
 
     def check(server):
         try:
-            outcomes.append(reader.check(_spec(server), "evil").reason)
+            outcomes.append(reader.check(_spec(server), "evil").cause.reason)
         except StoreBusy:
             outcomes.append("StoreBusy")
     threads = [threading.Thread(target=check, args=(server,)) for server in stores]
@@ -185,8 +185,8 @@ def test_an_outage_after_a_verification_keeps_it_and_says_so():
         server.shutdown()
         server.server_close()
     kept = reader.check(_spec(server))  # the store is gone now: connection refused
-    assert kept.ok and kept.reason == "Verified"
-    assert "the last re-check failed, kept" in kept.message
+    assert kept.ok and kept.cause.reason == "Verified"
+    assert "the last re-check failed, kept" in kept.cause.message
 
 
 
@@ -203,5 +203,5 @@ def test_a_bucket_in_another_region_names_that_region():
         result = ManifestReader(cache_seconds=0).check(_spec(server))
     finally:
         server.shutdown()
-    assert (result.ok, result.reason) == (False, "StoreError")
-    assert "the bucket is in eu-west-1: set spec.s3.region to eu-west-1" in result.message
+    assert (result.ok, result.cause.reason) == (False, "StoreError")
+    assert "the bucket is in eu-west-1: set spec.s3.region to eu-west-1" in result.cause.message

@@ -39,30 +39,30 @@ def _check(spec):
 def test_a_missing_manifest_is_ManifestNotFound(store_spec):
     _, spec_for = store_spec
     result = _check(spec_for())
-    assert (result.ok, result.reason) == (False, "ManifestNotFound")
-    assert MANIFEST_FILE in result.message
+    assert (result.ok, result.cause.reason) == (False, "ManifestNotFound")
+    assert MANIFEST_FILE in result.cause.message
 
 
 def test_a_manifest_that_is_not_json_is_ManifestInvalid(store_spec, s3):
     prefix, spec_for = store_spec
     s3.put_object(Bucket="artifacts", Key=prefix + MANIFEST_FILE, Body=b"{not json")
     result = _check(spec_for())
-    assert (result.ok, result.reason) == (False, "ManifestInvalid")
+    assert (result.ok, result.cause.reason) == (False, "ManifestInvalid")
 
 
 def test_a_manifest_over_the_size_cap_is_ManifestInvalid_and_not_read_whole(store_spec, s3):
     prefix, spec_for = store_spec
     s3.put_object(Bucket="artifacts", Key=prefix + MANIFEST_FILE, Body=b" " * (MAX_MANIFEST_BYTES + 4096))
     result = _check(spec_for())
-    assert (result.ok, result.reason) == (False, "ManifestInvalid") and "larger than 1 MiB" in result.message
+    assert (result.ok, result.cause.reason) == (False, "ManifestInvalid") and "larger than 1 MiB" in result.cause.message
 
 
 def test_a_wrong_secret_is_AccessDenied_without_echoing_it(store_spec, monkeypatch):
     _, spec_for = store_spec
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-0123456789")
     result = _check(spec_for())
-    assert (result.ok, result.reason) == (False, "AccessDenied")
-    assert "not-the-secret" not in result.message
+    assert (result.ok, result.cause.reason) == (False, "AccessDenied")
+    assert "not-the-secret" not in result.cause.message
 
 
 def test_no_credentials_anywhere_is_NoCredentials(store_spec, monkeypatch, tmp_path):
@@ -74,8 +74,8 @@ def test_no_credentials_anywhere_is_NoCredentials(store_spec, monkeypatch, tmp_p
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "absent-credentials"))
     result = _check(spec_for())
-    assert (result.ok, result.reason) == (False, "NoCredentials")
-    assert "IAM role" in result.message
+    assert (result.ok, result.cause.reason) == (False, "NoCredentials")
+    assert "IAM role" in result.cause.message
 
 
 class _ThrottlingStore(http.server.BaseHTTPRequestHandler):
@@ -101,8 +101,8 @@ def test_an_error_reply_outside_the_known_codes_is_StoreError(store_spec):
         result = _check(spec_for(f"http://127.0.0.1:{server.server_address[1]}"))
     finally:
         server.shutdown()
-    assert (result.ok, result.reason) == (False, "StoreError")
-    assert "SlowDown" in result.message
+    assert (result.ok, result.cause.reason) == (False, "StoreError")
+    assert "SlowDown" in result.cause.message
 
 
 def _published(s3, prefix):
@@ -115,8 +115,8 @@ def test_a_listed_object_missing_from_the_store_is_ArtifactMissing(store_spec, s
     _published(s3, prefix)
     s3.delete_object(Bucket="artifacts", Key=prefix + "diffusion.pt")
     result = _check(spec_for())
-    assert (result.ok, result.reason) == (False, "ArtifactMissing")
-    assert f"s3://artifacts/{prefix}diffusion.pt" in result.message
+    assert (result.ok, result.cause.reason) == (False, "ArtifactMissing")
+    assert f"s3://artifacts/{prefix}diffusion.pt" in result.cause.message
 
 
 def test_a_listed_object_of_another_size_or_digest_is_ArtifactMismatch(store_spec, s3):
@@ -124,12 +124,12 @@ def test_a_listed_object_of_another_size_or_digest_is_ArtifactMismatch(store_spe
     manifest = _published(s3, prefix)
     s3.put_object(Bucket="artifacts", Key=prefix + "encoder.pt", Body=b"short")
     result = _check(spec_for())
-    assert (result.ok, result.reason) == (False, "ArtifactMismatch")
-    assert "encoder.pt" in result.message and f"manifest says {manifest['stages']['encoder']['size']}" in result.message
+    assert (result.ok, result.cause.reason) == (False, "ArtifactMismatch")
+    assert "encoder.pt" in result.cause.message and f"manifest says {manifest['stages']['encoder']['size']}" in result.cause.message
     s3.put_object(Bucket="artifacts", Key=prefix + "encoder.pt", Body=b"x" * manifest["stages"]["encoder"]["size"],
                   Metadata={"sha256": "f" * 64})
     result = _check(spec_for())
-    assert (result.ok, result.reason) == (False, "ArtifactMismatch") and "sha256 metadata ffff" in result.message
+    assert (result.ok, result.cause.reason) == (False, "ArtifactMismatch") and "sha256 metadata ffff" in result.cause.message
 
 
 def test_listed_objects_are_checked_once_per_manifest_digest(store_spec, s3):
@@ -142,7 +142,7 @@ def test_listed_objects_are_checked_once_per_manifest_digest(store_spec, s3):
     assert reader.check(spec_for()).ok, "the unchanged manifest's objects were checked again"
     _published(s3, prefix)  # new random stage bytes: a new manifest digest
     s3.delete_object(Bucket="artifacts", Key=prefix + "decoder.pt")
-    assert reader.check(spec_for()).reason == "ArtifactMissing"
+    assert reader.check(spec_for()).cause.reason == "ArtifactMissing"
 
 
 def test_a_store_that_trickles_bytes_is_given_up_on_at_the_deadline(store_spec):
@@ -156,7 +156,7 @@ def test_a_store_that_trickles_bytes_is_given_up_on_at_the_deadline(store_spec):
         server.shutdown()
     took = time.monotonic() - started
     print(f"\ntrickling store given up after {took:.1f}s (deadline 2 s)")
-    assert (result.ok, result.reason) == (False, "StoreUnreachable") and "did not finish within 2s" in result.message
+    assert (result.ok, result.cause.reason) == (False, "StoreUnreachable") and "did not finish within 2s" in result.cause.message
     assert took < 4
 
 
@@ -168,5 +168,5 @@ def test_a_store_that_streams_for_ever_is_cut_at_the_size_cap(store_spec):
         result = _check(spec_for(f"http://127.0.0.1:{server.server_address[1]}"))
     finally:
         server.shutdown()
-    assert (result.ok, result.reason) == (False, "ManifestInvalid") and "larger than 1 MiB" in result.message
+    assert (result.ok, result.cause.reason) == (False, "ManifestInvalid") and "larger than 1 MiB" in result.cause.message
     assert time.monotonic() - started < 5

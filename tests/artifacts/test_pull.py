@@ -213,10 +213,10 @@ def test_preflight_rides_out_a_store_outage_but_reports_one_it_never_saw_succeed
     server.stop()
     started = time.monotonic()
     kept = reader.check(spec)
-    assert kept.ok and kept.reason == "Verified"
+    assert kept.ok and kept.cause.reason == "Verified"
     assert time.monotonic() - started < 30
     fresh = ManifestReader(cache_seconds=0).check(spec)
-    assert (fresh.ok, fresh.reason) == (False, "StoreUnreachable")
+    assert (fresh.ok, fresh.cause.reason) == (False, "StoreUnreachable")
 
 
 def test_a_pull_in_a_terminal_shows_a_progress_bar_and_a_log_does_not(published, local_s3, tmp_path):

@@ -7,6 +7,8 @@ object is Ready=True at its generation and a request succeeds again. Per fault i
 in that window, seconds from the injection to Ready again, operator restarts, and whether any object
 (BerniniDeployment, RayService, RayCluster) or stored artifact was lost or duplicated.
 
+`python -m tests.bench.chaos FAULT...` runs only the named faults (function names below), in the order below.
+
 Goals: a control-plane fault (operator, API server, store) costs 0 failed requests and 0 lost objects. The
 local sizing has one worker with one replica per stage, so a worker's or the head's loss is reported as it is.
 """
@@ -15,6 +17,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -166,16 +169,27 @@ def black_hole_the_store_during_a_scale_up(bench: Bench) -> str:
     return f"diffusion minReplicas 1 -> 2, then {STORE_OUTAGE_SECONDS} s of dropped packets"
 
 
+def _delete_and_await_replacement(bench: Bench, node_type: str) -> str:
+    """Delete the first pod of node_type with no grace period; return once a pod of another name is ready in
+    its place, so that Ready again counts the replacement's start and not the seconds before anyone noticed."""
+    selector = f"ray.io/node-type={node_type}"
+    victim = helpers.pods(bench.core, NAMESPACE, selector)[0].metadata.name
+    bench.core.delete_namespaced_pod(victim, NAMESPACE, grace_period_seconds=0)
+
+    def replaced():
+        return any(pod.metadata.name != victim and pod.status.phase == "Running"
+                   and all(c.ready for c in pod.status.container_statuses or [])
+                   for pod in helpers.pods(bench.core, NAMESPACE, selector))
+    wait_for(replaced, f"a {node_type} pod in place of {victim}", timeout=600, interval=1)
+    return f"deleted {victim} with no grace period; counted until its replacement is ready"
+
+
 def kill_a_worker_pod(bench: Bench) -> str:
-    worker = helpers.pods(bench.core, NAMESPACE, "ray.io/node-type=worker")[0]
-    bench.core.delete_namespaced_pod(worker.metadata.name, NAMESPACE, grace_period_seconds=0)
-    return f"deleted {worker.metadata.name} with no grace period"
+    return _delete_and_await_replacement(bench, "worker")
 
 
 def kill_the_head_pod(bench: Bench) -> str:
-    head = helpers.pods(bench.core, NAMESPACE, "ray.io/node-type=head")[0]
-    bench.core.delete_namespaced_pod(head.metadata.name, NAMESPACE, grace_period_seconds=0)
-    return f"deleted {head.metadata.name} with no grace period"
+    return _delete_and_await_replacement(bench, "head")
 
 
 def stop_a_kubelet(bench: Bench) -> str:
@@ -244,7 +258,8 @@ def main() -> None:
         deploy(cluster, core, custom, s3, NAMESPACE)
         bench = Bench(cluster, s3, s3_client, core, custom, operator, SteadyLoad(core))
         bench.load.start()
-        for fault in FAULTS:
+        chosen = [fault for fault in FAULTS if not sys.argv[1:] or fault.__name__ in sys.argv[1:]]
+        for fault in chosen:
             try:
                 rows.append(run_fault(bench, fault))
             except Exception as error:  # noqa: BLE001  one fault that never heals must not hide the others

@@ -85,7 +85,7 @@ def test_every_kind_defaults_to_its_smallest_type_and_the_kind_target(kind):
     spec = make_spec(accelerator={"kind": kind})
     [instance] = spec.accelerator.allowed_types
     assert CATALOGUE[instance].kind == kind and spec.target == KINDS[kind].target
-    assert judge(spec, make_manifest(target=KINDS[kind].target), "f" * 64).reason == "Verified"
+    assert judge(spec, make_manifest(target=KINDS[kind].target), "f" * 64).cause.reason == "Verified"
 
 
 @pytest.mark.parametrize(
@@ -103,4 +103,4 @@ def test_every_kind_defaults_to_its_smallest_type_and_the_kind_target(kind):
 )
 def test_the_preflight_matches_artifacts_to_the_kind(spec, manifest, reason, words):
     result = judge(spec, manifest, "f" * 64)
-    assert result.reason == reason and words in result.message
+    assert result.cause.reason == reason and words in result.cause.message

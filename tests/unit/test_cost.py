@@ -3,7 +3,10 @@
 import pytest
 from pydantic import ValidationError
 
-from bernini.cost.estimate import estimate, reported_workers
+from bernini.api.kuberay import rayservice_status
+from bernini.api.reasons import Cause
+from bernini.api.status import read_back
+from bernini.cost.estimate import estimate
 from bernini.cost.prices import LIST_PRICES, MAX_DOLLARS_PER_HOUR, PriceFileError, PriceTable, load_override
 from bernini.domain.instances import CATALOGUE
 from bernini.reconcile.status import Observation, desired_status
@@ -98,16 +101,15 @@ def test_an_unpriced_type_is_named_not_hidden():
 
 
 def test_kuberay_worker_counts_of_both_clusters_are_summed_during_an_upgrade():
-    assert reported_workers(None) is None
-    assert reported_workers(_rayservice(None)) is None
-    assert reported_workers(_rayservice(2)) == 2
-    assert reported_workers(_rayservice(2, 1)) == 3
+    assert rayservice_status(_rayservice(None)).desired_workers is None
+    assert rayservice_status(_rayservice(2)).desired_workers == 2
+    assert rayservice_status(_rayservice(2, 1)).desired_workers == 3
 
 
 def _status(spec, rayservice):
-    preflight = Preflight(True, "Verified", "ok", make_manifest(), "ab" * 32)
-    seen = Observation(1, preflight, plan(spec), None, rayservice)
-    return desired_status("bernini", "models", spec, seen, {}, "now")[0]
+    preflight = Preflight(True, Cause("Verified", "ok"), make_manifest(), "ab" * 32)
+    seen = Observation(1, preflight, plan(spec), None, rayservice_status(rayservice))
+    return desired_status("bernini", "models", spec, seen, read_back({}), "now")[0]
 
 
 def test_status_carries_cost_stages_in_pipeline_order_and_the_manifest_digest():

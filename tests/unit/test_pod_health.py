@@ -1,8 +1,11 @@
 """Reading why a starting RayCluster's pods fail, from pod statuses as the kubelet writes them."""
 
+from bernini.api.kuberay import rayservice_status
+from bernini.api.reasons import Cause
+from bernini.api.status import read_back
 from bernini.artifacts.preflight import Preflight
 from bernini.reconcile.pod_health import diagnose
-from bernini.reconcile.status import Observation, desired_status, starting_clusters
+from bernini.reconcile.status import Observation, desired_status
 from bernini.render.capacity import plan
 from tests.unit.specs import make_manifest, make_spec
 
@@ -55,6 +58,10 @@ UPGRADING = {"metadata": {"name": "bernini"}, "status": {
 }}
 
 
+def starting_clusters(rayservice):
+    return rayservice_status(rayservice).starting_clusters
+
+
 def test_pods_are_looked_at_only_while_a_cluster_starts():
     assert starting_clusters(UPGRADING) == ["bernini-new"]
     serving = {"status": {**UPGRADING["status"], "pendingServiceStatus": {}}}
@@ -67,9 +74,9 @@ def test_pods_are_looked_at_only_while_a_cluster_starts():
 
 def _conditions(rayservice, trouble):
     spec = make_spec(model={"version": "2.0.0"})
-    seen = Observation(2, Preflight(True, "Verified", "ok", make_manifest("2.0.0"), "f" * 64), plan(spec), None,
-                       rayservice, None, trouble)
-    status = desired_status("bernini", "models", spec, seen, {}, "now")[0]
+    seen = Observation(2, Preflight(True, Cause("Verified", "ok"), make_manifest("2.0.0"), "f" * 64), plan(spec), None,
+                       rayservice_status(rayservice), None, trouble)
+    status = desired_status("bernini", "models", spec, seen, read_back({}), "now")[0]
     return {c["type"]: c for c in status["conditions"]}
 
 

@@ -12,7 +12,7 @@ from tests.unit.specs import make_manifest, make_spec
 
 def test_matching_manifest_is_verified():
     result = judge(make_spec(), make_manifest(), "f" * 64)
-    assert (result.ok, result.reason, result.manifest_sha256) == (True, "Verified", "f" * 64)
+    assert (result.ok, result.cause.reason, result.manifest_sha256) == (True, "Verified", "f" * 64)
 
 
 @pytest.mark.parametrize(
@@ -26,20 +26,20 @@ def test_matching_manifest_is_verified():
 )
 def test_mismatches_have_specific_reasons(spec, manifest, reason):
     result = judge(spec, manifest, "f" * 64)
-    assert (result.ok, result.reason) == (False, reason)
-    assert result.message
+    assert (result.ok, result.cause.reason) == (False, reason)
+    assert result.cause.message
 
 
 def test_compiler_majors_compare_as_numbers():
     spec = make_spec(runtime={"neuronCompilerVersion": "2.21.0"})
     assert judge(spec, make_manifest(neuronx_cc="02.21.0"), "f" * 64).ok
-    assert judge(spec, make_manifest(neuronx_cc="10.0.0"), "f" * 64).reason == "CompilerIncompatible"
+    assert judge(spec, make_manifest(neuronx_cc="10.0.0"), "f" * 64).cause.reason == "CompilerIncompatible"
 
 
 def test_missing_neural_stage():
     manifest = make_manifest()
     partial = Manifest.model_validate({**manifest.model_dump(), "stages": {"encoder": manifest.stages["encoder"].model_dump()}})
-    assert judge(make_spec(), partial, "f" * 64).reason == "StageMissing"
+    assert judge(make_spec(), partial, "f" * 64).cause.reason == "StageMissing"
 
 
 def test_parse_refuses_duplicate_keys_shared_files_and_the_pullers_own_names():

@@ -38,7 +38,8 @@ HOSTILE = "ok\x1b[2J\x1b]8;;https://evil.example\x07click\x1b]8;;\x07\x1b]52;c;c
 
 
 def _full_body(text: str = "fine") -> dict:
-    condition = {"type": "Ready", "status": "False", "reason": "RayServiceNotReady", "message": text}
+    condition = {"type": "Ready", "status": "False", "reason": "RayServiceNotReady", "message": text,
+                 "lastTransitionTime": "2026-12-04T16:00:00Z"}
     stage = {"name": "Encoder", "status": "UNHEALTHY", "minReplicas": 1, "maxReplicas": 3, "message": text}
     return {
         "metadata": {"namespace": "ml", "name": "bernini", "generation": 2},
@@ -47,7 +48,7 @@ def _full_body(text: str = "fine") -> dict:
             "observedGeneration": 1, "modelVersion": text, "serveEndpoint": text, "conditions": [condition],
             "stages": [stage],
             "artifacts": {"uri": text, "target": "inf2", "totalBytes": 3 << 20, "manifestSha256": text},
-            "cost": {"currentDollarsPerHour": 1.5, "minDollarsPerHour": 0.75, "maxDollarsPerHour": 3.0,
+            "cost": {"currentDollarsPerHour": 1.5, "minDollarsPerHour": 0.75, "maxDollarsPerHour": 3.0, "workers": 2,
                      "instanceTypes": [{"instanceType": text, "workers": 2, "dollarsPerHour": 1.5}],
                      "unpricedInstanceTypes": [text], "priceSource": text, "pricesAsOf": text},
         },

@@ -1,7 +1,11 @@
 """Condition bookkeeping and the status the operator derives from one reconcile."""
 
-from bernini.artifacts.preflight import Preflight
 import pytest
+
+from bernini.api.kuberay import rayservice_status
+from bernini.api.reasons import Cause
+from bernini.api.status import read_back
+from bernini.artifacts.preflight import Preflight
 
 from bernini.reconcile.conditions import MESSAGE_LIMIT, Judgement, Transition, bounded, event_type, merge
 from bernini.reconcile.status import Observation, desired_status
@@ -15,23 +19,23 @@ READY_RAYSERVICE = {"metadata": {"name": "bernini"}, "status": {
 
 
 def test_transition_time_moves_only_when_status_changes():
-    first, transitions = merge([], [Judgement("Ready", "False", "Initializing", "")], 3, "t1")
-    assert first[0]["lastTransitionTime"] == "t1" and first[0]["observedGeneration"] == 3
+    first, transitions = merge([], [Judgement("Ready", "False", Cause("Initializing", ""))], 3, "t1")
+    assert first[0].last_transition_time == "t1" and first[0].observed_generation == 3
     assert [t.type for t in transitions] == ["Ready"]
-    same, transitions = merge(first, [Judgement("Ready", "False", "Initializing", "")], 4, "t2")
-    assert same[0]["lastTransitionTime"] == "t1" and transitions == []
-    reason_only, transitions = merge(same, [Judgement("Ready", "False", "Other", "")], 4, "t3")
-    assert reason_only[0]["lastTransitionTime"] == "t1" and len(transitions) == 1
-    flipped, _ = merge(reason_only, [Judgement("Ready", "True", "Serving", "")], 4, "t4")
-    assert flipped[0]["lastTransitionTime"] == "t4"
+    same, transitions = merge(first, [Judgement("Ready", "False", Cause("Initializing", ""))], 4, "t2")
+    assert same[0].last_transition_time == "t1" and transitions == []
+    reason_only, transitions = merge(same, [Judgement("Ready", "False", Cause("Other", ""))], 4, "t3")
+    assert reason_only[0].last_transition_time == "t1" and len(transitions) == 1
+    flipped, _ = merge(reason_only, [Judgement("Ready", "True", Cause("Serving", ""))], 4, "t4")
+    assert flipped[0].last_transition_time == "t4"
 
 
 def test_condition_messages_are_bounded_with_a_marker():
     # A manifest with a 40 KB stage name once made a message the API server refuses (32 KiB per condition),
     # and the whole status patch with it.
     huge = "StageMissing: " + "s" * 40_000
-    merged, _ = merge([], [Judgement("ArtifactsVerified", "False", "StageMissing", huge)], 1, "t1")
-    message = merged[0]["message"]
+    merged, _ = merge([], [Judgement("ArtifactsVerified", "False", Cause("StageMissing", huge))], 1, "t1")
+    message = merged[0].message
     assert len(message) <= MESSAGE_LIMIT and message.startswith("StageMissing: sss")
     kept, marker = message.rsplit(" [... ", 1)
     assert marker == f"{len(huge) - len(kept)} more characters cut]"
@@ -60,12 +64,12 @@ EVENTS = [
 
 @pytest.mark.parametrize("condition, before, status, reason, expected", EVENTS)
 def test_which_condition_changes_become_events(condition, before, status, reason, expected):
-    assert event_type(Transition(condition, before, Judgement(condition, status, reason, ""))) == expected
+    assert event_type(Transition(condition, before, Judgement(condition, status, Cause(reason, "")))) == expected
 
 
 def _status(spec, preflight, rayservice, blocked=None, current=None, serving_version=None):
-    seen = Observation(7, preflight, plan(spec), blocked, rayservice, serving_version)
-    return desired_status("bernini", "models", spec, seen, current or {}, "now")[0]
+    seen = Observation(7, preflight, plan(spec), blocked, rayservice_status(rayservice), serving_version)
+    return desired_status("bernini", "models", spec, seen, read_back(current), "now")[0]
 
 
 def _conditions(status):
@@ -74,13 +78,13 @@ def _conditions(status):
 
 def test_ready_only_when_artifacts_verified_and_rayservice_ready():
     spec = make_spec()
-    verified = Preflight(True, "Verified", "ok", make_manifest(), "f" * 64)
+    verified = Preflight(True, Cause("Verified", "ok"), make_manifest(), "f" * 64)
     status = _status(spec, verified, READY_RAYSERVICE)
     assert _conditions(status)["Ready"] == ("True", "Serving")
     assert status["rayService"]["activeCluster"] == "bernini-abcde"
     assert status["serveEndpoint"] == "http://bernini-serve-svc.models.svc.cluster.local:8000"
     assert status["observedGeneration"] == 7
-    failed = _status(spec, Preflight(False, "ManifestNotFound", "gone"), READY_RAYSERVICE)
+    failed = _status(spec, Preflight(False, Cause("ManifestNotFound", "gone")), READY_RAYSERVICE)
     assert _conditions(failed)["Ready"] == ("False", "ManifestNotFound")
     assert _conditions(failed)["Rendered"] == ("False", "BlockedByPreflight")
 
@@ -88,7 +92,7 @@ def test_ready_only_when_artifacts_verified_and_rayservice_ready():
 def test_blocked_update_keeps_reporting_what_runs():
     spec = make_spec(model={"version": "2.0.0"})
     current = {"modelVersion": "1.0.0", "artifacts": {"uri": "s3://bucket/bernini/1.0.0/", "target": "inf2"}}
-    status = _status(spec, Preflight(False, "AccessDenied", "denied"), READY_RAYSERVICE, current=current)
+    status = _status(spec, Preflight(False, Cause("AccessDenied", "denied")), READY_RAYSERVICE, current=current)
     assert status["modelVersion"] == "1.0.0"
     assert status["artifacts"]["uri"].endswith("1.0.0/")
     assert "left as it was" in next(c for c in status["conditions"] if c["type"] == "Rendered")["message"]
@@ -96,26 +100,24 @@ def test_blocked_update_keeps_reporting_what_runs():
 
 def test_suspended_is_not_ready_with_its_own_reason():
     spec = make_spec(suspend=True)
-    status = _status(spec, Preflight(True, "Verified", "ok", make_manifest(), "f" * 64), READY_RAYSERVICE)
+    status = _status(spec, Preflight(True, Cause("Verified", "ok"), make_manifest(), "f" * 64), READY_RAYSERVICE)
     assert _conditions(status)["Ready"] == ("False", "Suspended")
 
 
 def test_stage_that_does_not_fit_is_a_rendered_condition():
     spec = make_spec()
-    status = _status(spec, Preflight(True, "Verified", "ok", make_manifest(), "f" * 64), None,
-                     blocked=("StageDoesNotFit", "diffusion asks 4 NeuronCores"))
+    status = _status(spec, Preflight(True, Cause("Verified", "ok"), make_manifest(), "f" * 64), None,
+                     blocked=Cause("StageDoesNotFit", "diffusion asks 4 NeuronCores"))
     assert _conditions(status)["Rendered"] == ("False", "StageDoesNotFit")
     assert _conditions(status)["RayServiceReady"] == ("Unknown", "NotCreated")
 
 
 def test_model_version_names_the_active_cluster_only_once_kuberay_switched():
-    from bernini.reconcile.status import switched_cluster
-
     pending = {"status": {"activeServiceStatus": {"rayClusterName": "old"}, "pendingServiceStatus": {"rayClusterName": "new"}}}
     switched = {"status": {"activeServiceStatus": {"rayClusterName": "new"}}}
-    assert switched_cluster(pending) == "" and switched_cluster(switched) == "new" and switched_cluster(None) == ""
+    assert rayservice_status(pending).switched_cluster == "" and rayservice_status(switched).switched_cluster == "new"
     spec = make_spec(model={"version": "2.0.0"})
-    verified = Preflight(True, "Verified", "ok", make_manifest("2.0.0"), "f" * 64)
+    verified = Preflight(True, Cause("Verified", "ok"), make_manifest("2.0.0"), "f" * 64)
     current = {"modelVersion": "1.0.0"}
     assert _status(spec, verified, READY_RAYSERVICE, current=current)["modelVersion"] == "1.0.0"
     assert _status(spec, verified, READY_RAYSERVICE, current=current, serving_version="2.0.0")["modelVersion"] == "2.0.0"
@@ -141,25 +143,41 @@ def test_every_status_the_operator_writes_fits_the_crd_schema_with_nothing_prune
     import jsonschema
     import yaml
 
-    from bernini.reconcile.pod_health import PodTrouble
     from bernini.reconcile.status import invalid_status
     from tests.unit.test_crd import COMMITTED
 
     crd = yaml.safe_load(COMMITTED[0].read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
     spec = make_spec()
-    verified = Preflight(True, "Verified", "ok", make_manifest(), "f" * 64)
+    verified = Preflight(True, Cause("Verified", "ok"), make_manifest(), "f" * 64)
     statuses = [
         _status(spec, verified, READY_RAYSERVICE, serving_version="1.0.0"),
         _status(spec, verified, None),
-        _status(spec, Preflight(False, "AccessDenied", "denied"), READY_RAYSERVICE, current=_status(spec, verified, READY_RAYSERVICE)),
-        _status(spec, verified, READY_RAYSERVICE, blocked=("NameConflict", "taken")),
-        desired_status("bernini", "models", spec, Observation(7, verified, plan(spec), None, READY_RAYSERVICE, None,
-                                                              PodTrouble("InitContainerFailed", "exited 4")), {}, "now")[0],
-        invalid_status(_status(spec, verified, READY_RAYSERVICE), Observation(8, Preflight(False, "InvalidSpec", "bad"), None, None, None), "now")[0],
+        _status(spec, Preflight(False, Cause("AccessDenied", "denied")), READY_RAYSERVICE, current=_status(spec, verified, READY_RAYSERVICE)),
+        _status(spec, verified, READY_RAYSERVICE, blocked=Cause("NameConflict", "taken")),
+        desired_status("bernini", "models", spec, Observation(7, verified, plan(spec), None,
+                                                              rayservice_status(READY_RAYSERVICE), None,
+                                                              Cause("InitContainerFailed", "exited 4")), read_back({}), "now")[0],
+        invalid_status(read_back(_status(spec, verified, READY_RAYSERVICE)),
+                       Observation(8, Preflight(False, Cause("InvalidSpec", "bad")), None, None, None), "now")[0],
     ]
     for status in statuses:
         jsonschema.validate(status, schema)
         assert _undeclared(status, schema) == []
     assert _conditions(statuses[-1])["Ready"] == ("False", "InvalidSpec")
     assert statuses[-1]["capacity"] == statuses[0]["capacity"], "an invalid spec keeps what was observed before"
+
+
+def test_a_status_read_back_drops_only_the_field_that_no_longer_reads():
+    stored = {"modelVersion": "1.0.0", "cost": {"workers": "many"}, "removedField": 1,
+              "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "t", "reason": "Serving"}]}
+    status = read_back(stored)
+    assert status.model_version == "1.0.0" and status.cost is None and status.conditions[0].reason == "Serving"
+    assert read_back(["not", "an", "object"]) == read_back(None)
+
+
+def test_kuberay_fields_we_do_not_read_are_ignored_and_a_malformed_status_reads_as_unwritten():
+    added = {"status": {**READY_RAYSERVICE["status"], "newKubeRayField": {"x": 1}, "observedGeneration": 3}}
+    assert rayservice_status(added).ready and rayservice_status(added).active_service_status.ray_cluster_name == "bernini-abcde"
+    malformed = {"status": {"conditions": "Ready"}}
+    assert rayservice_status(malformed).conditions == [] and rayservice_status(None) is None

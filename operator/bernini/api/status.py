@@ -1,8 +1,8 @@
 """BerniniDeployment.status: what the operator observed and decided."""
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from bernini.api.base import ApiModel
 
@@ -89,7 +89,7 @@ class ArtifactsObservation(ApiModel):
     """The artifacts prefix that was verified."""
 
     target: str
-    """Compilation target recorded in the manifest (inf2 or cpu)."""
+    """Compilation target recorded in the manifest (the accelerator kind's target)."""
 
     compiler_version: str = ""
     """neuronx-cc version that compiled the stages (empty for the cpu target)."""
@@ -200,3 +200,22 @@ class BerniniDeploymentStatus(ApiModel):
 
     cost: Cost | None = None
     """What the worker nodes cost by the hour: now, at minimum and at maximum."""
+
+
+def read_back(stored: Any) -> BerniniDeploymentStatus:
+    """The status as the API server holds it, typed. A field that no longer reads as the model (an older
+    operator wrote it, or anyone who may write status) is dropped, and the rest kept."""
+    if not isinstance(stored, dict):
+        stored = {}
+    try:
+        return BerniniDeploymentStatus.model_validate(stored)
+    except ValidationError:
+        kept = {}
+        for field in BerniniDeploymentStatus.model_fields.values():
+            if field.alias in stored:
+                try:
+                    BerniniDeploymentStatus.model_validate({field.alias: stored[field.alias]})
+                except ValidationError:
+                    continue
+                kept[field.alias] = stored[field.alias]
+        return BerniniDeploymentStatus.model_validate(kept)

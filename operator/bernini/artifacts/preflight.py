@@ -10,6 +10,8 @@ import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, replace
 
+from bernini.api import reasons as r
+from bernini.api.reasons import Cause
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.domain.pipeline import NEURAL_STAGES
 from bernini.artifacts.manifest import MANIFEST_FILE, Manifest, UnsupportedManifestVersion, parse_manifest
@@ -22,7 +24,6 @@ logger = logging.getLogger("bernini.preflight")
 CACHE_SECONDS = 60.0
 # "Could not re-check" is not "found bad": a store outage keeps the last manifest verified for the same URI,
 # however long it lasts, with the failed re-check in the condition's message.
-TRANSIENT_REASONS = ("StoreUnreachable", "StoreError")
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists a few stages; more is not a manifest
 # One deadline for a whole preflight (the manifest's GET and every listed object's HEAD): a store that
 # trickles headers or bytes holds a worker this long at most.
@@ -47,10 +48,13 @@ class StoreBusy(Exception):
 @dataclass(frozen=True)
 class Preflight:
     ok: bool
-    reason: str
-    message: str
+    cause: Cause
     manifest: Manifest | None = None
     manifest_sha256: str = ""
+
+
+def _failed(reason: r.Reason, message: str) -> Preflight:
+    return Preflight(False, Cause(reason, message))
 
 
 def _major(version: str) -> int:
@@ -62,35 +66,35 @@ def judge(spec: BerniniDeploymentSpec, manifest: Manifest, manifest_sha256: str)
     """Spec-against-manifest checks; pure."""
     model = spec.model
     if (manifest.model.name, manifest.model.version) != (model.name, model.version):
-        return Preflight(False, "ModelMismatch",
+        return _failed(r.MODEL_MISMATCH,
                          f"manifest is {manifest.model.name} {manifest.model.version}, spec.model asks "
                          f"{model.name} {model.version}")
     if manifest.target != spec.target:
         source = "spec.model.target" if model.target else f"accelerator kind {spec.accelerator.kind} needs"
-        return Preflight(False, "TargetMismatch",
+        return _failed(r.TARGET_MISMATCH,
                          f"artifacts were compiled for {manifest.target}, {source} {spec.target}")
     missing = [stage for stage in NEURAL_STAGES if not manifest.of_stage(stage)]
     if missing:
-        return Preflight(False, "StageMissing", f"manifest has no compiled {', '.join(missing)} stage")
+        return _failed(r.STAGE_MISSING, f"manifest has no compiled {', '.join(missing)} stage")
     for name, stage in spec.stages.items():
         needed = max((artifact.neuron_cores for artifact in manifest.of_stage(name)), default=0)
         given = stage.amount(name, spec.accelerator.kind)
         if manifest.target == "inf2" and needed > given:
-            return Preflight(False, "NeuronCoresTooFew",
+            return _failed(r.NEURON_CORES_TOO_FEW,
                              f"{name} was compiled for {needed} NeuronCores, spec.stages.{name} gives {given:g}")
     traced_with, image_has = manifest.toolchain.cuda, spec.runtime.cuda_version
     if traced_with and image_has and _major(traced_with) > _major(image_has):
-        return Preflight(False, "CudaIncompatible",
+        return _failed(r.CUDA_INCOMPATIBLE,
                          f"artifacts were traced with CUDA {traced_with}; the runtime image declares CUDA "
                          f"{image_has}, whose driver stack cannot run a newer major")
     compiled_with, runtime_pairs = manifest.toolchain.neuronx_cc, spec.runtime.neuron_compiler_version
     if compiled_with and runtime_pairs and _major(compiled_with) != _major(runtime_pairs):
-        return Preflight(False, "CompilerIncompatible",
+        return _failed(r.COMPILER_INCOMPATIBLE,
                          f"artifacts were compiled by neuronx-cc {compiled_with}; the runtime image pairs with "
                          f"{runtime_pairs} and loads only the same major version")
-    return Preflight(True, "Verified",
+    return Preflight(True, Cause(r.VERIFIED,
                      f"{model.name} {model.version} ({manifest.target}, {len(manifest.stages)} stages, "
-                     f"{manifest.total_bytes} bytes)", manifest, manifest_sha256)
+                     f"{manifest.total_bytes} bytes)"), manifest, manifest_sha256)
 
 
 class _BoundedCache:
@@ -142,7 +146,8 @@ class ManifestReader:
             return fetched
         judged = judge(spec, *fetched)
         if judged.ok and recheck_failed:
-            return replace(judged, message=f"{judged.message}; the last re-check failed, kept: {recheck_failed}")
+            return replace(judged, cause=Cause(judged.cause.reason,
+                                              f"{judged.cause.message}; the last re-check failed, kept: {recheck_failed}"))
         return judged
 
     def _fetch(self, spec: BerniniDeploymentSpec, namespace: str):
@@ -169,10 +174,10 @@ class ManifestReader:
         with self._lock:
             if not isinstance(result, Preflight):
                 self._verified.put(key, result, size)
-            elif result.reason in TRANSIENT_REASONS and (last_good := self._verified.get(key)):
-                logger.warning("%s; keeping the manifest verified %.0fs ago", result.message,
+            elif r.is_transient(result.cause.reason) and (last_good := self._verified.get(key)):
+                logger.warning("%s; keeping the manifest verified %.0fs ago", result.cause.message,
                                time.monotonic() - last_good[0])
-                answer = (last_good[1], result.message)
+                answer = (last_good[1], result.cause.message)
             self._cache.put(key, answer, size)
         return answer
 
@@ -184,17 +189,17 @@ class ManifestReader:
             store = GuardedStore(spec.s3.region, spec.s3.endpoint_url, self._credentials)
             raw = store.get(location.bucket, location.key(MANIFEST_FILE), MAX_MANIFEST_BYTES, deadline)
         except EndpointRefused as error:
-            return Preflight(False, "EndpointRefused", f"spec.s3.endpointUrl: {error}"), 0
+            return _failed(r.ENDPOINT_REFUSED, f"spec.s3.endpointUrl: {error}"), 0
         except TooLarge:
-            return Preflight(False, "ManifestInvalid", f"{uri} is larger than {MAX_MANIFEST_BYTES >> 20} MiB"), 0
+            return _failed(r.MANIFEST_INVALID, f"{uri} is larger than {MAX_MANIFEST_BYTES >> 20} MiB"), 0
         except StoreFailure as failure:
             return _store_failure(failure, uri, location, self._deadline_seconds, manifest=True), 0
         try:
             manifest = parse_manifest(raw)
         except UnsupportedManifestVersion as error:
-            return Preflight(False, "UnsupportedManifestVersion", str(error)), 0
+            return _failed(r.UNSUPPORTED_MANIFEST_VERSION, str(error)), 0
         except ValueError as error:
-            return Preflight(False, "ManifestInvalid", str(error)), 0
+            return _failed(r.MANIFEST_INVALID, str(error)), 0
         digest = hashlib.sha256(raw).hexdigest()
         if self._objects_checked.get((uri, digest)) is None:
             problem = _check_listed_objects(store, location, manifest, deadline, self._deadline_seconds)
@@ -209,20 +214,20 @@ def _store_failure(failure: StoreFailure, uri: str, location: S3Location, deadli
     """The preflight reason for a failed exchange about uri (the manifest's or a listed object's)."""
     if failure.kind == "missing":
         if not manifest:
-            return Preflight(False, "ArtifactMissing", f"{uri} is listed in the manifest but does not exist")
+            return _failed(r.ARTIFACT_MISSING, f"{uri} is listed in the manifest but does not exist")
         missing = f"bucket {location.bucket}" if failure.code == "NoSuchBucket" else uri
-        return Preflight(False, "ManifestNotFound", f"{missing} does not exist")
+        return _failed(r.MANIFEST_NOT_FOUND, f"{missing} does not exist")
     if failure.kind == "denied":
-        return Preflight(False, "AccessDenied", f"reading {uri} was denied ({failure.code}); check the IAM role")
+        return _failed(r.ACCESS_DENIED, f"reading {uri} was denied ({failure.code}); check the IAM role")
     if failure.kind == "refused":
-        return Preflight(False, "EndpointRefused", f"spec.s3.endpointUrl: {failure}")
+        return _failed(r.ENDPOINT_REFUSED, f"spec.s3.endpointUrl: {failure}")
     if failure.kind == "nocredentials":
-        return Preflight(False, "NoCredentials", f"no AWS credentials to read {uri}: give the operator an IAM role")
+        return _failed(r.NO_CREDENTIALS, f"no AWS credentials to read {uri}: give the operator an IAM role")
     if failure.code == "Timeout":
-        return Preflight(False, "StoreUnreachable", f"reading {uri} did not finish within {deadline_seconds:g}s")
+        return _failed(r.STORE_UNREACHABLE, f"reading {uri} did not finish within {deadline_seconds:g}s")
     if failure.kind == "unreachable":
-        return Preflight(False, "StoreUnreachable", f"reading {uri} failed: {failure}")
-    return Preflight(False, "StoreError", f"reading {uri} failed: {failure}")
+        return _failed(r.STORE_UNREACHABLE, f"reading {uri} failed: {failure}")
+    return _failed(r.STORE_ERROR, f"reading {uri} failed: {failure}")
 
 
 def _check_listed_objects(store: GuardedStore, location: S3Location, manifest: Manifest, deadline: float,
@@ -234,11 +239,11 @@ def _check_listed_objects(store: GuardedStore, location: S3Location, manifest: M
         try:
             head = store.head(location.bucket, location.key(artifact.file), deadline)
         except TooLarge:
-            return Preflight(False, "StoreError", f"reading {uri} failed: the answer's headers are too large")
+            return _failed(r.STORE_ERROR, f"reading {uri} failed: the answer's headers are too large")
         except StoreFailure as failure:
             return _store_failure(failure, uri, location, deadline_seconds)
         differences = head_differences(head, artifact)
         if differences:
-            return Preflight(False, "ArtifactMismatch", f"{uri} is not the object the manifest lists: "
+            return _failed(r.ARTIFACT_MISMATCH, f"{uri} is not the object the manifest lists: "
                              + "; ".join(differences))
     return None

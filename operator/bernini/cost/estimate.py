@@ -6,21 +6,9 @@ above the groups' minima are priced at the dearest group's price, so the current
 During an upgrade the pending cluster's workers are counted too: both clusters' nodes are paid for.
 The Ray head runs on a shared CPU node and is not priced."""
 
-from typing import Any
-
 from bernini.api.status import Cost, InstanceTypeCost
 from bernini.cost.prices import PriceTable
 from bernini.domain.capacity import Plan
-
-
-def reported_workers(rayservice: dict[str, Any] | None) -> int | None:
-    """Workers KubeRay wants across the active and pending clusters (the autoscaler's count), or None before
-    it reported any."""
-    status = (rayservice or {}).get("status", {})
-    counts = [status.get(side, {}).get("rayClusterStatus", {}).get("desiredWorkerReplicas")
-              for side in ("activeServiceStatus", "pendingServiceStatus")]
-    counts = [count for count in counts if count is not None]
-    return sum(counts) if counts else None
 
 
 def _dollars(counts: dict[str, int], prices: PriceTable) -> float:

@@ -2,14 +2,9 @@
 
 from dataclasses import dataclass
 
-ARTIFACTS_VERIFIED = "ArtifactsVerified"
-RENDERED = "Rendered"
-RAYSERVICE_READY = "RayServiceReady"
-PODS_HEALTHY = "PodsHealthy"
-READY = "Ready"
-ORDER = (ARTIFACTS_VERIFIED, RENDERED, RAYSERVICE_READY, PODS_HEALTHY, READY)
-# False for these is waiting or a consequence of another condition's failure, not a failure of its own.
-NOT_FAILURES = {"RayServiceNotReady", "BlockedByPreflight", "Suspended"}
+from bernini.api import reasons
+from bernini.api.reasons import CONDITIONS, RAYSERVICE_READY, Cause
+from bernini.api.status import Condition
 # The API server refuses a condition message over 32 KiB (and the whole status patch with it); a person
 # reads a line or two. Event messages get the same bound.
 MESSAGE_LIMIT = 1024
@@ -27,8 +22,7 @@ def bounded(message: str, limit: int = MESSAGE_LIMIT) -> str:
 class Judgement:
     type: str
     status: str  # "True" | "False" | "Unknown"
-    reason: str
-    message: str
+    cause: Cause
 
 
 @dataclass(frozen=True)
@@ -38,25 +32,24 @@ class Transition:
     after: Judgement
 
 
-def merge(current: list[dict], judgements: list[Judgement], generation: int, now: str) -> tuple[list[dict], list[Transition]]:
-    """New condition list (in ORDER) and the transitions worth an event (status or reason changed)."""
-    by_type = {condition["type"]: condition for condition in current}
+def merge(current: list[Condition], judgements: list[Judgement], generation: int, now: str,
+          ) -> tuple[list[Condition], list[Transition]]:
+    """New condition list (in CONDITIONS order) and the transitions worth an event (status or reason changed)."""
+    by_type = {condition.type: condition for condition in current}
     merged, transitions = [], []
-    for judgement in sorted(judgements, key=lambda j: ORDER.index(j.type)):
+    for judgement in sorted(judgements, key=lambda j: CONDITIONS.index(j.type)):
         previous = by_type.get(judgement.type)
-        status_changed = previous is None or previous.get("status") != judgement.status
-        if status_changed or previous.get("reason") != judgement.reason:
-            transitions.append(Transition(judgement.type, previous and previous.get("status"), judgement))
-        merged.append(
-            {
-                "type": judgement.type,
-                "status": judgement.status,
-                "observedGeneration": generation,
-                "lastTransitionTime": now if status_changed else previous["lastTransitionTime"],
-                "reason": judgement.reason,
-                "message": bounded(judgement.message),
-            }
-        )
+        status_changed = previous is None or previous.status != judgement.status
+        if status_changed or previous.reason != judgement.cause.reason:
+            transitions.append(Transition(judgement.type, previous and previous.status, judgement))
+        merged.append(Condition(
+            type=judgement.type,
+            status=judgement.status,
+            observed_generation=generation,
+            last_transition_time=now if status_changed else previous.last_transition_time,
+            reason=judgement.cause.reason,
+            message=bounded(judgement.cause.message),
+        ))
     return merged, transitions
 
 
@@ -66,9 +59,10 @@ def event_type(transition: Transition) -> str | None:
     waiting states cost no API writes (5,000 new objects would otherwise post some 28,000 Events).
     RayServiceReady mirrors KubeRay, whose own events on the RayService tell it."""
     after, before = transition.after, transition.before
+    reason = after.cause.reason
     if transition.type == RAYSERVICE_READY:
         return None
-    if after.status == "False" and (after.reason not in NOT_FAILURES or (before == "True" and after.reason != "Suspended")):
+    if after.status == "False" and (reasons.is_failure(reason) or (before == "True" and reason != reasons.SUSPENDED)):
         return "Warning"
     if after.status == "Unknown" or before not in ("True", "False"):
         return None

@@ -11,7 +11,11 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from bernini.api import GROUP, KIND, VERSION
+from bernini.api import reasons as r
+from bernini.api.kuberay import RayServiceStatus, rayservice_status
+from bernini.api.reasons import Cause
 from bernini.api.spec import BerniniDeploymentSpec
+from bernini.api.status import BerniniDeploymentStatus, read_back
 from bernini.artifacts.preflight import BUSY_RETRY_SECONDS, ManifestReader, Preflight, StoreBusy
 from bernini.cost.prices import LIST_PRICES, PriceTable
 from bernini.reconcile import conditions as c
@@ -19,11 +23,9 @@ from bernini.reconcile.drift import contains
 from bernini.reconcile.kube import Kube, NotLeading, namespace_is_terminating, now, refusal
 from bernini.reconcile.metrics import PREFLIGHT_FAILURES, observe_reconcile
 from bernini.reconcile.queue import WorkQueue
-from bernini.reconcile.pod_health import PodTrouble, diagnose
+from bernini.reconcile.pod_health import diagnose
 from bernini.reconcile.policy import Policy
-from bernini.reconcile.status import (
-    Observation, desired_status, invalid_status, starting_clusters, switched_cluster,
-)
+from bernini.reconcile.status import Observation, desired_status, invalid_status
 from bernini.render.capacity import DoesNotFit, plan
 from bernini.render import names
 from bernini.render.prewarm import prewarm_daemonset, prewarm_name
@@ -31,9 +33,6 @@ from bernini.render.rayservice import render_rayservice
 
 Key = tuple[str, str]  # (namespace, name)
 logger = logging.getLogger("bernini.controller")
-# Refused writes no event of ours will retry: a webhook removed or KubeRay installed later is noticed by backing off.
-RETRIED_REFUSALS = ("ApplyRefused", "RayServiceAPIMissing")
-
 
 # Every call a reconcile makes has a deadline (API: 5 s connect, 30 s read; a manifest read 15 s): a reconcile
 # running longer than this is stuck on something unforeseen, and liveness should restart the operator.
@@ -111,8 +110,8 @@ def _controlled_by(rayservice: dict[str, Any], uid: str) -> bool:
     )
 
 
-def _name_conflict(key: Key) -> tuple[str, str]:
-    return "NameConflict", f"RayService {key[1]} exists and is not controlled by this BerniniDeployment"
+def _name_conflict(key: Key) -> Cause:
+    return Cause(r.NAME_CONFLICT, f"RayService {key[1]} exists and is not controlled by this BerniniDeployment")
 
 
 def _without_nulls(status: dict[str, Any]) -> dict[str, Any]:
@@ -252,41 +251,47 @@ class Controller:
         namespace, name = key
         metadata = body["metadata"]
         observed = self.rayservices.read(key)
+        current = read_back(body.get("status"))
         capacity, blocked = None, None
         try:
             spec = BerniniDeploymentSpec.model_validate(body.get("spec", {}))
         except ValidationError as error:
             # Admission normally refuses these; an older CRD in the cluster may not.
             problems = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
-            self._write_status(body, None, Observation(metadata.get("generation", 0),
-                               Preflight(False, "InvalidSpec", problems), None, None, observed))
+            self._write_status(body, None, current, Observation(metadata.get("generation", 0),
+                               Preflight(False, Cause(r.INVALID_SPEC, problems)), None, None,
+                               rayservice_status(observed)))
             return None
         denied = self.policy.violations(spec)
-        preflight = Preflight(False, "PolicyDenied", "; ".join(denied)) if denied else self.manifests.check(spec, namespace)
+        preflight = (Preflight(False, Cause(r.POLICY_DENIED, "; ".join(denied))) if denied
+                     else self.manifests.check(spec, namespace))
         if not preflight.ok:
-            PREFLIGHT_FAILURES.labels(preflight.reason).inc()
+            PREFLIGHT_FAILURES.labels(preflight.cause.reason).inc()
         if preflight.ok:
             try:
                 capacity = plan(spec)
                 desired = render_rayservice(name, namespace, metadata["uid"], spec, preflight.manifest,
                                             preflight.manifest_sha256, capacity)
             except DoesNotFit as error:
-                blocked = (error.reason, str(error))
+                blocked = Cause(error.reason, str(error))
             else:
                 observed, blocked = self._converge(key, metadata["uid"], observed, desired)
-        serving = self._serving_version(namespace, spec, observed, body.get("status") or {})
-        self._write_status(body, spec, Observation(metadata.get("generation", 0), preflight, capacity, blocked,
-                                                   observed, serving, self._pod_trouble(namespace, spec, observed)))
-        self._prewarm(key, body, spec, preflight)
-        return blocked[0] if blocked and blocked[0] in RETRIED_REFUSALS else None
+        rayservice = rayservice_status(observed)
+        serving = self._serving_version(namespace, spec, rayservice, current)
+        self._write_status(body, spec, current, Observation(metadata.get("generation", 0), preflight, capacity,
+                                                            blocked, rayservice, serving,
+                                                            self._pod_trouble(namespace, spec, rayservice)))
+        self._prewarm(key, body, spec, preflight, serving or current.model_version)
+        # A refusal no event of ours will end (a webhook removed, KubeRay installed later) is noticed by backing off.
+        return blocked.reason if blocked and r.by_name(blocked.reason).retried else None
 
-    def _prewarm(self, key: Key, body: dict[str, Any], spec: BerniniDeploymentSpec, preflight: Preflight) -> None:
+    def _prewarm(self, key: Key, body: dict[str, Any], spec: BerniniDeploymentSpec, preflight: Preflight,
+                 serving_version: str) -> None:
         """The pre-warm DaemonSet exists while the spec's version does not serve yet (status.modelVersion, just
         written); written only when that changes, and only ever onto a DaemonSet this object controls."""
         namespace, name = key
         enabled = bool(spec.artifacts_cache and spec.artifacts_cache.prewarm)
-        rolling_out = (preflight.ok and not spec.suspend
-                       and (body.get("status") or {}).get("modelVersion") != spec.model.version)
+        rolling_out = preflight.ok and not spec.suspend and serving_version != spec.model.version
         if enabled and rolling_out:
             desired = prewarm_daemonset(name, namespace, body["metadata"]["uid"], spec, preflight.manifest,
                                         preflight.manifest_sha256)
@@ -316,7 +321,7 @@ class Controller:
             message = (f"DaemonSet {prewarm_name(key[1])} exists and is not controlled by this BerniniDeployment: "
                        "no pre-warm (rename or remove that DaemonSet)")
             _log(key).warning(message)
-            self.kube.post_event(body, "Warning", "PrewarmNameConflict", message)
+            self.kube.post_event(body, "Warning", r.PREWARM_NAME_CONFLICT, message)
             self._prewarms[key] = "foreign"
         return False
 
@@ -330,25 +335,27 @@ class Controller:
             refused = refusal(error)
             if refused is None:
                 raise
-            message = f"the pre-warm DaemonSet {prewarm_name(key[1])} was refused: {refused[1]}"
+            message = f"the pre-warm DaemonSet {prewarm_name(key[1])} was refused: {refused.message}"
             _log(key).warning(message)
-            self.kube.post_event(body, "Warning", "PrewarmRefused", message)
+            self.kube.post_event(body, "Warning", r.PREWARM_REFUSED, message)
             written = False
         self._prewarms[key] = state
         return written
 
-    def _pod_trouble(self, namespace: str, spec: BerniniDeploymentSpec, observed) -> PodTrouble | None:
-        clusters = [] if spec.suspend else starting_clusters(observed)  # suspended: no pods to look at
+    def _pod_trouble(self, namespace: str, spec: BerniniDeploymentSpec, rayservice: RayServiceStatus | None,
+                     ) -> Cause | None:
+        clusters = [] if spec.suspend or rayservice is None else rayservice.starting_clusters  # suspended: no pods
         if not clusters:
             return None
         return diagnose(self.kube.list_pods(namespace, f"ray.io/cluster in ({','.join(clusters)})"))
 
-    def _serving_version(self, namespace: str, spec: BerniniDeploymentSpec, observed, current: dict) -> str | None:
+    def _serving_version(self, namespace: str, spec: BerniniDeploymentSpec, rayservice: RayServiceStatus | None,
+                         current: BerniniDeploymentStatus) -> str | None:
         """Read the active RayCluster's version only while status does not yet name the spec's version:
         an idle reconcile reads nothing."""
-        if current.get("modelVersion") == spec.model.version:
+        if current.model_version == spec.model.version or rayservice is None:
             return None
-        active = switched_cluster(observed)
+        active = rayservice.switched_cluster
         raycluster = self.kube.read_raycluster(namespace, active) if active else None
         return names.model_version_of(raycluster) if raycluster else None
 
@@ -383,14 +390,16 @@ class Controller:
         if live is None or live["metadata"]["uid"] != uid or live["metadata"].get("deletionTimestamp"):
             raise Vanished()
 
-    def _write_status(self, body: dict[str, Any], spec: BerniniDeploymentSpec | None, seen: Observation) -> None:
+    def _write_status(self, body: dict[str, Any], spec: BerniniDeploymentSpec | None,
+                      current: BerniniDeploymentStatus, seen: Observation) -> None:
+        """current: body's status as read back at the start of this reconcile."""
         namespace, name = _key(body)
-        current = body.get("status") or {}
+        stored = body.get("status") or {}
         if spec is None:
             status, transitions = invalid_status(current, seen, now())
         else:
             status, transitions = desired_status(name, namespace, spec, seen, current, now(), self.prices)
-        if _without_nulls(status) == _without_nulls(current):
+        if _without_nulls(status) == _without_nulls(stored):
             return
         # JSON merge patch: null removes capacity/artifacts a blocked spec no longer reports.
         patch = {"capacity": None, "artifacts": None, "cost": None, **status}
@@ -401,13 +410,15 @@ class Controller:
                 raise Vanished() from error
             refused = refusal(error)
             if refused and not self._failures.get((namespace, name)):  # one Event per run of failures
-                self.kube.post_event(body, "Warning", "StatusRefused", f"the status patch was refused: {refused[1]}")
+                self.kube.post_event(body, "Warning", r.STATUS_REFUSED, f"the status patch was refused: {refused.message}")
             raise
         body["status"] = status  # until the watch delivers our own write
+        posted = set()  # Ready repeats the failing condition's reason: one Event tells it
         for transition in transitions:
             judgement = transition.after
-            message = c.bounded(f"{judgement.type} is {judgement.status}: {judgement.message}")
+            message = c.bounded(f"{judgement.type} is {judgement.status}: {judgement.cause.message}")
             event_type = c.event_type(transition)
-            if event_type:
-                self.kube.post_event(body, event_type, judgement.reason, message)
+            if event_type and (event_type, judgement.cause) not in posted:
+                posted.add((event_type, judgement.cause))
+                self.kube.post_event(body, event_type, judgement.cause.reason, message)
                 _log((namespace, name)).info(message)

@@ -10,7 +10,8 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from bernini.api import GROUP, PLURAL, VERSION
+from bernini.api import GROUP, PLURAL, VERSION, reasons
+from bernini.api.reasons import Cause
 from bernini.reconcile.conditions import bounded
 from bernini.reconcile.metrics import API_WRITES
 from bernini.render.names import MANAGER
@@ -40,20 +41,22 @@ def namespace_is_terminating(error: BaseException) -> bool:
     return isinstance(error, ApiException) and error.status == 403 and "is being terminated" in str(error.body)
 
 
-def refusal(error: BaseException) -> tuple[str, str] | None:
-    """(reason, the API server's message) when a write was refused for a reason that retrying soon will not
+def refusal(error: BaseException) -> Cause | None:
+    """The reason and the API server's message when a write was refused for a reason that retrying soon will not
     change (admission denial, invalid object, forbidden, the RayService API not served); None otherwise."""
     if not isinstance(error, ApiException) or error.status not in (400, 403, 404, 422):
         return None
+    if namespace_is_terminating(error):
+        return None  # not a refusal to report: the reconcile ends quietly (Controller._work)
     try:
         message = json.loads(error.body)["message"]
     except (TypeError, ValueError, KeyError):
         message = None  # not a Status object: the path itself is not served
     if error.status == 404:
         if message is None or "could not find the requested resource" in message:
-            return "RayServiceAPIMissing", f"{RAY_GROUP}/{RAY_VERSION} RayService is not served here: install KubeRay"
+            return Cause(reasons.RAYSERVICE_API_MISSING, f"{RAY_GROUP}/{RAY_VERSION} RayService is not served here: install KubeRay")
         return None  # the namespace went away: the deletion ends the matter
-    return "ApplyRefused", bounded(message or f"{error.status} {error.reason}")
+    return Cause(reasons.APPLY_REFUSED, bounded(message or f"{error.status} {error.reason}"))
 
 
 class NotLeading(Exception):

@@ -7,6 +7,9 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
+from bernini.api.reasons import READY
+from bernini.api.status import BerniniDeploymentStatus, read_back
+
 RECONCILES = Counter("bernini_reconcile_total", "Reconciles by result.", ["result"])
 RECONCILE_SECONDS = Histogram(
     "bernini_reconcile_duration_seconds", "Reconcile duration.", ["result"],
@@ -17,9 +20,8 @@ LEADER = Gauge("bernini_leader", "1 while this replica holds the leader Lease (a
 PREFLIGHT_FAILURES = Counter("bernini_preflight_failures_total", "Failed artifact preflights by reason.", ["reason"])
 
 
-def _ready(body: dict[str, Any]) -> str:
-    conditions = (body.get("status") or {}).get("conditions", [])
-    return next((c["status"] for c in conditions if c["type"] == "Ready"), "Unknown")
+def _ready(status: BerniniDeploymentStatus) -> str:
+    return next((c.status for c in status.conditions if c.type == READY), "Unknown")
 
 
 class FromStatus:
@@ -30,24 +32,23 @@ class FromStatus:
         self._bodies = bodies
 
     def collect(self):
-        bodies = list(self._bodies())
-        tally = Tally(_ready(body) for body in bodies)
+        bodies = [(body["metadata"], read_back(body.get("status"))) for body in self._bodies()]
+        tally = Tally(_ready(status) for _, status in bodies)
         ready = GaugeMetricFamily("bernini_deployments", "BerniniDeployments by Ready status.", labels=["ready"])
         for status in ("True", "False", "Unknown"):
             ready.add_metric([status], tally[status])
         yield ready
         each = GaugeMetricFamily("bernini_deployment_ready", "1 while a BerniniDeployment is Ready, else 0.",
                                  labels=["namespace", "name"])
-        for body in bodies:
-            each.add_metric([body["metadata"]["namespace"], body["metadata"]["name"]], _ready(body) == "True")
+        for metadata, status in bodies:
+            each.add_metric([metadata["namespace"], metadata["name"]], _ready(status) == "True")
         yield each
         cost = GaugeMetricFamily("bernini_cost_dollars_per_hour",
                                  "What a BerniniDeployment's worker nodes cost now, $/hour (status.cost).",
                                  labels=["namespace", "name", "instance_type"])
-        for body in bodies:
-            metadata = body["metadata"]
-            for entry in ((body.get("status") or {}).get("cost") or {}).get("instanceTypes", []):
-                cost.add_metric([metadata["namespace"], metadata["name"], entry["instanceType"]], entry["dollarsPerHour"])
+        for metadata, status in bodies:
+            for entry in status.cost.instance_types if status.cost else []:
+                cost.add_metric([metadata["namespace"], metadata["name"], entry.instance_type], entry.dollars_per_hour)
         yield cost
 
 

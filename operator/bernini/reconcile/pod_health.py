@@ -1,22 +1,15 @@
 """Why a RayService's pods do not start, read from the pods themselves. Pure."""
 
-from dataclasses import dataclass
 from typing import Any
 
+from bernini.api import reasons as r
+from bernini.api.reasons import Cause
+
 # Waiting reasons that do not clear on their own; ContainerCreating and PodInitializing do.
-STUCK_WAITING = frozenset({
-    "CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "ErrImageNeverPull", "InvalidImageName",
-    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
-})
+STUCK_WAITING = {reason: reason for reason in r.STUCK_WAITING}
 
 
-@dataclass(frozen=True)
-class PodTrouble:
-    reason: str
-    message: str
-
-
-def diagnose(pods: list[dict[str, Any]]) -> PodTrouble | None:
+def diagnose(pods: list[dict[str, Any]]) -> Cause | None:
     """The first failing pod (by name) and why: a failed init container, a crashing or unstartable
     container, or a Failed phase. Pending for want of a node is not trouble: autoscaling expects it."""
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
@@ -26,23 +19,23 @@ def diagnose(pods: list[dict[str, Any]]) -> PodTrouble | None:
     return None
 
 
-def _pod_trouble(pod: dict[str, Any]) -> PodTrouble | None:
+def _pod_trouble(pod: dict[str, Any]) -> Cause | None:
     status = pod.get("status") or {}
     phase = status.get("phase", "Unknown")
     where = f"pod {pod['metadata']['name']} ({phase})"
-    for kind, failed, statuses in (("init container", "InitContainerFailed", status.get("initContainerStatuses")),
-                                   ("container", "ContainerFailed", status.get("containerStatuses"))):
+    for kind, failed, statuses in (("init container", r.INIT_CONTAINER_FAILED, status.get("initContainerStatuses")),
+                                   ("container", r.CONTAINER_FAILED, status.get("containerStatuses"))):
         for container in statuses or []:
             failure = _container_failure(container, failed)
             if failure:
                 reason, detail = failure
-                return PodTrouble(reason, f"{where}: {kind} {container['name']} {detail}")
+                return Cause(reason, f"{where}: {kind} {container['name']} {detail}")
     if phase == "Failed":
-        return PodTrouble("PodFailed", f"{where}: {status.get('reason', '')} {status.get('message', '')}".rstrip())
+        return Cause(r.POD_FAILED, f"{where}: {status.get('reason', '')} {status.get('message', '')}".rstrip())
     return None
 
 
-def _container_failure(container: dict[str, Any], failed: str) -> tuple[str, str] | None:
+def _container_failure(container: dict[str, Any], failed: r.Reason) -> tuple[r.Reason, str] | None:
     """(reason, detail): `failed` for a non-zero exit (now or before a restart), else a stuck waiting reason."""
     state = container.get("state") or {}
     terminated = state.get("terminated") or (container.get("lastState") or {}).get("terminated")
@@ -54,7 +47,7 @@ def _container_failure(container: dict[str, Any], failed: str) -> tuple[str, str
         return failed, f"exited {terminated['exitCode']} ({terminated.get('reason', 'Error')}{backoff})" + (f": {said}" if said else "")
     if waiting in STUCK_WAITING:
         said = _last_line(state["waiting"].get("message", ""))
-        return waiting, f"is waiting: {waiting}" + (f": {said}" if said else "")
+        return STUCK_WAITING[waiting], f"is waiting: {waiting}" + (f": {said}" if said else "")
     return None
 
 

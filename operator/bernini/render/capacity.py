@@ -3,6 +3,7 @@ not fit named in the spec's terms (condition Rendered=False with the error's rea
 
 from decimal import Decimal
 
+from bernini.api import reasons
 from bernini.api.spec import BerniniDeploymentSpec, ReplicaSpec
 from bernini.domain.capacity import Demand, NoWorkerFits, Plan, Replicas, WorkerShape, pack
 from bernini.domain.instances import CATALOGUE, KINDS, InstanceType
@@ -12,19 +13,19 @@ from bernini.domain.quantity import to_bytes
 class DoesNotFit(ValueError):
     """The spec asks for more than the allowed instance types hold; `reason` names the condition reason."""
 
-    reason = "DoesNotFit"
+    reason = reasons.DOES_NOT_FIT
 
 
 class StageDoesNotFit(DoesNotFit):
     """A deployment's replica is larger than a worker pod of every allowed instance type."""
 
-    reason = "StageDoesNotFit"
+    reason = reasons.STAGE_DOES_NOT_FIT
 
 
 class WorkerDoesNotFit(DoesNotFit):
     """spec.workers asks for a worker pod larger than an allowed instance type offers."""
 
-    reason = "WorkerDoesNotFit"
+    reason = reasons.WORKER_DOES_NOT_FIT
 
 
 def deployments(spec: BerniniDeploymentSpec) -> list[tuple[str, ReplicaSpec]]:
