@@ -15,6 +15,7 @@ local sizing has one worker with one replica per stage, so a worker's or the hea
 
 import json
 import os
+from collections import Counter
 import signal
 import subprocess
 import sys
@@ -52,12 +53,12 @@ class SteadyLoad(threading.Thread):
             started = time.monotonic()
             try:
                 status = helpers.post_prompt(self.address, timeout=60)
-            except Exception:  # noqa: BLE001  any failure to get an answer is a failed request
-                status = -1
+            except Exception as error:  # noqa: BLE001  any failure to get an answer is a failed request
+                status = type(error).__name__  # the kind of failure: a timeout is not a refused connection
                 time.sleep(0.5)  # nothing answers: do not spin
             self.results.append((started, status))
 
-    def since(self, moment: float) -> list[int]:
+    def since(self, moment: float) -> list[int | str]:
         return [status for started, status in list(self.results) if started >= moment]
 
 
@@ -243,6 +244,7 @@ def run_fault(bench: Bench, fault) -> dict:
         lost.append(f"{after['rayclusters']} rayclusters")
     return {"fault": fault.__name__.replace("_", " "), "how": how, "sent": len(statuses),
             "failed": sum(status != 200 for status in statuses), "ready_s": seconds,
+            "failures": dict(Counter(str(status) for status in statuses if status != 200)),
             "operator_restarts": bench.operator_restarts - restarts, "lost_or_duplicated": lost or "none"}
 
 
@@ -276,7 +278,7 @@ def main() -> None:
     for row in rows:
         print(f"{row['fault']:<32} {row['sent']:>5} {row['failed']:>6} {row['ready_s']:>10.1f} s "
               f"{row['operator_restarts']:>18}  {row['lost_or_duplicated']}")
-    print("\n" + "\n".join(f"{row['fault']}: {row['how']}" for row in rows))
+    print("\n" + "\n".join(f"{row['fault']}: {row['how']}; failures {row.get('failures') or 'none'}" for row in rows))
 
 
 if __name__ == "__main__":
