@@ -5,7 +5,7 @@
 -- Healthy when Ready. A missing or mistyped field never makes the script fail.
 local hs = {status = "Progressing", message = "Waiting for the operator"}
 -- False for these is waiting or the consequence of another condition's failure, not a failure of its own
--- (NOT_FAILURES in the operator's reconcile/conditions.py).
+-- (the waiting and consequence reasons of bernini/api/reasons.py; a test holds this list to it).
 local waiting = {RayServiceNotReady = true, BlockedByPreflight = true, Suspended = true}
 -- Ray Serve's words for a deployment that failed to start or to update.
 local serve_failures = {UNHEALTHY = true, DEPLOY_FAILED = true}

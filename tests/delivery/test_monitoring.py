@@ -41,8 +41,11 @@ def _operator_names() -> set[str]:
 
     registry = CollectorRegistry()
     body = {"metadata": {"namespace": "models", "name": "bernini"},
-            "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                       "cost": {"instanceTypes": [{"instanceType": "inf2.xlarge", "dollarsPerHour": 0.76}]}}}
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Serving",
+                                       "lastTransitionTime": "2026-12-04T00:00:00Z"}],
+                       "cost": {"currentDollarsPerHour": 0.76, "minDollarsPerHour": 0.76, "maxDollarsPerHour": 3.04,
+                                "workers": 1, "priceSource": "list", "pricesAsOf": "2026-12-01",
+                                "instanceTypes": [{"instanceType": "inf2.xlarge", "workers": 1, "dollarsPerHour": 0.76}]}}}
     registry.register(FromStatus(lambda: [body]))
     for collector in (metrics.RECONCILES, metrics.RECONCILE_SECONDS, metrics.API_WRITES, metrics.LEADER):
         registry.register(collector)

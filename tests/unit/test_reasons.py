@@ -40,3 +40,14 @@ def test_transient_and_unknown_reasons_warn_and_waiting_ones_do_not():
     assert reasons.is_failure("StoreUnreachable") and reasons.is_failure("SomethingKubeRaySaid")
     assert not reasons.is_failure("RayServiceNotReady") and not reasons.is_failure("BlockedByPreflight")
     assert reasons.is_transient("StoreError") and not reasons.is_transient("AccessDenied")
+
+
+def test_the_argo_cd_health_script_waits_on_exactly_the_reasons_that_are_false_without_a_failure():
+    # The reasons a False Rendered or Ready can carry while nothing is wrong; RayServiceReady mirrors KubeRay
+    # and the script does not read it, and PodsHealthy's NotCreated is Unknown, never False.
+    expected = {str(reason) for reason in reasons.ALL if reason.kind in (reasons.Kind.WAITING, reasons.Kind.CONSEQUENCE)
+                and {reasons.RENDERED, reasons.READY} & set(reason.conditions)}
+    examples = PACKAGE.parents[1] / "examples" / "argocd"
+    for script in (examples / "health.lua", examples / "argocd-cm-health.yaml"):
+        spelled = re.search(r"local waiting = \{([^}]*)\}", script.read_text()).group(1)
+        assert set(re.findall(r"(\w+) = true", spelled)) == expected, script

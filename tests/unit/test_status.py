@@ -181,3 +181,14 @@ def test_kuberay_fields_we_do_not_read_are_ignored_and_a_malformed_status_reads_
     assert rayservice_status(added).ready and rayservice_status(added).active_service_status.ray_cluster_name == "bernini-abcde"
     malformed = {"status": {"conditions": "Ready"}}
     assert rayservice_status(malformed).conditions == [] and rayservice_status(None) is None
+    # One odd field (anyone who may write the RayService may write its status) hides nothing else.
+    odd = {"status": {**READY_RAYSERVICE["status"], "pendingServiceStatus": [], "activeServiceStatus": {
+        "rayClusterName": "bernini-abcde", "rayClusterStatus": {"desiredWorkerReplicas": -3},
+        "applicationStatuses": {"bernini": {"serveDeploymentStatuses": {"Encoder": {"status": 5}, "Decoder": 1}}}}}}
+    read = rayservice_status(odd)
+    assert read.ready and read.active_service_status.ray_cluster_name == "bernini-abcde" and read.desired_workers is None
+    # A reason or status our own condition could not carry reads as none: the status patch must still validate.
+    foreign = {"status": {"conditions": [{"type": "Ready", "status": "Maybe", "reason": "not a reason!"}]}}
+    spec = make_spec()
+    status = _status(spec, Preflight(True, Cause("Verified", "ok"), make_manifest(), "f" * 64), foreign)
+    assert _conditions(status)["RayServiceReady"] == ("Unknown", "Unspecified")

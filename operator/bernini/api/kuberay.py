@@ -1,56 +1,87 @@
-"""What the operator reads back from KubeRay's RayService status, typed once per reconcile. Fields KubeRay adds
-are ignored; a status of an unexpected shape reads as one KubeRay has not written yet."""
+"""What the operator reads back from KubeRay's RayService status, typed once per reconcile. Anyone who may write
+a RayService may write its status, so every field reads tolerantly: one of an unexpected shape reads as absent
+and the rest is kept; fields KubeRay adds are ignored."""
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WrapValidator
 from pydantic.alias_generators import to_camel
+
+from bernini.api.status import CONDITION_REASON
+
+READY = "Ready"  # KubeRay's condition types
+UPGRADE_IN_PROGRESS = "UpgradeInProgress"
+
+
+def _or(default):
+    """A field validator that reads a value of the wrong shape as default (called when it is a type)."""
+    def tolerant(value, read):
+        try:
+            return read(value)
+        except ValidationError:
+            return default() if isinstance(default, type) else default
+    return WrapValidator(tolerant)
+
+
+Text = Annotated[str, _or("")]
 
 
 class _Read(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
 
 
+def _condition_status(value: str) -> str:
+    return value if value in ("True", "False", "Unknown") else "Unknown"
+
+
+def _condition_reason(value: str) -> str:
+    """A reason our own condition can carry, or "" (a mirrored reason must fit metav1.Condition's rules)."""
+    return value if len(value) <= 1024 and re.fullmatch(CONDITION_REASON, value) else ""
+
+
 class RayCondition(_Read):
-    type: str
-    status: str = "Unknown"
-    reason: str = ""
-    message: str = ""
+    type: Text = ""
+    status: Annotated[str, AfterValidator(_condition_status), _or("Unknown")] = "Unknown"
+    reason: Annotated[str, AfterValidator(_condition_reason), _or("")] = ""
+    message: Text = ""
 
 
 class ServeDeploymentStatus(_Read):
-    status: str = ""
-    message: str = ""
+    status: Text = ""
+    message: Text = ""
 
 
 class ApplicationStatus(_Read):
-    serve_deployment_statuses: dict[str, ServeDeploymentStatus] = Field(default_factory=dict)
+    serve_deployment_statuses: Annotated[dict[str, Annotated[ServeDeploymentStatus, _or(ServeDeploymentStatus)]],
+                                         _or(dict)] = Field(default_factory=dict)
 
 
 class RayClusterStatus(_Read):
-    desired_worker_replicas: int | None = None
+    desired_worker_replicas: Annotated[int | None, _or(None)] = Field(None, ge=0)
     """The autoscaler's worker count across the cluster's groups."""
 
 
 class ClusterSide(_Read):
     """activeServiceStatus or pendingServiceStatus: one RayCluster and what runs on it."""
 
-    ray_cluster_name: str = ""
-    ray_cluster_status: RayClusterStatus = RayClusterStatus()
-    application_statuses: dict[str, ApplicationStatus] = Field(default_factory=dict)
+    ray_cluster_name: Text = ""
+    ray_cluster_status: Annotated[RayClusterStatus, _or(RayClusterStatus)] = RayClusterStatus()
+    application_statuses: Annotated[dict[str, Annotated[ApplicationStatus, _or(ApplicationStatus)]],
+                                    _or(dict)] = Field(default_factory=dict)
 
 
 class RayServiceStatus(_Read):
-    conditions: list[RayCondition] = Field(default_factory=list)
-    active_service_status: ClusterSide = ClusterSide()
-    pending_service_status: ClusterSide = ClusterSide()
+    conditions: Annotated[list[Annotated[RayCondition, _or(RayCondition)]], _or(list)] = Field(default_factory=list)
+    active_service_status: Annotated[ClusterSide, _or(ClusterSide)] = ClusterSide()
+    pending_service_status: Annotated[ClusterSide, _or(ClusterSide)] = ClusterSide()
 
     def condition(self, condition_type: str) -> RayCondition | None:
         return next((c for c in self.conditions if c.type == condition_type), None)
 
     @property
     def ready(self) -> bool:
-        ready = self.condition("Ready")
+        ready = self.condition(READY)
         return ready is not None and ready.status == "True"
 
     @property
@@ -79,7 +110,5 @@ def rayservice_status(rayservice: dict[str, Any] | None) -> RayServiceStatus | N
     """The typed status of a RayService as the API server holds it; None when there is no RayService."""
     if rayservice is None:
         return None
-    try:
-        return RayServiceStatus.model_validate(rayservice.get("status") or {})
-    except ValidationError:
-        return RayServiceStatus()  # an unreadable status tells as much as one KubeRay has not written yet
+    status = rayservice.get("status")
+    return RayServiceStatus.model_validate(status if isinstance(status, dict) else {})

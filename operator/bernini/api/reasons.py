@@ -1,6 +1,6 @@
 """The status vocabulary: condition types, and every reason the operator writes, each defined once with what it
-means. Conditions, events, metrics, the Argo CD health script's expectations and the docs' table of reasons
-all read it from here.
+means. Conditions, events, metrics and the docs' table of reasons read it from here; the Argo CD health script
+in examples/argocd spells its few waiting reasons in Lua, and a test holds it to this module.
 
 A reason compares and serialises as its name (it is a str), so it goes into a condition or an Event as is."""
 
@@ -67,6 +67,11 @@ def by_name(name: str) -> Reason | None:
 def is_transient(reason: str) -> bool:
     known = by_name(reason)
     return known is not None and known.kind is Kind.TRANSIENT
+
+
+def is_retried(reason: str) -> bool:
+    known = by_name(reason)
+    return known is not None and known.retried
 
 
 def is_failure(reason: str) -> bool:

@@ -213,9 +213,24 @@ def read_back(stored: Any) -> BerniniDeploymentStatus:
         kept = {}
         for field in BerniniDeploymentStatus.model_fields.values():
             if field.alias in stored:
-                try:
-                    BerniniDeploymentStatus.model_validate({field.alias: stored[field.alias]})
-                except ValidationError:
-                    continue
-                kept[field.alias] = stored[field.alias]
+                value = stored[field.alias]
+                if field.alias == "conditions" and isinstance(value, list):
+                    # One bad entry must not reset every other condition's lastTransitionTime.
+                    value = [entry for entry in value if _reads(Condition, entry)]
+                if _reads(BerniniDeploymentStatus, {field.alias: value}):
+                    kept[field.alias] = value
         return BerniniDeploymentStatus.model_validate(kept)
+
+
+def _reads(model: type[ApiModel], value: Any) -> bool:
+    try:
+        model.model_validate(value)
+    except ValidationError:
+        return False
+    return True
+
+
+# Observations a status may stop carrying (a blocked spec no longer reports capacity): a JSON merge patch must
+# name them as null to remove them.
+OPTIONAL_OBSERVATIONS = tuple(field.alias for field in BerniniDeploymentStatus.model_fields.values()
+                              if field.default is None)

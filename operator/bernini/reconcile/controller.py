@@ -15,7 +15,7 @@ from bernini.api import reasons as r
 from bernini.api.kuberay import RayServiceStatus, rayservice_status
 from bernini.api.reasons import Cause
 from bernini.api.spec import BerniniDeploymentSpec
-from bernini.api.status import BerniniDeploymentStatus, read_back
+from bernini.api.status import OPTIONAL_OBSERVATIONS, BerniniDeploymentStatus, read_back
 from bernini.artifacts.preflight import BUSY_RETRY_SECONDS, ManifestReader, Preflight, StoreBusy
 from bernini.cost.prices import LIST_PRICES, PriceTable
 from bernini.reconcile import conditions as c
@@ -283,7 +283,7 @@ class Controller:
                                                             self._pod_trouble(namespace, spec, rayservice)))
         self._prewarm(key, body, spec, preflight, serving or current.model_version)
         # A refusal no event of ours will end (a webhook removed, KubeRay installed later) is noticed by backing off.
-        return blocked.reason if blocked and r.by_name(blocked.reason).retried else None
+        return blocked.reason if blocked and r.is_retried(blocked.reason) else None
 
     def _prewarm(self, key: Key, body: dict[str, Any], spec: BerniniDeploymentSpec, preflight: Preflight,
                  serving_version: str) -> None:
@@ -401,8 +401,7 @@ class Controller:
             status, transitions = desired_status(name, namespace, spec, seen, current, now(), self.prices)
         if _without_nulls(status) == _without_nulls(stored):
             return
-        # JSON merge patch: null removes capacity/artifacts a blocked spec no longer reports.
-        patch = {"capacity": None, "artifacts": None, "cost": None, **status}
+        patch = {**dict.fromkeys(OPTIONAL_OBSERVATIONS), **status}  # JSON merge patch: null removes
         try:
             self.kube.patch_status(namespace, name, patch)
         except ApiException as error:

@@ -30,9 +30,21 @@ class FromStatus:
 
     def __init__(self, bodies: Callable[[], Iterable[dict[str, Any]]]):
         self._bodies = bodies
+        self._read: dict[int, tuple[Any, BerniniDeploymentStatus]] = {}  # id(stored status) -> (it, typed)
+
+    def _typed(self, stored: Any) -> BerniniDeploymentStatus:
+        """Each stored status is read once: the controller replaces the dict on every change, never edits it."""
+        known = self._read.get(id(stored))
+        if known is None or known[0] is not stored:
+            known = (stored, read_back(stored))
+        return known[1]
 
     def collect(self):
-        bodies = [(body["metadata"], read_back(body.get("status"))) for body in self._bodies()]
+        listed = list(self._bodies())  # one step: the controller's threads add and drop objects meanwhile
+        bodies = [(body["metadata"], body.get("status")) for body in listed]
+        read = {id(stored): (stored, self._typed(stored)) for _, stored in bodies}
+        self._read = read  # what is gone is dropped with its reference
+        bodies = [(metadata, read[id(stored)][1]) for metadata, stored in bodies]
         tally = Tally(_ready(status) for _, status in bodies)
         ready = GaugeMetricFamily("bernini_deployments", "BerniniDeployments by Ready status.", labels=["ready"])
         for status in ("True", "False", "Unknown"):

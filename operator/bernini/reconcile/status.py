@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bernini.api import reasons as r
+from bernini.api import kuberay
 from bernini.api.kuberay import RayServiceStatus
 from bernini.api.reasons import Cause
 from bernini.api.spec import BerniniDeploymentSpec
@@ -44,7 +45,7 @@ def judgements(spec: BerniniDeploymentSpec, seen: Observation) -> list[c.Judgeme
     else:
         rendered = c.Judgement(r.RENDERED, "True", Cause(r.APPLIED, f"RayService matches generation {seen.generation}"))
 
-    ready_condition = seen.rayservice and seen.rayservice.condition("Ready")
+    ready_condition = seen.rayservice and seen.rayservice.condition(kuberay.READY)
     if not running:
         rayservice = c.Judgement(r.RAYSERVICE_READY, "Unknown", Cause(r.NOT_CREATED, "the RayService does not exist yet"))
     elif ready_condition:
@@ -82,7 +83,7 @@ def judgements(spec: BerniniDeploymentSpec, seen: Observation) -> list[c.Judgeme
 def _rayservice_summary(rayservice: RayServiceStatus | None) -> RayServiceObservation:
     if rayservice is None:
         return RayServiceObservation()
-    ready, upgrading = rayservice.condition("Ready"), rayservice.condition("UpgradeInProgress")
+    ready, upgrading = rayservice.condition(kuberay.READY), rayservice.condition(kuberay.UPGRADE_IN_PROGRESS)
     return RayServiceObservation(
         ready=ready.status if ready and ready.status in ("True", "False") else "Unknown",
         reason=ready.reason if ready else "",
