@@ -1,8 +1,8 @@
 """Generate the reference docs (`make docs`); tests/unit/test_generated_docs.py fails when they drift.
 
 A development tool, not part of the package. Its sources: the CRD schema the operator derives from its pydantic
-models (so the spec reference says what `kubectl explain` says), the chart's values schema and defaults, and the
-operator's vocabulary of condition reasons.
+models (so the spec reference says what `kubectl explain` says), the chart's values schema and defaults, the
+operator's vocabulary of condition reasons, and the instance catalogue with its list prices.
 """
 
 import json
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC_REFERENCE = ROOT / "docs" / "reference" / "spec.md"
 CHART = ROOT / "charts" / "bernini-operator"
 OPERATIONS = ROOT / "docs" / "operations.md"
-REASONS_BEGIN, REASONS_END = "<!-- reasons:begin -->", "<!-- reasons:end -->"
+USER_GUIDE = ROOT / "docs" / "user-guide.md"
 
 
 def _cell(text: Any) -> str:
@@ -167,14 +167,9 @@ def chart_readme() -> str:
     return "\n".join(out) + "\n"
 
 
-def reasons_table() -> str | None:
-    """The table of condition reasons, or None while the vocabulary module does not exist yet."""
-    try:
-        from bernini.api import reasons
-    except ModuleNotFoundError as missing:
-        if missing.name != "bernini.api.reasons":
-            raise
-        return None
+def reasons_table() -> str:
+    from bernini.api import reasons
+
     rows = ["| reason | conditions | kind | meaning | what to do |", "| --- | --- | --- | --- | --- |"]
     for reason in reasons.ALL:
         kind = f"{reason.kind}, retried" if reason.retried else str(reason.kind)
@@ -183,19 +178,36 @@ def reasons_table() -> str | None:
     return "\n".join(rows)
 
 
-def operations() -> str:
-    """docs/operations.md is written by hand except the reasons table between its markers."""
-    text = OPERATIONS.read_text()
-    table = reasons_table()
-    if table is None:
-        return text
-    head, rest = text.split(REASONS_BEGIN, 1)
-    _, tail = rest.split(REASONS_END, 1)
-    return f"{head}{REASONS_BEGIN}\n{table}\n{REASONS_END}{tail}"
+def instances_table() -> str:
+    """The instance catalogue with the shipped list prices: what each type offers one worker pod."""
+    from bernini.cost.prices import LIST_PRICES
+    from bernini.domain.instances import CATALOGUE, KINDS
+
+    rows = ["| instance type | kind | accelerators | accelerator memory | vCPUs / memory | worker pod gets | list $/h |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, instance in CATALOGUE.items():
+        unit = KINDS[instance.kind].unit
+        accelerators = f"{instance.accelerators} {unit}s" if instance.accelerators else "-"
+        memory = f"{instance.accelerator_memory_gib} GiB" if instance.accelerator_memory_gib else "-"
+        pod = f"{instance.worker_cpus} CPUs, {instance.worker_memory_bytes / 2**30:.1f} GiB"
+        price = LIST_PRICES.hourly(name)
+        rows.append(f"| `{name}` | {instance.kind} | {accelerators} | {memory} | {instance.vcpus} / "
+                    f"{instance.memory_gib} GiB | {pod} | {'-' if price is None else f'{price:.4f}'} |")
+    return "\n".join(rows) + f"\n\nList prices: {LIST_PRICES.source}, as of {LIST_PRICES.as_of}."
+
+
+def _between_markers(path: Path, name: str, table: str) -> str:
+    """path's text, written by hand except the generated table between its `<!-- name:begin/end -->` markers."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    head, rest = path.read_text().split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{table}\n{end}{tail}"
 
 
 def outputs() -> dict[Path, str]:
-    return {SPEC_REFERENCE: spec_reference(), CHART / "README.md": chart_readme(), OPERATIONS: operations()}
+    return {SPEC_REFERENCE: spec_reference(), CHART / "README.md": chart_readme(),
+            OPERATIONS: _between_markers(OPERATIONS, "reasons", reasons_table()),
+            USER_GUIDE: _between_markers(USER_GUIDE, "instances", instances_table())}
 
 
 def main() -> None:
@@ -204,8 +216,6 @@ def main() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
             print(f"wrote {path.relative_to(ROOT)}")
-    if reasons_table() is None:
-        print("bernini.api.reasons does not exist yet: the reasons table in docs/operations.md is left as it is")
 
 
 if __name__ == "__main__":

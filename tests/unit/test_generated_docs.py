@@ -1,5 +1,6 @@
 """The reference docs are generated (`make docs`): the spec reference from the pydantic models, the chart README
-from its values schema, the reasons table from the operator's reasons. Committed copies must not drift."""
+from its values schema, the reasons table from the operator's reasons, the instance table from the catalogue.
+Committed copies must not drift."""
 
 import importlib.util
 from pathlib import Path
