@@ -220,20 +220,6 @@ def test_a_rayservice_replaced_between_the_read_and_the_update_is_not_taken_over
     assert after["spec"]["serveConfigV2"] == FOREIGN_SPEC["serveConfigV2"] and "ownerReferences" not in after["metadata"]
 
 
-def test_a_deployment_deleted_while_no_event_said_so_is_forgotten_not_resurrected(
-        in_process_only, api_client, custom, core, namespace, example_deployment):
-    """A watch that relists after a gap (410 Gone) sends no DELETED for what vanished meanwhile: the controller
-    still holds the object. Its next reconcile must not create a RayService owned by a dead uid."""
-    body = example_deployment()
-    _create(custom, namespace, body)
-    controller = _controller(custom, namespace, body, Kube(api_client))
-    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini")
-    wait_for(lambda: not custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"], "the deletion")
-    assert controller.reconcile((namespace, "bernini")) is None
-    assert _rayservice(custom, namespace) is None
-    assert (namespace, "bernini") not in controller.deployments
-
-
 def _workers_until(controller: Controller, key, *steps, timeout: float = 60) -> None:
     """Run the controller's own workers (queue, back-off, error handling) on key until each step() holds in
     turn (one event loop for all: the queue belongs to it)."""
@@ -330,34 +316,3 @@ def test_a_create_in_a_terminating_namespace_ends_the_reconcile_without_retries(
 
 def _reconciles(result: str) -> float:
     return REGISTRY.get_sample_value("bernini_reconcile_total", {"result": result}) or 0.0
-
-
-def test_a_refused_prewarm_daemonset_is_one_event_and_the_rollout_goes_on(scoped_operator, api_client, custom, core,
-                                                                        namespace, example_deployment):
-    lift = _denying(api_client, namespace, "apps", "daemonsets")
-    try:
-        apps = client.AppsV1Api(api_client)
-        probe = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "probe"}, "spec": {
-            "selector": {"matchLabels": {"probe": "1"}}, "template": {"metadata": {"labels": {"probe": "1"}},
-                                                                      "spec": {"containers": [{"name": "c", "image": "x"}]}}}}
-
-        def refused() -> bool:
-            try:
-                apps.create_namespaced_daemon_set(namespace, copy.deepcopy(probe))
-            except ApiException as error:
-                return error.status in (400, 403, 422) and DENIAL in error.body
-            apps.delete_namespaced_daemon_set("probe", namespace)
-            return False
-        wait_for(refused, "the admission policy to take effect", timeout=30)
-        body = example_deployment()
-        body["spec"]["artifactsCache"] = {"claimName": "bernini-cache", "prewarm": True}
-        _create(custom, namespace, body)
-        event = wait_for(lambda: _events(core, namespace, "PrewarmRefused"), "a PrewarmRefused event")[0]
-        assert event.type == "Warning" and DENIAL in event.message and "bernini-prewarm" in event.message
-        assert wait_for(lambda: _rayservice(custom, namespace), "the RayService all the same")
-        wait_for(lambda: _condition(_get(custom, namespace), "Rendered").get("status") == "True", "Rendered=True")
-        time.sleep(3 * scoped_operator.resync_seconds)  # resyncs do not retry a refusal of the same DaemonSet
-        assert len(_events(core, namespace, "PrewarmRefused")) == 1
-        assert "Traceback" not in scoped_operator.log(), "a refusal is not a crash"
-    finally:
-        lift()
