@@ -5,6 +5,7 @@ from typing import Any
 import yaml
 
 from bernini.api import GROUP, KIND, PLURAL, VERSION
+from bernini.api.reasons import READY
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.api.status import BerniniDeploymentStatus
 
@@ -114,8 +115,8 @@ def custom_resource_definition() -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [
-                        _condition_column("Ready", "Ready", "status"),
-                        _condition_column("Reason", "Ready", "reason"),
+                        _condition_column("Ready", READY, "status"),
+                        _condition_column("Reason", READY, "reason"),
                         {"name": "Version", "type": "string", "jsonPath": ".spec.model.version"},
                         {"name": "Endpoint", "type": "string", "jsonPath": ".status.serveEndpoint"},
                         {"name": "Workers", "type": "integer", "jsonPath": ".status.capacity.maxWorkers", "priority": 1},
