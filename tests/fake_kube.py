@@ -9,6 +9,7 @@ The fake replaces the generated API objects of a real `Kube` (its .custom, .core
 - server-side apply with field managers: a field another manager set to a different value conflicts (409)
   unless the apply is forced; a uid in the applied object that differs from the live one is refused (422);
 - the status subresource's JSON merge patch; delete with a uid precondition (409 when it differs);
+- a JSON patch of the `test` and `add` operations (a failed test is 422, as the API server answers);
 - creates in a terminating namespace refused (403 "... is being terminated"), as NamespaceLifecycle does;
 - admission denying writes of a resource (`deny`), and a resource that is not served (`unserve`).
 Simplified: lists are atomic values (SSA merges some by key), a field its manager stops applying stays, and
@@ -32,6 +33,7 @@ PLURALS = {"BerniniDeployment": "berninideployments", "RayService": "rayservices
            "DaemonSet": "daemonsets", "Pod": "pods"}
 APPLY = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 _SYSTEM_FIELDS = {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace"), ("metadata", "uid")}
 
 
@@ -241,6 +243,30 @@ class FakeCluster:
         self.writes.append(("patch", f"{resource}/status", name))
         return copy.deepcopy(live)
 
+    def json_patch(self, resource: str, namespace: str, name: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+        self._served(resource)
+        live = self.objects.get((resource, namespace, name))
+        if live is None:
+            raise status_error(404, "NotFound", f'{resource} "{name}" not found')
+        patched = copy.deepcopy(live)
+        for operation in operations:
+            *parents, last = [int(part) if part.isdigit() else part for part in operation["path"].split("/")[1:]]
+            target = patched
+            for part in parents:
+                target = target[part]
+            if operation["op"] == "test" and target.get(last) != operation["value"]:
+                raise status_error(422, "Invalid", f"the server rejected our request: test failed at {operation['path']}")
+            assert operation["op"] in ("test", "add"), "FAKE: only the test and add operations are modelled"
+            if operation["op"] == "add":
+                target[last] = operation["value"]
+        self._admit(resource, name)
+        spec_before = copy.deepcopy(live.get("spec"))
+        live.clear()
+        live.update(patched)
+        self._bump(live, spec_before)
+        self.writes.append(("patch", resource, name))
+        return copy.deepcopy(live)
+
     def delete_with_uid(self, resource: str, namespace: str, name: str, uid: str) -> None:
         live = self.objects.get((resource, namespace, name))
         if live is None:
@@ -273,8 +299,10 @@ class _CustomObjects:
     def get_namespaced_custom_object(self, group, version, namespace, plural, name, _request_timeout=None):
         return self.cluster.read(plural, namespace, name)
 
-    def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body, field_manager, force,
-                                       _content_type, _preload_content, _request_timeout):
+    def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body, _content_type,
+                                       _preload_content, _request_timeout, field_manager=None, force=None):
+        if _content_type == JSON_PATCH:
+            return _response(self.cluster.json_patch(plural, namespace, name, body))
         assert _content_type == APPLY and (body["metadata"]["namespace"], body["metadata"]["name"]) == (namespace, name)
         return _response(self.cluster.apply(plural, body, field_manager, force))
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import boto3
 import yaml
 from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
 
 from bernini.api import GROUP, PLURAL, VERSION
 from localdev import LocalCluster
@@ -55,10 +56,31 @@ class Seen:
             threading.Thread(target=self._watch, args=(group, plural, record), daemon=True).start()
 
     def _watch(self, group: str, plural: str, record) -> None:
+        """Never stops: a watch the API server ends (its timeout, a slow consumer, a dropped connection) resumes
+        from the last resourceVersion seen; one too old for the server (410 Gone) is replaced by a LIST, whose
+        objects count as seen when listed."""
         version = VERSION if group == GROUP else "v1"
-        for event in watch.Watch().stream(self.custom.list_namespaced_custom_object, group, version, NAMESPACE,
-                                          plural, timeout_seconds=3600):
-            record(event)
+        resource_version = ""
+        while True:
+            try:
+                if not resource_version:
+                    listed = self.custom.list_namespaced_custom_object(group, version, NAMESPACE, plural)
+                    for item in listed["items"]:
+                        record({"type": "ADDED", "object": item})
+                    resource_version = listed["metadata"]["resourceVersion"]
+                for event in watch.Watch().stream(self.custom.list_namespaced_custom_object, group, version,
+                                                  NAMESPACE, plural, resource_version=resource_version,
+                                                  allow_watch_bookmarks=True, timeout_seconds=300):
+                    resource_version = event["object"]["metadata"]["resourceVersion"]
+                    if event["type"] != "BOOKMARK":
+                        record(event)
+            except ApiException as error:
+                if error.status == 410:
+                    resource_version = ""
+                else:
+                    time.sleep(1)
+            except Exception:  # noqa: BLE001  a broken connection: resume where it ended
+                time.sleep(1)
 
     @staticmethod
     def _added(sink: dict[str, float]):
@@ -72,6 +94,17 @@ class Seen:
         if any(c["type"] == "Rendered" and c["status"] == "True" and c["observedGeneration"] == item["metadata"]["generation"]
                for c in item.get("status", {}).get("conditions", [])):
             self.rendered.setdefault(item["metadata"]["name"], time.monotonic())
+
+
+def missing(custom: client.CustomObjectsApi, seen: dict[str, float], names: list[str]) -> str:
+    """What a timeout should say: how many were never seen Rendered, and the conditions a few of them show."""
+    absent = [name for name in names if name not in seen]
+    shown = []
+    for name in absent[:5]:
+        body = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
+        conditions = {c["type"]: f"{c['status']}/{c['reason']}" for c in body.get("status", {}).get("conditions", [])}
+        shown.append(f"{name} (generation {body['metadata']['generation']}): {conditions or 'no status'}")
+    return f"{len(absent)} of {len(names)} never seen Rendered; " + "; ".join(shown)
 
 
 def deployment(name: str, endpoint: str, suspend: bool = False) -> dict:
@@ -186,10 +219,13 @@ def main() -> None:
             list(pool.map(lambda n: custom.create_namespaced_custom_object(
                 GROUP, VERSION, NAMESPACE, PLURAL, deployment(n, s3.endpoint_url, suspend=True)), names))
         submitted = time.monotonic() - started
-        wait_for(lambda: len(seen.rendered) >= total, f"{total} Rendered", timeout=1800, interval=0.5)
+        wait_for(lambda: len(seen.rendered) >= total, f"{total} Rendered", timeout=1800, interval=0.5,
+                 explain=lambda: missing(custom, seen.rendered, ["lat-%03d" % i for i in range(args.latency_samples)]
+                                         + names))
         ours_done = max(seen.rendered[name] for name in names) - started
         memory = rss_mib(operator.process.pid)
-        wait_for(lambda: len(seen.rayclusters) >= total, f"{total} RayClusters", timeout=1800, interval=0.5)
+        wait_for(lambda: len(seen.rayclusters) >= total, f"{total} RayClusters", timeout=1800, interval=0.5,
+                 explain=lambda: f"{total - len(seen.rayclusters)} RayClusters not seen yet")
         kuberay_done = max(seen.rayclusters.values()) - started
         after = {name: p.sample() for name, p in processes.items()}
         requests = audited_requests(cluster.audit_log, audit_start, cluster.audit_log.stat().st_size)

@@ -193,6 +193,31 @@ def test_a_serve_only_change_reaches_the_running_cluster_in_place(served, real_c
     assert helpers.deployment(real_custom, namespace)["status"]["rayService"]["activeCluster"] == raycluster
 
 
+def _group_bounds(real_custom, namespace: str, raycluster: str) -> list[tuple[int, int]]:
+    live = real_custom.get_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters", raycluster)
+    return [(group.get("minReplicas"), group.get("maxReplicas")) for group in live["spec"]["workerGroupSpecs"]]
+
+
+def test_a_change_of_replica_bounds_reaches_the_running_cluster_in_place(served, real_core, real_custom):
+    """KubeRay never carries a worker group's min/max from the RayService into a running RayCluster (kuberay#4568):
+    the operator sets them there, on the same cluster and pods. Diffusion at most 1 (from 2) needs one worker
+    node at most (from 2)."""
+    namespace = served.namespace
+    raycluster = helpers.deployment(real_custom, namespace)["status"]["rayService"]["activeCluster"]
+    before = {p.metadata.uid for p in helpers.pods(real_core, namespace, f"ray.io/cluster={raycluster}")}
+    assert _group_bounds(real_custom, namespace, raycluster) == [(1, 2)]
+    for maximum, nodes in ((1, [(1, 1)]), (2, [(1, 2)])):  # and back: what the next tests expect
+        real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini",
+                                                   {"spec": {"stages": {"diffusion": {"maxReplicas": maximum}}}})
+        wait_for(lambda: _group_bounds(real_custom, namespace, raycluster) == nodes,
+                 f"the running RayCluster's bounds to be {nodes}", timeout=120, interval=1,
+                 explain=lambda: str(_group_bounds(real_custom, namespace, raycluster)))
+        status = helpers.deployment(real_custom, namespace)["status"]
+        assert status["rayService"]["activeCluster"] == raycluster and not status["rayService"].get("pendingCluster")
+        assert status["capacity"]["maxWorkers"] == nodes[0][1]
+    assert {p.metadata.uid for p in helpers.pods(real_core, namespace, f"ray.io/cluster={raycluster}")} == before
+
+
 def _pulled(pod) -> bool:
     return any(s.name == "pull-artifacts" and s.state.terminated and s.state.terminated.exit_code == 0
                for s in pod.status.init_container_statuses or [])

@@ -3,6 +3,7 @@
 the same decisions against a real control plane, and so proves the API server answers as the fake does."""
 
 import asyncio
+import copy
 import json
 import logging
 
@@ -398,3 +399,75 @@ def test_a_refused_prewarm_daemonset_is_one_event_and_the_rollout_goes_on(cluste
     assert len(events) == 1 and events[0]["type"] == "Warning"
     assert DENIAL in events[0]["message"] and PREWARM in events[0]["message"]
     assert daemonset(cluster) is None
+
+
+# -- worker-group bounds on the running RayCluster ----------------------------------------------------
+
+
+def running_cluster(cluster: FakeCluster, pending: bool = False) -> str:
+    """KubeRay's side: the RayCluster made from the RayService as it is now, with the autoscaler's replicas,
+    serving (or, pending, still starting beside another)."""
+    groups = copy.deepcopy(rayservice(cluster)["spec"]["rayClusterConfig"]["workerGroupSpecs"])
+    for group in groups:
+        group["replicas"] = 3  # the Ray autoscaler's
+    name = "bernini-next" if pending else "bernini-x7k2p"
+    cluster.create({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": name, "namespace": NAMESPACE},
+                    "spec": {"workerGroupSpecs": groups}}, manager="kuberay")
+    sides = {"pendingServiceStatus": {"rayClusterName": name}, "activeServiceStatus": {"rayClusterName": "old"}} \
+        if pending else {"activeServiceStatus": {"rayClusterName": name}}
+    cluster.edit("rayservices", NAMESPACE, NAME, {"status": {
+        **sides, "conditions": [{"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints"}]}}, manager="kuberay")
+    return name
+
+
+def group_bounds(cluster: FakeCluster, name: str) -> list[tuple[int, int, int]]:
+    return [(g["minReplicas"], g["maxReplicas"], g["replicas"])
+            for g in cluster.get("rayclusters", NAMESPACE, name)["spec"]["workerGroupSpecs"]]
+
+
+def test_changed_bounds_reach_the_running_raycluster_and_only_its_min_and_max(cluster):
+    controller = operator(cluster)
+    reconcile(controller, cluster)
+    name = running_cluster(cluster)
+    (low, high, _), = group_bounds(cluster, name)
+    reconcile(controller, cluster)
+    assert ("patch", "rayclusters", name) not in cluster.writes, "bounds that agree are not written"
+    edit_spec(cluster, stages={"diffusion": {"maxReplicas": 12}})
+    reconcile(controller, cluster)
+    (new_low, new_high, replicas), = group_bounds(cluster, name)
+    assert (new_low, replicas) == (low, 3) and new_high > high, "only the bounds change; replicas are the autoscaler's"
+    assert new_high == rayservice(cluster)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"]
+    written = len(cluster.writes)
+    reconcile(controller, cluster)
+    assert cluster.writes[written:] == [], "an idle reconcile reads and writes no RayCluster"
+
+
+def test_while_kuberay_switches_clusters_neither_is_patched(cluster):
+    controller = operator(cluster)
+    reconcile(controller, cluster)
+    active = running_cluster(cluster)
+    pending = running_cluster(cluster, pending=True)
+    cluster.edit("rayservices", NAMESPACE, NAME, {"status": {"activeServiceStatus": {"rayClusterName": active}}})
+    edit_spec(cluster, stages={"diffusion": {"maxReplicas": 12}})
+    reconcile(controller, cluster)
+    assert not {("patch", "rayclusters", active), ("patch", "rayclusters", pending)} & set(cluster.writes)
+
+
+def test_an_autoscaler_write_between_the_read_and_the_patch_is_kept_and_the_bounds_follow_next_time(cluster):
+    controller = operator(cluster)
+    reconcile(controller, cluster)
+    name = running_cluster(cluster)
+    edit_spec(cluster, stages={"diffusion": {"maxReplicas": 12}})
+    read = controller.kube.read_raycluster
+
+    def read_then_the_autoscaler_writes(namespace, cluster_name):
+        live = read(namespace, cluster_name)
+        cluster.edit("rayclusters", namespace, cluster_name, {"metadata": {"annotations": {"autoscaler": "wrote"}}},
+                     manager="autoscaler")
+        return live
+    controller.kube.read_raycluster = read_then_the_autoscaler_writes
+    assert reconcile(controller, cluster) is None, "a lost race is no failure"
+    assert ("patch", "rayclusters", name) not in cluster.writes
+    controller.kube.read_raycluster = read
+    reconcile(controller, cluster)
+    assert group_bounds(cluster, name)[0][1] == rayservice(cluster)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"]

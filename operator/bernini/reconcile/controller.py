@@ -28,6 +28,7 @@ from bernini.reconcile.policy import Policy
 from bernini.reconcile.status import Observation, desired_status, invalid_status
 from bernini.render.capacity import DoesNotFit, plan
 from bernini.render import names
+from bernini.render.bounds import bounds, bounds_patch
 from bernini.render.prewarm import prewarm_daemonset, prewarm_name
 from bernini.render.rayservice import render_rayservice
 
@@ -138,6 +139,8 @@ class Controller:
         self._failures: dict[Key, int] = {}
         # The pre-warm DaemonSet last applied per key (None: known absent; no entry: unknown, e.g. after a restart).
         self._prewarms: dict[Key, str | None] = {}
+        # The (RayCluster, worker-group bounds) last made to agree per key, so an idle reconcile reads nothing.
+        self._bounds: dict[Key, tuple] = {}
 
     # -- event feeds (called on the event loop) -------------------------------------------------
 
@@ -145,6 +148,8 @@ class Controller:
         key = _key(body)
         if event_type == "DELETED":
             self.deployments.pop(key, None)  # owner references let the garbage collector remove the rest
+            self._prewarms.pop(key, None)
+            self._bounds.pop(key, None)
             return
         self.deployments[key] = _lean(body)
         self.queue.add(key)
@@ -252,7 +257,7 @@ class Controller:
         metadata = body["metadata"]
         observed = self.rayservices.read(key)
         current = read_back(body.get("status"))
-        capacity, blocked = None, None
+        capacity, blocked, desired = None, None, None
         try:
             spec = BerniniDeploymentSpec.model_validate(body.get("spec", {}))
         except ValidationError as error:
@@ -277,6 +282,8 @@ class Controller:
             else:
                 observed, blocked = self._converge(key, metadata["uid"], observed, desired)
         rayservice = rayservice_status(observed)
+        if desired is not None and blocked is None and not spec.suspend:
+            self._sync_bounds(key, desired, rayservice)
         serving = self._serving_version(namespace, spec, rayservice, current)
         self._write_status(body, spec, current, Observation(metadata.get("generation", 0), preflight, capacity,
                                                             blocked, rayservice, serving,
@@ -348,6 +355,32 @@ class Controller:
         if not clusters:
             return None
         return diagnose(self.kube.list_pods(namespace, f"ray.io/cluster in ({','.join(clusters)})"))
+
+    def _sync_bounds(self, key: Key, desired: dict[str, Any], rayservice: RayServiceStatus | None) -> None:
+        """The serving RayCluster's worker groups get the spec's bounds, which KubeRay never carries to a running
+        cluster (render/bounds.py). Only once KubeRay has switched: a pending cluster is made from the new spec."""
+        cluster = rayservice.switched_cluster if rayservice else ""
+        wanted = bounds(desired)
+        if not cluster or self._bounds.get(key) == (cluster, wanted):
+            return
+        live = self.kube.read_raycluster(key[0], cluster)
+        if live is None:
+            return
+        operations = bounds_patch(live, wanted)
+        if operations:
+            try:
+                self.kube.patch_raycluster(key[0], cluster, operations)
+            except ApiException as error:
+                if error.status in (409, 422):  # the autoscaler wrote first: the next reconcile computes it again
+                    return
+                refused = refusal(error)
+                if refused is None:
+                    raise
+                # An older chart's RBAC may not allow it: said once per spec, and serving goes on.
+                _log(key).warning("the bounds of RayCluster %s could not be set: %s", cluster, refused.message)
+            else:
+                _log(key).info("worker-group bounds of RayCluster %s set to %s", cluster, wanted)
+        self._bounds[key] = (cluster, wanted)
 
     def _serving_version(self, namespace: str, spec: BerniniDeploymentSpec, rayservice: RayServiceStatus | None,
                          current: BerniniDeploymentStatus) -> str | None:

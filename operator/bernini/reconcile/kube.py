@@ -98,6 +98,13 @@ class Kube:
     def read_raycluster(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read(RAY_GROUP, RAY_VERSION, "rayclusters", namespace, name)
 
+    def patch_raycluster(self, namespace: str, name: str, operations: list[dict[str, Any]]) -> None:
+        """A JSON patch of a RayCluster KubeRay made for our RayService (its worker groups' bounds)."""
+        self._writing("patch", "rayclusters")
+        self.custom.patch_namespaced_custom_object(
+            RAY_GROUP, RAY_VERSION, namespace, "rayclusters", name, operations,
+            _content_type="application/json-patch+json", _preload_content=False, _request_timeout=self.timeout)
+
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         response = self.core.list_namespaced_pod(namespace, label_selector=label_selector, _preload_content=False,
                                              _request_timeout=self.timeout)
