@@ -99,7 +99,10 @@ class RayHead:
 
     def wait_running(self, application: str, timeout: float = 180) -> None:
         def running() -> bool:
-            details = self.serve_application(application)
+            try:
+                details = self.serve_application(application)
+            except TimeoutError:
+                return False  # the dashboard is slow to answer on busy cores, not down: ask again
             if details.get("status") == "DEPLOY_FAILED":
                 raise RuntimeError(f"Serve could not deploy {application}: {details.get('message')}")
             return details.get("status") == "RUNNING"
