@@ -1,10 +1,12 @@
 """One level-based reconcile per BerniniDeployment: preflight, render, apply on drift, status on change."""
 
 import asyncio
+import functools
 import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -282,9 +284,12 @@ class Controller:
             else:
                 observed, blocked = self._converge(key, metadata["uid"], observed, desired)
         rayservice = rayservice_status(observed)
+        switched = rayservice.switched_cluster if rayservice else ""
+        # The serving RayCluster, read at most once per reconcile (bounds and version both ask for it).
+        serving_cluster = functools.cache(lambda: self.kube.read_raycluster(namespace, switched) if switched else None)
         if desired is not None and blocked is None and not spec.suspend:
-            self._sync_bounds(key, desired, rayservice)
-        serving = self._serving_version(namespace, spec, rayservice, current)
+            self._sync_bounds(key, desired, switched, serving_cluster)
+        serving = self._serving_version(spec, current, serving_cluster)
         self._write_status(body, spec, current, Observation(metadata.get("generation", 0), preflight, capacity,
                                                             blocked, rayservice, serving,
                                                             self._pod_trouble(namespace, spec, rayservice)))
@@ -356,14 +361,14 @@ class Controller:
             return None
         return diagnose(self.kube.list_pods(namespace, f"ray.io/cluster in ({','.join(clusters)})"))
 
-    def _sync_bounds(self, key: Key, desired: dict[str, Any], rayservice: RayServiceStatus | None) -> None:
+    def _sync_bounds(self, key: Key, desired: dict[str, Any], cluster: str,
+                     read_cluster: Callable[[], dict[str, Any] | None]) -> None:
         """The serving RayCluster's worker groups get the spec's bounds, which KubeRay never carries to a running
         cluster (render/bounds.py). Only once KubeRay has switched: a pending cluster is made from the new spec."""
-        cluster = rayservice.switched_cluster if rayservice else ""
         wanted = bounds(desired)
         if not cluster or self._bounds.get(key) == (cluster, wanted):
             return
-        live = self.kube.read_raycluster(key[0], cluster)
+        live = read_cluster()
         if live is None:
             return
         operations = bounds_patch(live, wanted)
@@ -382,14 +387,13 @@ class Controller:
                 _log(key).info("worker-group bounds of RayCluster %s set to %s", cluster, wanted)
         self._bounds[key] = (cluster, wanted)
 
-    def _serving_version(self, namespace: str, spec: BerniniDeploymentSpec, rayservice: RayServiceStatus | None,
-                         current: BerniniDeploymentStatus) -> str | None:
-        """Read the active RayCluster's version only while status does not yet name the spec's version:
+    def _serving_version(self, spec: BerniniDeploymentSpec, current: BerniniDeploymentStatus,
+                         read_cluster: Callable[[], dict[str, Any] | None]) -> str | None:
+        """Read the switched-to RayCluster's version only while status does not yet name the spec's version:
         an idle reconcile reads nothing."""
-        if current.model_version == spec.model.version or rayservice is None:
+        if current.model_version == spec.model.version:
             return None
-        active = rayservice.switched_cluster
-        raycluster = self.kube.read_raycluster(namespace, active) if active else None
+        raycluster = read_cluster()
         return names.model_version_of(raycluster) if raycluster else None
 
     def _converge(self, key: Key, uid: str, observed: dict[str, Any] | None, desired: dict[str, Any]):
