@@ -2,7 +2,8 @@
 
 A development tool, not part of the package. Its sources: the CRD schema the operator derives from its pydantic
 models (so the spec reference says what `kubectl explain` says), the chart's values schema and defaults, the
-operator's vocabulary of condition reasons, and the instance catalogue with its list prices.
+operator's vocabulary of condition reasons, the instance catalogue with its list prices, and the production
+example's footprint per layout.
 """
 
 import json
@@ -196,10 +197,34 @@ def instances_table() -> str:
     return "\n".join(rows) + f"\n\nList prices: {LIST_PRICES.source}, as of {LIST_PRICES.as_of}."
 
 
-def _between_markers(path: Path, name: str, table: str) -> str:
-    """path's text, written by hand except the generated table between its `<!-- name:begin/end -->` markers."""
+def layouts_table() -> str:
+    """The production example's minimum footprint and list price in each layout."""
+    from bernini.api.spec import BerniniDeploymentSpec
+    from bernini.cost.estimate import estimate
+    from bernini.cost.prices import LIST_PRICES
+    from bernini.domain.pipeline import LAYOUTS
+    from bernini.render.capacity import plan
+
+    example = yaml.safe_load((ROOT / "examples" / "bernini-production.yaml").read_text())["spec"]
+    rows = ["| layout | accelerated nodes | NeuronCores | CPU group nodes | $/h at minimum |", "| --- | --- | --- | --- | --- |"]
+    for layout in LAYOUTS:
+        capacity = plan(BerniniDeploymentSpec.model_validate({**example, "layout": layout}))
+
+        def nodes(cpu: bool) -> str:
+            return ", ".join(f"{g.min_replicas} {g.worker.instance.name}" for g in capacity.groups
+                             if g.min_replicas and (g.worker.instance.kind == "cpu") == cpu)
+        cost = estimate(capacity, capacity.min_workers, LIST_PRICES)
+        rows.append(f"| {layout} | {nodes(False)} | {float(capacity.min_accelerators):g} | {nodes(True)} | "
+                    f"{cost.min_dollars_per_hour:.4f} |")
+    return "\n".join(rows)
+
+
+def _between_markers(source: Path | str, name: str, table: str) -> str:
+    """source's text (a path's, or the text itself), written by hand except the generated table between its
+    `<!-- name:begin/end -->` markers."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    head, rest = path.read_text().split(begin, 1)
+    text = source.read_text() if isinstance(source, Path) else source
+    head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{begin}\n{table}\n{end}{tail}"
 
@@ -207,7 +232,8 @@ def _between_markers(path: Path, name: str, table: str) -> str:
 def outputs() -> dict[Path, str]:
     return {SPEC_REFERENCE: spec_reference(), CHART / "README.md": chart_readme(),
             OPERATIONS: _between_markers(OPERATIONS, "reasons", reasons_table()),
-            USER_GUIDE: _between_markers(USER_GUIDE, "instances", instances_table())}
+            USER_GUIDE: _between_markers(_between_markers(USER_GUIDE, "instances", instances_table()),
+                                         "layouts", layouts_table())}
 
 
 def main() -> None:

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.cluster
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 APPLIED = ["bernini-minimal.yaml", "bernini-production.yaml", "bernini-production-g5.yaml", "serving-serviceaccount.yaml",
-           "karpenter-inf2-nodepool.yaml", "karpenter-g5-nodepool.yaml", "argocd/applications.yaml",
+           "karpenter-inf2-nodepool.yaml", "karpenter-g5-nodepool.yaml", "karpenter-cpu-nodepool.yaml",
+           "argocd/applications.yaml",
            "argocd/argocd-cm-health.yaml", "argocd/root-application.yaml", "networkpolicy.yaml"]
 CHECKED_ALONE = ["artifacts-cache.yaml"]  # names its own namespace
 THIRD_PARTY_CRDS = DEFAULT_BIN_DIR.parent / "third-party-crds"  # Karpenter and Argo CD, from their Go modules
@@ -106,21 +107,33 @@ def test_neuron_chart_values_advertise_the_resources_the_pods_ask_for():
 @pytest.mark.parametrize("nodepool_file, deployment_file", [("karpenter-inf2-nodepool.yaml", "bernini-production.yaml"),
                                                             ("karpenter-g5-nodepool.yaml", "bernini-production-g5.yaml")])
 def test_nodepool_matches_what_the_renderer_schedules_on(nodepool_file, deployment_file):
+    """The accelerated groups on the example's accelerator pool, whose taint is exactly what they tolerate; the
+    CPU group on the untainted CPU pool."""
     from bernini.api.spec import BerniniDeploymentSpec
     from bernini.render.rayservice import render_rayservice
     from tests.unit.specs import make_manifest
 
-    nodepool = next(yaml.safe_load_all((EXAMPLES / nodepool_file).read_text()))
-    template = nodepool["spec"]["template"]["spec"]
-    types = next(r for r in template["requirements"] if r["key"] == "node.kubernetes.io/instance-type")["values"]
+    def pool(name: str) -> tuple[list[str], list[dict]]:
+        template = next(yaml.safe_load_all((EXAMPLES / name).read_text()))["spec"]["template"]["spec"]
+        types = next(r for r in template["requirements"] if r["key"] == "node.kubernetes.io/instance-type")["values"]
+        return types, template.get("taints", [])
+
+    accelerated_types, taints = pool(nodepool_file)
+    cpu_types, cpu_taints = pool("karpenter-cpu-nodepool.yaml")
+    assert cpu_taints == []
     spec = BerniniDeploymentSpec.model_validate(yaml.safe_load((EXAMPLES / deployment_file).read_text())["spec"])
-    rayservice = render_rayservice("bernini", "models", "uid", spec, make_manifest(spec.model.version), "f" * 64)
-    for group in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
+    target = "inf2" if spec.accelerator.kind == "neuron" else "cuda"
+    rayservice = render_rayservice("bernini", "models", "uid", spec, make_manifest(spec.model.version, target=target),
+                                   "f" * 64)
+    *accelerated, cpu = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert accelerated
+    for group in accelerated:
         pod = group["template"]["spec"]
-        assert pod["nodeSelector"]["node.kubernetes.io/instance-type"] in types
-        # The pool's taint is exactly what the worker pods tolerate.
+        assert pod["nodeSelector"]["node.kubernetes.io/instance-type"] in accelerated_types
         [toleration] = pod["tolerations"]
-        assert {"key": toleration["key"], "value": "true", "effect": "NoSchedule"} in template["taints"]
+        assert {"key": toleration["key"], "value": "true", "effect": "NoSchedule"} in taints
+    assert cpu["template"]["spec"]["nodeSelector"]["node.kubernetes.io/instance-type"] in cpu_types
+    assert "tolerations" not in cpu["template"]["spec"]
 
 
 def test_iam_policy_is_read_only_on_the_prefix():

@@ -45,8 +45,13 @@ def test_example_becomes_a_rayservice_with_neuron_workers_on_inf2(operator, cust
         running = [p for p in pods if p.status.phase == "Running"]
         return len(running) >= 2 and running
 
-    pods = wait_for(worker_pods_running, "two inf2 worker pods Running", timeout=90)
-    for pod in pods:
+    pods = wait_for(worker_pods_running, "the inf2 and the CPU group's worker pods Running", timeout=90)
+    by_group = {pod.metadata.labels["ray.io/group"]: pod for pod in pods}
+    assert set(by_group) == {"inf2-xlarge", "m6i-xlarge"}
+    cpu_worker = by_group.pop("m6i-xlarge")
+    assert core.read_node(cpu_worker.spec.node_name).metadata.labels["node.kubernetes.io/instance-type"] == "m6i.xlarge"
+    assert not cpu_worker.spec.init_containers and cpu_worker.spec.service_account_name == "default"
+    for pod in by_group.values():
         node = core.read_node(pod.spec.node_name)
         assert node.metadata.labels["node.kubernetes.io/instance-type"] == "inf2.xlarge"
         worker = pod.spec.containers[0]
@@ -74,8 +79,8 @@ def test_example_becomes_a_rayservice_with_neuron_workers_on_inf2(operator, cust
     assert status["observedGeneration"] == current["metadata"]["generation"]
     assert status["rayServiceName"] == "bernini"
     assert status["serveEndpoint"] == f"http://bernini-serve-svc.{namespace}.svc.cluster.local:8000"
-    assert status["capacity"]["minWorkers"] == 2
-    assert status["capacity"]["minAccelerators"] == 3
+    assert status["capacity"]["minWorkers"] == 2  # one inf2.xlarge for the fused replica, one CPU group node
+    assert status["capacity"]["minAccelerators"] == 1
     # Without a real Ray head KubeRay cannot reach a dashboard, so the RayService is not Ready: neither are we.
     assert _condition(current, "Ready")["status"] == "False"
     # First states of a healthy new object are no news: no Events (a burst of 5,000 would post ~28,000).
@@ -98,11 +103,12 @@ def test_each_accelerator_kind_runs_its_workers_on_its_own_nodes(operator, custo
 
     accelerator, stages, extended, taint = OTHER_KINDS[kind]
     body = example_deployment(target=KINDS[kind].target)
-    body["spec"].update(accelerator=accelerator, stages=stages)
+    body["spec"].update(accelerator=accelerator, stages=stages, layout="staged")
     _create(custom, namespace, body)
+    group = accelerator["instanceTypes"][0].replace(".", "-")
 
     def worker_running():
-        pods = core.list_namespaced_pod(namespace, label_selector="ray.io/node-type=worker").items
+        pods = core.list_namespaced_pod(namespace, label_selector=f"ray.io/group={group}").items
         return [p for p in pods if p.status.phase == "Running"]
 
     [pod] = wait_for(worker_running, f"the {kind} worker pod Running", timeout=90)
@@ -114,10 +120,12 @@ def test_each_accelerator_kind_runs_its_workers_on_its_own_nodes(operator, custo
         ([taint] if taint else [])
     current = wait_for(lambda: _condition(c := _get(custom, namespace), "ArtifactsVerified").get("status") == "True" and c,
                        f"the {KINDS[kind].target} artifacts verified")
-    assert current["status"]["capacity"]["minWorkers"] == 1
+    # Kind nvidia adds the CPU group's node; kind cpu has none (its workers are general-purpose already).
+    assert current["status"]["capacity"]["minWorkers"] == (2 if kind == "nvidia" else 1)
     assert current["status"]["capacity"]["minAccelerators"] == (1.0 if kind == "nvidia" else 0)
     diffusion = _deployment(_rayservice(custom, namespace), "Diffusion")["ray_actor_options"]
-    assert diffusion.get("num_gpus") == (0.5 if kind == "nvidia" else None) and "resources" not in diffusion
+    assert diffusion.get("num_gpus") == (0.5 if kind == "nvidia" else None)
+    assert diffusion.get("resources") == ({"bernini_accelerated_worker": 0.001} if kind == "nvidia" else None)
 
 
 def _patch(custom, namespace, patch, name="bernini"):
@@ -153,8 +161,8 @@ def test_updates_change_the_rayservice_in_place(operator, custom, namespace, exa
     _create(custom, namespace, example_deployment())
     first = wait_for(lambda: _rayservice(custom, namespace), "the RayService")
 
-    _patch(custom, namespace, {"spec": {"stages": {"diffusion": {"maxReplicas": 7}}}})
-    wait_for(lambda: _deployment(_rayservice(custom, namespace), "Diffusion")["autoscaling_config"]["max_replicas"] == 7,
+    _patch(custom, namespace, {"spec": {"stages": {"fused": {"maxReplicas": 7}}}})
+    wait_for(lambda: _deployment(_rayservice(custom, namespace), "FusedStages")["autoscaling_config"]["max_replicas"] == 7,
              "serveConfigV2 to carry the new bound")
     wait_for(_rendered_generation(custom, namespace, 2), "Rendered for generation 2")
 
@@ -314,7 +322,7 @@ def test_names_longer_than_kuberay_allows_are_refused(bernini_crd, custom, names
 
 def test_a_stage_that_fits_no_instance_type_becomes_a_condition_and_an_event(operator, custom, core, namespace, example_deployment):
     body = example_deployment()
-    body["spec"]["stages"] = {"diffusion": {"neuronCores": 4}}
+    body["spec"].update(stages={"diffusion": {"neuronCores": 4}}, layout="staged")
     _create(custom, namespace, body)
     current = wait_for(lambda: _condition(c := _get(custom, namespace), "Rendered").get("reason") == "StageDoesNotFit" and c,
                        "Rendered=False/StageDoesNotFit")

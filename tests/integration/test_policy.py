@@ -39,7 +39,7 @@ DENIED = {
     "image": ({"runtime": {"image": "registry.example.com/elsewhere/serving:1"}}, "spec.runtime.image"),
     "artifacts": ({"model": {"artifactsUri": "s3://artifacts/another-team/1.0.0/"}}, "spec.model.artifactsUri"),
     "account": ({"serviceAccountName": "namespace-admin"}, "spec.serviceAccountName namespace-admin is not allowed"),
-    "replicas": ({"stages": {"diffusion": {"maxReplicas": 30}}}, "maxReplicas add up to"),
+    "replicas": ({"stages": {"fused": {"maxReplicas": 30}}}, "maxReplicas add up to"),
 }
 
 

@@ -21,6 +21,8 @@ from tests.realnodes import helpers
 from tests.realnodes.conftest import VERSIONS, artifacts_uri, small_spec
 from localdev.waiting import wait_for
 
+ACCELERATED_GROUP, CPU_GROUP = "inf2-xlarge", "m6i-2xlarge"  # the worker groups of small_spec
+
 pytestmark = pytest.mark.realnodes
 
 
@@ -106,14 +108,20 @@ def test_apply_to_mesh_on_real_pods(served, real_cluster, real_core, real_custom
     body = helpers.deployment(real_custom, namespace)
     assert body["status"]["modelVersion"] == VERSIONS[0]
 
-    # Head on the CPU node, the worker on an inf2 node with all its NeuronCores.
+    # Head on a CPU node, the accelerated worker on an inf2 node with all its NeuronCores, the CPU group's worker
+    # (ingress and triangulation) on a CPU node with no artifacts, accelerator or store access.
     head = helpers.pods(real_core, namespace, "ray.io/node-type=head")[0]
-    assert head.spec.node_name == "real-cpu-1"
+    assert head.spec.node_name.startswith("real-cpu-")
     assert head.spec.automount_service_account_token is True  # the autoscaler sidecar's token
     workers = helpers.pods(real_core, namespace, "ray.io/node-type=worker")
-    assert workers and all(p.spec.node_name.startswith("real-inf2-") for p in workers)
-    worker = workers[0]
+    accelerated = helpers.pods(real_core, namespace, f"ray.io/group={ACCELERATED_GROUP}")
+    cpu_workers = helpers.pods(real_core, namespace, f"ray.io/group={CPU_GROUP}")
+    assert len(workers) == 2 and len(accelerated) == len(cpu_workers) == 1, [p.metadata.name for p in workers]
+    worker, cpu_worker = accelerated[0], cpu_workers[0]
+    assert worker.spec.node_name.startswith("real-inf2-") and cpu_worker.spec.node_name.startswith("real-cpu-")
     assert worker.spec.containers[0].resources.limits["aws.amazon.com/neuroncore"] == "2"
+    assert not cpu_worker.spec.init_containers and not cpu_worker.spec.tolerations
+    assert set(cpu_worker.spec.containers[0].resources.limits) == {"cpu", "memory"}
 
     # The init container pulled from the S3 server and verified every file before Ray started.
     puller = next(s for s in worker.status.init_container_statuses if s.name == "pull-artifacts")
@@ -139,12 +147,17 @@ def test_apply_to_mesh_on_real_pods(served, real_cluster, real_core, real_custom
     assert status == 200, payload[:300]
     nodes = helpers.find_key(json.loads(payload), "resources_total")
     assert any(resources.get("neuron_cores") == 2 for resources in nodes), nodes
+    assert any(resources.get("bernini_cpu_worker") for resources in nodes), nodes
+    # Each Serve replica on its own group's worker.
+    deployments = helpers.serve_applications(real_core, namespace, raycluster)["applications"]["bernini"]["deployments"]
+    placed = {name: {replica["node_ip"] for replica in deployment["replicas"]} for name, deployment in deployments.items()}
+    assert placed == {"FusedStages": {worker.status.pod_ip}, "Triangulation": {cpu_worker.status.pod_ip},
+                      "BerniniIngress": {cpu_worker.status.pod_ip}}, placed
 
     # Status reads KubeRay's report back: every Serve deployment of the pipeline, and the workers' cost.
     body = wait_for(lambda: (b := helpers.deployment(real_custom, namespace))["status"].get("stages") and
                     {s["status"] for s in b["status"]["stages"]} == {"HEALTHY"} and b, "every stage HEALTHY in status")
-    assert [s["name"] for s in body["status"]["stages"]] == ["Encoder", "Diffusion", "Decoder", "Triangulation",
-                                                              "BerniniIngress"]
+    assert [s["name"] for s in body["status"]["stages"]] == ["FusedStages", "Triangulation", "BerniniIngress"]
     cost = body["status"]["cost"]
     assert cost["workers"] == len(workers) and cost["currentDollarsPerHour"] == cost["minDollarsPerHour"] > 0
 
@@ -156,9 +169,9 @@ def test_apply_to_mesh_on_real_pods(served, real_cluster, real_core, real_custom
 
 
 def _live_look_back(real_core, namespace: str, raycluster: str) -> float | None:
-    """Diffusion's look-back window as Serve's controller on the cluster's head runs it."""
+    """FusedStages' look-back window as Serve's controller on the cluster's head runs it."""
     applications = helpers.serve_applications(real_core, namespace, raycluster) or {"applications": {}}
-    deployment = applications["applications"].get("bernini", {}).get("deployments", {}).get("Diffusion", {})
+    deployment = applications["applications"].get("bernini", {}).get("deployments", {}).get("FusedStages", {})
     return deployment.get("deployment_config", {}).get("autoscaling_config", {}).get("look_back_period_s")
 
 
@@ -176,9 +189,9 @@ def test_a_serve_only_change_reaches_the_running_cluster_in_place(served, real_c
     raycluster = body["status"]["rayService"]["activeCluster"]
     before = {p.metadata.uid for p in helpers.pods(real_core, namespace, f"ray.io/cluster={raycluster}")}
     rendered = yaml.safe_load(helpers.rayservice(real_custom, namespace)["spec"]["serveConfigV2"])
-    diffusion = next(d for d in rendered["applications"][0]["deployments"] if d["name"] == "Diffusion")
+    fused = next(d for d in rendered["applications"][0]["deployments"] if d["name"] == "FusedStages")
     window = _live_look_back(real_core, namespace, raycluster)
-    assert window == diffusion["autoscaling_config"]["look_back_period_s"]
+    assert window == fused["autoscaling_config"]["look_back_period_s"]
 
     _set_look_back(real_custom, real_core, namespace, raycluster, window + 8)
     body = helpers.deployment(real_custom, namespace)
@@ -200,21 +213,21 @@ def _group_bounds(real_custom, namespace: str, raycluster: str) -> list[tuple[in
 
 def test_a_change_of_replica_bounds_reaches_the_running_cluster_in_place(served, real_core, real_custom):
     """KubeRay never carries a worker group's min/max from the RayService into a running RayCluster (kuberay#4568):
-    the operator sets them there, on the same cluster and pods. Diffusion at most 1 (from 2) needs one worker
-    node at most (from 2)."""
+    the operator sets them there, on the same cluster and pods. FusedStages at most 1 (from 2) needs one inf2
+    worker node at most (from 2); the CPU group's bounds stay."""
     namespace = served.namespace
     raycluster = helpers.deployment(real_custom, namespace)["status"]["rayService"]["activeCluster"]
     before = {p.metadata.uid for p in helpers.pods(real_core, namespace, f"ray.io/cluster={raycluster}")}
-    assert _group_bounds(real_custom, namespace, raycluster) == [(1, 2)]
-    for maximum, nodes in ((1, [(1, 1)]), (2, [(1, 2)])):  # and back: what the next tests expect
+    assert _group_bounds(real_custom, namespace, raycluster) == [(1, 2), (1, 1)]
+    for maximum, nodes in ((1, [(1, 1), (1, 1)]), (2, [(1, 2), (1, 1)])):  # and back: what the next tests expect
         real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini",
-                                                   {"spec": {"stages": {"diffusion": {"maxReplicas": maximum}}}})
+                                                   {"spec": {"stages": {"fused": {"maxReplicas": maximum}}}})
         wait_for(lambda: _group_bounds(real_custom, namespace, raycluster) == nodes,
                  f"the running RayCluster's bounds to be {nodes}", timeout=120, interval=1,
                  explain=lambda: str(_group_bounds(real_custom, namespace, raycluster)))
         status = helpers.deployment(real_custom, namespace)["status"]
         assert status["rayService"]["activeCluster"] == raycluster and not status["rayService"].get("pendingCluster")
-        assert status["capacity"]["maxWorkers"] == nodes[0][1]
+        assert status["capacity"]["maxWorkers"] == sum(high for _, high in nodes)
     assert {p.metadata.uid for p in helpers.pods(real_core, namespace, f"ray.io/cluster={raycluster}")} == before
 
 
@@ -224,31 +237,33 @@ def _pulled(pod) -> bool:
 
 
 def _worker_replicas(real_custom, namespace) -> int:
+    """The accelerated group's workers, as the Ray autoscaler sets them."""
     clusters = real_custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")["items"]
-    return sum(group.get("replicas", 0) for group in clusters[0]["spec"]["workerGroupSpecs"])
+    return sum(group.get("replicas", 0) for group in clusters[0]["spec"]["workerGroupSpecs"]
+               if group["groupName"] == ACCELERATED_GROUP)
 
 
 def test_concurrency_scales_serve_up_then_the_ray_autoscaler_asks_for_a_worker_and_gives_it_back(
         served, real_core, real_custom):
     namespace = served.namespace
-    # Steady state first: one worker holds every minimum replica (Diffusion and Decoder take its 2 NeuronCores).
+    # Steady state first: one inf2 worker holds the fused replica (its 2 NeuronCores).
     wait_for(lambda: _worker_replicas(real_custom, namespace) == 1, "one worker at rest", timeout=300, interval=2)
 
-    resting = {p.metadata.name for p in helpers.pods(real_core, namespace, "ray.io/node-type=worker")}
+    resting = {p.metadata.name for p in helpers.pods(real_core, namespace, f"ray.io/group={ACCELERATED_GROUP}")}
     clients = [Client(real_core, namespace) for _ in range(4)]
     started = time.monotonic()
     for client in clients:
         client.start()
     try:
-        # Diffusion targets 1 ongoing request per replica; its second replica needs a NeuronCore no worker has.
+        # FusedStages targets 1 ongoing request per replica; its second replica needs NeuronCores no worker has.
         wait_for(lambda: _worker_replicas(real_custom, namespace) >= 2,
                  "the Ray autoscaler to raise the worker group's replicas", timeout=300, interval=1)
         scale_up = time.monotonic() - started
         # The cost in status follows the autoscaler's worker count (KubeRay's report on the RayService).
-        wait_for(lambda: helpers.deployment(real_custom, namespace)["status"]["cost"]["workers"] >= 2,
-                 "status.cost to count the second worker", timeout=120, interval=1)
+        wait_for(lambda: helpers.deployment(real_custom, namespace)["status"]["cost"]["workers"] >= 3,
+                 "status.cost to count the second inf2 worker", timeout=120, interval=1)
         # The added worker copied the whole set from the node cache: nothing downloaded.
-        added = wait_for(lambda: [p for p in helpers.pods(real_core, namespace, "ray.io/node-type=worker")
+        added = wait_for(lambda: [p for p in helpers.pods(real_core, namespace, f"ray.io/group={ACCELERATED_GROUP}")
                                   if p.metadata.name not in resting and _pulled(p)],
                          "the added worker's pull to finish", timeout=180, interval=2)
         pulled = _pulled_from(added[0])
@@ -260,7 +275,7 @@ def test_concurrency_scales_serve_up_then_the_ray_autoscaler_asks_for_a_worker_a
     print(f"\nscale-up: load start -> worker replicas raised in {scale_up:.1f}s; {len(results)} requests, "
           f"{len(failures)} failed")
     assert results and not failures, failures
-    # Idle again: Serve scales Diffusion down, and after idleTimeoutSeconds the autoscaler returns the worker
+    # Idle again: Serve scales FusedStages down, and after idleTimeoutSeconds the autoscaler returns the worker
     # (which the upgrade below needs: its new cluster's worker takes the other inf2 node).
     wait_for(lambda: _worker_replicas(real_custom, namespace) == 1, "the worker group back to one replica",
              timeout=300, interval=2)
@@ -317,7 +332,7 @@ def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(served,
     # The caches are shared by every pod of a node (here one directory for both inf2 nodes): the new worker
     # and both pre-warm pods pulled the whole set, and no byte of it came from the store twice.
     total = helpers.deployment(real_custom, namespace)["status"]["artifacts"]["totalBytes"]
-    new_worker = min(helpers.pods(real_core, namespace, f"ray.io/cluster={pending},ray.io/node-type=worker"),
+    new_worker = min(helpers.pods(real_core, namespace, f"ray.io/cluster={pending},ray.io/group={ACCELERATED_GROUP}"),
                      key=lambda p: p.metadata.creation_timestamp)  # the first; load may have added one
     pulls = [_pulled_from(p) for p in [new_worker, *prewarmed]]
     assert all(pull["storeBytes"] + pull["cacheBytes"] == total for pull in pulls), pulls

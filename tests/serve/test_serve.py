@@ -29,8 +29,10 @@ UPSCALE_DELAY, DOWNSCALE_DELAY = 2.0, 4.0
 
 @pytest.fixture(scope="module")
 def serving(ray_head, artifacts_dir):
+    """The staged layout, whose per-stage deployments these tests watch; the fused one is deployed beside it in
+    test_the_fused_layout_serves_byte_identical_meshes (the real-node tests serve the default, fused)."""
     config = rendered_serve_config(
-        artifacts_dir, ray_head.serve_port,
+        artifacts_dir, ray_head.serve_port, layout="staged",
         autoscaling={"upscaleDelaySeconds": UPSCALE_DELAY, "downscaleDelaySeconds": DOWNSCALE_DELAY},
     )
     ray_head.deploy_serve(config)
@@ -84,6 +86,30 @@ def test_every_input_kind_returns_a_valid_mesh(serving, modality):
     assert np.isfinite(mesh.vertices).all()
     assert mesh.faces.max() < len(mesh.vertices)
     assert mesh.is_winding_consistent
+
+
+def test_the_fused_layout_serves_byte_identical_meshes_from_one_neural_replica(ray_head, serving, artifacts_dir):
+    url, config = serving
+    fused = rendered_serve_config(artifacts_dir, ray_head.serve_port)["applications"][0]
+    assert fused["args"]["layout"] == "fused"
+    fused.update(name="fused", route_prefix="/fused")
+    for deployment in fused["deployments"]:  # beside the staged application on the head's 8 CPUs
+        deployment["ray_actor_options"]["num_cpus"] = 0.05
+    ray_head.deploy_serve({**config, "applications": [config["applications"][0], fused]})
+    try:
+        ray_head.wait_running("fused")
+        deployments = ray_head.serve_application("fused")["deployments"]
+        assert set(deployments) == {"FusedStages", "Triangulation", "BerniniIngress"}
+        for modality, (make_body, content_type, file_format) in MODALITIES.items():
+            body = make_body()
+            staged = post(f"{url}?format={file_format}&seed=7", body, content_type)
+            together = post(f"{url}fused?format={file_format}&seed=7", body, content_type)
+            assert staged[0] == together[0] == 200, together[2][:300]
+            assert together[2] == staged[2], f"{modality}: the fused mesh differs from the staged one"
+            timings = json.loads(together[1]["x-bernini-timings"])
+            assert set(timings) == set(STAGES) and all(seconds > 0 for seconds in timings.values())
+    finally:
+        ray_head.deploy_serve(config)
 
 
 def _replica_environments(head) -> dict[str, dict[str, str]]:
@@ -301,7 +327,7 @@ def test_an_overloaded_pipeline_answers_503_at_once_and_never_refuses_an_admitte
     one_at_a_time = {"minReplicas": 1, "maxReplicas": 1, "targetOngoingRequests": 1, "maxOngoingRequests": 1}
     rendered = rendered_serve_config(artifacts_dir, ray_head.serve_port,
                                      ingress={"maxOngoingRequests": 3, "maxReplicas": 1, "targetOngoingRequests": 2},
-                                     stages=dict.fromkeys(STAGES, one_at_a_time))
+                                     stages=dict.fromkeys(STAGES, one_at_a_time), layout="staged")
     tight = rendered["applications"][0]
     tight.update(name="tight", route_prefix="/tight")
     for deployment in tight["deployments"]:

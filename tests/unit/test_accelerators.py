@@ -1,5 +1,6 @@
 """One BerniniDeployment, three accelerator kinds: what each renders, packs and accepts as artifacts."""
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -14,8 +15,16 @@ GPU_SHARING = {"encoder": {"accelerators": 0.25}, "diffusion": {"accelerators": 
 
 
 def _worker_group(rayservice):
-    [group] = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    """The first (accelerated) worker group."""
+    group = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     return group, group["template"]["spec"]
+
+
+def _start_resources(group) -> dict:
+    return json.loads(group["rayStartParams"]["resources"].strip("'"))
+
+
+ACCELERATED, ON_CPU = {"bernini_accelerated_worker": 0.001}, {"bernini_cpu_worker": 0.001}
 
 
 def _actor_options(rayservice) -> dict:
@@ -23,10 +32,12 @@ def _actor_options(rayservice) -> dict:
 
 
 def test_nvidia_workers_ask_whole_gpus_tolerate_the_gpu_taint_and_replicas_share_gpus_by_fractions():
-    spec = make_spec(accelerator={"kind": "nvidia", "instanceTypes": ["g5.xlarge"]}, stages=GPU_SHARING)
+    spec = make_spec(accelerator={"kind": "nvidia", "instanceTypes": ["g5.xlarge"]}, stages=GPU_SHARING, layout="staged")
     rayservice = render(spec)
     group, pod = _worker_group(rayservice)
-    assert group["rayStartParams"] == {"num-cpus": "3", "num-gpus": "1"}
+    assert {key: value for key, value in group["rayStartParams"].items() if key != "resources"} == {
+        "num-cpus": "3", "num-gpus": "1"}
+    assert _start_resources(group) == {"bernini_accelerated_worker": 1000}
     worker = pod["containers"][0]
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert not any(key.startswith("aws.amazon.com") for key in worker["resources"]["limits"])
@@ -36,10 +47,13 @@ def test_nvidia_workers_ask_whole_gpus_tolerate_the_gpu_taint_and_replicas_share
     options = _actor_options(rayservice)
     assert (options["Encoder"]["num_gpus"], options["Diffusion"]["num_gpus"], options["Decoder"]["num_gpus"]) == (0.25, 1, 0.5)
     assert "num_gpus" not in options["Triangulation"] and "num_gpus" not in options["BerniniIngress"]
-    assert not any("resources" in option for option in options.values())
-    # 1.75 GPUs at minimum: the encoder's quarter and the decoder's half share the second g5.xlarge.
+    assert [options[name]["resources"] for name in ("Encoder", "Triangulation", "BerniniIngress")] == [
+        ACCELERATED, ON_CPU, ON_CPU]
+    # 1.75 GPUs at minimum: the encoder's quarter and the decoder's half share the second g5.xlarge; the
+    # triangulation and the ingress take one m6i.xlarge.
     capacity = plan(spec)
-    assert (capacity.min_accelerators, capacity.min_workers) == (Decimal("1.75"), 2)
+    assert (capacity.min_accelerators, capacity.min_workers) == (Decimal("1.75"), 3)
+    assert [(g.worker.instance.name, g.min_replicas) for g in capacity.groups] == [("g5.xlarge", 2), ("m6i.xlarge", 1)]
 
 
 def test_the_cpu_kind_asks_no_accelerator_and_lands_on_general_purpose_nodes():
@@ -56,13 +70,16 @@ def test_the_cpu_kind_asks_no_accelerator_and_lands_on_general_purpose_nodes():
 
 
 def test_the_neuron_kind_keeps_its_recipe_and_the_deprecated_field_renders_the_same():
-    old = render(make_spec(stages={"diffusion": {"neuronCores": 2}}, accelerator={"instanceTypes": ["inf2.24xlarge"]}))
-    new = render(make_spec(stages={"diffusion": {"accelerators": 2}}, accelerator={"instanceTypes": ["inf2.24xlarge"]}))
+    old = render(make_spec(stages={"diffusion": {"neuronCores": 2}}, accelerator={"instanceTypes": ["inf2.24xlarge"]},
+                           layout="staged"))
+    new = render(make_spec(stages={"diffusion": {"accelerators": 2}}, accelerator={"instanceTypes": ["inf2.24xlarge"]},
+                           layout="staged"))
     assert old == new
     group, pod = _worker_group(new)
-    assert group["rayStartParams"] == {"num-cpus": "95", "resources": "'{\"neuron_cores\": 12}'"}
+    assert group["rayStartParams"]["num-cpus"] == "95"
+    assert _start_resources(group) == {"bernini_accelerated_worker": 1000, "neuron_cores": 12}
     assert pod["tolerations"][0]["key"] == "aws.amazon.com/neuron"
-    assert _actor_options(new)["Diffusion"]["resources"] == {"neuron_cores": 2}
+    assert _actor_options(new)["Diffusion"]["resources"] == {**ACCELERATED, "neuron_cores": 2}
 
 
 def test_the_head_stays_off_every_accelerated_family_of_the_catalogue():
@@ -75,9 +92,12 @@ def test_the_head_stays_off_every_accelerated_family_of_the_catalogue():
 
 def test_a_stage_larger_than_any_gpu_type_is_refused_in_gpus():
     spec = make_spec(accelerator={"kind": "nvidia", "instanceTypes": ["g5.xlarge", "g6.xlarge"]},
-                     stages={"diffusion": {"accelerators": 2}})
+                     stages={"diffusion": {"accelerators": 2}}, layout="staged")
     with pytest.raises(StageDoesNotFit, match="diffusion asks 2 GPUs"):
         plan(spec)
+    fused = make_spec(accelerator={"kind": "nvidia", "instanceTypes": ["g5.xlarge"]}, stages={"fused": {"accelerators": 2}})
+    with pytest.raises(StageDoesNotFit, match="fused asks 2 GPUs"):
+        plan(fused)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

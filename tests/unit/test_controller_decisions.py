@@ -429,12 +429,13 @@ def test_changed_bounds_reach_the_running_raycluster_and_only_its_min_and_max(cl
     controller = operator(cluster)
     reconcile(controller, cluster)
     name = running_cluster(cluster)
-    (low, high, _), = group_bounds(cluster, name)
+    (low, high, _), cpu_group = group_bounds(cluster, name)
     reconcile(controller, cluster)
     assert ("patch", "rayclusters", name) not in cluster.writes, "bounds that agree are not written"
-    edit_spec(cluster, stages={"diffusion": {"maxReplicas": 12}})
+    edit_spec(cluster, stages={"fused": {"maxReplicas": 12}})
     reconcile(controller, cluster)
-    (new_low, new_high, replicas), = group_bounds(cluster, name)
+    (new_low, new_high, replicas), new_cpu_group = group_bounds(cluster, name)
+    assert new_cpu_group == cpu_group, "the CPU group's bounds did not change"
     assert (new_low, replicas) == (low, 3) and new_high > high, "only the bounds change; replicas are the autoscaler's"
     assert new_high == rayservice(cluster)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"]
     written = len(cluster.writes)
@@ -448,7 +449,7 @@ def test_while_kuberay_switches_clusters_neither_is_patched(cluster):
     active = running_cluster(cluster)
     pending = running_cluster(cluster, pending=True)
     cluster.edit("rayservices", NAMESPACE, NAME, {"status": {"activeServiceStatus": {"rayClusterName": active}}})
-    edit_spec(cluster, stages={"diffusion": {"maxReplicas": 12}})
+    edit_spec(cluster, stages={"fused": {"maxReplicas": 12}})
     reconcile(controller, cluster)
     assert not {("patch", "rayclusters", active), ("patch", "rayclusters", pending)} & set(cluster.writes)
 
@@ -457,7 +458,7 @@ def test_an_autoscaler_write_between_the_read_and_the_patch_is_kept_and_the_boun
     controller = operator(cluster)
     reconcile(controller, cluster)
     name = running_cluster(cluster)
-    edit_spec(cluster, stages={"diffusion": {"maxReplicas": 12}})
+    edit_spec(cluster, stages={"fused": {"maxReplicas": 12}})
     read = controller.kube.read_raycluster
 
     def read_then_the_autoscaler_writes(namespace, cluster_name):

@@ -74,15 +74,16 @@ def test_the_price_ceiling_leaves_room_above_every_real_price():
     assert max(LIST_PRICES.dollars_per_hour.values()) * 10 < MAX_DOLLARS_PER_HOUR
 
 
-def test_one_group_costs_its_workers_at_the_list_price():
+def test_each_group_costs_its_workers_at_the_list_price():
     capacity = plan(make_spec())
-    (group,) = capacity.groups
-    price = LIST_PRICES.hourly("inf2.xlarge")
-    cost = estimate(capacity, group.min_replicas + 2, LIST_PRICES)
-    assert cost.min_dollars_per_hour == round(group.min_replicas * price, 4)
-    assert cost.max_dollars_per_hour == round(group.max_replicas * price, 4)
-    assert cost.current_dollars_per_hour == round((group.min_replicas + 2) * price, 4)
-    assert [(t.instance_type, t.workers) for t in cost.instance_types] == [("inf2.xlarge", group.min_replicas + 2)]
+    accelerated, cpu = capacity.groups
+    price, cpu_price = LIST_PRICES.hourly("inf2.xlarge"), LIST_PRICES.hourly("m6i.xlarge")
+    cost = estimate(capacity, capacity.min_workers + 2, LIST_PRICES)
+    assert cost.min_dollars_per_hour == round(accelerated.min_replicas * price + cpu.min_replicas * cpu_price, 4)
+    assert cost.max_dollars_per_hour == round(accelerated.max_replicas * price + cpu.max_replicas * cpu_price, 4)
+    assert cost.current_dollars_per_hour == round((accelerated.min_replicas + 2) * price + cpu.min_replicas * cpu_price, 4)
+    assert [(t.instance_type, t.workers) for t in cost.instance_types] == [
+        ("inf2.xlarge", accelerated.min_replicas + 2), ("m6i.xlarge", cpu.min_replicas)]
     assert estimate(capacity, 0, LIST_PRICES).current_dollars_per_hour == 0
 
 
@@ -97,7 +98,7 @@ def test_with_groups_of_different_prices_the_extra_workers_are_priced_at_the_dea
 def test_an_unpriced_type_is_named_not_hidden():
     table = PriceTable(source="partial", as_of="today", dollars_per_hour={"inf2.xlarge": 1.0})
     cost = estimate(plan(make_spec(**TWO_TYPES)), 3, table)
-    assert cost.unpriced_instance_types == ["inf2.8xlarge"]
+    assert cost.unpriced_instance_types == ["inf2.8xlarge", "m6i.xlarge"]
 
 
 def test_kuberay_worker_counts_of_both_clusters_are_summed_during_an_upgrade():
@@ -115,9 +116,10 @@ def _status(spec, rayservice):
 def test_status_carries_cost_stages_in_pipeline_order_and_the_manifest_digest():
     deployments = {"BerniniIngress": {"status": "HEALTHY"}, "Diffusion": {"status": "UPSCALING", "message": "1 -> 2"},
                    "Encoder": {"status": "HEALTHY"}}
-    status = _status(make_spec(), _rayservice(3, deployments=deployments))
+    status = _status(make_spec(layout="staged"), _rayservice(3, deployments=deployments))
     assert status["cost"]["workers"] == 3 and status["cost"]["priceSource"] == LIST_PRICES.source
-    assert status["cost"]["currentDollarsPerHour"] == round(3 * LIST_PRICES.hourly("inf2.xlarge"), 4)
+    assert status["cost"]["currentDollarsPerHour"] == round(2 * LIST_PRICES.hourly("inf2.xlarge")
+                                                            + LIST_PRICES.hourly("m6i.xlarge"), 4)
     assert [(s["name"], s["status"]) for s in status["stages"]] == [
         ("Encoder", "HEALTHY"), ("Diffusion", "UPSCALING"), ("BerniniIngress", "HEALTHY")]
     assert status["stages"][1]["message"] == "1 -> 2" and status["stages"][1]["maxReplicas"] >= 1

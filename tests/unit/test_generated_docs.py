@@ -25,3 +25,17 @@ def test_every_spec_field_is_in_the_reference():
         for path, node in gendocs._objects(root["properties"][section], section):
             for name in node["properties"]:
                 assert f"| `{path}.{name}` |" in reference, f"{path}.{name} is missing from {gendocs.SPEC_REFERENCE}"
+
+
+def test_the_readme_states_the_default_footprint_and_its_price():
+    from bernini.cost.estimate import estimate
+    from bernini.cost.prices import LIST_PRICES
+    from bernini.render.capacity import plan
+    from tests.unit.specs import make_spec
+
+    capacity = plan(make_spec())
+    nodes = [f"one `{g.worker.instance.name}`" for g in capacity.groups if g.min_replicas == 1]
+    assert len(nodes) == capacity.min_workers == 2
+    price = estimate(capacity, capacity.min_workers, LIST_PRICES).min_dollars_per_hour
+    sentence = f"{nodes[0]} and {nodes[1]} at\nminimum (${price:.2f} an hour at list price)"
+    assert sentence in (ROOT / "README.md").read_text()

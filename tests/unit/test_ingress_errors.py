@@ -32,10 +32,13 @@ class _FakeStage:
             setattr(self, name, _FakeMethod(outcome))
 
 
-def _ingress(triangulation_outcome) -> object:
-    return BerniniIngress.func_or_class(
-        _FakeStage(encode=np.zeros(4)), _FakeStage(sample=np.zeros(4)), _FakeStage(decode=np.zeros((8, 8, 8))),
-        _FakeStage(mesh=triangulation_outcome), "1.0.0")
+def _ingress(triangulation_outcome, layout: str = "staged") -> object:
+    if layout == "fused":
+        neural = {"fused": _FakeStage(sdf=(np.zeros((8, 8, 8)), {"encoder": 0.1, "diffusion": 0.2, "decoder": 0.1}))}
+    else:
+        neural = {"encoder": _FakeStage(encode=np.zeros(4)), "diffusion": _FakeStage(sample=np.zeros(4)),
+                  "decoder": _FakeStage(decode=np.zeros((8, 8, 8)))}
+    return BerniniIngress.func_or_class(neural, _FakeStage(mesh=triangulation_outcome), "1.0.0")
 
 
 def _post(ingress, body: bytes = b'{"prompt": "a chair"}'):
@@ -52,8 +55,9 @@ def _post(ingress, body: bytes = b'{"prompt": "a chair"}'):
     (RuntimeError("CUDA error: device-side assert at 0x7f00deadbeef"), 500, "a pipeline stage failed"),
     (BackPressureError(num_queued_requests=3, max_queued_requests=3), 503, "at capacity"),
 ])
-def test_a_failing_stage_is_a_defined_status_with_a_plain_message(failure, status, message):
-    code, answer = _post(_ingress(failure))
+@pytest.mark.parametrize("layout", ["fused", "staged"])
+def test_a_failing_stage_is_a_defined_status_with_a_plain_message(failure, status, message, layout):
+    code, answer = _post(_ingress(failure, layout))
     assert (code, answer["error"]) == (status, message) or (code == status and message in answer["error"])
     assert "Traceback" not in answer["error"] and "0x" not in answer["error"]
 

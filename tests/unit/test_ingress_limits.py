@@ -79,7 +79,8 @@ class _Stage:
 
 def _ingress(latent="latent"):
     return BerniniIngress.func_or_class(
-        _Stage("condition"), _Stage(latent), _Stage("sdf"), _Stage((b"mesh", {"faces": 1})), "1.0.0")
+        {"encoder": _Stage("condition"), "diffusion": _Stage(latent), "decoder": _Stage("sdf")},
+        _Stage((b"mesh", {"faces": 1})), "1.0.0")
 
 
 def _request(body: bytes, content_type: str, reads: list | None = None) -> Request:

@@ -17,7 +17,11 @@ def test_the_default_policy_refuses_only_plain_http_endpoints_and_a_huge_replica
         "spec.s3.endpointUrl http://store.internal:9000 must use https"]
     assert _violations(Policy(allow_http_endpoints=True), s3={"endpointUrl": "http://store.internal:9000"}) == []
     too_many = {name: {"maxReplicas": 100} for name in ("encoder", "diffusion", "decoder")}
-    assert _violations(Policy(), stages=too_many) == [
+    assert _violations(Policy(), stages=too_many, layout="staged") == [
+        "maxReplicas add up to 308 over the stages and the ingress; the limit is 256"]
+    # Only the layout's deployments count: fused leaves the per-stage entries unused.
+    assert _violations(Policy(), stages=too_many) == []
+    assert _violations(Policy(), stages={"fused": {"maxReplicas": 300}}) == [
         "maxReplicas add up to 308 over the stages and the ingress; the limit is 256"]
 
 

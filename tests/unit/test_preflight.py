@@ -20,7 +20,8 @@ def test_matching_manifest_is_verified():
     [
         (make_spec(model={"version": "2.0.0"}), make_manifest("1.0.0"), "ModelMismatch"),
         (make_spec(), make_manifest(target="cpu"), "TargetMismatch"),
-        (make_spec(stages={"encoder": {"neuronCores": 1}}), make_manifest(cores=2), "NeuronCoresTooFew"),
+        (make_spec(stages={"encoder": {"neuronCores": 1}}, layout="staged"), make_manifest(cores=2), "NeuronCoresTooFew"),
+        (make_spec(stages={"fused": {"accelerators": 1}}), make_manifest(cores=2), "NeuronCoresTooFew"),
         (make_spec(runtime={"neuronCompilerVersion": "3.0.1"}), make_manifest(neuronx_cc="2.21.0"), "CompilerIncompatible"),
     ],
 )
@@ -69,3 +70,26 @@ def test_parse_refuses_unknown_versions_and_escaping_keys():
         parse_manifest(json.dumps(document).encode())
     with pytest.raises(ValueError, match="not JSON"):
         parse_manifest(b"{")
+
+
+def _with_graphs_of(gib: int, **manifest_args):
+    body = make_manifest(**manifest_args).model_dump(by_alias=True)
+    for artifact in body["stages"].values():
+        artifact["size"] = gib * 2**30
+    return Manifest.model_validate(body)
+
+
+def test_a_fused_replica_whose_graphs_exceed_its_share_is_refused_where_staged_fits():
+    # inf2: 16 GiB of device memory per NeuronCore. Three 6 GiB graphs fit one core each, not one core together.
+    manifest = _with_graphs_of(6)
+    fused = judge(make_spec(), manifest, "f" * 64)
+    assert (fused.ok, fused.cause.reason) == (False, "GraphsDoNotFit")
+    assert "fused's compiled graphs take 18.0 GiB; spec.stages.fused's 1 NeuronCores hold 16.0 GiB" in fused.cause.message
+    assert judge(make_spec(stages={"fused": {"accelerators": 2}}), manifest, "f" * 64).ok
+    assert judge(make_spec(layout="staged"), manifest, "f" * 64).ok
+    # A quarter of a 24 GiB A10G holds 6 GiB: one 6 GiB graph, not two.
+    gpu = {"accelerator": {"kind": "nvidia"}, "layout": "staged"}
+    cuda = _with_graphs_of(6, target="cuda")
+    assert judge(make_spec(**gpu, stages={"encoder": {"accelerators": 0.25}}), cuda, "f" * 64).ok
+    assert judge(make_spec(**gpu, stages={"diffusion": {"accelerators": 0.2}}), cuda, "f" * 64).cause.reason == \
+        "GraphsDoNotFit"

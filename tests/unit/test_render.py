@@ -38,10 +38,9 @@ def test_every_example_renders_a_serve_config_ray_accepts(example):
 def test_worker_groups_follow_the_neuron_recipe():
     cluster = render(make_spec(accelerator={"instanceTypes": ["inf2.xlarge", "inf2.24xlarge"], "schedulerName": "neuron-scheduler"}))["spec"]["rayClusterConfig"]
     groups = {group["groupName"]: group for group in cluster["workerGroupSpecs"]}
-    assert set(groups) == {"inf2-xlarge", "inf2-24xlarge"}
+    assert list(groups) == ["inf2-xlarge", "inf2-24xlarge", "m6i-xlarge"]
     big = groups["inf2-24xlarge"]
-    assert big["rayStartParams"]["resources"] == "'{\"neuron_cores\": 12}'"
-    assert json.loads(big["rayStartParams"]["resources"].strip("'")) == {"neuron_cores": 12}
+    assert big["rayStartParams"]["resources"] == "'{\"bernini_accelerated_worker\": 1000, \"neuron_cores\": 12}'"
     pod = big["template"]["spec"]
     worker = pod["containers"][0]
     assert worker["resources"]["requests"] == worker["resources"]["limits"]
@@ -58,6 +57,51 @@ def test_worker_groups_follow_the_neuron_recipe():
     head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
     for ray_container in (head, worker):  # every process that routes or serves runs with the same Serve settings
         assert {item["name"]: item["value"] for item in ray_container["env"]} == SERVE_PROCESS_ENV
+
+
+def test_the_cpu_group_runs_cpu_work_on_a_general_purpose_type_without_artifacts_accelerators_or_store_access():
+    spec = make_spec(cpuWorkers={"instanceType": "c6i.4xlarge", "cpus": 8}, serviceAccountName="reads-artifacts")
+    rayservice = render(spec)
+    *accelerated, cpu = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert cpu["groupName"] == "c6i-4xlarge"
+    assert cpu["rayStartParams"] == {"num-cpus": "8", "resources": "'{\"bernini_cpu_worker\": 1000}'"}
+    pod = cpu["template"]["spec"]
+    assert pod["nodeSelector"] == {"node.kubernetes.io/instance-type": "c6i.4xlarge"}
+    assert "initContainers" not in pod and "tolerations" not in pod and "serviceAccountName" not in pod
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["containers"][0]["resources"]["limits"] == {"cpu": "8", "memory": "26214Mi"}
+    assert [volume["name"] for volume in pod["volumes"]] == ["dshm"]
+    [group] = accelerated
+    assert group["template"]["spec"]["serviceAccountName"] == "reads-artifacts"
+    options = {d["name"]: d["ray_actor_options"] for d in serve(rayservice)["applications"][0]["deployments"]}
+    assert {name: option["resources"] for name, option in options.items()} == {
+        "FusedStages": {"bernini_accelerated_worker": 0.001, "neuron_cores": 1},
+        "Triangulation": {"bernini_cpu_worker": 0.001}, "BerniniIngress": {"bernini_cpu_worker": 0.001}}
+
+
+def test_a_stage_given_accelerators_leaves_the_cpu_group_and_kind_cpu_has_no_separate_group():
+    spec = make_spec(layout="staged", stages={"triangulation": {"accelerators": 1}, "encoder": {"accelerators": 0}})
+    capacity = plan(spec)
+    # The encoder loads a graph, so it stays with the artifacts even at 0 NeuronCores; only the ingress is CPU work.
+    assert [(g.worker.instance.name, g.min_replicas) for g in capacity.groups] == [("inf2.xlarge", 2), ("m6i.xlarge", 1)]
+    options = {d["name"]: d["ray_actor_options"] for d in serve(render(spec))["applications"][0]["deployments"]}
+    assert options["Triangulation"]["resources"] == {"bernini_accelerated_worker": 0.001, "neuron_cores": 1}
+    assert options["Encoder"]["resources"] == {"bernini_accelerated_worker": 0.001}
+    assert options["BerniniIngress"]["resources"] == {"bernini_cpu_worker": 0.001}
+    cpu_kind = plan(make_spec(accelerator={"kind": "cpu"}))
+    assert [g.worker.instance.name for g in cpu_kind.groups] == ["m6i.xlarge"]
+
+
+def test_the_fused_layout_is_one_deployment_for_the_three_graphs_and_staged_one_per_stage():
+    fused = serve(render(make_spec(stages={"fused": {"accelerators": 2, "maxReplicas": 6}})))["applications"][0]
+    assert [d["name"] for d in fused["deployments"]] == ["FusedStages", "Triangulation", "BerniniIngress"]
+    assert fused["args"]["layout"] == "fused"
+    assert fused["deployments"][0]["autoscaling_config"]["max_replicas"] == 6
+    assert fused["deployments"][0]["ray_actor_options"]["resources"]["neuron_cores"] == 2
+    staged = serve(render(make_spec(layout="staged")))["applications"][0]
+    assert [d["name"] for d in staged["deployments"]] == ["Encoder", "Diffusion", "Decoder", "Triangulation",
+                                                          "BerniniIngress"]
+    assert staged["args"]["layout"] == "staged"
 
 
 def test_head_stays_off_accelerated_nodes_and_hosts_no_replicas():
@@ -89,18 +133,18 @@ def test_security_defaults_token_auth_and_restricted_pods():
 
 def test_serve_deployments_autoscale_per_stage():
     spec = make_spec(stages={"diffusion": {"neuronCores": 2, "minReplicas": 1, "maxReplicas": 6, "targetOngoingRequests": 2, "maxOngoingRequests": 3}},
-                     autoscaling={"upscaleDelaySeconds": 5, "lookBackPeriodSeconds": 17})
+                     autoscaling={"upscaleDelaySeconds": 5, "lookBackPeriodSeconds": 17}, layout="staged")
     application = serve(render(spec))["applications"][0]
     deployments = {d["name"]: d for d in application["deployments"]}
     assert list(deployments) == ["Encoder", "Diffusion", "Decoder", "Triangulation", "BerniniIngress"]
     diffusion = deployments["Diffusion"]
-    assert diffusion["ray_actor_options"]["resources"] == {"neuron_cores": 2}
+    assert diffusion["ray_actor_options"]["resources"] == {"bernini_accelerated_worker": 0.001, "neuron_cores": 2}
     assert diffusion["autoscaling_config"]["min_replicas"] == 1
     assert diffusion["autoscaling_config"]["max_replicas"] == 6
     assert {d["autoscaling_config"]["look_back_period_s"] for d in deployments.values()} == {17}
     assert {d["autoscaling_config"]["upscale_delay_s"] for d in deployments.values()} == {5}
     assert diffusion["max_ongoing_requests"] == 3
-    assert "resources" not in deployments["Triangulation"]["ray_actor_options"]
+    assert deployments["Triangulation"]["ray_actor_options"]["resources"] == {"bernini_cpu_worker": 0.001}
     assert application["import_path"] == "bernini.serve.app:app_builder"
     assert list(application["runtime_env"]) == ["env_vars"]  # KubeRay's REST deploy refuses a local working_dir
 
@@ -132,13 +176,18 @@ def test_owner_reference_and_labels_carry_no_tracking_labels():
     assert all(not key.startswith("argocd.argoproj.io") for key in metadata["labels"])
 
 
-def test_packing_default_spec_needs_two_inf2_xlarge_at_minimum():
-    capacity = plan(make_spec())
-    assert (capacity.min_workers, capacity.min_accelerators) == (2, 3)
-    assert capacity.max_accelerators == 2 + 4 + 4
-    # The README's figures: 2 nodes at minimum, 9 at most (10 NeuronCores alone need 5 two-core nodes;
-    # the replicas' CPU asks at maximum need the rest).
-    assert capacity.max_workers == 9
+def test_packing_default_spec_needs_one_inf2_xlarge_and_one_cpu_node_at_minimum():
+    def bounds(capacity):
+        return [(g.worker.instance.name, g.min_replicas, g.max_replicas) for g in capacity.groups]
+    # The docs' figures. Fused: one NeuronCore per pipeline, two 1-core replicas per inf2.xlarge.
+    fused = plan(make_spec())
+    assert (fused.min_accelerators, fused.max_accelerators) == (1, 4)
+    assert bounds(fused) == [("inf2.xlarge", 1, 2), ("m6i.xlarge", 1, 4)]
+    # Staged: 3 NeuronCores at minimum (two nodes), 10 at most (5 nodes). Either way the CPU group holds 4
+    # triangulation replicas of 2 CPUs each at most, one per 3-CPU m6i.xlarge worker, the ingress beside them.
+    staged = plan(make_spec(layout="staged"))
+    assert (staged.min_accelerators, staged.max_accelerators) == (3, 2 + 4 + 4)
+    assert bounds(staged) == [("inf2.xlarge", 2, 5), ("m6i.xlarge", 1, 4)]
 
 
 def test_every_catalogued_instance_type_is_in_the_crd_enum_and_packs():
@@ -154,29 +203,32 @@ def test_every_catalogued_instance_type_is_in_the_crd_enum_and_packs():
 
 
 def test_packing_prefers_the_smallest_type_for_minimum_and_bounds_every_type_for_maximum():
-    capacity = plan(make_spec(accelerator={"instanceTypes": ["inf2.24xlarge", "inf2.xlarge"]}))
+    capacity = plan(make_spec(accelerator={"instanceTypes": ["inf2.24xlarge", "inf2.xlarge"]}, layout="staged"))
     bounds = {g.worker.instance.name: (g.min_replicas, g.max_replicas) for g in capacity.groups}
     assert bounds["inf2.xlarge"][0] == 2 and bounds["inf2.24xlarge"][0] == 0
     assert bounds["inf2.24xlarge"][1] == 1  # all stages at max fit one 24xlarge
-    assert [g.worker.instance.name for g in capacity.groups] == ["inf2.24xlarge", "inf2.xlarge"]
+    assert [g.worker.instance.name for g in capacity.groups] == ["inf2.24xlarge", "inf2.xlarge", "m6i.xlarge"]
 
 
 def test_a_stage_that_fits_no_allowed_type_is_refused_with_its_name():
     with pytest.raises(StageDoesNotFit, match="diffusion asks 4 NeuronCores"):
-        plan(make_spec(stages={"diffusion": {"neuronCores": 4}}))
-    assert plan(make_spec(stages={"diffusion": {"neuronCores": 4}}, accelerator={"instanceTypes": ["inf2.24xlarge"]}))
+        plan(make_spec(stages={"diffusion": {"neuronCores": 4}}, layout="staged"))
+    assert plan(make_spec(stages={"diffusion": {"neuronCores": 4}}, accelerator={"instanceTypes": ["inf2.24xlarge"]},
+                          layout="staged"))
+    with pytest.raises(StageDoesNotFit, match=r"triangulation asks 0 NeuronCores, 8 CPUs .* \(m6i.xlarge\)"):
+        plan(make_spec(stages={"triangulation": {"cpus": 8}}))
 
 
 def test_worker_pods_take_the_size_spec_workers_sets_and_pack_by_it():
-    spec = make_spec(workers={"cpus": 1, "memory": "3Gi"},
+    spec = make_spec(workers={"cpus": 1, "memory": "3Gi"}, layout="staged",
                      stages={name: {"cpus": 0.25, "memory": "512Mi"} for name in STAGES},
                      ingress={"cpus": 0.25, "memory": "512Mi"})
     group = render(spec)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     worker = group["template"]["spec"]["containers"][0]
     assert worker["resources"]["limits"] == {"cpu": "1", "memory": "3072Mi", "aws.amazon.com/neuroncore": "2"}
     assert group["rayStartParams"]["num-cpus"] == "1"
-    # 3 NeuronCore replicas at minimum need two 2-core nodes; the CPU replicas (1.25 CPUs) spill onto the second.
-    assert plan(spec).min_workers == 2
+    # 3 NeuronCore replicas at minimum need two 2-core nodes (0.75 CPU of the 1 on the first); the CPU group one.
+    assert plan(spec).min_workers == 2 + 1
 
 
 def test_worker_pods_larger_than_the_instance_are_refused_with_the_sizes():

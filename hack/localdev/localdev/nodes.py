@@ -42,6 +42,7 @@ INF2_XLARGE = NodeShape(CATALOGUE["inf2.xlarge"])
 INF2_24XLARGE = NodeShape(CATALOGUE["inf2.24xlarge"])
 G5_XLARGE = NodeShape(CATALOGUE["g5.xlarge"])
 G5_12XLARGE = NodeShape(CATALOGUE["g5.12xlarge"])
+M6I_XLARGE = NodeShape(CATALOGUE["m6i.xlarge"])
 M6I_2XLARGE = NodeShape(CATALOGUE["m6i.2xlarge"])
 
 DEFAULT_FLEET: tuple[tuple[str, NodeShape], ...] = (
@@ -52,6 +53,7 @@ DEFAULT_FLEET: tuple[tuple[str, NodeShape], ...] = (
     ("g5-12xlarge-a", G5_12XLARGE),
     ("cpu-m6i-a", M6I_2XLARGE),
     ("cpu-m6i-b", M6I_2XLARGE),
+    ("cpu-m6i-xlarge-a", M6I_XLARGE),  # the CPU worker group's default type
 )
 
 

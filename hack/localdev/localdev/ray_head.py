@@ -11,7 +11,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from bernini.render.pods import SERVE_PROCESS_ENV
+from bernini.render.pods import (
+    GROUP_RAY_RESOURCES, GROUP_RESOURCE_OFFERED, NEURON_CORES_RAY_RESOURCE, SERVE_PROCESS_ENV,
+)
 from localdev.processes import free_port
 from localdev.waiting import wait_for
 
@@ -45,12 +47,15 @@ class RayHead:
                 "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0"}
 
     def start(self, timeout: float = 90) -> None:
-        # neuron_cores is a custom resource here, as the Neuron workers declare it via rayStartParams;
-        # memory is logical, so the example's per-replica memory schedules on this machine.
+        # neuron_cores is a custom resource here, as the Neuron workers declare it via rayStartParams, and the
+        # one node stands in for both worker groups; memory is logical, so the example's per-replica memory
+        # schedules on this machine.
+        resources = {NEURON_CORES_RAY_RESOURCE: self.neuron_cores,
+                     **dict.fromkeys(GROUP_RAY_RESOURCES.values(), GROUP_RESOURCE_OFFERED)}
         command = [
             str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}", f"--num-cpus={self.cpus}",
-            f"--memory={64 * 2**30}", f'--resources={{"neuron_cores": {self.neuron_cores}}}',
+            f"--memory={64 * 2**30}", f"--resources={json.dumps(resources)}",
             f"--temp-dir={self.temp_dir}", "--disable-usage-stats", f"--metrics-export-port={self.metrics_port}",
         ]
         log = self.log_file.open("ab")
@@ -107,7 +112,15 @@ class RayHead:
                 raise RuntimeError(f"Serve could not deploy {application}: {details.get('message')}")
             return details.get("status") == "RUNNING"
 
-        wait_for(running, f"{application} to reach RUNNING", timeout, interval=1, failure=RuntimeError)
+        def deployments() -> str:
+            try:
+                found = self.serve_application(application).get("deployments", {})
+            except TimeoutError:
+                return "the dashboard did not answer"
+            return "; ".join(f"{name}: {d.get('status')} {d.get('message', '')[:300]}" for name, d in found.items())
+
+        wait_for(running, f"{application} to reach RUNNING", timeout, interval=1, failure=RuntimeError,
+                 explain=deployments)
 
     def stop(self) -> None:
         """Kill exactly this head's processes: those in its group and those naming its temp dir

@@ -44,6 +44,7 @@ def default_real_fleet() -> tuple[RealNode, ...]:
         RealNode("real-cpu-1", M6I_2XLARGE, nodenet.NodeAddressing(1)),
         RealNode("real-inf2-1", INF2_XLARGE, nodenet.NodeAddressing(2)),
         RealNode("real-inf2-2", INF2_XLARGE, nodenet.NodeAddressing(3)),
+        RealNode("real-cpu-2", M6I_2XLARGE, nodenet.NodeAddressing(4)),
     )
 
 

@@ -7,10 +7,12 @@ SMALL_REPLICA = {"cpus": 0.1, "memory": "256Mi"}
 
 def fit_to_local_nodes(example: dict, serving_image: str, endpoint_url: str, version: str, artifacts_uri: str) -> dict:
     """The local serving image (never pulled), cpu-compiled artifacts on the local S3 server, and small pods:
-    the head at 250m/3Gi (two heads with their autoscaler sidecars fit the CPU node during an upgrade), one
-    worker pod per inf2.xlarge node at 1 CPU/5Gi (spec.workers), replicas at 0.1 CPU.
-    Diffusion and Decoder take one NeuronCore each, so one inf2.xlarge worker holds a whole version and the
-    second inf2 node has room for the new cluster of an upgrade."""
+    the head at 250m/3Gi, one worker pod per inf2.xlarge node at 1 CPU/5Gi (spec.workers), one CPU group pod
+    per m6i.2xlarge node at 1 CPU/3Gi (spec.cpuWorkers: with its autoscaler sidecar a head takes 750m, so two
+    CPU nodes hold both clusters' heads and CPU workers during an upgrade), replicas at 0.1 CPU.
+    The fused replica takes both NeuronCores of its node, so one inf2.xlarge worker holds a version's neural
+    stages, a second replica needs the second node, and that node has room for the new cluster of an upgrade.
+    The staged entries (Diffusion and Decoder one NeuronCore each) fit the same way."""
     body = copy.deepcopy(example)
     body["spec"].update(
         # cpu graphs on the Neuron-shaped nodes: the real scheduling recipe, run by CPUs.
@@ -19,7 +21,10 @@ def fit_to_local_nodes(example: dict, serving_image: str, endpoint_url: str, ver
         s3={"region": "us-east-1", "endpointUrl": endpoint_url},
         head={"cpu": "250m", "memory": "3Gi"},
         workers={"cpus": 1, "memory": "5Gi"},
+        cpuWorkers={"instanceType": "m6i.2xlarge", "cpus": 1, "memory": "3Gi"},
         stages={
+            "fused": {**SMALL_REPLICA, "accelerators": 2, "maxReplicas": 2, "targetOngoingRequests": 1,
+                      "maxOngoingRequests": 2},
             "encoder": {**SMALL_REPLICA, "accelerators": 0, "maxReplicas": 1},
             "diffusion": {**SMALL_REPLICA, "accelerators": 1, "maxReplicas": 2, "targetOngoingRequests": 1,
                           "maxOngoingRequests": 2},

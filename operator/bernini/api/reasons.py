@@ -153,6 +153,10 @@ STAGE_MISSING = _reason("StageMissing", Kind.FAILURE, _ARTIFACTS,
 NEURON_CORES_TOO_FEW = _reason("NeuronCoresTooFew", Kind.FAILURE, _ARTIFACTS,
                                "A stage was compiled for more NeuronCores than the spec gives its replicas.",
                                "Raise the stage's accelerators, or compile for fewer cores.")
+GRAPHS_DO_NOT_FIT = _reason("GraphsDoNotFit", Kind.FAILURE, _ARTIFACTS,
+                            "A deployment's compiled graphs are larger than its accelerator share's device memory "
+                            "(layout fused loads all three neural stages on one share).",
+                            "Give the deployment more accelerators, or use layout staged.")
 CUDA_INCOMPATIBLE = _reason("CudaIncompatible", Kind.FAILURE, _ARTIFACTS,
                             "The artifacts were traced with a newer CUDA major than spec.runtime.cudaVersion.",
                             "Use a matching runtime image, or trace against its CUDA.")
@@ -167,8 +171,8 @@ STAGE_DOES_NOT_FIT = _reason("StageDoesNotFit", Kind.FAILURE, _RENDERED,
                              "One replica is larger than a worker pod of every allowed instance type.",
                              "Lower the stage's request, or allow a larger instance type.")
 WORKER_DOES_NOT_FIT = _reason("WorkerDoesNotFit", Kind.FAILURE, _RENDERED,
-                              "spec.workers asks for a pod larger than an allowed instance type offers.",
-                              "Lower spec.workers, or allow a larger instance type.")
+                              "spec.workers or spec.cpuWorkers asks for a pod larger than its instance type offers.",
+                              "Lower the pod's size, or allow a larger instance type.")
 NAME_CONFLICT = _reason("NameConflict", Kind.FAILURE, _RENDERED,
                         "A RayService of this name exists and is not controlled by this BerniniDeployment.",
                         "Rename one of them; the operator never takes over an object it did not create.")

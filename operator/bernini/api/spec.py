@@ -8,11 +8,12 @@ from pydantic.fields import FieldInfo
 
 from bernini.api.base import ApiModel
 from bernini.domain.instances import CATALOGUE, DEFAULT_INSTANCE_TYPE, KINDS, TARGETS, AcceleratorKind, of_kind
-from bernini.domain.pipeline import NEURAL_STAGES, STAGES
+from bernini.domain.pipeline import FUSED, GRAPHS_OF_DEPLOYMENT, LAYOUTS, STAGES, deployments_of_layout
 from bernini.domain.quantity import parse_quantity
 from bernini.endpoints import parse_endpoint
 
 InstanceTypeName = Literal[tuple(CATALOGUE)]  # the CRD's enum, from the one catalogue
+CpuInstanceTypeName = Literal[tuple(of_kind("cpu"))]
 
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
@@ -252,13 +253,13 @@ class StageSpec(ReplicaSpec):
     """Deprecated (v1alpha1 objects): accelerators for kind neuron. Move the value to accelerators."""
 
     def amount(self, stage: str, kind: str) -> float:
-        """Accelerator units one replica of `stage` asks for on `kind`."""
+        """Accelerator units one replica of deployment `stage` asks for on `kind`."""
         if kind == "cpu":
             return 0
         for value in (self.accelerators, self.neuron_cores):
             if value is not None:
                 return value
-        return 1 if stage in NEURAL_STAGES else 0
+        return 1 if stage in GRAPHS_OF_DEPLOYMENT else 0
 
 
 def _with_defaults(base: type[ApiModel], name: str, doc: str, **defaults: Any) -> type[ApiModel]:
@@ -282,6 +283,11 @@ DecoderStage = _with_defaults(
     StageSpec, "DecoderStage", "Wavelet decoder: latent to wavelet coefficients, inverse 3D wavelet transform to an SDF.",
     memory="4Gi", max_replicas=4,
 )
+FusedStage = _with_defaults(
+    StageSpec, "FusedStage", "layout fused: the encoder, diffusion and decoder in one replica, which loads the three "
+    "compiled graphs on one accelerator share and runs them in-process (their spec.stages entries are then unused).",
+    memory="6Gi", max_replicas=4,
+)
 TriangulationStage = _with_defaults(
     StageSpec, "TriangulationStage", "Marching cubes on the SDF grid to a mesh; normally a CPU stage.",
     cpus=2.0, memory="4Gi", max_replicas=4,
@@ -293,11 +299,12 @@ IngressSpec = _with_defaults(
 
 
 class Stages(ApiModel):
-    """One entry per pipeline stage, in pipeline order."""
+    """One entry per pipeline stage, in pipeline order, and the fused one; spec.layout says which are used."""
 
     encoder: EncoderStage = EncoderStage()
     diffusion: DiffusionStage = DiffusionStage()
     decoder: DecoderStage = DecoderStage()
+    fused: FusedStage = FusedStage()
     triangulation: TriangulationStage = TriangulationStage()
 
     def items(self) -> list[tuple[str, StageSpec]]:
@@ -338,6 +345,28 @@ class WorkerPods(ApiModel):
 
     memory: str | None = Field(None, pattern=QUANTITY)
     """Memory per worker pod (request and limit); must not exceed 80% of the instance's memory."""
+
+    @field_validator("memory")
+    @classmethod
+    def _sane_memory(cls, value: str | None) -> str | None:
+        return _check_between(value, "pod memory")
+
+
+class CpuWorkers(ApiModel):
+    """The CPU worker group: the ingress and every stage that asks no accelerator (triangulation) run on
+    general-purpose nodes, so accelerator nodes hold only accelerator work and can all go when idle. Kind cpu has
+    no such group: its workers are general-purpose already."""
+
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [_between_rule("memory", "pod memory")]}}
+
+    instance_type: CpuInstanceTypeName = "m6i.xlarge"
+    """General-purpose instance type of the group, one worker pod per node."""
+
+    cpus: int | None = Field(None, ge=1, le=192)
+    """Whole CPUs per worker pod. Unset: the instance's vCPUs less one."""
+
+    memory: str | None = Field(None, pattern=QUANTITY)
+    """Memory per worker pod. Unset: 80% of the instance's memory."""
 
     @field_validator("memory")
     @classmethod
@@ -416,7 +445,7 @@ _SPEC_RULES = [
          f"self.model.target == {_TARGET_OF_KIND}[self.accelerator.kind]",
          f"model.target must be the accelerator kind's target ({_ACCELERATOR_TARGETS}) or cpu",
          ".model.target"),
-    *(rule for stage in STAGES for rule in _stage_amount_rules(stage)),
+    *(rule for stage in (*STAGES, FUSED) for rule in _stage_amount_rules(stage)),
 ]
 
 
@@ -429,10 +458,19 @@ class BerniniDeploymentSpec(ApiModel):
     runtime: Runtime
     s3: S3Settings = S3Settings()
     accelerator: Accelerator = Accelerator()
+
+    layout: Literal[LAYOUTS] = "fused"
+    """fused: the encoder, diffusion and decoder run in one Serve deployment (spec.stages.fused), one accelerator
+    share per pipeline and no hops between them: the fewest accelerators per prediction. staged: each has its
+    own deployment, share, scaling and batching (spec.stages.encoder, diffusion, decoder): for graphs that do
+    not fit one share together, or stages whose load differs widely. Triangulation and the ingress are separate
+    in both."""
+
     stages: Stages = Stages()
     ingress: IngressSpec = IngressSpec()
     head: Head = Head()
     workers: WorkerPods = WorkerPods()
+    cpu_workers: CpuWorkers = CpuWorkers()
     autoscaling: Autoscaling = Autoscaling()
     upgrade_strategy: UpgradeStrategy = UpgradeStrategy()
 
@@ -444,6 +482,11 @@ class BerniniDeploymentSpec(ApiModel):
 
     suspend: bool = False
     """Stop serving at no cost: every Ray pod (head and workers) is deleted; the RayService stays and false recreates it."""
+
+    def serve_deployments(self) -> list[tuple[str, ReplicaSpec]]:
+        """The layout's Serve deployments with their specs, in pipeline order, the ingress last."""
+        return [(name, self.ingress if name == "ingress" else getattr(self.stages, name))
+                for name in deployments_of_layout(self.layout)]
 
     @property
     def target(self) -> str:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from bernini.api import reasons as r
 from bernini.api.reasons import Cause
 from bernini.api.spec import BerniniDeploymentSpec
-from bernini.domain.pipeline import NEURAL_STAGES
+from bernini.domain.instances import CATALOGUE, KINDS
+from bernini.domain.pipeline import GRAPHS_OF_DEPLOYMENT, NEURAL_STAGES
 from bernini.artifacts.manifest import MANIFEST_FILE, Manifest, UnsupportedManifestVersion, parse_manifest
 from bernini.artifacts.guarded_store import Credentials, GuardedStore, StoreFailure, TooLarge
 from bernini.artifacts.store import S3Location
@@ -62,6 +63,13 @@ def _major(version: str) -> int:
     return int(version.split(".", 1)[0])
 
 
+def _share_memory_bytes(spec: BerniniDeploymentSpec, accelerators: float) -> int | None:
+    """Device memory of `accelerators` units on the allowed type with the least per unit (None on kind cpu)."""
+    per_unit = [CATALOGUE[name].accelerator_memory_gib * 2**30 / CATALOGUE[name].accelerators
+                for name in spec.accelerator.allowed_types if CATALOGUE[name].accelerators]
+    return int(min(per_unit) * accelerators) if per_unit else None
+
+
 def judge(spec: BerniniDeploymentSpec, manifest: Manifest, manifest_sha256: str) -> Preflight:
     """Spec-against-manifest checks; pure."""
     model = spec.model
@@ -76,12 +84,22 @@ def judge(spec: BerniniDeploymentSpec, manifest: Manifest, manifest_sha256: str)
     missing = [stage for stage in NEURAL_STAGES if not manifest.of_stage(stage)]
     if missing:
         return _failed(r.STAGE_MISSING, f"manifest has no compiled {', '.join(missing)} stage")
-    for name, stage in spec.stages.items():
-        needed = max((artifact.neuron_cores for artifact in manifest.of_stage(name)), default=0)
-        given = stage.amount(name, spec.accelerator.kind)
+    for name, replica_spec in spec.serve_deployments():
+        if name not in GRAPHS_OF_DEPLOYMENT:
+            continue
+        graphs = [artifact for stage in GRAPHS_OF_DEPLOYMENT[name] for artifact in manifest.of_stage(stage)]
+        needed = max((artifact.neuron_cores for artifact in graphs), default=0)
+        given = replica_spec.amount(name, spec.accelerator.kind)
         if manifest.target == "inf2" and needed > given:
             return _failed(r.NEURON_CORES_TOO_FEW,
                              f"{name} was compiled for {needed} NeuronCores, spec.stages.{name} gives {given:g}")
+        share = _share_memory_bytes(spec, given)
+        graph_bytes = sum(artifact.size for artifact in graphs)
+        if manifest.target != "cpu" and share is not None and graph_bytes > share:
+            return _failed(r.GRAPHS_DO_NOT_FIT,
+                           f"{name}'s compiled graphs take {graph_bytes / 2**30:.1f} GiB; spec.stages.{name}'s "
+                           f"{given:g} {KINDS[spec.accelerator.kind].unit}s hold {share / 2**30:.1f} GiB of device "
+                           "memory on the smallest allowed instance type")
     traced_with, image_has = manifest.toolchain.cuda, spec.runtime.cuda_version
     if traced_with and image_has and _major(traced_with) > _major(image_has):
         return _failed(r.CUDA_INCOMPATIBLE,

@@ -33,7 +33,7 @@ class Policy:
     """serviceAccountName may name only these; empty: any ServiceAccount of the namespace."""
 
     max_total_replicas: int = 256
-    """Sum of maxReplicas over the stages and the ingress of one deployment (what a typo could cost)."""
+    """Sum of maxReplicas over the layout's stages and the ingress of one deployment (what a typo could cost)."""
 
     def violations(self, spec: BerniniDeploymentSpec) -> list[str]:
         found = []
@@ -56,7 +56,7 @@ class Policy:
         account = spec.service_account_name
         if account and self.service_accounts and account not in self.service_accounts:
             found.append(f"spec.serviceAccountName {account} is not allowed ({', '.join(self.service_accounts)})")
-        total = spec.ingress.max_replicas + sum(stage.max_replicas for _, stage in spec.stages.items())
+        total = sum(replicas.max_replicas for _, replicas in spec.serve_deployments())
         if total > self.max_total_replicas:
             found.append(f"maxReplicas add up to {total} over the stages and the ingress; the limit is "
                          f"{self.max_total_replicas}")

@@ -10,6 +10,12 @@ from bernini.domain.quantity import to_bytes
 
 # The Ray resource Neuron workers declare and replicas ask for; Ray knows GPUs natively (num-gpus).
 NEURON_CORES_RAY_RESOURCE = "neuron_cores"
+# Beside an accelerator kind, each worker group offers its role as a Ray resource and each Serve replica asks a
+# sliver of its own: CPU work never lands on an accelerator node, nor graph loading on a CPU node (which has no
+# artifacts), and Ray's autoscaler knows which group a pending replica needs.
+GROUP_RAY_RESOURCES = {"accelerated": "bernini_accelerated_worker", "cpu": "bernini_cpu_worker"}
+GROUP_RESOURCE_OFFERED = 1000
+GROUP_RESOURCE_ASKED = 0.001
 RAY_UID = 1000  # the Ray images' "ray" user; a numeric uid lets runAsNonRoot be verified
 CACHE_MOUNT_PATH = "/var/cache/bernini"  # the node's artifact cache, in the init container only
 RAY_GID = 100
@@ -56,9 +62,11 @@ def _ray_container(spec: BerniniDeploymentSpec, name: str, resources: dict[str, 
     return container
 
 
-def pod_spec(spec: BerniniDeploymentSpec, containers: list[dict], volumes: list[dict], **extra) -> dict:
+def pod_spec(spec: BerniniDeploymentSpec, containers: list[dict], volumes: list[dict], reads_artifacts: bool = True,
+             **extra) -> dict:
+    """reads_artifacts: the pod runs as spec.serviceAccountName, the one that may read the store."""
     pod = {"securityContext": POD_SECURITY, "containers": containers, "volumes": volumes, **extra}
-    if spec.service_account_name:
+    if spec.service_account_name and reads_artifacts:
         pod["serviceAccountName"] = spec.service_account_name
     return pod
 
@@ -132,6 +140,16 @@ def accelerator_tolerations(spec: BerniniDeploymentSpec) -> dict:
     """The accelerated nodes' taint, tolerated (as pod spec fields: none for kind cpu)."""
     taint_key = KINDS[spec.accelerator.kind].taint_key
     return {"tolerations": [{"key": taint_key, "operator": "Exists", "effect": "NoSchedule"}]} if taint_key else {}
+
+
+def cpu_worker_template(spec: BerniniDeploymentSpec, labels: dict[str, str], worker_shape: WorkerShape) -> dict:
+    """A CPU group worker: the ingress and triangulation need no artifacts, accelerator or store access."""
+    resources = {"cpu": str(worker_shape.cpus), "memory": f"{worker_shape.memory_bytes // 2**20}Mi"}
+    worker = _ray_container(spec, "ray-worker", resources, [SHM_MOUNT])
+    pod = pod_spec(spec, [worker], [_shm_volume(worker_shape.memory_bytes)], reads_artifacts=False,
+                   automountServiceAccountToken=False,
+                   nodeSelector={"node.kubernetes.io/instance-type": worker_shape.instance.name})
+    return {"metadata": {"labels": labels}, "spec": pod}
 
 
 def worker_template(

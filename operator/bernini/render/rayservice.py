@@ -1,6 +1,7 @@
 """BerniniDeployment (+ the manifest its preflight verified) -> the desired KubeRay RayService."""
 
 import copy
+import json
 from typing import Any
 
 from bernini.api import GROUP, KIND, VERSION
@@ -9,7 +10,10 @@ from bernini.artifacts.manifest import Manifest
 from bernini.domain.capacity import Plan, WorkerShape
 from bernini.render import names
 from bernini.render.capacity import plan
-from bernini.render.pods import CONTAINER_SECURITY, NEURON_CORES_RAY_RESOURCE, head_template, worker_template
+from bernini.render.pods import (
+    CONTAINER_SECURITY, GROUP_RAY_RESOURCES, GROUP_RESOURCE_OFFERED, NEURON_CORES_RAY_RESOURCE, cpu_worker_template,
+    head_template, worker_template,
+)
 from bernini.render.serve_config import serve_config_yaml
 
 
@@ -26,12 +30,21 @@ def owner_reference(name: str, uid: str) -> dict[str, Any]:
 
 def _ray_start_params(kind: str, worker: WorkerShape) -> dict[str, str]:
     params = {"num-cpus": str(worker.cpus)}
-    if kind == "neuron":
-        # The Ray autoscaler reads custom resources only from here, not from container limits.
-        params["resources"] = f"'{{\"{NEURON_CORES_RAY_RESOURCE}\": {worker.accelerators}}}'"
-    elif kind == "nvidia":
+    resources = {}
+    if kind != "cpu":
+        resources[GROUP_RAY_RESOURCES[group_role(worker)]] = GROUP_RESOURCE_OFFERED
+    if kind == "neuron" and worker.accelerators:
+        resources[NEURON_CORES_RAY_RESOURCE] = worker.accelerators
+    elif kind == "nvidia" and worker.accelerators:
         params["num-gpus"] = str(worker.accelerators)
+    if resources:
+        # The Ray autoscaler reads custom resources only from here, not from container limits.
+        params["resources"] = f"'{json.dumps(resources)}'"
     return params
+
+
+def group_role(worker: WorkerShape) -> str:
+    return "cpu" if worker.instance.kind == "cpu" else "accelerated"
 
 
 def _worker_groups(
@@ -48,7 +61,9 @@ def _worker_groups(
                 "minReplicas": low,
                 "maxReplicas": high,
                 "rayStartParams": _ray_start_params(spec.accelerator.kind, worker),
-                "template": worker_template(spec, labels, worker, manifest, manifest_sha256),
+                "template": (cpu_worker_template(spec, labels, worker)
+                             if spec.accelerator.kind != "cpu" and group_role(worker) == "cpu"
+                             else worker_template(spec, labels, worker, manifest, manifest_sha256)),
             }
         )
     return groups

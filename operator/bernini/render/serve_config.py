@@ -1,4 +1,4 @@
-"""serveConfigV2: one application, one Serve deployment per stage plus the ingress."""
+"""serveConfigV2: one application; the layout's Serve deployments (fused or one per stage) plus the ingress."""
 
 from typing import Any
 
@@ -7,8 +7,8 @@ import yaml
 from bernini.api.spec import BerniniDeploymentSpec, ReplicaSpec
 from bernini.domain.pipeline import APPLICATION_IMPORT_PATH, APPLICATION_NAME, ARTIFACTS_MOUNT_PATH, DEPLOYMENT_NAMES
 from bernini.domain.quantity import to_bytes
-from bernini.render.capacity import deployments
-from bernini.render.pods import NEURON_CORES_RAY_RESOURCE
+from bernini.render.capacity import deployments, on_cpu_group
+from bernini.render.pods import GROUP_RESOURCE_ASKED, GROUP_RAY_RESOURCES, NEURON_CORES_RAY_RESOURCE
 
 # A request the pipeline has not answered in this long gets 408 from Serve's proxy instead of holding a slot.
 HTTP_OPTIONS = {"host": "0.0.0.0", "port": 8000, "request_timeout_s": 120}
@@ -37,10 +37,16 @@ def _deployment(name: str, replica_spec: ReplicaSpec, spec: BerniniDeploymentSpe
     actor_options: dict[str, Any] = {"num_cpus": replica_spec.cpus, "memory": to_bytes(replica_spec.memory)}
     amount = replica_spec.amount(name, spec.accelerator.kind)
     amount = int(amount) if amount == int(amount) else amount
+    resources = {}
+    if spec.accelerator.kind != "cpu":
+        role = "cpu" if on_cpu_group(spec, name, replica_spec) else "accelerated"
+        resources[GROUP_RAY_RESOURCES[role]] = GROUP_RESOURCE_ASKED
     if amount and spec.accelerator.kind == "neuron":
-        actor_options["resources"] = {NEURON_CORES_RAY_RESOURCE: amount}
+        resources[NEURON_CORES_RAY_RESOURCE] = amount
     elif amount:
         actor_options["num_gpus"] = amount
+    if resources:
+        actor_options["resources"] = resources
     return {
         "name": DEPLOYMENT_NAMES[name],
         "max_ongoing_requests": replica_spec.max_ongoing_requests,
@@ -76,6 +82,7 @@ def serve_config(spec: BerniniDeploymentSpec) -> dict[str, Any]:
                     "artifacts_dir": ARTIFACTS_MOUNT_PATH,
                     "model_name": spec.model.name,
                     "model_version": spec.model.version,
+                    "layout": spec.layout,
                 },
                 "deployments": [_deployment(name, replica_spec, spec) for name, replica_spec in deployments(spec)],
             }

@@ -1,6 +1,7 @@
 """The Ray Serve application the operator's serveConfigV2 imports: bernini.serve.app:app_builder.
 
-One deployment per pipeline stage, composed through deployment handles behind an HTTP ingress.
+The layout's deployments (the three neural stages fused in one, or one per stage), then triangulation, composed
+through deployment handles behind an HTTP ingress.
 Deployment names match bernini.domain.pipeline.DEPLOYMENT_NAMES, which the renderer uses for their options.
 """
 
@@ -17,6 +18,7 @@ from ray.serve.exceptions import BackPressureError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from bernini.domain.pipeline import FUSED
 from bernini.model.shapes import DECODER_BATCHES, MODALITIES
 from bernini.serve import stages
 
@@ -52,11 +54,10 @@ class Diffusion:
         return stages.sample_latent(self.denoiser, condition, steps, guidance, seed)
 
 
-@serve.deployment
-class Decoder:
-    def __init__(self, artifacts_dir: str, model_name: str, model_version: str):
-        stages.check_model(artifacts_dir, model_name, model_version)
-        torch.set_num_threads(1)
+class _BatchedDecoding:
+    """The decoder's graphs, called in batches across concurrent requests (Decoder and FusedStages)."""
+
+    def _load_decoders(self, artifacts_dir: str) -> None:
         self.decoders = stages.load_decoders(artifacts_dir)
         if stages.load_manifest(artifacts_dir).target == "cpu":
             # On the CPU a batch costs its full size, padding included: waiting for one to fill only adds latency.
@@ -67,6 +68,45 @@ class Decoder:
     @serve.batch(max_batch_size=max(DECODER_BATCHES), batch_wait_timeout_s=0.005)
     async def decode(self, latents: list[torch.Tensor]) -> list:
         return stages.decode_batch(self.decoders, latents)
+
+
+@serve.deployment
+class Decoder(_BatchedDecoding):
+    def __init__(self, artifacts_dir: str, model_name: str, model_version: str):
+        stages.check_model(artifacts_dir, model_name, model_version)
+        torch.set_num_threads(1)
+        self._load_decoders(artifacts_dir)
+
+
+@serve.deployment
+class FusedStages(_BatchedDecoding):
+    """Layout fused: the three compiled stages in one replica on one accelerator share, tensors passed in-process.
+    Encoding and sampling run on a thread, so the event loop stays free to gather concurrent decodes."""
+
+    def __init__(self, artifacts_dir: str, model_name: str, model_version: str):
+        stages.check_model(artifacts_dir, model_name, model_version)
+        torch.set_num_threads(1)
+        self.encoders = {m: stages.load_graph(artifacts_dir, f"encoder-{m}") for m in MODALITIES}
+        self.denoiser = stages.load_graph(artifacts_dir, "diffusion")
+        self._load_decoders(artifacts_dir)
+        logger.info("fused stages loaded on %s", stages.placement())
+
+    def _latent(self, modality: str, tensor: torch.Tensor, steps: int, guidance: float, seed: int, timings: dict):
+        started = time.perf_counter()
+        condition = stages.encode(self.encoders[modality], tensor)
+        timings["encoder"], started = time.perf_counter() - started, time.perf_counter()
+        latent = stages.sample_latent(self.denoiser, condition, steps, guidance, seed)
+        timings["diffusion"] = time.perf_counter() - started
+        return latent
+
+    async def sdf(self, modality: str, tensor: torch.Tensor, steps: int, guidance: float, seed: int):
+        """(sdf, per-stage seconds)."""
+        timings: dict[str, float] = {}
+        latent = await asyncio.to_thread(self._latent, modality, tensor, steps, guidance, seed, timings)
+        started = time.perf_counter()
+        sdf = await self.decode(latent)
+        timings["decoder"] = time.perf_counter() - started
+        return sdf, timings
 
 
 @serve.deployment
@@ -119,8 +159,9 @@ class BerniniIngress:
     model version that made it. Health checks belong to Serve's proxy (GET /-/healthz), which never queues
     behind requests."""
 
-    def __init__(self, encoder, diffusion, decoder, triangulation, model_version: str):
-        self.encoder, self.diffusion, self.decoder, self.triangulation = encoder, diffusion, decoder, triangulation
+    def __init__(self, neural: dict, triangulation, model_version: str):
+        """neural: {"fused": handle} or {"encoder": ..., "diffusion": ..., "decoder": ...} (the layout's)."""
+        self.neural, self.triangulation = neural, triangulation
         self.model_version = model_version
         self.parser = ThreadPoolExecutor(PARSE_SLOTS, thread_name_prefix="parse")
 
@@ -158,15 +199,22 @@ class BerniniIngress:
         body = await _body(request)
         return await asyncio.get_running_loop().run_in_executor(self.parser, stages.parse_input, content_type, body)
 
-    async def _pipeline(self, modality, tensor, steps, guidance, seed, file_format) -> tuple[bytes, dict]:
+    async def _sdf(self, modality, tensor, steps, guidance, seed) -> tuple[object, dict]:
+        if FUSED in self.neural:
+            return await self.neural[FUSED].sdf.remote(modality, tensor, steps, guidance, seed)
         timings = {}
         started = time.perf_counter()
-        condition = await self.encoder.encode.remote(modality, tensor)
+        condition = await self.neural["encoder"].encode.remote(modality, tensor)
         timings["encoder"], started = time.perf_counter() - started, time.perf_counter()
-        latent = await self.diffusion.sample.remote(condition, steps, guidance, seed)
+        latent = await self.neural["diffusion"].sample.remote(condition, steps, guidance, seed)
         timings["diffusion"], started = time.perf_counter() - started, time.perf_counter()
-        sdf = await self.decoder.decode.remote(latent)
-        timings["decoder"], started = time.perf_counter() - started, time.perf_counter()
+        sdf = await self.neural["decoder"].decode.remote(latent)
+        timings["decoder"] = time.perf_counter() - started
+        return sdf, timings
+
+    async def _pipeline(self, modality, tensor, steps, guidance, seed, file_format) -> tuple[bytes, dict]:
+        sdf, timings = await self._sdf(modality, tensor, steps, guidance, seed)
+        started = time.perf_counter()
         mesh, info = await self.triangulation.mesh.remote(sdf, file_format)
         timings["triangulation"] = time.perf_counter() - started
         return mesh, {**stages.timings_header(timings), "X-Bernini-Mesh": json.dumps({"modality": modality, **info}),
@@ -181,7 +229,9 @@ def app_builder(args: dict) -> Application:
     # Each stage checks the manifest where it loads (the workers hold the artifacts, not the head that
     # builds this application): a mismatch fails that deployment with the reason in the Serve status.
     artifacts = (args["artifacts_dir"], args["model_name"], args["model_version"])
-    return BerniniIngress.bind(
-        Encoder.bind(*artifacts), Diffusion.bind(*artifacts), Decoder.bind(*artifacts), Triangulation.bind(),
-        args["model_version"],
-    )
+    if args.get("layout", "staged") == FUSED:  # configs rendered before layouts existed were staged
+        neural = {FUSED: FusedStages.bind(*artifacts)}
+    else:
+        neural = {"encoder": Encoder.bind(*artifacts), "diffusion": Diffusion.bind(*artifacts),
+                  "decoder": Decoder.bind(*artifacts)}
+    return BerniniIngress.bind(neural, Triangulation.bind(), args["model_version"])
