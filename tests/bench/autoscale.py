@@ -69,7 +69,7 @@ def seconds_to_upscale(head: RayHead, config: dict) -> float:
 
 def compare(head: RayHead, artifacts: Path, runs: int) -> tuple[dict[str, list[float]], float]:
     """Seconds to the upscale decision per config, interleaved so drift hits both alike; and the upscale delay."""
-    ours = rendered_serve_config(artifacts, head.serve_port, autoscaling={"downscaleDelaySeconds": 3})
+    ours = rendered_serve_config(artifacts, head.serve_port, layout="staged", autoscaling={"downscaleDelaySeconds": 3})
     autoscaling = ours["applications"][0]["deployments"][0]["autoscaling_config"]
     peer = copy.deepcopy(ours)
     for deployment in peer["applications"][0]["deployments"]:

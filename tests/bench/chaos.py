@@ -162,18 +162,17 @@ def black_hole_the_store(bench: Bench) -> str:
 
 
 def black_hole_the_store_during_a_scale_up(bench: Bench) -> str:
-    """The diffusion stage's minimum goes from 1 to 2 (a second worker on the other inf2 node, which must pull
+    """The fused stages' minimum goes from 1 to 2 (a second worker on the other inf2 node, which must pull
     the artifacts) just as the store goes dark."""
     bench.custom.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "bernini",
-                                                {"spec": {"stages": {"diffusion": {"minReplicas": 2}}}})
+                                                {"spec": {"stages": {"fused": {"minReplicas": 2}}}})
     black_hole_the_store(bench)
-    return f"diffusion minReplicas 1 -> 2, then {STORE_OUTAGE_SECONDS} s of dropped packets"
+    return f"fused minReplicas 1 -> 2, then {STORE_OUTAGE_SECONDS} s of dropped packets"
 
 
-def _delete_and_await_replacement(bench: Bench, node_type: str) -> str:
-    """Delete the first pod of node_type with no grace period; return once a pod of another name is ready in
-    its place, so that Ready again counts the replacement's start and not the seconds before anyone noticed."""
-    selector = f"ray.io/node-type={node_type}"
+def _delete_and_await_replacement(bench: Bench, selector: str) -> str:
+    """Delete the first pod the selector finds with no grace period; return once a pod of another name is ready
+    in its place, so that Ready again counts the replacement's start and not the seconds before anyone noticed."""
     victim = helpers.pods(bench.core, NAMESPACE, selector)[0].metadata.name
     bench.core.delete_namespaced_pod(victim, NAMESPACE, grace_period_seconds=0)
 
@@ -181,21 +180,21 @@ def _delete_and_await_replacement(bench: Bench, node_type: str) -> str:
         return any(pod.metadata.name != victim and pod.status.phase == "Running"
                    and all(c.ready for c in pod.status.container_statuses or [])
                    for pod in helpers.pods(bench.core, NAMESPACE, selector))
-    wait_for(replaced, f"a {node_type} pod in place of {victim}", timeout=600, interval=1)
+    wait_for(replaced, f"a pod ({selector}) in place of {victim}", timeout=600, interval=1)
     return f"deleted {victim} with no grace period; counted until its replacement is ready"
 
 
 def kill_a_worker_pod(bench: Bench) -> str:
-    return _delete_and_await_replacement(bench, "worker")
+    return _delete_and_await_replacement(bench, helpers.ACCELERATED_WORKERS)
 
 
 def kill_the_head_pod(bench: Bench) -> str:
-    return _delete_and_await_replacement(bench, "head")
+    return _delete_and_await_replacement(bench, "ray.io/node-type=head")
 
 
 def stop_a_kubelet(bench: Bench) -> str:
-    """The worker's node loses its kubelet for 60 s (past the 40 s after which the node is NotReady)."""
-    node = helpers.pods(bench.core, NAMESPACE, "ray.io/node-type=worker")[0].spec.node_name
+    """The inf2 worker's node loses its kubelet for 60 s (past the 40 s after which the node is NotReady)."""
+    node = helpers.pods(bench.core, NAMESPACE, helpers.ACCELERATED_WORKERS)[0].spec.node_name
     pid = _pid_of(bench.cluster, "kubelet", f"--hostname-override={node}")
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
     os.kill(pid, signal.SIGKILL)
@@ -207,7 +206,7 @@ def stop_a_kubelet(bench: Bench) -> str:
 
 def fill_the_artifact_volume(bench: Bench) -> str:
     """A file past the volume's sizeLimit, written into the worker's artifacts emptyDir from the node's side."""
-    worker = helpers.pods(bench.core, NAMESPACE, "ray.io/node-type=worker")[0]
+    worker = helpers.pods(bench.core, NAMESPACE, helpers.ACCELERATED_WORKERS)[0]
     limit = next(v.empty_dir.size_limit for v in worker.spec.volumes if v.name == "artifacts")
     found = list(bench.cluster.state_dir.glob(f"**/pods/{worker.metadata.uid}/volumes/kubernetes.io~empty-dir/artifacts"))
     with (found[0] / "filler").open("wb") as filler:

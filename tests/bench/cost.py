@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bernini.cost.prices import LIST_PRICES
 from bernini.domain.instances import CATALOGUE
+from bernini.domain.pipeline import LAYOUTS
 from tests.bench.figures import measure, percentile
 from tests.bench.serve import InProcess, compiled, serve_pipeline
 
@@ -51,8 +52,9 @@ def main() -> None:
     peer = InProcess(artifacts)
     peer()  # warm up
     results = {"in-process": sweep(peer, args.requests)}
-    with serve_pipeline(work, artifacts) as call:
-        results["serve"] = sweep(call, args.requests)
+    with serve_pipeline(work, artifacts) as calls:
+        for layout, call in calls.items():
+            results[layout] = sweep(call, args.requests)
     shutil.rmtree(work, ignore_errors=True)
 
     print(f"{args.requests} requests per level, text prompt -> GLB mesh, cpu-compiled reference model; "
@@ -72,8 +74,9 @@ def main() -> None:
         concurrency, throughput = point
         print(f"{path}: best at concurrency {concurrency}: {throughput * 3600:,.0f} predictions/hour, "
               f"${dollars_per_hour / (throughput * 3600) * 1e6:.2f} per 1M predictions")
-    if all(chosen.values()):
-        print(f"cost ratio serve/in-process at the target: {chosen['in-process'][1] / chosen['serve'][1]:.2f}")
+    for layout in LAYOUTS:
+        if chosen["in-process"] and chosen[layout]:
+            print(f"cost ratio {layout}/in-process at the target: {chosen['in-process'][1] / chosen[layout][1]:.2f}")
 
 
 if __name__ == "__main__":

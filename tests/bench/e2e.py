@@ -105,13 +105,14 @@ def scale_up(core, custom, namespace: str) -> tuple[float, dict[str, float]]:
     """Seconds from load start to the autoscaler raising the worker group, and the added worker's start."""
     def replicas():
         clusters = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")["items"]
-        return sum(group.get("replicas", 0) for c in clusters for group in c["spec"]["workerGroupSpecs"])
+        return sum(group.get("replicas", 0) for c in clusters for group in c["spec"]["workerGroupSpecs"]
+                   if group["groupName"] == helpers.ACCELERATED_GROUP)
 
     # One worker at rest, and no other left terminating (an upgrade's old worker holds its node's NeuronCores
     # until it is gone, and a new pod there waits for them).
-    wait_for(lambda: replicas() == 1 and len(helpers.pods(core, namespace, "ray.io/node-type=worker")) == 1,
-             "one worker at rest", timeout=600, interval=2)
-    resting = {pod.metadata.name for pod in helpers.pods(core, namespace, "ray.io/node-type=worker")}
+    wait_for(lambda: replicas() == 1 and len(helpers.pods(core, namespace, helpers.ACCELERATED_WORKERS)) == 1,
+             "one inf2 worker at rest", timeout=600, interval=2)
+    resting = {pod.metadata.name for pod in helpers.pods(core, namespace, helpers.ACCELERATED_WORKERS)}
     loads = [Load(core, namespace) for _ in range(4)]
     started = time.monotonic()
     for load in loads:
@@ -119,7 +120,7 @@ def scale_up(core, custom, namespace: str) -> tuple[float, dict[str, float]]:
     try:
         wait_for(lambda: replicas() >= 2, "the autoscaler to raise replicas", timeout=600, interval=0.5)
         raised = time.monotonic() - started
-        added, = wait_for(lambda: [pod for pod in helpers.pods(core, namespace, "ray.io/node-type=worker")
+        added, = wait_for(lambda: [pod for pod in helpers.pods(core, namespace, helpers.ACCELERATED_WORKERS)
                                    if pod.metadata.name not in resting], "the added worker pod", timeout=300)
         return raised, worker_start(core, namespace, added)
     finally:

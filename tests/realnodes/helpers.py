@@ -14,6 +14,9 @@ from bernini.api import GROUP, PLURAL, VERSION
 from tests.realnodes.conftest import REPO
 
 CHAIR = {"prompt": "a chair with four legs"}
+# The worker groups of localdev.sizing's spec, as pod label selectors.
+ACCELERATED_GROUP, CPU_GROUP = "inf2-xlarge", "m6i-2xlarge"
+ACCELERATED_WORKERS, CPU_WORKERS = f"ray.io/group={ACCELERATED_GROUP}", f"ray.io/group={CPU_GROUP}"
 
 
 def deployment(custom, namespace: str, name: str = "bernini") -> dict:

@@ -127,7 +127,7 @@ def test_broken_artifacts_turn_the_application_degraded_while_the_old_version_se
     assert helpers.condition(body, "Ready")["status"] == "True" and body["status"]["modelVersion"] == VERSIONS[1]
     pending = body["status"]["rayService"]["pendingCluster"]
     assert pending and pending != body["status"]["rayService"]["activeCluster"]
-    workers = helpers.pods(real_core, MODELS, f"ray.io/cluster={pending},ray.io/group=inf2-xlarge")
+    workers = helpers.pods(real_core, MODELS, f"ray.io/cluster={pending},{helpers.ACCELERATED_WORKERS}")
     assert workers and all(pod.status.phase == "Pending" for pod in workers), "a worker with corrupt graphs started"
     events = real_core.list_namespaced_event(MODELS, field_selector="involvedObject.kind=BerniniDeployment").items
     assert any(event.reason == "InitContainerFailed" and event.type == "Warning" for event in events)

@@ -6,11 +6,13 @@ import http.client
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import yaml
@@ -20,8 +22,7 @@ from bernini.report import pull_summary
 from tests.realnodes import helpers
 from tests.realnodes.conftest import VERSIONS, artifacts_uri, small_spec
 from localdev.waiting import wait_for
-
-ACCELERATED_GROUP, CPU_GROUP = "inf2-xlarge", "m6i-2xlarge"  # the worker groups of small_spec
+from tests.realnodes.helpers import ACCELERATED_GROUP, ACCELERATED_WORKERS, CPU_WORKERS
 
 pytestmark = pytest.mark.realnodes
 
@@ -62,9 +63,14 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def node_cache(real_cluster, serving_namespace, tmp_path_factory) -> str:
+def node_cache_directory(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("node-cache")
+
+
+@pytest.fixture(scope="module")
+def node_cache(real_cluster, serving_namespace, node_cache_directory) -> str:
     """examples/artifacts-cache.yaml on the local nodes (the inf2 nodes share one directory here)."""
-    claim, volume = helpers.apply_node_cache(real_cluster, serving_namespace, tmp_path_factory.mktemp("node-cache"))
+    claim, volume = helpers.apply_node_cache(real_cluster, serving_namespace, node_cache_directory)
     yield claim
     real_cluster.kubectl("delete", "persistentvolume", volume, "--wait=false")
 
@@ -114,13 +120,14 @@ def test_apply_to_mesh_on_real_pods(served, real_cluster, real_core, real_custom
     assert head.spec.node_name.startswith("real-cpu-")
     assert head.spec.automount_service_account_token is True  # the autoscaler sidecar's token
     workers = helpers.pods(real_core, namespace, "ray.io/node-type=worker")
-    accelerated = helpers.pods(real_core, namespace, f"ray.io/group={ACCELERATED_GROUP}")
-    cpu_workers = helpers.pods(real_core, namespace, f"ray.io/group={CPU_GROUP}")
+    accelerated = helpers.pods(real_core, namespace, ACCELERATED_WORKERS)
+    cpu_workers = helpers.pods(real_core, namespace, CPU_WORKERS)
     assert len(workers) == 2 and len(accelerated) == len(cpu_workers) == 1, [p.metadata.name for p in workers]
     worker, cpu_worker = accelerated[0], cpu_workers[0]
     assert worker.spec.node_name.startswith("real-inf2-") and cpu_worker.spec.node_name.startswith("real-cpu-")
     assert worker.spec.containers[0].resources.limits["aws.amazon.com/neuroncore"] == "2"
-    assert not cpu_worker.spec.init_containers and not cpu_worker.spec.tolerations
+    assert "pull-artifacts" not in {c.name for c in cpu_worker.spec.init_containers or []}  # KubeRay adds its own
+    assert not cpu_worker.spec.tolerations
     assert set(cpu_worker.spec.containers[0].resources.limits) == {"cpu", "memory"}
 
     # The init container pulled from the S3 server and verified every file before Ray started.
@@ -249,7 +256,7 @@ def test_concurrency_scales_serve_up_then_the_ray_autoscaler_asks_for_a_worker_a
     # Steady state first: one inf2 worker holds the fused replica (its 2 NeuronCores).
     wait_for(lambda: _worker_replicas(real_custom, namespace) == 1, "one worker at rest", timeout=300, interval=2)
 
-    resting = {p.metadata.name for p in helpers.pods(real_core, namespace, f"ray.io/group={ACCELERATED_GROUP}")}
+    resting = {p.metadata.name for p in helpers.pods(real_core, namespace, ACCELERATED_WORKERS)}
     clients = [Client(real_core, namespace) for _ in range(4)]
     started = time.monotonic()
     for client in clients:
@@ -263,7 +270,7 @@ def test_concurrency_scales_serve_up_then_the_ray_autoscaler_asks_for_a_worker_a
         wait_for(lambda: helpers.deployment(real_custom, namespace)["status"]["cost"]["workers"] >= 3,
                  "status.cost to count the second inf2 worker", timeout=120, interval=1)
         # The added worker copied the whole set from the node cache: nothing downloaded.
-        added = wait_for(lambda: [p for p in helpers.pods(real_core, namespace, f"ray.io/group={ACCELERATED_GROUP}")
+        added = wait_for(lambda: [p for p in helpers.pods(real_core, namespace, ACCELERATED_WORKERS)
                                   if p.metadata.name not in resting and _pulled(p)],
                          "the added worker's pull to finish", timeout=180, interval=2)
         pulled = _pulled_from(added[0])
@@ -332,7 +339,7 @@ def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(served,
     # The caches are shared by every pod of a node (here one directory for both inf2 nodes): the new worker
     # and both pre-warm pods pulled the whole set, and no byte of it came from the store twice.
     total = helpers.deployment(real_custom, namespace)["status"]["artifacts"]["totalBytes"]
-    new_worker = min(helpers.pods(real_core, namespace, f"ray.io/cluster={pending},ray.io/group={ACCELERATED_GROUP}"),
+    new_worker = min(helpers.pods(real_core, namespace, f"ray.io/cluster={pending},{ACCELERATED_WORKERS}"),
                      key=lambda p: p.metadata.creation_timestamp)  # the first; load may have added one
     pulls = [_pulled_from(p) for p in [new_worker, *prewarmed]]
     assert all(pull["storeBytes"] + pull["cacheBytes"] == total for pull in pulls), pulls
@@ -372,3 +379,47 @@ def test_suspend_deletes_every_ray_pod_and_resume_serves_again(served, real_core
     assert (pulled["storeBytes"], pulled["cacheBytes"]) == (0, total), pulled
     wait_for(lambda: (helpers.answer(real_core, namespace) or (0,))[0] == 200, "a mesh after resume",
              timeout=600, interval=3)
+
+
+def _inf2_workers_costed(real_custom, namespace) -> dict | None:
+    """status.cost once it counts no inf2.xlarge worker."""
+    cost = helpers.deployment(real_custom, namespace)["status"]["cost"]
+    inf2 = next(t for t in cost["instanceTypes"] if t["instanceType"] == "inf2.xlarge")
+    return cost if inf2["workers"] == 0 and inf2["dollarsPerHour"] == 0 else None
+
+
+def test_an_idle_deployment_holds_no_accelerator_pod_and_its_next_request_brings_one_back(
+        served, real_core, real_custom, node_cache_directory):
+    """FusedStages at minReplicas 0: after the Serve downscale delay (10 s here) and the Ray autoscaler's idle
+    timeout (30 s) no inf2 worker is left and the cost counts none, while the ingress stays up on the CPU group and
+    holds the next request until a replica is back. Timed with the node cache warm, then emptied (cold)."""
+    namespace = served.namespace
+    real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini",
+                                               {"spec": {"stages": {"fused": {"minReplicas": 0}}}})
+    try:
+        timings = {}
+        for cache in ("warm", "cold"):
+            wait_for(lambda: not helpers.pods(real_core, namespace, ACCELERATED_WORKERS),
+                     "no inf2 worker pod while idle", timeout=300, interval=2)
+            cost = wait_for(lambda: _inf2_workers_costed(real_custom, namespace), "status.cost to count no inf2 worker",
+                            timeout=60, interval=1)
+            assert cost["currentDollarsPerHour"] == cost["minDollarsPerHour"] > 0, cost  # the CPU group only
+            assert helpers.pods(real_core, namespace, CPU_WORKERS), "the CPU group went idle too"
+            if cache == "cold":
+                for entry in node_cache_directory.iterdir():
+                    if entry.is_dir():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+            started = time.monotonic()
+            status, headers, body = helpers.generate(real_core, namespace, timeout=600)
+            timings[cache] = time.monotonic() - started
+            assert status == 200 and body[:4] == b"glTF", (status, body[:300])
+            [worker] = helpers.pods(real_core, namespace, ACCELERATED_WORKERS)
+            pulled = _pulled_from(worker)
+            assert (pulled["cacheBytes"] > 0) == (cache == "warm"), pulled
+        print("\nrequest at zero -> its mesh: " + ", ".join(f"node cache {cache} {seconds:.1f}s"
+                                                          for cache, seconds in timings.items()))
+    finally:
+        real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini",
+                                                   {"spec": {"stages": {"fused": {"minReplicas": 1}}}})
