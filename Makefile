@@ -82,7 +82,7 @@ bench-serve: venv controlplane
 bench-autoscale: venv controlplane
 	$(PY) -m tests.bench.autoscale
 
-bench-cost: venv controlplane
+bench-cost: venv controlplane images
 	$(PY) -m tests.bench.cost
 
 bench-e2e: venv controlplane images

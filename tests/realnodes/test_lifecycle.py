@@ -127,7 +127,7 @@ def test_apply_to_mesh_on_real_pods(served, real_cluster, real_core, real_custom
     assert worker.spec.node_name.startswith("real-inf2-") and cpu_worker.spec.node_name.startswith("real-cpu-")
     assert worker.spec.containers[0].resources.limits["aws.amazon.com/neuroncore"] == "2"
     assert "pull-artifacts" not in {c.name for c in cpu_worker.spec.init_containers or []}  # KubeRay adds its own
-    assert not cpu_worker.spec.tolerations
+    assert not [t for t in cpu_worker.spec.tolerations or [] if t.effect == "NoSchedule"]
     assert set(cpu_worker.spec.containers[0].resources.limits) == {"cpu", "memory"}
 
     # The init container pulled from the S3 server and verified every file before Ray started.
@@ -288,6 +288,18 @@ def test_concurrency_scales_serve_up_then_the_ray_autoscaler_asks_for_a_worker_a
              timeout=300, interval=2)
 
 
+def _where_things_stand(real_core, real_custom, namespace) -> str:
+    """The pods (phase, node, unready conditions) and KubeRay's view of the pending cluster's applications."""
+    lines = []
+    for pod in helpers.pods(real_core, namespace, "app.kubernetes.io/name=bernini"):
+        unready = [f"{c.type}={c.status} {c.reason or ''} {(c.message or '')[:160]}"
+                   for c in pod.status.conditions or [] if c.status != "True"]
+        lines.append(f"{pod.metadata.name} {pod.status.phase} on {pod.spec.node_name}: {'; '.join(unready)}")
+    pending = helpers.rayservice(real_custom, namespace).get("status", {}).get("pendingServiceStatus", {})
+    lines.append(json.dumps(pending.get("applicationStatuses", {}))[:2000])
+    return "\n".join(lines)
+
+
 def _prewarm_pods(real_core, namespace) -> list:
     return helpers.pods(real_core, namespace, "app.kubernetes.io/component=prewarm")
 
@@ -324,7 +336,8 @@ def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(served,
         status = helpers.rayservice(real_custom, namespace).get("status", {})
         return status.get("activeServiceStatus", {}).get("rayClusterName") == pending
 
-    wait_for(switched, "KubeRay to switch traffic to the new cluster", timeout=600, interval=1)
+    wait_for(switched, "KubeRay to switch traffic to the new cluster", timeout=600, interval=1,
+             explain=lambda: _where_things_stand(real_core, real_custom, namespace))
     switch_seconds = time.monotonic() - started
     body = wait_for(lambda: (b := helpers.ready(real_custom, namespace)) and b["status"]["modelVersion"] == VERSIONS[1] and b,
                     "status.modelVersion to name the new version", timeout=120, interval=1)

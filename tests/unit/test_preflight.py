@@ -93,3 +93,6 @@ def test_a_fused_replica_whose_graphs_exceed_its_share_is_refused_where_staged_f
     assert judge(make_spec(**gpu, stages={"encoder": {"accelerators": 0.25}}), cuda, "f" * 64).ok
     assert judge(make_spec(**gpu, stages={"diffusion": {"accelerators": 0.2}}), cuda, "f" * 64).cause.reason == \
         "GraphsDoNotFit"
+    zero = judge(make_spec(**gpu, stages={"encoder": {"accelerators": 0}}), cuda, "f" * 64).cause
+    assert zero.reason == "GraphsDoNotFit" and "encoder loads cuda graphs, but spec.stages.encoder asks no GPUs" in \
+        zero.message

@@ -61,10 +61,13 @@ def test_worker_groups_follow_the_neuron_recipe():
 
 def test_the_cpu_group_runs_cpu_work_on_a_general_purpose_type_without_artifacts_accelerators_or_store_access():
     spec = make_spec(cpuWorkers={"instanceType": "c6i.4xlarge", "cpus": 8}, serviceAccountName="reads-artifacts")
+    POD = 32 * 2**30 * 8 // 10
     rayservice = render(spec)
     *accelerated, cpu = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]
     assert cpu["groupName"] == "c6i-4xlarge"
-    assert cpu["rayStartParams"] == {"num-cpus": "8", "resources": "'{\"bernini_cpu_worker\": 1000}'"}
+    assert cpu["rayStartParams"] == {"num-cpus": "8", "resources": "'{\"bernini_cpu_worker\": 1000}'",
+                                     # 80% of 32 GiB: Ray's object store keeps 30% in /dev/shm, replicas the rest.
+                                     "memory": str(POD - POD * 3 // 10), "object-store-memory": str(POD * 3 // 10)}
     pod = cpu["template"]["spec"]
     assert pod["nodeSelector"] == {"node.kubernetes.io/instance-type": "c6i.4xlarge"}
     assert "initContainers" not in pod and "tolerations" not in pod and "serviceAccountName" not in pod
@@ -102,6 +105,34 @@ def test_the_fused_layout_is_one_deployment_for_the_three_graphs_and_staged_one_
     assert [d["name"] for d in staged["deployments"]] == ["Encoder", "Diffusion", "Decoder", "Triangulation",
                                                           "BerniniIngress"]
     assert staged["args"]["layout"] == "staged"
+
+
+def test_a_layout_change_changes_every_pod_template_so_it_rolls_out_on_a_new_cluster():
+    def templates(layout):
+        cluster = render(make_spec(layout=layout))["spec"]["rayClusterConfig"]
+        return [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
+    fused, staged = templates("fused"), templates("staged")
+    assert [t["metadata"]["labels"]["bernini.dev/layout"] for t in fused] == ["fused"] * 3
+    assert all(a != b for a, b in zip(fused, staged))
+
+
+def test_the_packing_counts_the_memory_ray_offers_replicas_not_the_whole_pod():
+    # An inf2.xlarge worker pod has 12.8 GiB; Ray's object store keeps 30%, so replicas get 8.96 GiB.
+    with pytest.raises(StageDoesNotFit, match="fused asks 1 NeuronCores, 1 CPUs and 9Gi"):
+        plan(make_spec(stages={"fused": {"memory": "9Gi"}}))
+    capacity = plan(make_spec(stages={"fused": {"memory": "4Gi", "maxReplicas": 4}}))
+    assert capacity.groups[0].max_replicas == 2  # two 4Gi replicas per worker, as Ray will place them
+    [group, _] = render(make_spec())["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert int(group["rayStartParams"]["memory"]) == capacity.groups[0].worker.replica_memory_bytes
+    shm = next(v for v in group["template"]["spec"]["volumes"] if v["name"] == "dshm")
+    assert int(group["rayStartParams"]["object-store-memory"]) // 2**20 == int(shm["emptyDir"]["sizeLimit"][:-2])
+
+
+def test_the_cpu_group_runs_as_its_own_service_account_when_one_is_set():
+    spec = make_spec(serviceAccountName="reads-artifacts", cpuWorkers={"serviceAccountName": "pulls-images"})
+    *accelerated, cpu = render(spec)["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert cpu["template"]["spec"]["serviceAccountName"] == "pulls-images"
+    assert accelerated[0]["template"]["spec"]["serviceAccountName"] == "reads-artifacts"
 
 
 def test_head_stays_off_accelerated_nodes_and_hosts_no_replicas():

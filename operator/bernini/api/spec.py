@@ -246,8 +246,8 @@ class StageSpec(ReplicaSpec):
 
     accelerators: float | None = Field(None, ge=0, le=32)
     """Accelerators per replica: NeuronCores on kind neuron (whole numbers), GPUs on kind nvidia (below 1 a
-    replica shares a GPU, e.g. 0.25; above 1 whole GPUs), none on kind cpu. Unset: 1 for the encoder,
-    diffusion and decoder, 0 for triangulation."""
+    replica shares a GPU, e.g. 0.25; above 1 whole GPUs), none on kind cpu. Unset: 1 for the fused stages,
+    the encoder, diffusion and decoder, 0 for triangulation."""
 
     neuron_cores: int | None = Field(None, ge=0, le=32)
     """Deprecated (v1alpha1 objects): accelerators for kind neuron. Move the value to accelerators."""
@@ -272,21 +272,24 @@ def _with_defaults(base: type[ApiModel], name: str, doc: str, **defaults: Any) -
 
 
 EncoderStage = _with_defaults(
-    StageSpec, "EncoderStage", "Condition encoder: image, point cloud or text to a conditioning embedding.",
+    StageSpec, "EncoderStage",
+    "layout staged: condition encoder: image, point cloud or text to a conditioning embedding.",
     memory="2Gi", max_replicas=2,
 )
 DiffusionStage = _with_defaults(
-    StageSpec, "DiffusionStage", "Reverse diffusion: the denoiser run for N sampler steps with classifier-free guidance.",
+    StageSpec, "DiffusionStage",
+    "layout staged: reverse diffusion: the denoiser run for N sampler steps with classifier-free guidance.",
     memory="4Gi", max_replicas=4,
 )
 DecoderStage = _with_defaults(
-    StageSpec, "DecoderStage", "Wavelet decoder: latent to wavelet coefficients, inverse 3D wavelet transform to an SDF.",
+    StageSpec, "DecoderStage",
+    "layout staged: wavelet decoder: latent to wavelet coefficients, inverse 3D wavelet transform to an SDF.",
     memory="4Gi", max_replicas=4,
 )
 FusedStage = _with_defaults(
     StageSpec, "FusedStage", "layout fused: the encoder, diffusion and decoder in one replica, which loads the three "
     "compiled graphs on one accelerator share and runs them in-process (their spec.stages entries are then unused).",
-    memory="6Gi", max_replicas=4,
+    memory="4Gi", max_replicas=4,
 )
 TriangulationStage = _with_defaults(
     StageSpec, "TriangulationStage", "Marching cubes on the SDF grid to a mesh; normally a CPU stage.",
@@ -335,8 +338,9 @@ class Head(ApiModel):
 
 
 class WorkerPods(ApiModel):
-    """Size of each worker pod. Unset: the instance's vCPUs less one and 80% of its memory, which leaves
-    room for kubelet and the Neuron daemonsets; set both lower when your nodes run more daemonsets."""
+    """Size of each accelerated worker pod (spec.cpuWorkers sizes the CPU group's). Unset: the instance's vCPUs
+    less one and 80% of its memory, which leaves room for kubelet and the Neuron daemonsets; set both lower when
+    your nodes run more daemonsets. Ray's object store keeps 30% of the memory; replicas get the rest."""
 
     model_config = {"json_schema_extra": {"x-kubernetes-validations": [_between_rule("memory", "pod memory")]}}
 
@@ -367,6 +371,10 @@ class CpuWorkers(ApiModel):
 
     memory: str | None = Field(None, pattern=QUANTITY)
     """Memory per worker pod. Unset: 80% of the instance's memory."""
+
+    service_account_name: str | None = Field(None, pattern=DNS_SUBDOMAIN, max_length=253)
+    """ServiceAccount of the CPU group's pods, for example one that holds imagePullSecrets; unset: the
+    namespace's default. They read no artifacts, so never give it the store's IAM role."""
 
     @field_validator("memory")
     @classmethod

@@ -95,6 +95,9 @@ def judge(spec: BerniniDeploymentSpec, manifest: Manifest, manifest_sha256: str)
                              f"{name} was compiled for {needed} NeuronCores, spec.stages.{name} gives {given:g}")
         share = _share_memory_bytes(spec, given)
         graph_bytes = sum(artifact.size for artifact in graphs)
+        if manifest.target != "cpu" and share == 0:
+            return _failed(r.GRAPHS_DO_NOT_FIT, f"{name} loads {manifest.target} graphs, but spec.stages.{name} asks no "
+                           f"{KINDS[spec.accelerator.kind].unit}s to load them on")
         if manifest.target != "cpu" and share is not None and graph_bytes > share:
             return _failed(r.GRAPHS_DO_NOT_FIT,
                            f"{name}'s compiled graphs take {graph_bytes / 2**30:.1f} GiB; spec.stages.{name}'s "

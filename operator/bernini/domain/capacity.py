@@ -2,9 +2,10 @@
 
 Packing rule (one Ray worker pod per node, taking all of the node's accelerators: NeuronCores or GPUs):
 - A worker pod on instance type T offers T's accelerators, its vCPUs less one (kubelet and
-  daemonsets), and 80% of its memory, unless spec.workers sets smaller CPUs or memory. A stage
-  replica asks for (accelerators, cpus, memory), a GPU fraction included; the ingress is packed like a
-  stage with no accelerators. CPU stages ride on the workers' spare vCPUs.
+  daemonsets), and 80% of its memory, unless spec.workers (spec.cpuWorkers) sets smaller CPUs or memory;
+  of that memory Ray's object store keeps 30% and replicas get the rest. A replica asks for
+  (accelerators, cpus, memory), a GPU fraction included; the ingress is packed like a stage with no
+  accelerators. Deployments that load graphs go to the accelerated groups, the others to the CPU group.
 - A stage fits T when one replica fits an empty worker pod of T.
 - Minimum: every deployment's minReplicas go to its home type (the smallest allowed type it fits),
   packed first-fit decreasing; that node count is the group's minReplicas.
@@ -20,6 +21,11 @@ from decimal import Decimal
 from bernini.domain.instances import InstanceType
 
 
+def object_store_bytes(pod_memory_bytes: int) -> int:
+    """Ray's object store share of a pod's memory (Ray's own default, 30%), held in /dev/shm."""
+    return pod_memory_bytes * 3 // 10
+
+
 @dataclass(frozen=True)
 class WorkerShape:
     """What one worker pod on an instance type offers: all its accelerators, CPUs and memory."""
@@ -27,6 +33,12 @@ class WorkerShape:
     instance: InstanceType
     cpus: int
     memory_bytes: int
+
+    @property
+    def replica_memory_bytes(self) -> int:
+        """What Ray offers replicas as its memory resource: the pod's memory less the object store (set
+        explicitly in rayStartParams, so the packing and Ray agree)."""
+        return self.memory_bytes - object_store_bytes(self.memory_bytes)
 
     @property
     def accelerators(self) -> int:
@@ -51,7 +63,7 @@ class Demand:
         return (
             self.accelerators <= worker.accelerators
             and self.cpus <= worker.cpus
-            and self.memory_bytes <= worker.memory_bytes
+            and self.memory_bytes <= worker.replica_memory_bytes
         )
 
 
@@ -126,7 +138,7 @@ def _nodes_needed(replicas: list[Demand], worker: WorkerShape) -> int:
             if demand.accelerators <= node[0] and demand.cpus <= node[1] and demand.memory_bytes <= node[2]:
                 break
         else:
-            node = [Decimal(worker.accelerators), worker.cpus, worker.memory_bytes]
+            node = [Decimal(worker.accelerators), worker.cpus, worker.replica_memory_bytes]
             free.append(node)
         node[0] -= demand.accelerators
         node[1] -= demand.cpus

@@ -2,6 +2,9 @@
 
 MANAGER = "bernini-operator"
 VERSION_LABEL = "app.kubernetes.io/version"
+# On the Ray pods: a change of layout changes the pod templates, so KubeRay rolls it out on a new cluster
+# instead of swapping Serve deployments under a running ingress.
+LAYOUT_LABEL = "bernini.dev/layout"
 
 
 def labels(name: str, model_version: str | None = None) -> dict[str, str]:

@@ -3,7 +3,7 @@ profile."""
 
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.manifest import Manifest
-from bernini.domain.capacity import WorkerShape
+from bernini.domain.capacity import WorkerShape, object_store_bytes
 from bernini.domain.instances import ACCELERATED_FAMILIES, KINDS
 from bernini.domain.pipeline import ARTIFACTS_MOUNT_PATH
 from bernini.domain.quantity import to_bytes
@@ -36,8 +36,8 @@ SERVE_PROCESS_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0", "RAY_SERVE_LO
 
 
 def _shm_volume(memory_bytes: int) -> dict:
-    # Ray's object store lives in /dev/shm and takes 30% of memory by default.
-    return {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{memory_bytes * 3 // 10 // 2**20}Mi"}}
+    # Ray's object store lives in /dev/shm.
+    return {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{object_store_bytes(memory_bytes) // 2**20}Mi"}}
 
 
 SHM_MOUNT = {"name": "dshm", "mountPath": "/dev/shm"}
@@ -64,10 +64,12 @@ def _ray_container(spec: BerniniDeploymentSpec, name: str, resources: dict[str, 
 
 def pod_spec(spec: BerniniDeploymentSpec, containers: list[dict], volumes: list[dict], reads_artifacts: bool = True,
              **extra) -> dict:
-    """reads_artifacts: the pod runs as spec.serviceAccountName, the one that may read the store."""
+    """reads_artifacts: the pod runs as spec.serviceAccountName, the one that may read the store; otherwise as
+    spec.cpuWorkers.serviceAccountName (unset: the namespace's default)."""
     pod = {"securityContext": POD_SECURITY, "containers": containers, "volumes": volumes, **extra}
-    if spec.service_account_name and reads_artifacts:
-        pod["serviceAccountName"] = spec.service_account_name
+    account = spec.service_account_name if reads_artifacts else spec.cpu_workers.service_account_name
+    if account:
+        pod["serviceAccountName"] = account
     return pod
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from bernini.api import GROUP, KIND, VERSION
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.artifacts.manifest import Manifest
-from bernini.domain.capacity import Plan, WorkerShape
+from bernini.domain.capacity import Plan, WorkerShape, object_store_bytes
 from bernini.render import names
 from bernini.render.capacity import plan
 from bernini.render.pods import (
@@ -29,7 +29,10 @@ def owner_reference(name: str, uid: str) -> dict[str, Any]:
 
 
 def _ray_start_params(kind: str, worker: WorkerShape) -> dict[str, str]:
-    params = {"num-cpus": str(worker.cpus)}
+    # Memory in bytes, as the packing counted it: left to Ray, the replicas' share would be what happens to be
+    # free at start, less the object store.
+    params = {"num-cpus": str(worker.cpus), "memory": str(worker.replica_memory_bytes),
+              "object-store-memory": str(object_store_bytes(worker.memory_bytes))}
     resources = {}
     if kind != "cpu":
         resources[GROUP_RAY_RESOURCES[group_role(worker)]] = GROUP_RESOURCE_OFFERED
@@ -81,7 +84,7 @@ def render_rayservice(
     """The full desired RayService; raises a capacity.DoesNotFit when a stage or worker fits no allowed type.
     Callers that already planned the capacity pass it in."""
     capacity = capacity or plan(spec)
-    pod_labels = names.labels(name, spec.model.version)
+    pod_labels = {**names.labels(name, spec.model.version), names.LAYOUT_LABEL: spec.layout}
     rayservice = {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
