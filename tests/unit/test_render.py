@@ -135,6 +135,12 @@ def test_the_cpu_group_runs_as_its_own_service_account_when_one_is_set():
     assert accelerated[0]["template"]["spec"]["serviceAccountName"] == "reads-artifacts"
 
 
+def test_the_autoscaler_sidecar_asks_less_than_kuberays_default_and_keeps_its_memory_bounded():
+    options = render(make_spec())["spec"]["rayClusterConfig"]["autoscalerOptions"]
+    assert options["resources"]["requests"] == {"cpu": "200m", "memory": "512Mi"}
+    assert options["resources"]["limits"]["memory"] == options["resources"]["requests"]["memory"]
+
+
 def test_head_stays_off_accelerated_nodes_and_hosts_no_replicas():
     cluster = render(make_spec())["spec"]["rayClusterConfig"]
     head = cluster["headGroupSpec"]

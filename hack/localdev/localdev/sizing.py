@@ -8,8 +8,8 @@ SMALL_REPLICA = {"cpus": 0.1, "memory": "256Mi"}
 def fit_to_local_nodes(example: dict, serving_image: str, endpoint_url: str, version: str, artifacts_uri: str) -> dict:
     """The local serving image (never pulled), cpu-compiled artifacts on the local S3 server, and small pods:
     the head at 250m/3Gi, one worker pod per inf2.xlarge node at 1 CPU/5Gi (spec.workers), one CPU group pod
-    per m6i.2xlarge node at 1 CPU/3Gi (spec.cpuWorkers: with its autoscaler sidecar a head takes 750m, so two
-    CPU nodes hold both clusters' heads and CPU workers during an upgrade), replicas at 0.1 CPU.
+    per m6i.2xlarge node at 1 CPU/3Gi (spec.cpuWorkers: with its autoscaler sidecar a head asks 450m, so the
+    two CPU nodes hold both clusters' heads and CPU workers during an upgrade), replicas at 0.1 CPU.
     The fused replica takes both NeuronCores of its node, so one inf2.xlarge worker holds a version's neural
     stages, a second replica needs the second node, and that node has room for the new cluster of an upgrade.
     The staged entries (Diffusion and Decoder one NeuronCore each) fit the same way."""

@@ -17,6 +17,12 @@ from bernini.render.pods import (
 from bernini.render.serve_config import serve_config_yaml
 
 
+# The head's autoscaler sidecar polls the cluster every few seconds: KubeRay's default request of 500m held a
+# third of the head's node idle on the local nodes, and kept a second cluster's CPU worker off it during an
+# upgrade. It may still burst to KubeRay's 500m.
+AUTOSCALER_RESOURCES = {"requests": {"cpu": "200m", "memory": "512Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}}
+
+
 def owner_reference(name: str, uid: str) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -109,6 +115,7 @@ def render_rayservice(
                     "idleTimeoutSeconds": spec.autoscaling.idle_timeout_seconds,
                     "upscalingMode": spec.autoscaling.upscaling_mode,
                     "securityContext": CONTAINER_SECURITY,
+                    "resources": AUTOSCALER_RESOURCES,
                 },
                 "headGroupSpec": {
                     # num-cpus 0 keeps Serve replicas off the head.
