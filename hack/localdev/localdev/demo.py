@@ -191,7 +191,8 @@ def run(root: Path) -> int:
                           "custom-columns=POD:.metadata.name,TYPE:.metadata.labels.ray\\.io/node-type,NODE:.spec.nodeName,"
                           "NEURONCORES:.spec.containers[0].resources.limits.aws\\.amazon\\.com/neuroncore,"
                           "PHASE:.status.phase,IP:.status.podIP"))
-    worker = next(p for p in _get(cluster, "pods")["items"] if p["metadata"]["labels"].get("ray.io/node-type") == "worker")
+    worker = next(p for p in _get(cluster, "pods")["items"] if p["metadata"]["labels"].get("ray.io/node-type") == "worker"
+                  and any(c["name"] == "pull-artifacts" for c in p["spec"].get("initContainers", [])))
     pulled = cluster.kubectl("logs", "-n", "default", worker["metadata"]["name"], "-c", "pull-artifacts").strip()
     say(f"init container on {worker['spec']['nodeName']}: {pulled.splitlines()[-1]}")
     request_mesh(cluster)
