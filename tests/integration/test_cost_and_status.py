@@ -30,7 +30,9 @@ def test_a_price_override_reaches_status_metrics_and_the_wide_listing_and_bernin
     if local_cluster is None:
         pytest.fail("this test runs kubectl and kubectl plugins from the local control plane's build")
     prices = tmp_path / "prices.yaml"
-    prices.write_text("source: negotiated (test)\nasOf: '2026-11-27'\ndollarsPerHour:\n  inf2.xlarge: 0.5\n")
+    prices.write_text("source: negotiated (test)\nasOf: '2026-11-27'\ndollarsPerHour:\n  inf2.xlarge: 0.5\n"
+                      "  m6i.xlarge: 0.25\n")
+    price = {"inf2.xlarge": 0.5, "m6i.xlarge": 0.25}
     with OperatorProcess.paused():
         process = OperatorProcess(kubeconfig, local_s3.credentials_env, tmp_path / "operator.log",
                                   namespaces=(namespace,), extra_args=(f"--prices={prices}",))
@@ -40,14 +42,18 @@ def test_a_price_override_reaches_status_metrics_and_the_wide_listing_and_bernin
             body = wait_for(lambda: (b := _get(custom, namespace)).get("status", {}).get("cost") and b, "status.cost")
             cost, capacity = body["status"]["cost"], body["status"]["capacity"]
             assert cost["priceSource"].startswith("negotiated (test); other types: AWS") and cost["pricesAsOf"] == "2026-11-27"
-            assert (cost["minDollarsPerHour"], cost["maxDollarsPerHour"]) == (0.5 * capacity["minWorkers"],
-                                                                            0.5 * capacity["maxWorkers"])
-            (entry,) = cost["instanceTypes"]
-            assert entry["instanceType"] == "inf2.xlarge" and cost["workers"] >= capacity["minWorkers"]
-            assert entry["dollarsPerHour"] == cost["currentDollarsPerHour"] == 0.5 * cost["workers"]
+            groups = {g["instanceType"]: g for g in capacity["workerGroups"]}  # the fused stages' inf2, the CPU group
+            assert set(groups) == set(price)
+            assert (cost["minDollarsPerHour"], cost["maxDollarsPerHour"]) == tuple(
+                sum(price[name] * group[bound] for name, group in groups.items()) for bound in ("minReplicas", "maxReplicas"))
+            entries = {entry["instanceType"]: entry for entry in cost["instanceTypes"]}
+            assert set(entries) == set(price) and cost["workers"] >= capacity["minWorkers"]
+            assert all(entry["dollarsPerHour"] == price[name] * entry["workers"] for name, entry in entries.items())
+            assert cost["currentDollarsPerHour"] == sum(entry["dollarsPerHour"] for entry in entries.values())
             samples = process.metrics()  # the exposition sorts labels by name
-            assert samples[f'bernini_cost_dollars_per_hour{{instance_type="inf2.xlarge",name="bernini",namespace="{namespace}"}}'] \
-                == cost["currentDollarsPerHour"]
+            for name, entry in entries.items():
+                assert samples[f'bernini_cost_dollars_per_hour{{instance_type="{name}",name="bernini",'
+                               f'namespace="{namespace}"}}'] == entry["dollarsPerHour"]
             assert samples[f'bernini_deployment_ready{{name="bernini",namespace="{namespace}"}}'] == 0  # no Ray head here
             # Read back while this operator (with the override) is the one running: the session's own operator
             # resumes after it and rewrites the cost at the shipped prices.
@@ -61,7 +67,8 @@ def test_a_price_override_reaches_status_metrics_and_the_wide_listing_and_bernin
             assert re.search(r"^  Ready +(True|False) +\w+", shown, re.M), shown
             digest = body["status"]["artifacts"]["manifestSha256"]
             assert re.fullmatch(r"[0-9a-f]{64}", digest) and f"manifest sha256 {digest}" in shown
-            assert f"cost: ${cost['currentDollarsPerHour']:,.4f}/h now ({cost['workers']} x inf2.xlarge)" in shown
+            workers = ", ".join(f"{entry['workers']} x {name}" for name, entry in entries.items())
+            assert f"cost: ${cost['currentDollarsPerHour']:,.4f}/h now ({workers})" in shown
             assert "prices: negotiated (test)" in shown
             pods = shown.split("pods:\n", 1)[1]
             assert re.search(r"^  \S+ +\S+-head-\S+ +\w+", pods, re.M), shown  # the head pod with its (KWOK) node

@@ -401,6 +401,17 @@ def _inf2_workers_costed(real_custom, namespace) -> dict | None:
     return cost if inf2["workers"] == 0 and inf2["dollarsPerHour"] == 0 else None
 
 
+def _cost_and_groups(real_core, real_custom, namespace) -> str:
+    status = helpers.deployment(real_custom, namespace)["status"]
+    clusters = real_custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")["items"]
+    groups = [(c["metadata"]["name"], g["groupName"], g.get("minReplicas"), g.get("replicas"), g.get("maxReplicas"))
+              for c in clusters for g in c["spec"]["workerGroupSpecs"]]
+    rayservice = helpers.rayservice(real_custom, namespace).get("status", {})
+    return (f"cost {json.dumps(status.get('cost'))}\ncapacity {json.dumps(status.get('capacity'))}\ngroups {groups}\n"
+            f"active {json.dumps(rayservice.get('activeServiceStatus', {}).get('rayClusterStatus'))[:800]}\n"
+            + _where_things_stand(real_core, real_custom, namespace))
+
+
 def test_an_idle_deployment_holds_no_accelerator_pod_and_its_next_request_brings_one_back(
         served, real_core, real_custom, node_cache_directory):
     """FusedStages at minReplicas 0: after the Serve downscale delay (10 s here) and the Ray autoscaler's idle
@@ -415,7 +426,7 @@ def test_an_idle_deployment_holds_no_accelerator_pod_and_its_next_request_brings
             wait_for(lambda: not helpers.pods(real_core, namespace, ACCELERATED_WORKERS),
                      "no inf2 worker pod while idle", timeout=300, interval=2)
             cost = wait_for(lambda: _inf2_workers_costed(real_custom, namespace), "status.cost to count no inf2 worker",
-                            timeout=60, interval=1)
+                            timeout=60, interval=1, explain=lambda: _cost_and_groups(real_core, real_custom, namespace))
             assert cost["currentDollarsPerHour"] == cost["minDollarsPerHour"] > 0, cost  # the CPU group only
             assert helpers.pods(real_core, namespace, CPU_WORKERS), "the CPU group went idle too"
             if cache == "cold":
