@@ -152,11 +152,13 @@ def test_broken_artifacts_turn_the_application_degraded_while_the_old_version_se
 
 def test_a_hand_edit_of_the_rayservice_is_reverted_by_the_operator_and_argocd_sees_no_drift(tree, real_custom):
     before = helpers.rayservice(real_custom, MODELS)
-    replicas = before["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"]
+    first, *others = before["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    replicas = first["maxReplicas"]
+    # A merge patch replaces the whole list: every group goes back in, so only a bound changes (a dropped group
+    # would start KubeRay's new-cluster upgrade, which the next test's suspend would meet half-way).
     real_custom.patch_namespaced_custom_object("ray.io", "v1", MODELS, "rayservices", "bernini",
                                                {"spec": {"rayClusterConfig": {"workerGroupSpecs": [
-                                                   {**before["spec"]["rayClusterConfig"]["workerGroupSpecs"][0],
-                                                    "maxReplicas": replicas + 5}]}}})
+                                                   {**first, "maxReplicas": replicas + 5}, *others]}}})
     seen = []
 
     def reverted() -> bool:
