@@ -11,24 +11,20 @@ bernini:dollars_per_million_predictions. Prints the table, the fused/staged rati
 """
 
 import argparse
-import json
 import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import yaml
 from kubernetes import client, config
 
 from bernini.api import GROUP, PLURAL, VERSION
 from bernini.cost.prices import LIST_PRICES
 from bernini.domain.pipeline import LAYOUTS
 from localdev import LocalCluster
-from localdev.sizing import fit_to_local_nodes
-from localdev.stack import namespace_manifests
 from localdev.waiting import wait_for
-from tests.bench.e2e import EXAMPLE, VERSIONS, store_and_operator, uri
+from tests.bench.e2e import prepared_namespace, store_and_operator
 from tests.bench.figures import measure, percentile
 from tests.realnodes import helpers
 
@@ -71,13 +67,7 @@ class Sampler(threading.Thread):
 
 def deploy(cluster: LocalCluster, core, custom, s3, layout: str) -> str:
     namespace = f"cost-{layout}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-    wait_for(lambda: core.list_namespaced_service_account(namespace, field_selector="metadata.name=default").items,
-             "default ServiceAccount")
-    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                          "items": namespace_manifests(namespace, s3)}))
-    body = fit_to_local_nodes(yaml.safe_load(EXAMPLE.read_text()), cluster.node_layer.images["SERVING_IMAGE"],
-                              s3.endpoint_url, VERSIONS[0], uri(VERSIONS[0]))
+    body = prepared_namespace(cluster, core, s3, namespace)
     body["spec"]["layout"] = layout
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
     wait_for(lambda: helpers.ready(custom, namespace), f"{layout}: Ready", timeout=900, interval=2)

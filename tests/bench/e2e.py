@@ -64,14 +64,19 @@ def cluster_up(root: Path, cold: bool) -> tuple[LocalCluster, float]:
     return cluster, cluster.up()
 
 
-def deploy(cluster, core, custom, s3, namespace: str, cache_directory: Path | None = None) -> tuple[float, float]:
+def prepared_namespace(cluster, core, s3, namespace: str) -> dict:
+    """A namespace as a platform team prepares it; returns the minimal example fitted to the local nodes."""
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     wait_for(lambda: core.list_namespaced_service_account(namespace, field_selector="metadata.name=default").items,
              "default ServiceAccount")
     cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                           "items": namespace_manifests(namespace, s3)}))
-    body = fit_to_local_nodes(yaml.safe_load(EXAMPLE.read_text()), cluster.node_layer.images["SERVING_IMAGE"],
+    return fit_to_local_nodes(yaml.safe_load(EXAMPLE.read_text()), cluster.node_layer.images["SERVING_IMAGE"],
                               s3.endpoint_url, VERSIONS[0], uri(VERSIONS[0]))
+
+
+def deploy(cluster, core, custom, s3, namespace: str, cache_directory: Path | None = None) -> tuple[float, float]:
+    body = prepared_namespace(cluster, core, s3, namespace)
     if cache_directory:
         claim, _ = helpers.apply_node_cache(cluster, namespace, cache_directory)
         body["spec"]["artifactsCache"] = {"claimName": claim, "sizeLimit": "2Gi"}
