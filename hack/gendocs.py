@@ -213,7 +213,7 @@ def layouts_table() -> str:
         def nodes(cpu: bool) -> str:
             return ", ".join(f"{g.min_replicas} {g.worker.instance.name}" for g in capacity.groups
                              if g.min_replicas and (g.worker.instance.kind == "cpu") == cpu)
-        cost = estimate(capacity, capacity.min_workers, LIST_PRICES)
+        cost = estimate(capacity, {}, LIST_PRICES)
         rows.append(f"| {layout} | {nodes(False)} | {float(capacity.min_accelerators):g} | {nodes(True)} | "
                     f"{cost.min_dollars_per_hour:.4f} |")
     return "\n".join(rows)

@@ -85,6 +85,7 @@ def test_helm_install_creates_a_restricted_single_replica_operator(installed, ku
     ("delete", "rayservices.ray.io", "no"),
     ("patch", "rayservices.ray.io", "yes"),
     ("get", "rayclusters.ray.io", "yes"),
+    ("watch", "rayclusters.ray.io", "yes"),
     ("delete", "daemonsets.apps", "yes"),
     ("get", "daemonsets.apps", "yes"),
     ("list", "daemonsets.apps", "no"),

@@ -400,11 +400,17 @@ def _accelerated_group_bounds(real_custom, namespace) -> list[tuple[int, int]]:
             for group in cluster["spec"]["workerGroupSpecs"] if group["groupName"] == ACCELERATED_GROUP]
 
 
+def _cost_workers(real_custom, namespace) -> dict[str, int]:
+    status = real_custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini")["status"]
+    return {entry["instanceType"]: entry["workers"] for entry in status["cost"]["instanceTypes"]}
+
+
 def test_an_idle_deployment_holds_no_accelerator_pod_and_its_next_request_brings_one_back(
         served, real_core, real_custom, node_cache_directory):
     """FusedStages at minReplicas 0: after the Serve downscale delay (10 s here) and the Ray autoscaler's idle
     timeout (30 s) no inf2 worker is left, while the ingress stays up on the CPU group and holds the next request
-    until a replica is back. Timed with the node cache warm, then emptied (cold)."""
+    until a replica is back, and status.cost counts no inf2 worker. Timed with the node cache warm, then emptied
+    (cold)."""
     namespace = served.namespace
     real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini",
                                                {"spec": {"stages": {"fused": {"minReplicas": 0}}}})
@@ -413,10 +419,11 @@ def test_an_idle_deployment_holds_no_accelerator_pod_and_its_next_request_brings
         for cache in ("warm", "cold"):
             wait_for(lambda: not helpers.pods(real_core, namespace, ACCELERATED_WORKERS),
                      "no inf2 worker pod while idle", timeout=300, interval=2)
-            # The worker group itself is at zero; status.cost is not asserted: it reads KubeRay's worker count from
-            # the RayService's status, which still said 3 workers with one pod left (see docs/user-guide.md#cost).
             groups = _accelerated_group_bounds(real_custom, namespace)
             assert groups == [(0, 0)], groups  # (minReplicas, replicas) of the running cluster's inf2 group
+            wait_for(lambda: _cost_workers(real_custom, namespace).get("inf2.xlarge") == 0,
+                     "status.cost to count no inf2 worker while idle", timeout=30, interval=1)
+            assert _cost_workers(real_custom, namespace)["m6i.xlarge"] >= 1
             assert helpers.pods(real_core, namespace, CPU_WORKERS), "the CPU group went idle too"
             if cache == "cold":
                 for entry in node_cache_directory.iterdir():

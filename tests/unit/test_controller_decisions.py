@@ -9,6 +9,7 @@ import logging
 
 import pytest
 
+from bernini.api.kuberay import ORIGINATED_FROM_CRD, ORIGINATED_FROM_NAME
 from bernini.artifacts import preflight
 from bernini.artifacts.guarded_store import StoreFailure
 from bernini.artifacts.preflight import ManifestReader
@@ -65,6 +66,9 @@ def deliver(controller: Controller, cluster: FakeCluster) -> None:
     for body in cluster.listed("rayservices"):
         if body["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") == MANAGER:
             controller.observe_rayservice("MODIFIED", body)
+    for body in cluster.listed("rayclusters"):
+        if body["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") == MANAGER:
+            controller.observe_raycluster("MODIFIED", body)
 
 
 def reconcile(controller: Controller, cluster: FakeCluster) -> str | None:
@@ -411,7 +415,9 @@ def running_cluster(cluster: FakeCluster, pending: bool = False) -> str:
     for group in groups:
         group["replicas"] = 3  # the Ray autoscaler's
     name = "bernini-next" if pending else "bernini-x7k2p"
-    cluster.create({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": name, "namespace": NAMESPACE},
+    labels = {**rayservice(cluster)["metadata"]["labels"], ORIGINATED_FROM_CRD: "RayService", ORIGINATED_FROM_NAME: NAME}
+    cluster.create({"apiVersion": "ray.io/v1", "kind": "RayCluster",
+                    "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
                     "spec": {"workerGroupSpecs": groups}}, manager="kuberay")
     sides = {"pendingServiceStatus": {"rayClusterName": name}, "activeServiceStatus": {"rayClusterName": "old"}} \
         if pending else {"activeServiceStatus": {"rayClusterName": name}}
@@ -438,6 +444,7 @@ def test_changed_bounds_reach_the_running_raycluster_and_only_its_min_and_max(cl
     assert new_cpu_group == cpu_group, "the CPU group's bounds did not change"
     assert (new_low, replicas) == (low, 3) and new_high > high, "only the bounds change; replicas are the autoscaler's"
     assert new_high == rayservice(cluster)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"]
+    reconcile(controller, cluster)  # the patched RayCluster's event: its wider bounds keep more pods, which cost
     written = len(cluster.writes)
     reconcile(controller, cluster)
     assert cluster.writes[written:] == [], "an idle reconcile reads and writes no RayCluster"
@@ -472,3 +479,62 @@ def test_an_autoscaler_write_between_the_read_and_the_patch_is_kept_and_the_boun
     controller.kube.read_raycluster = read
     reconcile(controller, cluster)
     assert group_bounds(cluster, name)[0][1] == rayservice(cluster)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"]
+
+
+# -- status.cost from the worker pods KubeRay keeps -------------------------------------------------
+
+
+def cost_workers(cluster: FakeCluster) -> dict[str, int]:
+    status = cluster.get("berninideployments", NAMESPACE, NAME)["status"]
+    return {t["instanceType"]: t["workers"] for t in status["cost"]["instanceTypes"]}
+
+
+def set_replicas(cluster: FakeCluster, name: str, replicas: list[int]) -> dict:
+    groups = cluster.get("rayclusters", NAMESPACE, name)["spec"]["workerGroupSpecs"]
+    for group, count in zip(groups, replicas):
+        group["replicas"] = count
+    cluster.edit("rayclusters", NAMESPACE, name, {"spec": {"workerGroupSpecs": groups}}, manager="autoscaler")
+    return cluster.get("rayclusters", NAMESPACE, name)
+
+
+def test_status_cost_follows_the_autoscaler_to_zero_accelerator_workers_per_group(cluster):
+    controller = operator(cluster, deployment(stages={"fused": {"minReplicas": 0, "maxReplicas": 4}}))
+    reconcile(controller, cluster)
+    name = running_cluster(cluster)
+    reconcile(controller, cluster)
+    held = [min(max(replicas, low), high) for low, high, replicas in group_bounds(cluster, name)]
+    assert held[0] < 3 and cost_workers(cluster) == {"inf2.xlarge": held[0], "m6i.xlarge": held[1]}, \
+        "the autoscaler's replicas (3), held within each group's bounds"
+    # The autoscaler scales the accelerator group to zero: only the RayCluster says so, KubeRay's RayService
+    # status does not change.
+    controller.observe_raycluster("MODIFIED", set_replicas(cluster, name, [0, held[1]]))
+    assert len(controller.queue) == 1, "a change of worker pods queues a reconcile"
+    reconcile(controller, cluster)
+    assert cost_workers(cluster) == {"inf2.xlarge": 0, "m6i.xlarge": held[1]}
+    status = cluster.get("berninideployments", NAMESPACE, NAME)["status"]
+    assert status["cost"]["currentDollarsPerHour"] == status["cost"]["instanceTypes"][1]["dollarsPerHour"] > 0
+
+
+def test_a_raycluster_event_that_changes_no_count_queues_nothing_and_one_not_named_by_the_rayservice_is_not_paid_for(
+        cluster):
+    controller = operator(cluster, deployment(stages={"fused": {"minReplicas": 0, "maxReplicas": 4}}))
+    reconcile(controller, cluster)
+    name = running_cluster(cluster)
+    reconcile(controller, cluster)
+    before = cost_workers(cluster)
+    with_workers(controller, lambda: None)  # drains what the deliveries queued
+    live = cluster.get("rayclusters", NAMESPACE, name)
+    controller.observe_raycluster("MODIFIED", {**live, "status": {"state": "ready"}})
+    assert len(controller.queue) == 0
+    # Anyone who may create a RayCluster may label it as ours.
+    forged = copy.deepcopy(live)
+    forged["metadata"]["name"] = "forged"
+    forged["spec"]["workerGroupSpecs"][0]["minReplicas"] = 40
+    cluster.create(forged)
+    reconcile(controller, cluster)
+    assert cost_workers(cluster) == before
+    controller.observe_raycluster("DELETED", live)
+    controller.reconcile(KEY)
+    status = cluster.get("berninideployments", NAMESPACE, NAME)["status"]
+    minima = {group["instanceType"]: group["minReplicas"] for group in status["capacity"]["workerGroups"]}
+    assert cost_workers(cluster) == minima != before, "a cluster not seen is priced at its minima"

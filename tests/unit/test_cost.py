@@ -17,12 +17,10 @@ from tests.unit.specs import make_manifest, make_spec
 TWO_TYPES = {"accelerator": {"kind": "neuron", "instanceTypes": ["inf2.xlarge", "inf2.8xlarge"]}}
 
 
-def _rayservice(active: int | None, pending: int | None = None, deployments: dict | None = None) -> dict:
-    def side(workers):
-        return {"rayClusterName": "c", **({"rayClusterStatus": {"desiredWorkerReplicas": workers}} if workers is not None else {})}
-    status = {"activeServiceStatus": side(active)}
-    if pending is not None:
-        status["pendingServiceStatus"] = side(pending)
+def _rayservice(active: str | None = "c", pending: str | None = None, deployments: dict | None = None) -> dict:
+    status = {"activeServiceStatus": {"rayClusterName": active}} if active else {}
+    if pending:
+        status["pendingServiceStatus"] = {"rayClusterName": pending}
     if deployments:
         status["activeServiceStatus"]["applicationStatuses"] = {"bernini": {"serveDeploymentStatuses": deployments}}
     return {"metadata": {"name": "bernini"}, "status": status}
@@ -78,45 +76,36 @@ def test_each_group_costs_its_workers_at_the_list_price():
     capacity = plan(make_spec())
     accelerated, cpu = capacity.groups
     price, cpu_price = LIST_PRICES.hourly("inf2.xlarge"), LIST_PRICES.hourly("m6i.xlarge")
-    cost = estimate(capacity, capacity.min_workers + 2, LIST_PRICES)
+    cost = estimate(capacity, {"inf2.xlarge": accelerated.min_replicas + 2, "m6i.xlarge": 3}, LIST_PRICES)
     assert cost.min_dollars_per_hour == round(accelerated.min_replicas * price + cpu.min_replicas * cpu_price, 4)
     assert cost.max_dollars_per_hour == round(accelerated.max_replicas * price + cpu.max_replicas * cpu_price, 4)
-    assert cost.current_dollars_per_hour == round((accelerated.min_replicas + 2) * price + cpu.min_replicas * cpu_price, 4)
+    assert cost.current_dollars_per_hour == round((accelerated.min_replicas + 2) * price + 3 * cpu_price, 4)
     assert [(t.instance_type, t.workers) for t in cost.instance_types] == [
-        ("inf2.xlarge", accelerated.min_replicas + 2), ("m6i.xlarge", cpu.min_replicas)]
-    assert estimate(capacity, 0, LIST_PRICES).current_dollars_per_hour == 0
-
-
-def test_with_groups_of_different_prices_the_extra_workers_are_priced_at_the_dearest():
-    capacity = plan(make_spec(**TWO_TYPES))
-    cost = estimate(capacity, capacity.min_workers + 1, LIST_PRICES)
-    extra = {t.instance_type: t.workers for t in cost.instance_types}
-    minimum = {g.worker.instance.name: g.min_replicas for g in capacity.groups}
-    assert extra["inf2.8xlarge"] == minimum["inf2.8xlarge"] + 1 and extra["inf2.xlarge"] == minimum["inf2.xlarge"]
+        ("inf2.xlarge", accelerated.min_replicas + 2), ("m6i.xlarge", 3)]
+    assert estimate(capacity, {}, LIST_PRICES).current_dollars_per_hour == 0
 
 
 def test_an_unpriced_type_is_named_not_hidden():
     table = PriceTable(source="partial", as_of="today", dollars_per_hour={"inf2.xlarge": 1.0})
-    cost = estimate(plan(make_spec(**TWO_TYPES)), 3, table)
-    assert cost.unpriced_instance_types == ["inf2.8xlarge", "m6i.xlarge"]
+    cost = estimate(plan(make_spec(**TWO_TYPES)), {"g5.xlarge": 1}, table)
+    assert cost.unpriced_instance_types == ["g5.xlarge", "inf2.8xlarge", "m6i.xlarge"]
 
 
-def test_kuberay_worker_counts_of_both_clusters_are_summed_during_an_upgrade():
-    assert rayservice_status(_rayservice(None)).desired_workers is None
-    assert rayservice_status(_rayservice(2)).desired_workers == 2
-    assert rayservice_status(_rayservice(2, 1)).desired_workers == 3
-
-
-def _status(spec, rayservice):
+def _status(spec, rayservice, workers=None):
     preflight = Preflight(True, Cause("Verified", "ok"), make_manifest(), "ab" * 32)
-    seen = Observation(1, preflight, plan(spec), None, rayservice_status(rayservice))
+    seen = Observation(1, preflight, plan(spec), None, rayservice_status(rayservice), workers=workers)
     return desired_status("bernini", "models", spec, seen, read_back({}), "now")[0]
+
+
+def _workers(status) -> dict[str, int]:
+    return {t["instanceType"]: t["workers"] for t in status["cost"]["instanceTypes"]}
 
 
 def test_status_carries_cost_stages_in_pipeline_order_and_the_manifest_digest():
     deployments = {"BerniniIngress": {"status": "HEALTHY"}, "Diffusion": {"status": "UPSCALING", "message": "1 -> 2"},
                    "Encoder": {"status": "HEALTHY"}}
-    status = _status(make_spec(layout="staged"), _rayservice(3, deployments=deployments))
+    status = _status(make_spec(layout="staged"), _rayservice(deployments=deployments),
+                     {"inf2-xlarge": 2, "m6i-xlarge": 1})
     assert status["cost"]["workers"] == 3 and status["cost"]["priceSource"] == LIST_PRICES.source
     assert status["cost"]["currentDollarsPerHour"] == round(2 * LIST_PRICES.hourly("inf2.xlarge")
                                                             + LIST_PRICES.hourly("m6i.xlarge"), 4)
@@ -126,11 +115,24 @@ def test_status_carries_cost_stages_in_pipeline_order_and_the_manifest_digest():
     assert status["artifacts"]["manifestSha256"] == "ab" * 32
 
 
-def test_suspended_or_not_yet_created_costs_nothing_now():
-    assert _status(make_spec(suspend=True), _rayservice(2))["cost"]["currentDollarsPerHour"] == 0
+def test_an_idle_accelerator_group_costs_nothing_while_the_cpu_group_serves():
+    idle = _status(make_spec(), _rayservice(), {"inf2-xlarge": 0, "m6i-xlarge": 1})
+    assert _workers(idle) == {"inf2.xlarge": 0, "m6i.xlarge": 1}
+    assert idle["cost"]["currentDollarsPerHour"] == LIST_PRICES.hourly("m6i.xlarge")
+
+
+def test_during_an_upgrade_both_clusters_workers_are_paid_for_whatever_their_type():
+    # The old cluster ran on g5 (not this spec's type); the counts are summed over both clusters by the controller.
+    status = _status(make_spec(), _rayservice("old", "new"), {"g5-xlarge": 2, "inf2-xlarge": 1, "m6i-xlarge": 2,
+                                                            "not-a-group-of-ours": 7})
+    assert _workers(status) == {"inf2.xlarge": 1, "m6i.xlarge": 2, "g5.xlarge": 2}
+
+
+def test_suspended_or_not_yet_created_costs_nothing_now_and_an_unseen_cluster_costs_its_minima():
+    assert _status(make_spec(suspend=True), _rayservice(), {"inf2-xlarge": 2})["cost"]["currentDollarsPerHour"] == 0
     assert _status(make_spec(), None)["cost"]["workers"] == 0
-    reported_nothing = _status(make_spec(), _rayservice(None))["cost"]
-    assert reported_nothing["workers"] == plan(make_spec()).min_workers
+    not_seen_yet = _status(make_spec(), _rayservice())["cost"]
+    assert not_seen_yet["workers"] == plan(make_spec()).min_workers
 
 
 def test_the_operator_refuses_to_start_on_a_bad_price_file(tmp_path, capsys):

@@ -36,6 +36,6 @@ def test_the_readme_states_the_default_footprint_and_its_price():
     capacity = plan(make_spec())
     nodes = [f"one `{g.worker.instance.name}`" for g in capacity.groups if g.min_replicas == 1]
     assert len(nodes) == capacity.min_workers == 2
-    price = estimate(capacity, capacity.min_workers, LIST_PRICES).min_dollars_per_hour
+    price = estimate(capacity, {}, LIST_PRICES).min_dollars_per_hour
     sentence = f"{nodes[0]} and {nodes[1]} at\nminimum (${price:.2f} an hour at list price)"
     assert sentence in (ROOT / "README.md").read_text()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bernini.api.kuberay import rayservice_status
+from bernini.api.kuberay import rayservice_status, worker_pods
 from bernini.api.reasons import Cause
 from bernini.api.status import read_back
 from bernini.artifacts.preflight import Preflight
@@ -176,6 +176,19 @@ def test_a_status_read_back_drops_only_the_field_that_no_longer_reads():
     assert read_back(["not", "an", "object"]) == read_back(None)
 
 
+def test_worker_pods_are_counted_as_kuberay_counts_them_and_odd_fields_read_as_absent():
+    groups = [{"groupName": "inf2-xlarge", "replicas": 5, "minReplicas": 0, "maxReplicas": 2},  # held to max
+              {"groupName": "m6i-xlarge", "replicas": 0, "minReplicas": 1, "maxReplicas": 1},  # held to min
+              {"groupName": "g5-xlarge", "replicas": 3, "numOfHosts": 2},  # no bound; two hosts a replica
+              {"groupName": "g5-2xlarge", "replicas": 2, "suspend": True},
+              {"groupName": "odd", "replicas": -3, "minReplicas": "one", "numOfHosts": 0},
+              "not a group", {"replicas": 4}]
+    assert worker_pods({"spec": {"workerGroupSpecs": groups}}) == {
+        "inf2-xlarge": 2, "m6i-xlarge": 1, "g5-xlarge": 6, "g5-2xlarge": 0, "odd": 0}
+    assert worker_pods({"spec": {"suspend": True, "workerGroupSpecs": groups[:1]}}) == {"inf2-xlarge": 0}
+    assert worker_pods({"spec": "x"}) == worker_pods({}) == {}
+
+
 def test_kuberay_fields_we_do_not_read_are_ignored_and_a_malformed_status_reads_as_unwritten():
     added = {"status": {**READY_RAYSERVICE["status"], "newKubeRayField": {"x": 1}, "observedGeneration": 3}}
     assert rayservice_status(added).ready and rayservice_status(added).active_service_status.ray_cluster_name == "bernini-abcde"
@@ -186,7 +199,7 @@ def test_kuberay_fields_we_do_not_read_are_ignored_and_a_malformed_status_reads_
         "rayClusterName": "bernini-abcde", "rayClusterStatus": {"desiredWorkerReplicas": -3},
         "applicationStatuses": {"bernini": {"serveDeploymentStatuses": {"Encoder": {"status": 5}, "Decoder": 1}}}}}}
     read = rayservice_status(odd)
-    assert read.ready and read.active_service_status.ray_cluster_name == "bernini-abcde" and read.desired_workers is None
+    assert read.ready and read.cluster_names == ["bernini-abcde"]
     # A reason or status our own condition could not carry reads as none: the status patch must still validate.
     foreign = {"status": {"conditions": [{"type": "Ready", "status": "Maybe", "reason": "not a reason!"}]}}
     spec = make_spec()

@@ -37,11 +37,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [ray.io]
   resources: [rayservices]
   verbs: [get, list, watch, create, patch]
-# Which model version the active RayCluster runs, read only while a new version rolls out; and its worker
-# groups' min/max, which KubeRay never carries from the RayService to a running cluster.
+# Watched for the worker pods each group keeps (status.cost); read for the model version the active cluster
+# runs while a new one rolls out; patched for its worker groups' min/max, which KubeRay never carries from the
+# RayService to a running cluster.
 - apiGroups: [ray.io]
   resources: [rayclusters]
-  verbs: [get, patch]
+  verbs: [get, list, watch, patch]
 # The pre-warm DaemonSet (spec.artifactsCache.prewarm), applied while a version rolls out, deleted after; read
 # first, so a tenant's DaemonSet of that name is never applied over nor deleted.
 - apiGroups: [apps]

@@ -1,6 +1,6 @@
-"""What the operator reads back from KubeRay's RayService status, typed once per reconcile. Anyone who may write
-a RayService may write its status, so every field reads tolerantly: one of an unexpected shape reads as absent
-and the rest is kept; fields KubeRay adds are ignored."""
+"""What the operator reads back from KubeRay's objects: a RayService's status, typed once per reconcile, and the
+worker pods each RayCluster asks for. Anyone who may write them may write anything there, so every field reads
+tolerantly: one of an unexpected shape reads as absent and the rest is kept; fields KubeRay adds are ignored."""
 
 import re
 from typing import Annotated, Any
@@ -12,6 +12,9 @@ from bernini.api.status import CONDITION_REASON
 
 READY = "Ready"  # KubeRay's condition types
 UPGRADE_IN_PROGRESS = "UpgradeInProgress"
+# Labels KubeRay puts on the RayClusters it makes for a RayService, beside a copy of the RayService's own.
+ORIGINATED_FROM_CRD = "ray.io/originated-from-crd"
+ORIGINATED_FROM_NAME = "ray.io/originated-from-cr-name"
 
 
 def _or(default):
@@ -57,16 +60,10 @@ class ApplicationStatus(_Read):
                                          _or(dict)] = Field(default_factory=dict)
 
 
-class RayClusterStatus(_Read):
-    desired_worker_replicas: Annotated[int | None, _or(None)] = Field(None, ge=0)
-    """The autoscaler's worker count across the cluster's groups."""
-
-
 class ClusterSide(_Read):
     """activeServiceStatus or pendingServiceStatus: one RayCluster and what runs on it."""
 
     ray_cluster_name: Text = ""
-    ray_cluster_status: Annotated[RayClusterStatus, _or(RayClusterStatus)] = RayClusterStatus()
     application_statuses: Annotated[dict[str, Annotated[ApplicationStatus, _or(ApplicationStatus)]],
                                     _or(dict)] = Field(default_factory=dict)
 
@@ -98,12 +95,10 @@ class RayServiceStatus(_Read):
         return [name for name in (pending, active) if name]
 
     @property
-    def desired_workers(self) -> int | None:
-        """Workers KubeRay wants across the active and pending clusters, or None before it reported any."""
-        counts = [side.ray_cluster_status.desired_worker_replicas
-                  for side in (self.active_service_status, self.pending_service_status)]
-        counts = [count for count in counts if count is not None]
-        return sum(counts) if counts else None
+    def cluster_names(self) -> list[str]:
+        """The active and the pending RayCluster, those that exist."""
+        return [name for name in (self.active_service_status.ray_cluster_name,
+                                  self.pending_service_status.ray_cluster_name) if name]
 
 
 def rayservice_status(rayservice: dict[str, Any] | None) -> RayServiceStatus | None:
@@ -112,3 +107,43 @@ def rayservice_status(rayservice: dict[str, Any] | None) -> RayServiceStatus | N
         return None
     status = rayservice.get("status")
     return RayServiceStatus.model_validate(status if isinstance(status, dict) else {})
+
+
+Count = Annotated[int | None, _or(None)]
+
+
+class WorkerGroupSpec(_Read):
+    group_name: Text = ""
+    replicas: Count = Field(None, ge=0)
+    min_replicas: Count = Field(None, ge=0)
+    max_replicas: Count = Field(None, ge=0)
+    num_of_hosts: Annotated[int, _or(1)] = Field(1, ge=1)
+    suspend: Annotated[bool, _or(False)] = False
+
+    @property
+    def pods(self) -> int:
+        """The worker pods KubeRay keeps for this group, counted as KubeRay counts them: the autoscaler's replicas
+        held within the group's bounds, per host."""
+        if self.suspend:
+            return 0
+        low = self.min_replicas or 0
+        if self.replicas is None or self.replicas < low:
+            replicas = low
+        elif self.max_replicas is not None and self.replicas > self.max_replicas:
+            replicas = self.max_replicas
+        else:
+            replicas = self.replicas
+        return replicas * self.num_of_hosts
+
+
+class RayClusterSpec(_Read):
+    suspend: Annotated[bool, _or(False)] = False
+    worker_group_specs: Annotated[list[Annotated[WorkerGroupSpec, _or(WorkerGroupSpec)]], _or(list)] = Field(
+        default_factory=list)
+
+
+def worker_pods(raycluster: dict[str, Any]) -> dict[str, int]:
+    """groupName -> the worker pods a RayCluster keeps now (0 for every group of a suspended cluster)."""
+    spec = raycluster.get("spec")
+    read = RayClusterSpec.model_validate(spec if isinstance(spec, dict) else {})
+    return {group.group_name: 0 if read.suspend else group.pods for group in read.worker_group_specs if group.group_name}

@@ -116,11 +116,11 @@ class InstanceTypeCost(ApiModel):
 
 class Cost(ApiModel):
     """What the worker nodes cost by the hour, from the operator's price table (the Ray head shares a CPU node
-    and is not counted). With worker groups of different prices the current figure is an upper bound: KubeRay
-    reports one worker count per cluster, and the workers above the minima are priced at the dearest type."""
+    and is not counted)."""
 
     current_dollars_per_hour: float
-    """$/hour of the workers KubeRay wants now, the pending cluster's included during an upgrade."""
+    """$/hour of the worker pods KubeRay keeps now in each group, the pending cluster's included during an
+    upgrade."""
 
     min_dollars_per_hour: float
     """$/hour at every stage's minReplicas."""

@@ -14,7 +14,8 @@ from pydantic import ValidationError
 
 from bernini.api import GROUP, KIND, VERSION
 from bernini.api import reasons as r
-from bernini.api.kuberay import RayServiceStatus, rayservice_status
+from bernini.api import kuberay
+from bernini.api.kuberay import RayServiceStatus, rayservice_status, worker_pods
 from bernini.api.reasons import Cause
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.api.status import OPTIONAL_OBSERVATIONS, BerniniDeploymentStatus, read_back
@@ -40,6 +41,8 @@ logger = logging.getLogger("bernini.controller")
 # Every call a reconcile makes has a deadline (API: 5 s connect, 30 s read; a manifest read 15 s): a reconcile
 # running longer than this is stuck on something unforeseen, and liveness should restart the operator.
 STUCK_SECONDS = 300.0
+# RayClusters remembered per BerniniDeployment: the active and the pending one, with room for those being deleted.
+MAX_CLUSTERS_PER_DEPLOYMENT = 4
 
 
 class Vanished(Exception):
@@ -143,6 +146,9 @@ class Controller:
         self._prewarms: dict[Key, str | None] = {}
         # The (RayCluster, worker-group bounds) last made to agree per key, so an idle reconcile reads nothing.
         self._bounds: dict[Key, tuple] = {}
+        # Per key, the worker pods each RayCluster made for its RayService keeps, by group: what status.cost counts.
+        # KubeRay's RayService status carries one total per cluster, and leaves it stale when only it changed.
+        self.cluster_workers: dict[Key, dict[str, dict[str, int]]] = {}
 
     # -- event feeds (called on the event loop) -------------------------------------------------
 
@@ -164,6 +170,36 @@ class Controller:
             self.rayservices.pop(key, None)
         if owner in self.deployments:
             self.queue.add(owner)
+
+    def observe_raycluster(self, event_type: str | None, body: dict[str, Any]) -> None:
+        metadata = body["metadata"]
+        labels = metadata.get("labels") or {}
+        if labels.get(kuberay.ORIGINATED_FROM_CRD) != "RayService" or not labels.get(kuberay.ORIGINATED_FROM_NAME):
+            return
+        key, cluster = (metadata["namespace"], labels[kuberay.ORIGINATED_FROM_NAME]), metadata["name"]
+        clusters = self.cluster_workers.setdefault(key, {})
+        before = clusters.pop(cluster, None)
+        if event_type != "DELETED":
+            clusters[cluster] = worker_pods(body)
+            # Anyone may label a RayCluster as one of ours: only the most recently changed few are kept.
+            while len(clusters) > MAX_CLUSTERS_PER_DEPLOYMENT:
+                del clusters[next(iter(clusters))]
+        if not clusters:
+            del self.cluster_workers[key]
+        if clusters.get(cluster) != before and key in self.deployments:
+            self.queue.add(key)
+
+    def _workers(self, key: Key, rayservice: RayServiceStatus | None) -> dict[str, int] | None:
+        """groupName -> worker pods over the RayService's active and pending clusters; None before either was seen."""
+        clusters = self.cluster_workers.get(key, {})
+        seen = [clusters[name] for name in (rayservice.cluster_names if rayservice else []) if name in clusters]
+        if not seen:
+            return None
+        workers: dict[str, int] = {}
+        for groups in seen:
+            for group, pods in groups.items():
+                workers[group] = workers.get(group, 0) + pods
+        return workers
 
     # -- workers ---------------------------------------------------------------------------------
 
@@ -292,7 +328,8 @@ class Controller:
         serving = self._serving_version(spec, current, serving_cluster)
         self._write_status(body, spec, current, Observation(metadata.get("generation", 0), preflight, capacity,
                                                             blocked, rayservice, serving,
-                                                            self._pod_trouble(namespace, spec, rayservice)))
+                                                            self._pod_trouble(namespace, spec, rayservice),
+                                                            self._workers(key, rayservice)))
         self._prewarm(key, body, spec, preflight, serving or current.model_version)
         # A refusal no event of ours will end (a webhook removed, KubeRay installed later) is noticed by backing off.
         return blocked.reason if blocked and r.is_retried(blocked.reason) else None

@@ -1,4 +1,4 @@
-"""kopf wiring: watch BerniniDeployments and owned RayServices, feed the controller's queue.
+"""kopf wiring: watch BerniniDeployments, owned RayServices and their RayClusters, feed the controller's queue.
 
 Only event handlers are used: kopf's timers and daemons add a finalizer to every object, and its
 create/update handlers write bookkeeping annotations; the controller's own resync needs neither.
@@ -78,6 +78,12 @@ def registry() -> kopf.OperatorRegistry:
                    registry=handlers)
     async def rayservice_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
         _controller(memo).observe_rayservice(event.get("type"), event["object"])
+
+    # KubeRay copies the RayService's labels to the RayClusters it makes for it.
+    @kopf.on.event(RAY_GROUP, RAY_VERSION, "rayclusters", labels={"app.kubernetes.io/managed-by": MANAGER},
+                   registry=handlers)
+    async def raycluster_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+        _controller(memo).observe_raycluster(event.get("type"), event["object"])
 
     @kopf.on.probe(id="queue", registry=handlers)
     async def queue_depth(memo: kopf.Memo, **_: Any) -> int:

@@ -31,6 +31,8 @@ class Observation:
     rayservice: RayServiceStatus | None  # as the API server holds it after this reconcile; None: no RayService
     serving_version: str | None = None  # model version of the RayService's active cluster, when it was read
     pod_trouble: Cause | None = None  # why a starting cluster's pods fail, when they were looked at
+    # groupName -> worker pods KubeRay keeps over the active and pending RayClusters; None before either was seen.
+    workers: dict[str, int] | None = None
 
 
 def judgements(spec: BerniniDeploymentSpec, seen: Observation) -> list[c.Judgement]:
@@ -122,11 +124,16 @@ def _cost(spec: BerniniDeploymentSpec, seen: Observation, prices: PriceTable) ->
     if seen.plan is None:
         return None
     if spec.suspend or seen.rayservice is None:
-        workers = 0
+        running = {}
+    elif seen.workers is None:  # KubeRay makes each group's minimum first
+        running = {g.worker.instance.name: g.min_replicas for g in seen.plan.groups}
     else:
-        reported = seen.rayservice.desired_workers
-        workers = seen.plan.min_workers if reported is None else reported
-    return estimate(seen.plan, workers, prices)
+        running = {}
+        for group, pods in seen.workers.items():
+            instance_type = names.instance_type_of_group(group)
+            if instance_type:
+                running[instance_type] = running.get(instance_type, 0) + pods
+    return estimate(seen.plan, running, prices)
 
 
 def _serialized(status: BerniniDeploymentStatus) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """Names and labels every rendered object shares."""
 
+from bernini.domain.instances import CATALOGUE
+
 MANAGER = "bernini-operator"
 VERSION_LABEL = "app.kubernetes.io/version"
 # On the Ray pods: a change of layout changes the pod templates, so KubeRay rolls it out on a new cluster
@@ -26,6 +28,14 @@ def serve_endpoint(name: str, namespace: str) -> str:
 
 def worker_group_name(instance_type: str) -> str:
     return instance_type.replace(".", "-")
+
+
+_INSTANCE_TYPE_OF_GROUP = {worker_group_name(name): name for name in CATALOGUE}
+
+
+def instance_type_of_group(group_name: str) -> str | None:
+    """The catalogued instance type a worker group of ours runs on, or None for a group that is not ours."""
+    return _INSTANCE_TYPE_OF_GROUP.get(group_name)
 
 
 def model_version_of(raycluster: dict) -> str:
