@@ -19,8 +19,10 @@ from pathlib import Path
 from kubernetes import client, config
 
 from bernini.api import GROUP, PLURAL, VERSION
+from bernini.api.kuberay import worker_pods
 from bernini.cost.prices import LIST_PRICES
 from bernini.domain.pipeline import LAYOUTS
+from bernini.render import names
 from localdev import LocalCluster
 from localdev.waiting import wait_for
 from tests.bench.e2e import prepared_namespace, store_and_operator
@@ -49,10 +51,10 @@ class Sampler(threading.Thread):
                 continue
             self.dollars.append(status["cost"]["currentDollarsPerHour"])
             counts: dict[str, int] = {}
-            for cluster in clusters["items"]:
-                for group in cluster["spec"]["workerGroupSpecs"]:
-                    instance = group["template"]["spec"]["nodeSelector"]["node.kubernetes.io/instance-type"]
-                    counts[instance] = counts.get(instance, 0) + group.get("replicas", 0)
+            for cluster in clusters["items"]:  # counted as the operator counts them for status.cost
+                for group, pods in worker_pods(cluster).items():
+                    instance = names.instance_type_of_group(group)
+                    counts[instance] = counts.get(instance, 0) + pods
             self.nodes.append(counts)
 
     def stop(self) -> tuple[float, dict[str, float]]:
