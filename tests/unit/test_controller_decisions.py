@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from bernini.api.kuberay import ORIGINATED_FROM_CRD, ORIGINATED_FROM_NAME
+from bernini.api.kuberay import ORIGINATED_FROM_CRD
 from bernini.artifacts import preflight
 from bernini.artifacts.guarded_store import StoreFailure
 from bernini.artifacts.preflight import ManifestReader
@@ -67,7 +67,8 @@ def deliver(controller: Controller, cluster: FakeCluster) -> None:
         if body["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") == MANAGER:
             controller.observe_rayservice("MODIFIED", body)
     for body in cluster.listed("rayclusters"):
-        if body["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") == MANAGER:
+        labels = body["metadata"].get("labels", {})
+        if labels.get("app.kubernetes.io/managed-by") == MANAGER and labels.get(ORIGINATED_FROM_CRD) == "RayService":
             controller.observe_raycluster("MODIFIED", body)
 
 
@@ -415,9 +416,12 @@ def running_cluster(cluster: FakeCluster, pending: bool = False) -> str:
     for group in groups:
         group["replicas"] = 3  # the Ray autoscaler's
     name = "bernini-next" if pending else "bernini-x7k2p"
-    labels = {**rayservice(cluster)["metadata"]["labels"], ORIGINATED_FROM_CRD: "RayService", ORIGINATED_FROM_NAME: NAME}
+    owner = rayservice(cluster)
+    labels = {**owner["metadata"]["labels"], ORIGINATED_FROM_CRD: "RayService", "ray.io/originated-from-cr-name": NAME}
+    reference = {"apiVersion": "ray.io/v1", "kind": "RayService", "name": NAME, "uid": owner["metadata"]["uid"],
+                 "controller": True}
     cluster.create({"apiVersion": "ray.io/v1", "kind": "RayCluster",
-                    "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+                    "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels, "ownerReferences": [reference]},
                     "spec": {"workerGroupSpecs": groups}}, manager="kuberay")
     sides = {"pendingServiceStatus": {"rayClusterName": name}, "activeServiceStatus": {"rayClusterName": "old"}} \
         if pending else {"activeServiceStatus": {"rayClusterName": name}}
@@ -507,6 +511,7 @@ def test_status_cost_follows_the_autoscaler_to_zero_accelerator_workers_per_grou
         "the autoscaler's replicas (3), held within each group's bounds"
     # The autoscaler scales the accelerator group to zero: only the RayCluster says so, KubeRay's RayService
     # status does not change.
+    with_workers(controller, lambda: None)  # drains what the deliveries queued
     controller.observe_raycluster("MODIFIED", set_replicas(cluster, name, [0, held[1]]))
     assert len(controller.queue) == 1, "a change of worker pods queues a reconcile"
     reconcile(controller, cluster)
@@ -526,15 +531,40 @@ def test_a_raycluster_event_that_changes_no_count_queues_nothing_and_one_not_nam
     live = cluster.get("rayclusters", NAMESPACE, name)
     controller.observe_raycluster("MODIFIED", {**live, "status": {"state": "ready"}})
     assert len(controller.queue) == 0
-    # Anyone who may create a RayCluster may label it as ours.
+    # Anyone who may create a RayCluster may make it look like KubeRay's, and name any group.
     forged = copy.deepcopy(live)
     forged["metadata"]["name"] = "forged"
     forged["spec"]["workerGroupSpecs"][0]["minReplicas"] = 40
     cluster.create(forged)
+    unowned = copy.deepcopy(forged)
+    unowned["metadata"].update(name="unowned", ownerReferences=[])
+    oversized = copy.deepcopy(live)
+    oversized["metadata"]["name"] = "oversized"
+    oversized["spec"]["workerGroupSpecs"] *= 100
+    controller.observe_raycluster("ADDED", unowned)
+    controller.observe_raycluster("ADDED", oversized)
     reconcile(controller, cluster)
     assert cost_workers(cluster) == before
-    controller.observe_raycluster("DELETED", live)
-    controller.reconcile(KEY)
+    assert set(controller.cluster_workers[KEY]) == {name, "forged"}, "an unowned or oversized cluster is not kept"
+    assert controller.cluster_workers[KEY]["forged"] == {"inf2.xlarge": 40, "m6i.xlarge": before["m6i.xlarge"]}
+
+
+def test_a_cluster_not_seen_yet_keeps_the_cost_counted_last_and_a_new_deployment_starts_at_its_minima(cluster):
+    controller = operator(cluster, deployment(stages={"fused": {"minReplicas": 0, "maxReplicas": 4}}))
+    reconcile(controller, cluster)
+    name = running_cluster(cluster)
+    new = Controller(cluster.kube(), ManifestReader(cache_seconds=0))  # a restart: no RayCluster listed yet
+    for body in cluster.listed("berninideployments"):
+        new.observe_deployment("MODIFIED", body)
+    for body in cluster.listed("rayservices"):
+        new.observe_rayservice("MODIFIED", body)
+    new.reconcile(KEY)
     status = cluster.get("berninideployments", NAMESPACE, NAME)["status"]
     minima = {group["instanceType"]: group["minReplicas"] for group in status["capacity"]["workerGroups"]}
-    assert cost_workers(cluster) == minima != before, "a cluster not seen is priced at its minima"
+    assert cost_workers(cluster) == minima, "before KubeRay's cluster was seen, KubeRay makes each group's minimum"
+    reconcile(controller, cluster)
+    counted = cost_workers(cluster)
+    assert counted != minima
+    written = len(cluster.writes)
+    new.reconcile(KEY)
+    assert cost_workers(cluster) == counted and cluster.writes[written:] == [], "no flap to the minima on a restart"

@@ -105,7 +105,7 @@ def test_status_carries_cost_stages_in_pipeline_order_and_the_manifest_digest():
     deployments = {"BerniniIngress": {"status": "HEALTHY"}, "Diffusion": {"status": "UPSCALING", "message": "1 -> 2"},
                    "Encoder": {"status": "HEALTHY"}}
     status = _status(make_spec(layout="staged"), _rayservice(deployments=deployments),
-                     {"inf2-xlarge": 2, "m6i-xlarge": 1})
+                     {"inf2.xlarge": 2, "m6i.xlarge": 1})
     assert status["cost"]["workers"] == 3 and status["cost"]["priceSource"] == LIST_PRICES.source
     assert status["cost"]["currentDollarsPerHour"] == round(2 * LIST_PRICES.hourly("inf2.xlarge")
                                                             + LIST_PRICES.hourly("m6i.xlarge"), 4)
@@ -116,20 +116,20 @@ def test_status_carries_cost_stages_in_pipeline_order_and_the_manifest_digest():
 
 
 def test_an_idle_accelerator_group_costs_nothing_while_the_cpu_group_serves():
-    idle = _status(make_spec(), _rayservice(), {"inf2-xlarge": 0, "m6i-xlarge": 1})
+    idle = _status(make_spec(), _rayservice(), {"inf2.xlarge": 0, "m6i.xlarge": 1})
     assert _workers(idle) == {"inf2.xlarge": 0, "m6i.xlarge": 1}
     assert idle["cost"]["currentDollarsPerHour"] == LIST_PRICES.hourly("m6i.xlarge")
 
 
 def test_during_an_upgrade_both_clusters_workers_are_paid_for_whatever_their_type():
-    # The old cluster ran on g5 (not this spec's type); the counts are summed over both clusters by the controller.
-    status = _status(make_spec(), _rayservice("old", "new"), {"g5-xlarge": 2, "inf2-xlarge": 1, "m6i-xlarge": 2,
-                                                            "not-a-group-of-ours": 7})
+    # The old cluster ran on g5 (not this spec's type); the controller sums the counts over both clusters.
+    status = _status(make_spec(), _rayservice("old", "new"), {"g5.xlarge": 2, "inf2.xlarge": 1, "m6i.xlarge": 2})
     assert _workers(status) == {"inf2.xlarge": 1, "m6i.xlarge": 2, "g5.xlarge": 2}
+    assert status["cost"]["maxDollarsPerHour"] == _status(make_spec(), _rayservice())["cost"]["maxDollarsPerHour"]
 
 
 def test_suspended_or_not_yet_created_costs_nothing_now_and_an_unseen_cluster_costs_its_minima():
-    assert _status(make_spec(suspend=True), _rayservice(), {"inf2-xlarge": 2})["cost"]["currentDollarsPerHour"] == 0
+    assert _status(make_spec(suspend=True), _rayservice(), {"inf2.xlarge": 2})["cost"]["currentDollarsPerHour"] == 0
     assert _status(make_spec(), None)["cost"]["workers"] == 0
     not_seen_yet = _status(make_spec(), _rayservice())["cost"]
     assert not_seen_yet["workers"] == plan(make_spec()).min_workers

@@ -181,10 +181,12 @@ def test_worker_pods_are_counted_as_kuberay_counts_them_and_odd_fields_read_as_a
               {"groupName": "m6i-xlarge", "replicas": 0, "minReplicas": 1, "maxReplicas": 1},  # held to min
               {"groupName": "g5-xlarge", "replicas": 3, "numOfHosts": 2},  # no bound; two hosts a replica
               {"groupName": "g5-2xlarge", "replicas": 2, "suspend": True},
-              {"groupName": "odd", "replicas": -3, "minReplicas": "one", "numOfHosts": 0},
+              {"groupName": "odd", "replicas": -3, "minReplicas": "one", "numOfHosts": "two"},  # read as 0, 0, 1
+              {"groupName": "no-hosts", "replicas": 2, "numOfHosts": 0},
+              {"groupName": "inf2-xlarge", "replicas": 1},  # a second group of one name adds up
               "not a group", {"replicas": 4}]
     assert worker_pods({"spec": {"workerGroupSpecs": groups}}) == {
-        "inf2-xlarge": 2, "m6i-xlarge": 1, "g5-xlarge": 6, "g5-2xlarge": 0, "odd": 0}
+        "inf2-xlarge": 3, "m6i-xlarge": 1, "g5-xlarge": 6, "g5-2xlarge": 0, "odd": 0, "no-hosts": 0}
     assert worker_pods({"spec": {"suspend": True, "workerGroupSpecs": groups[:1]}}) == {"inf2-xlarge": 0}
     assert worker_pods({"spec": "x"}) == worker_pods({}) == {}
 

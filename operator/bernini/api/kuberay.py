@@ -12,9 +12,9 @@ from bernini.api.status import CONDITION_REASON
 
 READY = "Ready"  # KubeRay's condition types
 UPGRADE_IN_PROGRESS = "UpgradeInProgress"
-# Labels KubeRay puts on the RayClusters it makes for a RayService, beside a copy of the RayService's own.
+# A label KubeRay puts on the RayClusters it makes for a RayService ("RayService"), beside a copy of the
+# RayService's own labels.
 ORIGINATED_FROM_CRD = "ray.io/originated-from-crd"
-ORIGINATED_FROM_NAME = "ray.io/originated-from-cr-name"
 
 
 def _or(default):
@@ -117,13 +117,13 @@ class WorkerGroupSpec(_Read):
     replicas: Count = Field(None, ge=0)
     min_replicas: Count = Field(None, ge=0)
     max_replicas: Count = Field(None, ge=0)
-    num_of_hosts: Annotated[int, _or(1)] = Field(1, ge=1)
+    num_of_hosts: Annotated[int, _or(1)] = Field(1, ge=0)
     suspend: Annotated[bool, _or(False)] = False
 
     @property
     def pods(self) -> int:
-        """The worker pods KubeRay keeps for this group, counted as KubeRay counts them: the autoscaler's replicas
-        held within the group's bounds, per host."""
+        """The worker pods KubeRay wants for this group, counted as KubeRay counts them: the autoscaler's replicas
+        held within the group's bounds, times the hosts per replica."""
         if self.suspend:
             return 0
         low = self.min_replicas or 0
@@ -143,7 +143,11 @@ class RayClusterSpec(_Read):
 
 
 def worker_pods(raycluster: dict[str, Any]) -> dict[str, int]:
-    """groupName -> the worker pods a RayCluster keeps now (0 for every group of a suspended cluster)."""
+    """groupName -> the worker pods KubeRay wants for a RayCluster now (0 for every group of a suspended cluster)."""
     spec = raycluster.get("spec")
     read = RayClusterSpec.model_validate(spec if isinstance(spec, dict) else {})
-    return {group.group_name: 0 if read.suspend else group.pods for group in read.worker_group_specs if group.group_name}
+    pods: dict[str, int] = {}
+    for group in read.worker_group_specs:
+        if group.group_name:
+            pods[group.group_name] = pods.get(group.group_name, 0) + (0 if read.suspend else group.pods)
+    return pods

@@ -119,7 +119,7 @@ class Cost(ApiModel):
     and is not counted)."""
 
     current_dollars_per_hour: float
-    """$/hour of the worker pods KubeRay keeps now in each group, the pending cluster's included during an
+    """$/hour of the worker pods KubeRay wants now in each group, the pending cluster's included during an
     upgrade."""
 
     min_dollars_per_hour: float

@@ -14,13 +14,13 @@ from pydantic import ValidationError
 
 from bernini.api import GROUP, KIND, VERSION
 from bernini.api import reasons as r
-from bernini.api import kuberay
 from bernini.api.kuberay import RayServiceStatus, rayservice_status, worker_pods
 from bernini.api.reasons import Cause
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.api.status import OPTIONAL_OBSERVATIONS, BerniniDeploymentStatus, read_back
 from bernini.artifacts.preflight import BUSY_RETRY_SECONDS, ManifestReader, Preflight, StoreBusy
 from bernini.cost.prices import LIST_PRICES, PriceTable
+from bernini.domain.instances import CATALOGUE
 from bernini.reconcile import conditions as c
 from bernini.reconcile.drift import contains
 from bernini.reconcile.kube import Kube, NotLeading, namespace_is_terminating, now, refusal
@@ -43,6 +43,17 @@ logger = logging.getLogger("bernini.controller")
 STUCK_SECONDS = 300.0
 # RayClusters remembered per BerniniDeployment: the active and the pending one, with room for those being deleted.
 MAX_CLUSTERS_PER_DEPLOYMENT = 4
+MAX_GROUPS = len(CATALOGUE)  # a rendered RayCluster has a group per allowed instance type at most
+
+
+def _by_instance_type(pods_by_group: dict[str, int]) -> dict[str, int]:
+    """Worker pods by the instance type of each group of ours; other groups are not ours to count."""
+    counts: dict[str, int] = {}
+    for group, pods in pods_by_group.items():
+        instance_type = names.instance_type_of_group(group)
+        if instance_type:
+            counts[instance_type] = counts.get(instance_type, 0) + pods
+    return counts
 
 
 class Vanished(Exception):
@@ -146,8 +157,8 @@ class Controller:
         self._prewarms: dict[Key, str | None] = {}
         # The (RayCluster, worker-group bounds) last made to agree per key, so an idle reconcile reads nothing.
         self._bounds: dict[Key, tuple] = {}
-        # Per key, the worker pods each RayCluster made for its RayService keeps, by group: what status.cost counts.
-        # KubeRay's RayService status carries one total per cluster, and leaves it stale when only it changed.
+        # Per key, the worker pods KubeRay wants in each RayCluster of its RayService, by instance type: what
+        # status.cost counts. KubeRay's RayService status has one total per cluster, left stale when only it changes.
         self.cluster_workers: dict[Key, dict[str, dict[str, int]]] = {}
 
     # -- event feeds (called on the event loop) -------------------------------------------------
@@ -158,6 +169,7 @@ class Controller:
             self.deployments.pop(key, None)  # owner references let the garbage collector remove the rest
             self._prewarms.pop(key, None)
             self._bounds.pop(key, None)
+            self.cluster_workers.pop(key, None)
             return
         self.deployments[key] = _lean(body)
         self.queue.add(key)
@@ -172,17 +184,20 @@ class Controller:
             self.queue.add(owner)
 
     def observe_raycluster(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """Keep the worker pods of a RayCluster KubeRay made for a RayService: by instance type, ours only."""
         metadata = body["metadata"]
-        labels = metadata.get("labels") or {}
-        if labels.get(kuberay.ORIGINATED_FROM_CRD) != "RayService" or not labels.get(kuberay.ORIGINATED_FROM_NAME):
+        owner = next((ref["name"] for ref in metadata.get("ownerReferences") or []
+                      if ref.get("controller") and ref.get("kind") == "RayService"), None)
+        if owner is None:
             return
-        key, cluster = (metadata["namespace"], labels[kuberay.ORIGINATED_FROM_NAME]), metadata["name"]
+        key, cluster = (metadata["namespace"], owner), metadata["name"]
         clusters = self.cluster_workers.setdefault(key, {})
         before = clusters.pop(cluster, None)
-        if event_type != "DELETED":
-            clusters[cluster] = worker_pods(body)
-            # Anyone may label a RayCluster as one of ours: only the most recently changed few are kept.
-            while len(clusters) > MAX_CLUSTERS_PER_DEPLOYMENT:
+        groups = (body.get("spec") or {}).get("workerGroupSpecs")
+        # Anyone who may create a RayCluster may make it look like KubeRay's: none is parsed beyond what we render.
+        if event_type != "DELETED" and isinstance(groups, list) and len(groups) <= MAX_GROUPS:
+            clusters[cluster] = _by_instance_type(worker_pods(body))
+            while len(clusters) > MAX_CLUSTERS_PER_DEPLOYMENT:  # the most recently changed are kept
                 del clusters[next(iter(clusters))]
         if not clusters:
             del self.cluster_workers[key]
@@ -190,15 +205,16 @@ class Controller:
             self.queue.add(key)
 
     def _workers(self, key: Key, rayservice: RayServiceStatus | None) -> dict[str, int] | None:
-        """groupName -> worker pods over the RayService's active and pending clusters; None before either was seen."""
+        """Instance type -> worker pods over the RayService's active and pending clusters; None while one of them
+        was not seen yet."""
         clusters = self.cluster_workers.get(key, {})
-        seen = [clusters[name] for name in (rayservice.cluster_names if rayservice else []) if name in clusters]
-        if not seen:
+        seen = [clusters.get(name) for name in (rayservice.cluster_names if rayservice else [])]
+        if not seen or None in seen:
             return None
         workers: dict[str, int] = {}
-        for groups in seen:
-            for group, pods in groups.items():
-                workers[group] = workers.get(group, 0) + pods
+        for counts in seen:
+            for instance_type, pods in counts.items():
+                workers[instance_type] = workers.get(instance_type, 0) + pods
         return workers
 
     # -- workers ---------------------------------------------------------------------------------

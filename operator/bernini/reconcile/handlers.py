@@ -13,10 +13,13 @@ from typing import Any
 import kopf
 
 from bernini.api import GROUP, PLURAL, VERSION
+from bernini.api.kuberay import ORIGINATED_FROM_CRD
 from bernini.reconcile.controller import Controller
 from bernini.reconcile.kube import RAY_GROUP, RAY_PLURAL, RAY_VERSION
 from bernini.reconcile.leader import LeaderElector
 from bernini.render.names import MANAGER
+
+RAY_CLUSTERS = "rayclusters"
 
 
 def registry() -> kopf.OperatorRegistry:
@@ -38,6 +41,10 @@ def registry() -> kopf.OperatorRegistry:
         # No watch on CustomResourceDefinitions: least privilege. CRDs installed after start (KubeRay's)
         # are noticed on the next operator restart.
         settings.scanning.disabled = True
+        # Only RayClusters made for our RayServices are streamed, not every one in the cluster; one whose labels
+        # stop matching arrives as DELETED.
+        settings.watching.label_selectors[RAY_GROUP, RAY_CLUSTERS] = \
+            f"app.kubernetes.io/managed-by={MANAGER},{ORIGINATED_FROM_CRD}=RayService"
         # kopf logs "Handler ... succeeded" at INFO for every watch event: most of the log, and of the CPU,
         # in a burst. Handler failures still log at ERROR.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
@@ -79,9 +86,8 @@ def registry() -> kopf.OperatorRegistry:
     async def rayservice_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
         _controller(memo).observe_rayservice(event.get("type"), event["object"])
 
-    # KubeRay copies the RayService's labels to the RayClusters it makes for it.
-    @kopf.on.event(RAY_GROUP, RAY_VERSION, "rayclusters", labels={"app.kubernetes.io/managed-by": MANAGER},
-                   registry=handlers)
+    # Selected by the API server (see start): KubeRay copies the RayService's labels to the RayClusters it makes.
+    @kopf.on.event(RAY_GROUP, RAY_VERSION, RAY_CLUSTERS, registry=handlers)
     async def raycluster_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
         _controller(memo).observe_raycluster(event.get("type"), event["object"])
 

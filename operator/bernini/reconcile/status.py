@@ -31,7 +31,7 @@ class Observation:
     rayservice: RayServiceStatus | None  # as the API server holds it after this reconcile; None: no RayService
     serving_version: str | None = None  # model version of the RayService's active cluster, when it was read
     pod_trouble: Cause | None = None  # why a starting cluster's pods fail, when they were looked at
-    # groupName -> worker pods KubeRay keeps over the active and pending RayClusters; None before either was seen.
+    # instance type -> worker pods KubeRay wants over the active and pending RayClusters; None while one is unseen.
     workers: dict[str, int] | None = None
 
 
@@ -120,19 +120,17 @@ def _stages(spec: BerniniDeploymentSpec, rayservice: RayServiceStatus | None) ->
     return stages
 
 
-def _cost(spec: BerniniDeploymentSpec, seen: Observation, prices: PriceTable) -> Cost | None:
+def _cost(spec: BerniniDeploymentSpec, seen: Observation, previous: Cost | None, prices: PriceTable) -> Cost | None:
     if seen.plan is None:
         return None
     if spec.suspend or seen.rayservice is None:
         running = {}
-    elif seen.workers is None:  # KubeRay makes each group's minimum first
+    elif seen.workers is not None:
+        running = seen.workers
+    elif previous is not None:  # a cluster not seen yet (the watch's first list after a restart): as counted last
+        running = {entry.instance_type: entry.workers for entry in previous.instance_types}
+    else:  # KubeRay makes each group's minimum first
         running = {g.worker.instance.name: g.min_replicas for g in seen.plan.groups}
-    else:
-        running = {}
-        for group, pods in seen.workers.items():
-            instance_type = names.instance_type_of_group(group)
-            if instance_type:
-                running[instance_type] = running.get(instance_type, 0) + pods
     return estimate(seen.plan, running, prices)
 
 
@@ -167,7 +165,7 @@ def desired_status(
         capacity=_capacity(seen.plan) if seen.plan else current.capacity,
         artifacts=artifacts,
         stages=_stages(spec, seen.rayservice),
-        cost=_cost(spec, seen, prices) or current.cost,
+        cost=_cost(spec, seen, current.cost, prices) or current.cost,
     )
     return _serialized(status), transitions
 
