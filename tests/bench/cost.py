@@ -119,9 +119,9 @@ def chart(results: dict[str, dict[int, dict]], path: Path, priced: str) -> None:
     axes.set_title("Bernini: cost per million predictions by layout")
     axes.legend()
     axes.grid(alpha=0.3)
-    figure.text(0.01, 0.01, f"Measured on local CPU nodes standing in for the named instance types; priced: {priced}",
-                fontsize=7)
-    figure.tight_layout(rect=(0, 0.03, 1, 1))
+    figure.text(0.01, 0.01, "Measured on local CPU nodes standing in for the named instance types\n"
+                f"Priced: {priced}", fontsize=7)
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
 
