@@ -18,11 +18,12 @@ import pytest
 import yaml
 
 from bernini.api import GROUP, PLURAL, VERSION
+from bernini.render import names
 from bernini.report import pull_summary
 from tests.realnodes import helpers
 from tests.realnodes.conftest import VERSIONS, artifacts_uri, small_spec
 from localdev.waiting import wait_for
-from tests.realnodes.helpers import ACCELERATED_GROUP, ACCELERATED_WORKERS, CPU_WORKERS
+from tests.realnodes.helpers import ACCELERATED_GROUP, ACCELERATED_WORKERS, CPU_GROUP, CPU_WORKERS
 
 pytestmark = pytest.mark.realnodes
 
@@ -400,6 +401,9 @@ def _accelerated_group_bounds(real_custom, namespace) -> list[tuple[int, int]]:
             for group in cluster["spec"]["workerGroupSpecs"] if group["groupName"] == ACCELERATED_GROUP]
 
 
+ACCELERATED_TYPE, CPU_TYPE = names.instance_type_of_group(ACCELERATED_GROUP), names.instance_type_of_group(CPU_GROUP)
+
+
 def _cost_workers(real_custom, namespace) -> dict[str, int]:
     status = real_custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini")["status"]
     return {entry["instanceType"]: entry["workers"] for entry in status["cost"]["instanceTypes"]}
@@ -421,9 +425,10 @@ def test_an_idle_deployment_holds_no_accelerator_pod_and_its_next_request_brings
                      "no inf2 worker pod while idle", timeout=300, interval=2)
             groups = _accelerated_group_bounds(real_custom, namespace)
             assert groups == [(0, 0)], groups  # (minReplicas, replicas) of the running cluster's inf2 group
-            wait_for(lambda: _cost_workers(real_custom, namespace).get("inf2.xlarge") == 0,
+            wait_for(lambda: _cost_workers(real_custom, namespace).get(ACCELERATED_TYPE) == 0,
                      "status.cost to count no inf2 worker while idle", timeout=30, interval=1)
-            assert _cost_workers(real_custom, namespace)["m6i.xlarge"] >= 1
+            counted = _cost_workers(real_custom, namespace)
+            assert counted[CPU_TYPE] >= 1, counted
             assert helpers.pods(real_core, namespace, CPU_WORKERS), "the CPU group went idle too"
             if cache == "cold":
                 for entry in node_cache_directory.iterdir():
