@@ -76,6 +76,10 @@ def _conditions(status):
     return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
 
 
+def _conditions_messages(status) -> dict[str, str]:
+    return {c["type"]: c["message"] for c in status["conditions"]}
+
+
 def test_ready_only_when_artifacts_verified_and_rayservice_ready():
     spec = make_spec()
     verified = Preflight(True, Cause("Verified", "ok"), make_manifest(), "f" * 64)
@@ -174,6 +178,16 @@ def test_a_status_read_back_drops_only_the_field_that_no_longer_reads():
     status = read_back(stored)
     assert status.model_version == "1.0.0" and status.cost is None and status.conditions[0].reason == "Serving"
     assert read_back(["not", "an", "object"]) == read_back(None)
+
+
+def test_rendered_names_the_stage_settings_the_layout_does_not_run():
+    manifest = Preflight(True, Cause("Verified", "ok"), make_manifest(), "f" * 64)
+    tuned = make_spec(stages={"diffusion": {"maxReplicas": 9}})
+    assert _conditions_messages(_status(tuned, manifest, None))["Rendered"].endswith(
+        "; stages.diffusion: set, but the fused layout does not run them")
+    assert "layout" not in _conditions_messages(_status(make_spec(), manifest, None))["Rendered"]
+    staged = make_spec(layout="staged", stages={"fused": {"maxReplicas": 9}, "diffusion": {"maxReplicas": 9}})
+    assert "stages.fused: set, but the staged layout" in _conditions_messages(_status(staged, manifest, None))["Rendered"]
 
 
 def test_worker_pods_are_counted_as_kuberay_counts_them_and_odd_fields_read_as_absent():

@@ -496,6 +496,13 @@ class BerniniDeploymentSpec(ApiModel):
         return [(name, self.ingress if name == "ingress" else getattr(self.stages, name))
                 for name in deployments_of_layout(self.layout)]
 
+    def unused_stage_settings(self) -> list[str]:
+        """The stages set apart from their defaults that this layout does not run (the API server fills in every
+        stage, so a changed one is the only sign that someone meant it)."""
+        used = set(deployments_of_layout(self.layout))
+        return [f"stages.{name}" for name in Stages.model_fields
+                if name not in used and getattr(self.stages, name) != Stages.model_fields[name].default]
+
     @property
     def target(self) -> str:
         """The compilation target the artifacts must have."""

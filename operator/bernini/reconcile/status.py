@@ -45,7 +45,10 @@ def judgements(spec: BerniniDeploymentSpec, seen: Observation) -> list[c.Judgeme
     elif seen.blocked:
         rendered = c.Judgement(r.RENDERED, "False", Cause(seen.blocked.reason, seen.blocked.message + kept))
     else:
-        rendered = c.Judgement(r.RENDERED, "True", Cause(r.APPLIED, f"RayService matches generation {seen.generation}"))
+        unused = spec.unused_stage_settings()
+        note = f"; {', '.join(unused)}: set, but the {spec.layout} layout does not run them" if unused else ""
+        rendered = c.Judgement(r.RENDERED, "True",
+                               Cause(r.APPLIED, f"RayService matches generation {seen.generation}{note}"))
 
     ready_condition = seen.rayservice and seen.rayservice.condition(kuberay.READY)
     if not running:
