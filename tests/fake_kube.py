@@ -97,6 +97,7 @@ class FakeCluster:
         self.owners: dict[Key, dict[tuple, str]] = {}  # field path -> the manager that set it last
         self.events: list[dict[str, Any]] = []
         self.writes: list[tuple[str, str, str]] = []  # (verb, resource, name) of every write that succeeded
+        self.reads: list[tuple[str, str]] = []  # (resource, name) of every read
         self.terminating: set[str] = set()
         self.denied: dict[str, str] = {}  # resource (e.g. "rayservices", "berninideployments/status") -> message
         self.unserved: set[str] = set()
@@ -194,6 +195,7 @@ class FakeCluster:
         self._admit(resource, name)
 
     def read(self, resource: str, namespace: str, name: str) -> dict[str, Any]:
+        self.reads.append((resource, name))
         self._served(resource)
         live = self.get(resource, namespace, name)
         if live is None:
@@ -209,7 +211,7 @@ class FakeCluster:
         key = (resource, namespace, name)
         live = self.objects.get(key)
         if live is None:
-            assert not metadata.get("uid"), "FAKE: an apply with a uid onto no object is not modelled"
+            # A uid in a create is the client's own: the API server gives the new object its own.
             self._admit_create(resource, namespace, name)
             applied = self._store_new(resource, copy.deepcopy(desired), manager)
         else:

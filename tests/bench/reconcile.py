@@ -134,18 +134,25 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def audited_requests(log: Path, start: int, end: int) -> dict[str, int]:
-    """Requests in the audit log between two byte offsets, by caller."""
+def audited_requests(log: Path, start: int, end: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Requests in the audit log between two byte offsets: by caller, and ours by verb and resource (the
+    profile of where our requests go)."""
     counts = {"ours": 0, "kuberay": 0}
+    ours: dict[str, int] = {}
     with log.open("rb") as handle:
         handle.seek(start)
         for line in handle.read(end - start).splitlines():
-            agent = json.loads(line).get("userAgent", "")
+            entry = json.loads(line)
+            agent = entry.get("userAgent", "")
             if agent.startswith(OURS):
                 counts["ours"] += 1
+                target = entry.get("objectRef", {})
+                kind = "/".join(filter(None, (target.get("resource"), target.get("subresource"))))
+                what = f"{entry['verb']} {kind or entry.get('requestURI', '?')}"
+                ours[what] = ours.get(what, 0) + 1
             elif agent.startswith(KUBERAY):
                 counts["kuberay"] += 1
-    return counts
+    return counts, ours
 
 
 def operator_writes(operator: OperatorProcess) -> float:
@@ -228,7 +235,7 @@ def main() -> None:
                  explain=lambda: f"{total - len(seen.rayclusters)} RayClusters not seen yet")
         kuberay_done = max(seen.rayclusters.values()) - started
         after = {name: p.sample() for name, p in processes.items()}
-        requests = audited_requests(cluster.audit_log, audit_start, cluster.audit_log.stat().st_size)
+        requests, our_requests = audited_requests(cluster.audit_log, audit_start, cluster.audit_log.stat().st_size)
 
         # (d) settle, then count writes through an idle period of resyncs
         previous = -1.0
@@ -258,6 +265,8 @@ def main() -> None:
             "b_kuberay_all_rayclusters_s": round(kuberay_done, 1),
             "b_operator_rss_mib": round(memory, 1),
             "c_burst": burst,
+            "c_our_requests_per_new_object": {what: round(n / args.count, 2) for what, n in
+                                              sorted(our_requests.items(), key=lambda item: -item[1])},
             "d_idle_seconds": args.idle_seconds,
             "d_resync_seconds": args.resync_seconds,
             "d_idle_reconciles": int(idle_reconciles),
@@ -273,6 +282,8 @@ def main() -> None:
             print(f"(c) {name:<8} {figures['cpu_s']:7.1f} CPU-s, {figures['reconciles']:7d} reconciles, "
                   f"{figures['cpu_s_per_1000_reconciles']} CPU-s per 1,000 reconciles, "
                   f"{figures['api_requests_per_reconcile']} API requests per reconcile")
+        print("(c) our API requests per new object: " + ", ".join(
+            f"{what} {n}" for what, n in summary["c_our_requests_per_new_object"].items()))
         ratio = burst["ours"]["cpu_s_per_1000_reconciles"] / burst["kuberay"]["cpu_s_per_1000_reconciles"]
         print(f"(c) ratio ours/KubeRay, CPU-s per 1,000 reconciles: {ratio:.2f}")
         print(f"(d) {int(idle_writes)} API writes in {args.idle_seconds:.0f}s idle ({int(idle_reconciles)} resync reconciles)")

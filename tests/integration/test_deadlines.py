@@ -33,7 +33,7 @@ def _every_call(kube: Kube) -> dict:
         "read_deployment": lambda: kube.read_deployment("default", "bernini"),
         "read_daemonset": lambda: kube.read_daemonset("default", "bernini-prewarm"),
         "list_pods": lambda: kube.list_pods("default", "ray.io/cluster in (x)"),
-        "apply_rayservice": lambda: kube.apply_rayservice(rayservice, None),
+        "apply_rayservice": lambda: kube.create_rayservice(rayservice),
         "apply_daemonset": lambda: kube.apply_daemonset(rayservice, None),
         "delete_daemonset": lambda: kube.delete_daemonset("default", "bernini-prewarm", "0"),
         "patch_status": lambda: kube.patch_status("default", "bernini", {}),

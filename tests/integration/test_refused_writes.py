@@ -198,6 +198,35 @@ def test_a_rayservice_created_between_the_read_and_the_create_is_not_taken_over(
     assert "bernini-operator" not in {field["manager"] for field in after["metadata"]["managedFields"]}
 
 
+def test_a_new_deployments_create_never_merges_into_a_rayservice_it_shares_no_field_with(
+        in_process_only, api_client, custom, core, namespace, example_deployment):
+    """A plain non-forced apply conflicts only on fields both set: onto this one it would merge ours in."""
+    body = example_deployment()
+    _create(custom, namespace, body)
+    foreign = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "bernini"}, "spec": {}}
+    custom.create_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAY_PLURAL, foreign)
+    kube = Kube(api_client)
+    controller = _controller(custom, namespace, body, kube)  # ADDED while watched: created without a read
+    assert controller.reconcile((namespace, "bernini")) is None
+    assert _condition(_get(custom, namespace), "Rendered")["reason"] == "NameConflict"
+    after = _rayservice(custom, namespace)
+    assert "ownerReferences" not in after["metadata"]
+    assert "bernini-operator" not in {field["manager"] for field in after["metadata"]["managedFields"]}
+
+
+def test_a_new_deployments_rayservice_is_one_apply_that_owns_its_fields_as_an_applier(
+        in_process_only, api_client, custom, core, namespace, example_deployment):
+    body = example_deployment()
+    _create(custom, namespace, body)
+    controller = _controller(custom, namespace, body, Kube(api_client))
+    assert controller.reconcile((namespace, "bernini")) is None
+    created = _rayservice(custom, namespace)
+    owner = _get(custom, namespace)["metadata"]["uid"]
+    assert created["metadata"]["ownerReferences"][0]["uid"] == owner != created["metadata"]["uid"]
+    assert {(f["manager"], f["operation"]) for f in created["metadata"]["managedFields"]} >= {("bernini-operator", "Apply")}
+    assert ("bernini-operator", "Update") not in {(f["manager"], f["operation"]) for f in created["metadata"]["managedFields"]}
+
+
 def test_a_rayservice_replaced_between_the_read_and_the_update_is_not_taken_over(
         in_process_only, api_client, custom, core, namespace, example_deployment):
     body = example_deployment()

@@ -204,10 +204,59 @@ def test_without_kuberay_the_deployment_says_so_and_converges_once_it_is_install
     assert rayservice(cluster) is not None
 
 
+def test_a_new_deployment_costs_one_create_and_one_status_patch_and_reads_nothing(cluster):
+    controller = operator(cluster)
+    controller.observe_deployment("ADDED", cluster.get("berninideployments", NAMESPACE, NAME))
+    controller.reconcile(KEY)
+    deliver(controller, cluster)  # our own writes come back through the watches
+    controller.reconcile(KEY)
+    assert cluster.reads == []
+    assert cluster.writes == [("apply", "rayservices", NAME), ("patch", "berninideployments/status", NAME)]
+    assert rayservice(cluster)["metadata"]["ownerReferences"][0]["uid"] == uid(cluster)
+
+
+def test_a_new_deployments_create_never_merges_into_a_rayservice_of_that_name(cluster):
+    cluster.create({**FOREIGN_RAYSERVICE, "spec": {}})  # nothing our fields could conflict with
+    controller = operator(cluster)
+    controller.observe_deployment("ADDED", cluster.get("berninideployments", NAMESPACE, NAME))
+    controller.reconcile(KEY)
+    assert condition(cluster, "Rendered")["reason"] == "NameConflict"
+    assert rayservice(cluster)["spec"] == {} and "ownerReferences" not in rayservice(cluster)["metadata"]
+    cluster.reads.clear()
+    controller.reconcile(KEY)  # known now: read first, and nothing written to it
+    assert cluster.reads[0] == ("rayservices", NAME) and ("apply", "rayservices", NAME) not in cluster.writes
+
+
+def test_a_new_deployment_whose_rayservice_the_cache_has_not_seen_yet_is_updated_not_refused(cluster):
+    controller = operator(cluster)
+    reconcile(controller, cluster)
+    edit_spec(cluster, suspend=True)
+    fresh = Controller(cluster.kube(), ManifestReader(cache_seconds=0))  # a restart, before its RayService arrives
+    fresh.observe_deployment("ADDED", cluster.get("berninideployments", NAMESPACE, NAME))
+    assert fresh.reconcile(KEY) is None
+    assert condition(cluster, "Rendered")["status"] == "True"
+    assert rayservice(cluster)["spec"]["rayClusterConfig"]["suspend"] is True
+
+
 def test_a_deployment_deleted_while_no_event_said_so_is_forgotten_not_resurrected(cluster):
     controller = operator(cluster)
-    deliver(controller, cluster)
+    reconcile(controller, cluster)
     cluster.delete("berninideployments", NAMESPACE, NAME)  # a watch relist sends no DELETED
+    cluster.delete("rayservices", NAMESPACE, NAME)  # the garbage collector follows the owner
+    controller.observe_rayservice("DELETED", {**FOREIGN_RAYSERVICE, "metadata": {
+        "name": NAME, "namespace": NAMESPACE, "ownerReferences": [
+            {"kind": "BerniniDeployment", "name": NAME, "controller": True}]}})
+    assert controller.reconcile(KEY) is None
+    assert rayservice(cluster) is None
+    assert KEY not in controller.deployments
+
+
+def test_a_deployment_deleted_before_its_first_reconcile_and_missing_from_a_relist_is_not_created(cluster):
+    controller = operator(cluster)
+    deliver(controller, cluster)
+    cluster.delete("berninideployments", NAMESPACE, NAME)
+    other = cluster.create({**deployment(), "metadata": {"name": "other", "namespace": NAMESPACE}})
+    controller.observe_deployment(None, other)  # kopf lists again after 410 Gone: the deleted one is not in it
     assert controller.reconcile(KEY) is None
     assert rayservice(cluster) is None
     assert KEY not in controller.deployments

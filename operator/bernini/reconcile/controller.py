@@ -160,6 +160,12 @@ class Controller:
         # Per key, the worker pods KubeRay wants in each RayCluster of its RayService, by instance type: what
         # status.cost counts. KubeRay's RayService status has one total per cluster, left stale when only it changes.
         self.cluster_workers: dict[Key, dict[str, dict[str, int]]] = {}
+        # New objects, whose first RayService is created without a read (see _is_new): keys ADDED while we watch
+        # and never seen with a RayService, when each key's last event came, and when the latest list began.
+        self._new: set[Key] = set()
+        self._last_event: dict[Key, float] = {}
+        self._listed_since = 0.0
+        self._listing = False
 
     # -- event feeds (called on the event loop) -------------------------------------------------
 
@@ -170,7 +176,16 @@ class Controller:
             self._prewarms.pop(key, None)
             self._bounds.pop(key, None)
             self.cluster_workers.pop(key, None)
+            self._new.discard(key)
+            self._last_event.pop(key, None)
             return
+        if event_type == "ADDED":
+            self._new.add(key)
+        at = time.monotonic()
+        if event_type is None and not self._listing:  # kopf marks listed objects with no type
+            self._listed_since = at
+        self._listing = event_type is None
+        self._last_event[key] = at
         self.deployments[key] = _lean(body)
         self.queue.add(key)
 
@@ -180,6 +195,8 @@ class Controller:
         # Only what could be ours is kept, and not past a size ours never reaches: anyone may label a RayService.
         if event_type == "DELETED" or owner != key or not self.rayservices.put(key, body):
             self.rayservices.pop(key, None)
+        if owner == key:
+            self._new.discard(key)
         if owner in self.deployments:
             self.queue.add(owner)
 
@@ -452,28 +469,48 @@ class Controller:
     def _converge(self, key: Key, uid: str, observed: dict[str, Any] | None, desired: dict[str, Any]):
         if _in_sync(observed, desired):
             return observed, None
+        if observed is None and self._is_new(key):
+            # Created without a read: the create cannot merge into a RayService of that name (Kube.create_rayservice).
+            return self._write(key, uid, None, desired)
         observed = self.kube.read_rayservice(*key)  # the cache may lag our own last write
         if observed is not None and not _controlled_by(observed, uid):
-            return observed, _name_conflict(key)
+            return observed, self._conflict(key)
         if _in_sync(observed, desired):
             return observed, None
         if observed is None:
             self._confirm_still_there(key, uid)  # a create is the one write a missed delete could resurrect
+        return self._write(key, uid, observed, desired)
+
+    def _write(self, key: Key, uid: str, observed: dict[str, Any] | None, desired: dict[str, Any]):
+        """Update observed (ours, checked) or create; a RayService in the way is read to say whose it is."""
         try:
-            applied = self.kube.apply_rayservice(desired, observed["metadata"]["uid"] if observed else None)
+            applied = (self.kube.apply_rayservice(desired, observed["metadata"]["uid"]) if observed
+                       else self.kube.create_rayservice(desired))
         except ApiException as error:
-            # 409 (a create met an object that appeared meanwhile) or 422 (our object was replaced: uid differs)
+            # 409 or 422: the RayService of that name is not the one written to (a create met one; ours was replaced)
             current = self.kube.read_rayservice(*key) if error.status in (409, 422) else None
             if current is not None and not _controlled_by(current, uid):
-                return current, _name_conflict(key)
+                return current, self._conflict(key)
+            if current is not None and observed is None:  # ours, not seen yet (a new object's at a restart)
+                return (current, None) if _in_sync(current, desired) else self._write(key, uid, current, desired)
             refused = refusal(error)
             if refused is None:
                 raise
             return observed, refused
         if not self.rayservices.put(key, applied):
             self.rayservices.pop(key, None)
+        self._new.discard(key)
         _log(key).info("%s RayService", "updated" if observed else "created")
         return applied, None
+
+    def _conflict(self, key: Key) -> Cause:
+        self._new.discard(key)  # from now on it is read before any write
+        return _name_conflict(key)
+
+    def _is_new(self, key: Key) -> bool:
+        """Created while we watch and never seen with a RayService, and no list since its last event: a list (kopf
+        lists again after 410 Gone) does not report what was deleted meanwhile, so the object may be gone."""
+        return key in self._new and self._last_event[key] >= self._listed_since
 
     def _confirm_still_there(self, key: Key, uid: str) -> None:
         live = self.kube.read_deployment(*key)

@@ -4,6 +4,7 @@ DaemonSet, list the pods of starting RayClusters, patch status, post events."""
 import datetime
 import json
 import os
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -110,18 +111,26 @@ class Kube:
                                              _request_timeout=self.timeout)
         return json.loads(response.data)["items"]
 
-    def apply_rayservice(self, desired: dict[str, Any], uid: str | None) -> dict[str, Any]:
-        """Server-side apply with our field manager. uid is the live object's we checked we control: the apply
-        then fails (uid is immutable) if another object replaced it meanwhile, and force takes back only
-        fields a hand edit of our own object claimed. Without uid it is a create, never forced, so a
-        foreign object that appeared meanwhile makes it conflict instead of being taken over."""
+    def apply_rayservice(self, desired: dict[str, Any], uid: str) -> dict[str, Any]:
+        """Server-side apply with our field manager onto the live object of uid, which we checked we control: it
+        fails (uid is immutable) if another object replaced it meanwhile, and force takes back only fields a hand
+        edit of our own object claimed."""
+        return self._apply_rayservice({**desired, "metadata": {**desired["metadata"], "uid": uid}}, force=True)
+
+    def create_rayservice(self, desired: dict[str, Any]) -> dict[str, Any]:
+        """A server-side apply that can only create: it carries a uid no object has, so any RayService of that
+        name (someone else's, or ours not seen yet) refuses it (422, uid is immutable) instead of having our
+        fields merged in, and the API server gives the new object its own uid. An apply, not a POST, so that
+        our field manager owns the fields as an applier and a later apply can remove them."""
+        return self._apply_rayservice({**desired, "metadata": {**desired["metadata"], "uid": str(uuid.uuid4())}},
+                                      force=False)
+
+    def _apply_rayservice(self, desired: dict[str, Any], force: bool) -> dict[str, Any]:
         metadata = desired["metadata"]
-        if uid:
-            desired = {**desired, "metadata": {**metadata, "uid": uid}}
         self._writing("apply", "rayservices")
         response = self.custom.patch_namespaced_custom_object(
             RAY_GROUP, RAY_VERSION, metadata["namespace"], RAY_PLURAL, metadata["name"], desired,
-            field_manager=MANAGER, force=bool(uid), _content_type="application/apply-patch+yaml",
+            field_manager=MANAGER, force=force, _content_type="application/apply-patch+yaml",
             _preload_content=False,  # the generated client drops apply responses; decode them ourselves
             _request_timeout=self.timeout,
         )
