@@ -215,6 +215,22 @@ def test_a_new_deployment_costs_one_create_and_one_status_patch_and_reads_nothin
     assert rayservice(cluster)["metadata"]["ownerReferences"][0]["uid"] == uid(cluster)
 
 
+def test_the_watch_bringing_back_our_own_writes_queues_no_reconcile_and_anyone_elses_change_does(cluster):
+    controller = operator(cluster)
+    controller.observe_deployment("ADDED", cluster.get("berninideployments", NAMESPACE, NAME))
+    with_workers(controller, lambda: None)  # the first reconcile: a RayService created, status written
+    assert cluster.writes and not controller.queue
+    deliver(controller, cluster)  # both come back
+    assert not controller.queue
+    cluster.edit("berninideployments", NAMESPACE, NAME, {"status": {"modelVersion": "9.9.9"}}, manager="someone")
+    deliver(controller, cluster)
+    assert len(controller.queue) == 1, "a status someone else wrote is put back by a reconcile"
+    with_workers(controller, lambda: None)
+    cluster.edit("rayservices", NAMESPACE, NAME, {"spec": {"serveConfigV2": "edited"}}, manager="someone")
+    deliver(controller, cluster)
+    assert len(controller.queue) == 1, "so is a hand edit of the RayService"
+
+
 def test_a_new_deployments_create_never_merges_into_a_rayservice_of_that_name(cluster):
     cluster.create({**FOREIGN_RAYSERVICE, "spec": {}})  # nothing our fields could conflict with
     controller = operator(cluster)

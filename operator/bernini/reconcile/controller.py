@@ -117,6 +117,16 @@ class CompactCache(dict):
         return None if raw is None else json.loads(raw)
 
 
+def _our_echo(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
+    """after differs from before by no more than the status a reconcile wrote into before (Controller._write_status
+    keeps it there): the watch bringing back our own status patch, which asks for no reconcile."""
+    if before is None:
+        return False
+    kept = ("uid", "generation", "deletionTimestamp", "labels")
+    return (all(before["metadata"].get(k) == after["metadata"].get(k) for k in kept)
+            and before.get("status") == after.get("status"))
+
+
 def _in_sync(observed: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
     return observed is not None and contains(observed, desired)
 
@@ -186,18 +196,21 @@ class Controller:
             self._listed_since = at
         self._listing = event_type is None
         self._last_event[key] = at
-        self.deployments[key] = _lean(body)
-        self.queue.add(key)
+        before, self.deployments[key] = self.deployments.get(key), _lean(body)
+        if not _our_echo(before, self.deployments[key]):
+            self.queue.add(key)
 
     def observe_rayservice(self, event_type: str | None, body: dict[str, Any]) -> None:
         key = _key(body)
         owner = _owner_key(body)
+        before = self.rayservices.get(key)
         # Only what could be ours is kept, and not past a size ours never reaches: anyone may label a RayService.
         if event_type == "DELETED" or owner != key or not self.rayservices.put(key, body):
             self.rayservices.pop(key, None)
         if owner == key:
             self._new.discard(key)
-        if owner in self.deployments:
+        # The event of our own apply brings what its response did: nothing new to reconcile.
+        if owner in self.deployments and (before is None or self.rayservices.get(key) != before):
             self.queue.add(owner)
 
     def observe_raycluster(self, event_type: str | None, body: dict[str, Any]) -> None:
