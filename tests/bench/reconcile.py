@@ -13,6 +13,10 @@ the operators' and not those of the scheduler placing 15,000 KWOK pods.
 import argparse
 import json
 import os
+import re
+import signal
+import subprocess
+import sys
 import statistics
 import tempfile
 import threading
@@ -155,6 +159,38 @@ def audited_requests(log: Path, start: int, end: int) -> tuple[dict[str, int], d
     return counts, ours
 
 
+class Profile:
+    """py-spy sampling the operator over the burst: where its CPU goes, by function (inclusive and self), so a
+    figure comes with its reason."""
+
+    def __init__(self, pid: int, out: Path):
+        self.out = out
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--rate", "50",
+             "--format", "raw", "--nonblocking", "--output", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self, top: int = 12) -> dict[str, dict[str, float]]:
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=60)
+        inclusive: dict[str, int] = {}
+        own: dict[str, int] = {}
+        total = 0
+        for line in self.out.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
+            total += int(count)
+            for frame in set(frames):
+                inclusive[frame] = inclusive.get(frame, 0) + int(count)
+            own[frames[-1]] = own.get(frames[-1], 0) + int(count)
+
+        def share(counts: dict[str, int]) -> dict[str, float]:
+            ranked = sorted(counts.items(), key=lambda item: -item[1])[:top]
+            return {frame: round(100 * n / total, 1) for frame, n in ranked}
+        ours = {frame: n for frame, n in inclusive.items() if "bernini/" in frame}
+        return {"samples": total, "ours_inclusive_percent": share(ours), "self_percent": share(own)}
+
+
 def operator_writes(operator: OperatorProcess) -> float:
     return sum(v for k, v in operator.metrics().items() if k.startswith("bernini_api_writes_total{"))
 
@@ -218,6 +254,7 @@ def main() -> None:
             "kuberay": Process(kuberay_pid, lambda: metric_sum(kuberay_metrics, "controller_runtime_reconcile_total{")),
         }
         before = {name: p.sample() for name, p in processes.items()}
+        profile = Profile(operator.process.pid, work / "logs" / "operator-profile.txt")
         audit_start = cluster.audit_log.stat().st_size
         names = [f"burst-{i:05d}" for i in range(args.count)]
         total = args.count + args.latency_samples
@@ -231,6 +268,7 @@ def main() -> None:
                                          + names))
         ours_done = max(seen.rendered[name] for name in names) - started
         memory = rss_mib(operator.process.pid)
+        where = profile.stop()
         wait_for(lambda: len(seen.rayclusters) >= total, f"{total} RayClusters", timeout=1800, interval=0.5,
                  explain=lambda: f"{total - len(seen.rayclusters)} RayClusters not seen yet")
         kuberay_done = max(seen.rayclusters.values()) - started
@@ -267,6 +305,7 @@ def main() -> None:
             "c_burst": burst,
             "c_our_requests_per_new_object": {what: round(n / args.count, 2) for what, n in
                                               sorted(our_requests.items(), key=lambda item: -item[1])},
+            "c_operator_profile": where,
             "d_idle_seconds": args.idle_seconds,
             "d_resync_seconds": args.resync_seconds,
             "d_idle_reconciles": int(idle_reconciles),
