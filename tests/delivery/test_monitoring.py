@@ -2,6 +2,7 @@
 built from the Go module proxy), and the rules and the dashboard read only series that exist: recorded by the
 rules, or exported by the operator. (tests/serve holds the Ray Serve names against a real Ray head.)"""
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -46,7 +47,7 @@ def _operator_names() -> set[str]:
                        "cost": {"currentDollarsPerHour": 0.76, "minDollarsPerHour": 0.76, "maxDollarsPerHour": 3.04,
                                 "workers": 1, "priceSource": "list", "pricesAsOf": "2026-12-01",
                                 "instanceTypes": [{"instanceType": "inf2.xlarge", "workers": 1, "dollarsPerHour": 0.76}]}}}
-    registry.register(FromStatus(lambda: [body]))
+    registry.register(FromStatus(lambda: [json.dumps(body)]))
     for collector in (metrics.RECONCILES, metrics.RECONCILE_SECONDS, metrics.API_WRITES, metrics.LEADER):
         registry.register(collector)
     text = generate_latest(registry).decode()

@@ -1,17 +1,20 @@
 """The gauges read from the cached objects' status at scrape time: a scrape never fails and reads each status once."""
 
+import json
+
 from prometheus_client import CollectorRegistry, generate_latest
 
 from bernini.reconcile import metrics
 from bernini.reconcile.metrics import FromStatus
 
 
-def _body(index: int, ready: str = "True") -> dict:
-    return {"metadata": {"namespace": "ml", "name": f"b{index}"}, "status": {
+def _body(index: int, ready: str = "True") -> str:
+    """As the controller caches it: compact JSON."""
+    return json.dumps({"metadata": {"namespace": "ml", "name": f"b{index}"}, "status": {
         "conditions": [{"type": "Ready", "status": ready, "reason": "Serving", "lastTransitionTime": "t"}],
         "cost": {"currentDollarsPerHour": 0.76, "minDollarsPerHour": 0.76, "maxDollarsPerHour": 0.76, "workers": 1,
                  "priceSource": "list", "pricesAsOf": "today",
-                 "instanceTypes": [{"instanceType": "inf2.xlarge", "workers": 1, "dollarsPerHour": 0.76}]}}}
+                 "instanceTypes": [{"instanceType": "inf2.xlarge", "workers": 1, "dollarsPerHour": 0.76}]}}})
 
 
 def _scrape(collector: FromStatus) -> str:

@@ -1,5 +1,6 @@
 """Prometheus metrics of the operator."""
 
+import json
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -27,54 +28,57 @@ def _ready(status: BerniniDeploymentStatus) -> str:
 
 @dataclass(frozen=True)
 class _Figures:
-    """What the gauges show of one status: kept instead of the typed status, a hundred times its size."""
+    """What the gauges show of one BerniniDeployment: kept instead of its typed status, a hundred times the size."""
+    namespace: str
+    name: str
     ready: str
     cost: tuple[tuple[str, float], ...]  # (instance type, $/hour)
 
     @classmethod
-    def of(cls, stored: Any) -> "_Figures":
-        status = read_back(stored)
+    def of(cls, raw: str) -> "_Figures":
+        body = json.loads(raw)
+        status = read_back(body.get("status"))
         entries = status.cost.instance_types if status.cost else []
-        return cls(_ready(status), tuple((entry.instance_type, entry.dollars_per_hour) for entry in entries))
+        return cls(body["metadata"]["namespace"], body["metadata"]["name"], _ready(status),
+                   tuple((entry.instance_type, entry.dollars_per_hour) for entry in entries))
 
 
 class FromStatus:
-    """Gauges read from the cached BerniniDeployments' status at scrape time: how many are Ready, whether each
-    one is, and what each one's workers cost by the hour (status.cost, by instance type)."""
+    """Gauges read from the cached BerniniDeployments (compact JSON) at scrape time: how many are Ready, whether
+    each one is, and what each one's workers cost by the hour (status.cost, by instance type)."""
 
-    def __init__(self, bodies: Callable[[], Iterable[dict[str, Any]]]):
-        self._bodies = bodies
-        self._read: dict[int, tuple[Any, _Figures]] = {}  # id(stored status) -> (it, its figures)
+    def __init__(self, cached: Callable[[], Iterable[str]]):
+        self._cached = cached
+        self._read: dict[int, tuple[str, _Figures]] = {}  # id(cached JSON) -> (it, its figures)
 
-    def _figures(self, stored: Any) -> _Figures:
-        """Each stored status is read once: the controller replaces the dict on every change, never edits it."""
-        known = self._read.get(id(stored))
-        if known is None or known[0] is not stored:
-            known = (stored, _Figures.of(stored))
+    def _figures(self, raw: str) -> _Figures:
+        """Each cached object is read once: the controller replaces its JSON on every change."""
+        known = self._read.get(id(raw))
+        if known is None or known[0] is not raw:
+            known = (raw, _Figures.of(raw))
         return known[1]
 
     def collect(self):
-        listed = list(self._bodies())  # one step: the controller's threads add and drop objects meanwhile
-        bodies = [(body["metadata"], body.get("status")) for body in listed]
-        read = {id(stored): (stored, self._figures(stored)) for _, stored in bodies}
+        listed = list(self._cached())  # one step: the controller's threads add and drop objects meanwhile
+        read = {id(raw): (raw, self._figures(raw)) for raw in listed}
         self._read = read  # what is gone is dropped with its reference
-        bodies = [(metadata, read[id(stored)][1]) for metadata, stored in bodies]
-        tally = Tally(figures.ready for _, figures in bodies)
+        every = [figures for _, figures in read.values()]
+        tally = Tally(figures.ready for figures in every)
         ready = GaugeMetricFamily("bernini_deployments", "BerniniDeployments by Ready status.", labels=["ready"])
         for status in ("True", "False", "Unknown"):
             ready.add_metric([status], tally[status])
         yield ready
         each = GaugeMetricFamily("bernini_deployment_ready", "1 while a BerniniDeployment is Ready, else 0.",
                                  labels=["namespace", "name"])
-        for metadata, figures in bodies:
-            each.add_metric([metadata["namespace"], metadata["name"]], figures.ready == "True")
+        for figures in every:
+            each.add_metric([figures.namespace, figures.name], figures.ready == "True")
         yield each
         cost = GaugeMetricFamily("bernini_cost_dollars_per_hour",
                                  "What a BerniniDeployment's worker nodes cost now, $/hour (status.cost).",
                                  labels=["namespace", "name", "instance_type"])
-        for metadata, figures in bodies:
+        for figures in every:
             for instance_type, dollars in figures.cost:
-                cost.add_metric([metadata["namespace"], metadata["name"], instance_type], dollars)
+                cost.add_metric([figures.namespace, figures.name, instance_type], dollars)
         yield cost
 
 
