@@ -36,6 +36,8 @@ def registry() -> kopf.OperatorRegistry:
         settings.posting.level = logging.ERROR
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
+        # A restart (or a relist after 410 Gone) over thousands of objects reads them in pages, not one body.
+        settings.watching.chunk_size = 500
         settings.networking.request_timeout = 30
         settings.networking.connect_timeout = 5
         # No watch on CustomResourceDefinitions: least privilege. CRDs installed after start (KubeRay's)
