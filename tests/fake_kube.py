@@ -8,8 +8,10 @@ The fake replaces the generated API objects of a real `Kube` (its .custom, .core
 (its leadership check, its uid and force rules, its error handling) runs as in production. It models:
 - server-side apply with field managers: a field another manager set to a different value conflicts (409)
   unless the apply is forced; a uid in the applied object that differs from the live one is refused (422);
+- a create (POST) refused when the name is taken (409 AlreadyExists); managedFields entries as (manager,
+  operation) only: Update for a create, Apply for an apply;
 - the status subresource's JSON merge patch; delete with a uid precondition (409 when it differs);
-- a JSON patch of the `test` and `add` operations (a failed test is 422, as the API server answers);
+- a JSON patch of the `test`, `add` and `replace` operations (a failed test is 422, as the API server answers);
 - creates in a terminating namespace refused (403 "... is being terminated"), as NamespaceLifecycle does;
 - admission denying writes of a resource (`deny`), and a resource that is not served (`unserve`).
 Simplified: lists are atomic values (SSA merges some by key), a field its manager stops applying stays, and
@@ -34,7 +36,8 @@ PLURALS = {"BerniniDeployment": "berninideployments", "RayService": "rayservices
 APPLY = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
-_SYSTEM_FIELDS = {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace"), ("metadata", "uid")}
+_SYSTEM_FIELDS = {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace"), ("metadata", "uid"),
+                  ("metadata", "managedFields")}
 
 
 def status_error(code: int, reason: str, message: str) -> ApiException:
@@ -101,7 +104,7 @@ class FakeCluster:
         self.terminating: set[str] = set()
         self.denied: dict[str, str] = {}  # resource (e.g. "rayservices", "berninideployments/status") -> message
         self.unserved: set[str] = set()
-        self._next_apply: list[Callable[[], None]] = []
+        self._next_write: list[Callable[[], None]] = []
         self._serial = itertools.count(1)
         self.api_client = client.ApiClient()  # never connects: Kube's constructor and the models' serializer
         self.custom, self.core, self.apps = _CustomObjects(self), _Core(self), _Apps(self)
@@ -157,17 +160,18 @@ class FakeCluster:
     def terminate(self, namespace: str) -> None:
         self.terminating.add(namespace)
 
-    def just_before_next_apply(self, action: Callable[[], None]) -> None:
-        """action() runs as the next apply arrives: another client's write landing between the operator's read
-        and its write."""
-        self._next_apply.append(action)
+    def just_before_next_write(self, action: Callable[[], None]) -> None:
+        """action() runs as the next create or apply arrives: another client's write landing between the
+        operator's read and its write."""
+        self._next_write.append(action)
 
     # -- the API server's side ---------------------------------------------------------------------
 
-    def _store_new(self, resource: str, body: dict[str, Any], manager: str) -> dict[str, Any]:
+    def _store_new(self, resource: str, body: dict[str, Any], manager: str, operation: str = "Update") -> dict[str, Any]:
         metadata = body["metadata"]
         number = next(self._serial)
-        metadata.update(uid=f"uid-{number}", resourceVersion=str(number), generation=1)
+        metadata.update(uid=f"uid-{number}", resourceVersion=str(number), generation=1,
+                        managedFields=[{"manager": manager, "operation": operation}])
         key = (resource, metadata["namespace"], metadata["name"])
         self.objects[key] = body
         self.owners[key] = dict.fromkeys(_owned_fields(body), manager)
@@ -203,17 +207,20 @@ class FakeCluster:
         return live
 
     def apply(self, resource: str, desired: dict[str, Any], manager: str, force: bool) -> dict[str, Any]:
-        while self._next_apply:
-            self._next_apply.pop(0)()
+        while self._next_write:
+            self._next_write.pop(0)()
         self._served(resource)
         metadata = desired["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
         key = (resource, namespace, name)
         live = self.objects.get(key)
         if live is None:
-            # A uid in a create is the client's own: the API server gives the new object its own.
+            if metadata.get("uid"):
+                raise status_error(409, "Conflict", f'Operation cannot be fulfilled on {resource} "{name}": uid '
+                                                    f'mismatch: the provided object specified uid {metadata["uid"]}, '
+                                                    "and no existing object was found")
             self._admit_create(resource, namespace, name)
-            applied = self._store_new(resource, copy.deepcopy(desired), manager)
+            applied = self._store_new(resource, copy.deepcopy(desired), manager, operation="Apply")
         else:
             if metadata.get("uid") and metadata["uid"] != live["metadata"]["uid"]:
                 raise status_error(422, "Invalid", f'{resource} "{name}" is invalid: metadata.uid: Invalid value: '
@@ -229,10 +236,25 @@ class FakeCluster:
             for path, value in fields.items():
                 _put(live, path, value)
                 owners[path] = manager
+            entries = live["metadata"].setdefault("managedFields", [])
+            if {"manager": manager, "operation": "Apply"} not in entries:
+                entries.append({"manager": manager, "operation": "Apply"})
             self._bump(live, spec_before)
             applied = copy.deepcopy(live)
         self.writes.append(("apply", resource, name))
         return applied
+
+    def post(self, resource: str, body: dict[str, Any], manager: str) -> dict[str, Any]:
+        while self._next_write:
+            self._next_write.pop(0)()
+        self._served(resource)
+        metadata = body["metadata"]
+        if (resource, metadata["namespace"], metadata["name"]) in self.objects:
+            raise status_error(409, "AlreadyExists", f'{resource} "{metadata["name"]}" already exists')
+        self._admit_create(resource, metadata["namespace"], metadata["name"])
+        created = self._store_new(resource, copy.deepcopy(body), manager)
+        self.writes.append(("create", resource, metadata["name"]))
+        return created
 
     def patch_status(self, resource: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         self._served(resource)
@@ -256,10 +278,11 @@ class FakeCluster:
             target = patched
             for part in parents:
                 target = target[part]
-            if operation["op"] == "test" and target.get(last) != operation["value"]:
+            present = last in target if isinstance(target, dict) else last < len(target)
+            if operation["op"] == "test" and (not present or target[last] != operation["value"]):
                 raise status_error(422, "Invalid", f"the server rejected our request: test failed at {operation['path']}")
-            assert operation["op"] in ("test", "add"), "FAKE: only the test and add operations are modelled"
-            if operation["op"] == "add":
+            assert operation["op"] in ("test", "add", "replace"), "FAKE: only test, add and replace are modelled"
+            if operation["op"] in ("add", "replace"):
                 target[last] = operation["value"]
         self._admit(resource, name)
         spec_before = copy.deepcopy(live.get("spec"))
@@ -300,6 +323,11 @@ class _CustomObjects:
 
     def get_namespaced_custom_object(self, group, version, namespace, plural, name, _request_timeout=None):
         return self.cluster.read(plural, namespace, name)
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body, field_manager, _preload_content,
+                                        _request_timeout):
+        assert body["metadata"]["namespace"] == namespace
+        return _response(self.cluster.post(plural, body, field_manager))
 
     def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body, _content_type,
                                        _preload_content, _request_timeout, field_manager=None, force=None):

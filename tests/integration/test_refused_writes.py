@@ -168,9 +168,11 @@ class StaleReads(Kube):
         return self.first_answer.pop() if self.first_answer else super().read_rayservice(namespace, name)
 
 
-def _controller(custom, namespace, body, kube) -> Controller:
+def _controller(custom, namespace, body, kube, event: str = "ADDED") -> Controller:
+    """event: ADDED, an object created while watched (its RayService is created without a read); MODIFIED, one
+    known before (read first)."""
     controller = Controller(kube, ManifestReader(), policy=LOCAL_STORE)
-    controller.observe_deployment("ADDED", _get(custom, namespace, body["metadata"]["name"]))
+    controller.observe_deployment(event, _get(custom, namespace, body["metadata"]["name"]))
     return controller
 
 
@@ -185,12 +187,12 @@ def in_process_only(local_s3, monkeypatch):
 
 
 def test_a_rayservice_created_between_the_read_and_the_create_is_not_taken_over(
-        in_process_only, api_client, custom, core, namespace, example_deployment):
+        bernini_crd, in_process_only, api_client, custom, core, namespace, example_deployment):
     body = example_deployment()
     _create(custom, namespace, body)
     foreign = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "bernini"}, "spec": FOREIGN_SPEC}
     custom.create_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAY_PLURAL, foreign)
-    controller = _controller(custom, namespace, body, StaleReads(api_client, None))
+    controller = _controller(custom, namespace, body, StaleReads(api_client, None), event="MODIFIED")
     assert controller.reconcile((namespace, "bernini")) is None
     assert _condition(_get(custom, namespace), "Rendered")["reason"] == "NameConflict"
     after = _rayservice(custom, namespace)
@@ -198,37 +200,50 @@ def test_a_rayservice_created_between_the_read_and_the_create_is_not_taken_over(
     assert "bernini-operator" not in {field["manager"] for field in after["metadata"]["managedFields"]}
 
 
-def test_a_new_deployments_create_never_merges_into_a_rayservice_it_shares_no_field_with(
-        in_process_only, api_client, custom, core, namespace, example_deployment):
-    """A plain non-forced apply conflicts only on fields both set: onto this one it would merge ours in."""
+def test_a_new_deployments_rayservice_is_created_without_a_read_and_never_over_one_of_that_name(
+        bernini_crd, in_process_only, api_client, custom, core, namespace, example_deployment):
     body = example_deployment()
     _create(custom, namespace, body)
-    foreign = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "bernini"}, "spec": {}}
+    foreign = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "bernini"}, "spec": FOREIGN_SPEC}
+    foreign["spec"] = {"rayClusterConfig": {"headGroupSpec": {"rayStartParams": {}, "template": {"spec": {
+        "containers": [{"name": "their-head", "image": "other:1"}]}}}}}  # no field in common with ours
     custom.create_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAY_PLURAL, foreign)
-    kube = Kube(api_client)
-    controller = _controller(custom, namespace, body, kube)  # ADDED while watched: created without a read
+    controller = _controller(custom, namespace, body, Kube(api_client))  # ADDED while watched: a new object
     assert controller.reconcile((namespace, "bernini")) is None
     assert _condition(_get(custom, namespace), "Rendered")["reason"] == "NameConflict"
     after = _rayservice(custom, namespace)
     assert "ownerReferences" not in after["metadata"]
     assert "bernini-operator" not in {field["manager"] for field in after["metadata"]["managedFields"]}
-
-
-def test_a_new_deployments_rayservice_is_one_apply_that_owns_its_fields_as_an_applier(
-        in_process_only, api_client, custom, core, namespace, example_deployment):
-    body = example_deployment()
-    _create(custom, namespace, body)
-    controller = _controller(custom, namespace, body, Kube(api_client))
+    custom.delete_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, RAY_PLURAL, "bernini")
+    wait_for(lambda: _rayservice(custom, namespace) is None, "their RayService to be deleted")
     assert controller.reconcile((namespace, "bernini")) is None
-    created = _rayservice(custom, namespace)
-    owner = _get(custom, namespace)["metadata"]["uid"]
-    assert created["metadata"]["ownerReferences"][0]["uid"] == owner != created["metadata"]["uid"]
-    assert {(f["manager"], f["operation"]) for f in created["metadata"]["managedFields"]} >= {("bernini-operator", "Apply")}
-    assert ("bernini-operator", "Update") not in {(f["manager"], f["operation"]) for f in created["metadata"]["managedFields"]}
+    ours = _rayservice(custom, namespace)
+    assert ours["metadata"]["ownerReferences"][0]["uid"] == _get(custom, namespace)["metadata"]["uid"]
+
+
+def test_fields_our_create_set_are_removed_by_a_later_apply_that_drops_them(api_client, custom, namespace):
+    """A create's fields belong to an Update entry, which a later apply cannot take away; own_as_applier
+    hands them to the applier first."""
+    kube = Kube(api_client)
+    spec = {"rayClusterConfig": {"headGroupSpec": {"rayStartParams": {}, "template": {"spec": {
+        "containers": [{"name": "ray-head", "image": "ours:1"}]}}}}}
+    for name, handed_over in (("handed-over", True), ("not-handed-over", False)):
+        desired = {"apiVersion": "ray.io/v1", "kind": "RayService",
+                   "metadata": {"name": name, "namespace": namespace, "labels": {"keep": "1", "drop": "1"}},
+                   "spec": spec}
+        created = kube.create_rayservice(desired)
+        live = kube.read_rayservice(namespace, name)
+        if handed_over:
+            kube.own_as_applier(live)
+            kube.own_as_applier(kube.read_rayservice(namespace, name))  # done once: nothing more to send
+        kube.apply_rayservice({**desired, "metadata": {**desired["metadata"], "labels": {"keep": "1"}}},
+                              created["metadata"]["uid"])
+        labels = kube.read_rayservice(namespace, name)["metadata"]["labels"]
+        assert ("drop" in labels) is not handed_over, (name, labels)
 
 
 def test_a_rayservice_replaced_between_the_read_and_the_update_is_not_taken_over(
-        in_process_only, api_client, custom, core, namespace, example_deployment):
+        bernini_crd, in_process_only, api_client, custom, core, namespace, example_deployment):
     body = example_deployment()
     _create(custom, namespace, body)
     controller = _controller(custom, namespace, body, Kube(api_client))

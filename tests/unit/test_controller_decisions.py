@@ -157,7 +157,7 @@ def test_a_foreign_rayservice_of_its_name_is_never_written(cluster):
 
 def test_a_rayservice_created_between_the_read_and_the_create_conflicts_and_is_not_taken_over(cluster):
     controller = operator(cluster)
-    cluster.just_before_next_apply(lambda: cluster.create(FOREIGN_RAYSERVICE, manager="tenant"))
+    cluster.just_before_next_write(lambda: cluster.create(FOREIGN_RAYSERVICE, manager="tenant"))
     assert reconcile(controller, cluster) is None
     assert condition(cluster, "Rendered")["reason"] == "NameConflict"
     assert MANAGER not in cluster.managers("rayservices", NAMESPACE, NAME)
@@ -172,7 +172,7 @@ def test_a_rayservice_replaced_between_the_read_and_the_update_is_not_taken_over
     def replaced():
         cluster.delete("rayservices", NAMESPACE, NAME)
         cluster.create(FOREIGN_RAYSERVICE, manager="tenant")
-    cluster.just_before_next_apply(replaced)
+    cluster.just_before_next_write(replaced)
     assert reconcile(controller, cluster) is None
     assert condition(cluster, "Rendered")["reason"] == "NameConflict"
     assert rayservice(cluster)["spec"] == FOREIGN_RAYSERVICE["spec"]
@@ -211,7 +211,7 @@ def test_a_new_deployment_costs_one_create_and_one_status_patch_and_reads_nothin
     deliver(controller, cluster)  # our own writes come back through the watches
     controller.reconcile(KEY)
     assert cluster.reads == []
-    assert cluster.writes == [("apply", "rayservices", NAME), ("patch", "berninideployments/status", NAME)]
+    assert cluster.writes == [("create", "rayservices", NAME), ("patch", "berninideployments/status", NAME)]
     assert rayservice(cluster)["metadata"]["ownerReferences"][0]["uid"] == uid(cluster)
 
 
@@ -252,6 +252,20 @@ def test_a_new_deployment_whose_rayservice_the_cache_has_not_seen_yet_is_updated
     assert fresh.reconcile(KEY) is None
     assert condition(cluster, "Rendered")["status"] == "True"
     assert rayservice(cluster)["spec"]["rayClusterConfig"]["suspend"] is True
+
+
+def test_the_first_update_of_a_rayservice_our_create_made_hands_its_fields_to_the_applier_once(cluster):
+    controller = operator(cluster)
+    entries = lambda: [(e["manager"], e["operation"]) for e in rayservice(cluster)["metadata"]["managedFields"]]  # noqa: E731
+    reconcile(controller, cluster)
+    assert entries() == [(MANAGER, "Update")]
+    for image in ("serving:2", "serving:3"):
+        edit_spec(cluster, runtime={"image": image})
+        cluster.writes.clear()
+        reconcile(controller, cluster)
+        handed = [("patch", "rayservices", NAME)] if image == "serving:2" else []
+        assert cluster.writes[:len(handed) + 1] == handed + [("apply", "rayservices", NAME)]
+    assert entries() == [(MANAGER, "Apply")]
 
 
 def test_a_deployment_deleted_while_no_event_said_so_is_forgotten_not_resurrected(cluster):

@@ -495,7 +495,7 @@ class Controller:
         if _in_sync(observed, desired):
             return observed, None
         if observed is None and self._is_new(key):
-            # Created without a read: the create cannot merge into a RayService of that name (Kube.create_rayservice).
+            # Created without a read: a create cannot merge into a RayService of that name (Kube.create_rayservice).
             return self._write(key, uid, None, desired)
         observed = self.kube.read_rayservice(*key)  # the cache may lag our own last write
         if observed is not None and not _controlled_by(observed, uid):
@@ -509,10 +509,14 @@ class Controller:
     def _write(self, key: Key, uid: str, observed: dict[str, Any] | None, desired: dict[str, Any]):
         """Update observed (ours, checked) or create; a RayService in the way is read to say whose it is."""
         try:
-            applied = (self.kube.apply_rayservice(desired, observed["metadata"]["uid"]) if observed
-                       else self.kube.create_rayservice(desired))
+            if observed:
+                self.kube.own_as_applier(observed)
+                applied = self.kube.apply_rayservice(desired, observed["metadata"]["uid"])
+            else:
+                applied = self.kube.create_rayservice(desired)
         except ApiException as error:
-            # 409 or 422: the RayService of that name is not the one written to (a create met one; ours was replaced)
+            # 409 or 422: the RayService of that name is not the one written to (a create met one, ours was
+            # replaced) or an apply met a conflict
             current = self.kube.read_rayservice(*key) if error.status in (409, 422) else None
             if current is not None and not _controlled_by(current, uid):
                 return current, self._conflict(key)

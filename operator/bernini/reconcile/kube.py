@@ -4,7 +4,6 @@ DaemonSet, list the pods of starting RayClusters, patch status, post events."""
 import datetime
 import json
 import os
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -111,26 +110,44 @@ class Kube:
                                              _request_timeout=self.timeout)
         return json.loads(response.data)["items"]
 
+    def create_rayservice(self, desired: dict[str, Any]) -> dict[str, Any]:
+        """A POST: it creates or is refused (409 AlreadyExists), so nothing of ours is ever merged into a RayService
+        of that name, someone else's, whatever fields it has. An apply would merge into one it shares no field
+        with, and an apply carrying a uid is refused when there is no object."""
+        self._writing("create", "rayservices")
+        response = self.custom.create_namespaced_custom_object(
+            RAY_GROUP, RAY_VERSION, desired["metadata"]["namespace"], RAY_PLURAL, desired, field_manager=MANAGER,
+            _preload_content=False, _request_timeout=self.timeout)
+        return json.loads(response.data)
+
+    def own_as_applier(self, live: dict[str, Any]) -> None:
+        """Before the first apply onto a RayService our create made: its fields belong to our manager's Update
+        entry, and server-side apply removes a field its applier stops applying only if no other entry owns it.
+        Renaming that entry to Apply (a JSON patch guarded by the uid and the entry) makes them the applier's.
+        Nothing to do once done, or for a RayService first made by an apply."""
+        entries = live["metadata"].get("managedFields") or []
+        mine = [(i, e) for i, e in enumerate(entries) if e.get("manager") == MANAGER and not e.get("subresource")]
+        if any(e.get("operation") == "Apply" for _, e in mine) or not mine:
+            return
+        at = f"/metadata/managedFields/{mine[0][0]}"
+        self._writing("patch", "rayservices")
+        self.custom.patch_namespaced_custom_object(
+            RAY_GROUP, RAY_VERSION, live["metadata"]["namespace"], RAY_PLURAL, live["metadata"]["name"],
+            [{"op": "test", "path": "/metadata/uid", "value": live["metadata"]["uid"]},
+             {"op": "test", "path": f"{at}/manager", "value": MANAGER},
+             {"op": "test", "path": f"{at}/operation", "value": "Update"},
+             {"op": "replace", "path": f"{at}/operation", "value": "Apply"}],
+            _content_type="application/json-patch+json", _preload_content=False, _request_timeout=self.timeout)
+
     def apply_rayservice(self, desired: dict[str, Any], uid: str) -> dict[str, Any]:
         """Server-side apply with our field manager onto the live object of uid, which we checked we control: it
         fails (uid is immutable) if another object replaced it meanwhile, and force takes back only fields a hand
         edit of our own object claimed."""
-        return self._apply_rayservice({**desired, "metadata": {**desired["metadata"], "uid": uid}}, force=True)
-
-    def create_rayservice(self, desired: dict[str, Any]) -> dict[str, Any]:
-        """A server-side apply that can only create: it carries a uid no object has, so any RayService of that
-        name (someone else's, or ours not seen yet) refuses it (422, uid is immutable) instead of having our
-        fields merged in, and the API server gives the new object its own uid. An apply, not a POST, so that
-        our field manager owns the fields as an applier and a later apply can remove them."""
-        return self._apply_rayservice({**desired, "metadata": {**desired["metadata"], "uid": str(uuid.uuid4())}},
-                                      force=False)
-
-    def _apply_rayservice(self, desired: dict[str, Any], force: bool) -> dict[str, Any]:
-        metadata = desired["metadata"]
+        metadata = {**desired["metadata"], "uid": uid}
         self._writing("apply", "rayservices")
         response = self.custom.patch_namespaced_custom_object(
-            RAY_GROUP, RAY_VERSION, metadata["namespace"], RAY_PLURAL, metadata["name"], desired,
-            field_manager=MANAGER, force=force, _content_type="application/apply-patch+yaml",
+            RAY_GROUP, RAY_VERSION, metadata["namespace"], RAY_PLURAL, metadata["name"], {**desired, "metadata": metadata},
+            field_manager=MANAGER, force=True, _content_type="application/apply-patch+yaml",
             _preload_content=False,  # the generated client drops apply responses; decode them ourselves
             _request_timeout=self.timeout,
         )
