@@ -22,6 +22,21 @@ from bernini.render.names import MANAGER
 RAY_CLUSTERS = "rayclusters"
 
 
+class NoEssence(kopf.DiffBaseStorage):
+    """kopf builds each event's "essence" (a deep copy of the object, then another to clear it) to find changes
+    for create/update handlers; with event handlers alone it decides nothing. Measured in a 5,000-object burst:
+    17.6% of the operator's CPU."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
+
+
 def registry() -> kopf.OperatorRegistry:
     """A fresh set of handlers; each reads the controller from kopf's memo (memo["controller"])."""
     handlers = kopf.OperatorRegistry()
@@ -34,6 +49,7 @@ def registry() -> kopf.OperatorRegistry:
     async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         # Handler chatter stays in logs; only our condition transitions and real errors become Events.
         settings.posting.level = logging.ERROR
+        settings.persistence.diffbase_storage = NoEssence()
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         # A restart (or a relist after 410 Gone) over thousands of objects reads them in pages, not one body.
