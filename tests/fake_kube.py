@@ -161,8 +161,8 @@ class FakeCluster:
         self.terminating.add(namespace)
 
     def just_before_next_write(self, action: Callable[[], None]) -> None:
-        """action() runs as the next create or apply arrives: another client's write landing between the
-        operator's read and its write."""
+        """action() runs as the next create, apply or JSON patch arrives: another client's write landing
+        between the operator's read and its write."""
         self._next_write.append(action)
 
     # -- the API server's side ---------------------------------------------------------------------
@@ -249,9 +249,9 @@ class FakeCluster:
             self._next_write.pop(0)()
         self._served(resource)
         metadata = body["metadata"]
+        self._admit_create(resource, metadata["namespace"], metadata["name"])  # admission answers before storage
         if (resource, metadata["namespace"], metadata["name"]) in self.objects:
             raise status_error(409, "AlreadyExists", f'{resource} "{metadata["name"]}" already exists')
-        self._admit_create(resource, metadata["namespace"], metadata["name"])
         created = self._store_new(resource, copy.deepcopy(body), manager)
         self.writes.append(("create", resource, metadata["name"]))
         return created
@@ -268,6 +268,8 @@ class FakeCluster:
         return copy.deepcopy(live)
 
     def json_patch(self, resource: str, namespace: str, name: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+        while self._next_write:
+            self._next_write.pop(0)()
         self._served(resource)
         live = self.objects.get((resource, namespace, name))
         if live is None:
@@ -279,7 +281,8 @@ class FakeCluster:
             for part in parents:
                 target = target[part]
             present = last in target if isinstance(target, dict) else last < len(target)
-            if operation["op"] == "test" and (not present or target[last] != operation["value"]):
+            if operation["op"] in ("test", "replace") and not present or (
+                    operation["op"] == "test" and target[last] != operation["value"]):
                 raise status_error(422, "Invalid", f"the server rejected our request: test failed at {operation['path']}")
             assert operation["op"] in ("test", "add", "replace"), "FAKE: only test, add and replace are modelled"
             if operation["op"] in ("add", "replace"):

@@ -268,6 +268,20 @@ def test_the_first_update_of_a_rayservice_our_create_made_hands_its_fields_to_th
     assert entries() == [(MANAGER, "Apply")]
 
 
+def test_another_managers_write_moving_our_entry_before_the_handover_is_found_again_not_refused(cluster):
+    controller = operator(cluster)
+    reconcile(controller, cluster)
+    edit_spec(cluster, runtime={"image": "serving:2"})
+    live = cluster.objects[("rayservices", NAMESPACE, NAME)]
+    moved = lambda: live["metadata"]["managedFields"].insert(  # noqa: E731
+        0, {"manager": "kuberay", "operation": "Apply"})  # the API server sorts Apply entries first
+    cluster.just_before_next_write(moved)
+    assert reconcile(controller, cluster) is None
+    assert condition(cluster, "Rendered")["status"] == "True"
+    assert [(e["manager"], e["operation"]) for e in rayservice(cluster)["metadata"]["managedFields"]] == [
+        ("kuberay", "Apply"), (MANAGER, "Apply")]
+
+
 def test_a_deployment_deleted_while_no_event_said_so_is_forgotten_not_resurrected(cluster):
     controller = operator(cluster)
     reconcile(controller, cluster)

@@ -4,6 +4,7 @@ import asyncio
 import functools
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -190,7 +191,8 @@ class Controller:
     def observe_deployment(self, event_type: str | None, body: dict[str, Any]) -> None:
         key = _key(body)
         if event_type == "DELETED":
-            self.deployments.pop(key, None)  # owner references let the garbage collector remove the rest
+            with self._deployments_lock:  # owner references let the garbage collector remove the rest
+                self.deployments.pop(key, None)
             self._prewarms.pop(key, None)
             self._bounds.pop(key, None)
             self.cluster_workers.pop(key, None)
@@ -337,15 +339,17 @@ class Controller:
 
     def reconcile(self, key: Key) -> str | None:
         """One pass; returns the reason a write was refused when only a later retry can tell (else None)."""
+        raw = self.deployments.get(key)
         try:
-            return self._reconcile(key)
+            return self._reconcile(key, raw)
         except Vanished:
-            self.deployments.pop(key, None)
+            with self._deployments_lock:  # not one of that name created again meanwhile
+                if self.deployments.get(key) is raw:
+                    self.deployments.pop(key, None)
             _log(key).info("gone from the API server; forgotten")
             return None
 
-    def _reconcile(self, key: Key) -> str | None:
-        raw = self.deployments.get(key)
+    def _reconcile(self, key: Key, raw: str | None) -> str | None:
         body = None if raw is None else json.loads(raw)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
@@ -539,7 +543,7 @@ class Controller:
     def _is_new(self, key: Key) -> bool:
         """Created while we watch and never seen with a RayService, and no list since its last event: a list (kopf
         lists again after 410 Gone) does not report what was deleted meanwhile, so the object may be gone."""
-        return key in self._new and self._last_event[key] >= self._listed_since
+        return key in self._new and self._last_event.get(key, -math.inf) >= self._listed_since  # DELETED may pop it
 
     def _confirm_still_there(self, key: Key, uid: str) -> None:
         live = self.kube.read_deployment(*key)

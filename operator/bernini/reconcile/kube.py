@@ -124,20 +124,31 @@ class Kube:
         """Before the first apply onto a RayService our create made: its fields belong to our manager's Update
         entry, and server-side apply removes a field its applier stops applying only if no other entry owns it.
         Renaming that entry to Apply (a JSON patch guarded by the uid and the entry) makes them the applier's.
-        Nothing to do once done, or for a RayService first made by an apply."""
-        entries = live["metadata"].get("managedFields") or []
-        mine = [(i, e) for i, e in enumerate(entries) if e.get("manager") == MANAGER and not e.get("subresource")]
-        if any(e.get("operation") == "Apply" for _, e in mine) or not mine:
-            return
-        at = f"/metadata/managedFields/{mine[0][0]}"
-        self._writing("patch", "rayservices")
-        self.custom.patch_namespaced_custom_object(
-            RAY_GROUP, RAY_VERSION, live["metadata"]["namespace"], RAY_PLURAL, live["metadata"]["name"],
-            [{"op": "test", "path": "/metadata/uid", "value": live["metadata"]["uid"]},
-             {"op": "test", "path": f"{at}/manager", "value": MANAGER},
-             {"op": "test", "path": f"{at}/operation", "value": "Update"},
-             {"op": "replace", "path": f"{at}/operation", "value": "Apply"}],
-            _content_type="application/json-patch+json", _preload_content=False, _request_timeout=self.timeout)
+        Nothing to do once done, or for a RayService first made by an apply. Another manager's apply in between
+        moves our entry (the API server sorts them): the guard fails, and it is found again once."""
+        metadata = live["metadata"]
+        for attempt in (1, 2):
+            entries = live["metadata"].get("managedFields") or []
+            mine = [(i, e) for i, e in enumerate(entries) if e.get("manager") == MANAGER and not e.get("subresource")]
+            if any(e.get("operation") == "Apply" for _, e in mine) or not mine:
+                return
+            at = f"/metadata/managedFields/{mine[0][0]}"
+            self._writing("patch", "rayservices")
+            try:
+                self.custom.patch_namespaced_custom_object(
+                    RAY_GROUP, RAY_VERSION, metadata["namespace"], RAY_PLURAL, metadata["name"],
+                    [{"op": "test", "path": "/metadata/uid", "value": metadata["uid"]},
+                     {"op": "test", "path": f"{at}/manager", "value": MANAGER},
+                     {"op": "test", "path": f"{at}/operation", "value": "Update"},
+                     {"op": "replace", "path": f"{at}/operation", "value": "Apply"}],
+                    _content_type="application/json-patch+json", _preload_content=False, _request_timeout=self.timeout)
+                return
+            except ApiException as error:
+                if error.status != 422 or attempt == 2:
+                    raise
+                live = self.read_rayservice(metadata["namespace"], metadata["name"]) or live
+                if live["metadata"].get("uid") != metadata["uid"]:
+                    raise
 
     def apply_rayservice(self, desired: dict[str, Any], uid: str) -> dict[str, Any]:
         """Server-side apply with our field manager onto the live object of uid, which we checked we control: it
