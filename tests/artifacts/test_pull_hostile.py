@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from bernini.artifacts.manifest_files import MANIFEST_FILE
 from bernini.artifacts.pull import Puller
+from bernini.artifacts.sigv4 import object_url, presign_get
 from tests.artifacts.conftest import MiB
 
 
@@ -154,15 +156,15 @@ class _ExpiringFirst(Puller):
     """The real puller, whose first URLs are signed already expired, as when the pod's credentials rotate
     after signing. Every request goes to versitygw, which refuses the expired ones."""
 
-    def _presign(self, job):
-        if not getattr(job, "signed_once", False):
-            job.signed_once = True
-            url = self.s3.generate_presigned_url(
-                "get_object", Params={"Bucket": self.location.bucket, "Key": self.location.key(job.artifact.file)},
-                ExpiresIn=1)
+    def _presign(self, relative):
+        signed = self.__dict__.setdefault("signed", set())
+        if relative != MANIFEST_FILE and relative not in signed:
+            signed.add(relative)
+            url = object_url(self.location.bucket, self.location.key(relative), self.region, self.endpoint_url)
+            url = presign_get(url, self.region, self.credentials.current(), 1)
             time.sleep(1.1)
             return url
-        return super()._presign(job)
+        return super()._presign(relative)
 
 
 def test_urls_refused_mid_pull_are_signed_again_once(published, local_s3, tmp_path, monkeypatch):

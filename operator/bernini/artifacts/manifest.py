@@ -1,32 +1,24 @@
 """manifest.json: the one description of a compiled artifact set, written last by `bernini compile`."""
 
-import json
-from collections import Counter
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
 from bernini.api.base import WireModel
+# The file's name, version and key rules are manifest_files' (the init container reads it without pydantic);
+# they are imported from here too.
+from bernini.artifacts.manifest_files import (MANIFEST_FILE, MAX_KEY, MAX_NAME, MAX_STAGE_BYTES, MAX_STAGES, SHA256,
+                                              SUPPORTED_MANIFEST_VERSIONS, UNSAFE_KEY, UnsupportedManifestVersion,
+                                              check_key, check_one_artifact_per_file, load_document)
 from bernini.domain.instances import TARGETS
 
-MANIFEST_FILE = "manifest.json"
-UNSAFE_KEY = "must be a plain relative path inside the artifacts prefix"  # the puller exits 7 on it
 Target = Literal[TARGETS]
 # The torch device a target's graphs run on; Neuron graphs take CPU tensors and move them themselves.
 DEVICE_OF_TARGET = {"inf2": "cpu", "cuda": "cuda", "cpu": "cpu"}
-SUPPORTED_MANIFEST_VERSIONS = (1,)
-SHA256 = r"^[0-9a-f]{64}$"
-# Bounds on what a manifest may hold, so that a hostile one costs little to read and cannot grow what the operator
-# stores, checks and HEADs. A Bernini manifest lists 6 graphs (one encoder per input modality, the diffusion, one
-# decoder per batch bucket: model/reference.py), each with at most 3 inputs of at most 5 dimensions and 3
-# compiler flags; the caps leave room for ten times as many modalities and buckets.
-MAX_STAGES = 64
+# Per stage: at most 3 inputs of at most 5 dimensions and 3 compiler flags today; the caps leave ten times room.
 MAX_INPUTS = 16
 MAX_DIMENSIONS = 16
 MAX_COMPILER_ARGS = 64
-MAX_NAME = 256  # names, versions, dtypes, compiler flags
-MAX_KEY = 1024  # S3's own limit on an object key
-MAX_STAGE_BYTES = 5 << 40  # S3's largest object (5 TiB); 64 of them still fit status's int64 totalBytes
 Name = Annotated[str, Field(max_length=MAX_NAME)]
 
 
@@ -58,13 +50,7 @@ class StageArtifact(WireModel):
     @field_validator("file")
     @classmethod
     def _stays_inside_prefix(cls, key: str) -> str:
-        parts = key.split("/")
-        if key.startswith("/") or any(part in ("", ".", "..") for part in parts):
-            raise ValueError(f"stage file key {key!r} {UNSAFE_KEY}")
-        # The puller writes <file>.partial beside each file and the manifest last, under its own name.
-        if key == MANIFEST_FILE or key.endswith(".partial"):
-            raise ValueError(f"stage file key {key!r} collides with the puller's own files")
-        return key
+        return check_key(key)
 
 
 class Toolchain(WireModel):
@@ -97,9 +83,7 @@ class Manifest(WireModel):
     @field_validator("stages")
     @classmethod
     def _one_artifact_per_file(cls, stages: dict[str, StageArtifact]) -> dict[str, StageArtifact]:
-        files = Counter(artifact.file for artifact in stages.values())
-        if duplicated := sorted(file for file, count in files.items() if count > 1):
-            raise ValueError(f"two stages share the file {duplicated[0]!r}")
+        check_one_artifact_per_file(artifact.file for artifact in stages.values())
         return stages
 
     def of_stage(self, stage: str) -> list[StageArtifact]:
@@ -113,38 +97,9 @@ class Manifest(WireModel):
 def parse_manifest(raw: bytes) -> Manifest:
     """Raises ValueError with a specific message for any manifest this version cannot use, in time linear in
     its size whatever it holds."""
-    try:
-        document = json.loads(raw, object_pairs_hook=_refuse_duplicate_keys)
-    except ValueError as error:  # also an integer of more than 4300 digits, refused before it is converted
-        raise ValueError(f"manifest.json is not JSON: {error}") from None
-    except RecursionError:
-        raise ValueError("manifest.json is not a manifest: arrays or objects nested too deep to read") from None
-    version = document.get("manifestVersion") if isinstance(document, dict) else None
-    if version not in SUPPORTED_MANIFEST_VERSIONS:
-        raise UnsupportedManifestVersion(
-            f"manifestVersion {_quoted(version)} is not supported (supported: {list(SUPPORTED_MANIFEST_VERSIONS)})"
-        )
+    document = load_document(raw)
     try:
         return Manifest.model_validate(document)
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(str(part)[:64] for part in e['loc'])}: {e['msg']}" for e in error.errors()[:5])
         raise ValueError(f"manifest.json is invalid: {problems}") from None
-
-
-def _quoted(value: object) -> str:
-    """A value as an error shows it: a scalar cut short, a list or object (however large or deep) by its type."""
-    return f"of type {type(value).__name__}" if isinstance(value, (list, dict)) else repr(value)[:64]
-
-
-def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
-    # json.loads keeps the last of two equal keys: two "encoder" entries would silently become one. Counted,
-    # not searched for: an object of 100,000 keys would otherwise take minutes.
-    document = dict(pairs)
-    if len(document) < len(pairs):
-        duplicated = min(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
-        raise ValueError(f"key {duplicated[:64]!r} appears twice")
-    return document
-
-
-class UnsupportedManifestVersion(ValueError):
-    pass

@@ -33,7 +33,7 @@ import time
 import weakref
 from pathlib import Path
 
-from bernini.artifacts.manifest import StageArtifact
+from bernini.artifacts.manifest_files import FileEntry
 
 CHUNK = 8 << 20
 ENTRIES, LOCKS = "sha256", "locks"
@@ -79,7 +79,7 @@ class NodeCache:
                 _wait_for_lock(handle, deadline, digest)
             yield
 
-    def take(self, artifact: StageArtifact, target: Path) -> bool:
+    def take(self, artifact: FileEntry, target: Path) -> bool:
         """Put a verified copy of the cached entry at target; False when there is none (a wrong one is removed).
         OSError is a disk failing: mostly the pod's volume, when it is full (ENOSPC)."""
         source = self._open_regular(self._entries, artifact.sha256, "entry")
@@ -96,7 +96,7 @@ class NodeCache:
         finally:
             os.close(source)
 
-    def keep(self, artifact: StageArtifact, verified: Path) -> None:
+    def keep(self, artifact: FileEntry, verified: Path) -> None:
         """Add a copy of a file the pull just verified, best effort: a failure (a full cache) is logged and leaves no
         temporary file. The temporary name is new (O_EXCL): nothing a neighbour put at a predictable one is opened."""
         temp = f"{artifact.sha256}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
@@ -209,7 +209,7 @@ def _wait_for_lock(handle: int, deadline: float, digest: str) -> None:
             time.sleep(0.1)
 
 
-def _copy_verified(source: int, target: Path, artifact: StageArtifact) -> bool:
+def _copy_verified(source: int, target: Path, artifact: FileEntry) -> bool:
     """Copy source into target's temporary file, hashing exactly the bytes written (never more than the manifest's
     size); target takes its final name only when they are the artifact's. No temporary file stays either way."""
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -16,13 +16,12 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from bernini.artifacts.manifest import (MANIFEST_FILE, UNSAFE_KEY, Manifest, StageArtifact, UnsupportedManifestVersion,
-                                       parse_manifest)
+from bernini.artifacts.credentials import CredentialChain, CredentialsError
+from bernini.artifacts.manifest_files import MANIFEST_FILE, UNSAFE_KEY, FileEntry, UnsupportedManifestVersion, files_of
 from bernini.artifacts.node_cache import LockTimeout, NodeCache, sha256_of
 from bernini.artifacts.ranged import DeadlinePassed, RangedReader, RangeError, RangeIgnored
-from bernini.artifacts.store import S3Location, failure_kind, s3_client
+from bernini.artifacts.sigv4 import object_url, presign_get
+from bernini.artifacts.store import S3Location, error_code, kind_of_code
 
 MiB = 1 << 20
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists at most 64 stages; the operator refuses more too
@@ -99,8 +98,9 @@ class PullReport:
                 "cacheBytes": self.cached_bytes, "presentFiles": self.skipped, "seconds": round(self.seconds, 2)}
 
 
-def _client_error(error: ClientError, what: str) -> PullError:
-    kind, code = failure_kind(error)
+def _store_error(status: int, body: str, what: str) -> PullError:
+    code = error_code(body) or str(status)
+    kind = kind_of_code(code)
     if kind == "missing":
         return ManifestMissing(f"{what} does not exist ({code})")
     if kind == "denied":
@@ -120,7 +120,7 @@ def safe_destination(dest: Path, key: str) -> Path:
 class _FileJob:
     """One file in flight: parts land at their offsets; the digest follows in byte order."""
 
-    artifact: StageArtifact
+    artifact: FileEntry
     target: Path
     part_size: int
     digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
@@ -193,23 +193,14 @@ class _FileJob:
         os.replace(self.temp, self.target)
 
 
-def _read_before(body, limit: int, deadline: float) -> bytes:
-    """Up to limit bytes of a response body, or TimeoutError once the deadline passed. Each read1 returns what
-    one socket read brought, so the deadline holds to within one read timeout however slowly bytes come
-    (botocore's read() waits for every byte asked, each read within its own timeout)."""
-    stream = body._raw_stream
-    data = bytearray()
-    try:
-        while len(data) < limit:
-            if time.monotonic() > deadline:
-                raise TimeoutError()
-            chunk = stream.read1(limit - len(data))
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        body.close()
-    return bytes(data)
+class _Oversized(RangeError):
+    def __init__(self):
+        super().__init__(0, "larger than a manifest")
+
+
+def _back_off(attempt: int) -> None:
+    # Jittered: sixteen parts failing together must not retry together.
+    time.sleep(random.uniform(0.5, 1.0) * min(5.0, 0.2 * 2**attempt))
 
 
 def _check_room(dest: Path, jobs: list[_FileJob]) -> None:
@@ -272,7 +263,6 @@ class Puller:
         self.landed = 0  # bytes written so far, for a progress display only (unlocked: may lag by a part)
         self.expected = 0  # bytes this pull downloads, once known
         self.deadline_seconds = deadline_seconds
-        self.deadline = time.monotonic() + deadline_seconds  # pull() starts it again; verify() reads the manifest only
         self.deadline = float("inf")  # set when a pull starts
         self.presigned_seconds = presigned_seconds
         self.location = S3Location.parse(uri)
@@ -282,22 +272,30 @@ class Puller:
         self.attempts = attempts
         self.log = log
         self.ranges = RangedReader()
-        self.s3 = s3_client(region, endpoint_url, connect_timeout=5, read_timeout=30, attempts=attempts,
-                            max_pool_connections=concurrency + 2)
+        self.region, self.endpoint_url = region, endpoint_url
+        self.credentials = CredentialChain(region)
+        self.first_request_at: float | None = None  # time.monotonic() as the manifest's GET went out
 
-    def read_manifest(self, expected_sha256: str | None) -> tuple[Manifest, bytes]:
+    def read_manifest(self, expected_sha256: str | None) -> tuple[list[FileEntry], bytes]:
         uri = self.location.uri(MANIFEST_FILE)
-        try:
-            body = self.s3.get_object(Bucket=self.location.bucket, Key=self.location.key(MANIFEST_FILE))["Body"]
-            raw = _read_before(body, MAX_MANIFEST_BYTES + 1, self.deadline)
-        except TimeoutError:
-            raise self._deadline_error("the manifest") from None
-        except ClientError as error:
-            raise _client_error(error, uri) from None
-        except BotoCoreError as error:
-            raise PullError(f"cannot reach the artifact store for {uri}: {error}") from None
-        if len(raw) > MAX_MANIFEST_BYTES:
-            raise PullError(f"{uri} is larger than {MAX_MANIFEST_BYTES >> 20} MiB: not a manifest")
+        url = self._presign(MANIFEST_FILE)
+        self.first_request_at = self.first_request_at or time.monotonic()
+        for attempt in range(1, self.attempts + 1):
+            try:
+                raw = self._read_small(url)
+                break
+            except DeadlinePassed:
+                raise self._deadline_error("the manifest") from None
+            except _Oversized:
+                raise PullError(f"{uri} is larger than {MAX_MANIFEST_BYTES >> 20} MiB: not a manifest") from None
+            except RangeError as error:
+                if 400 <= error.status < 500 and error.status not in (408, 429):
+                    raise _store_error(error.status, str(error), uri) from None
+                if attempt == self.attempts:
+                    if error.status:
+                        raise PullError(f"reading {uri} failed: HTTP {error.status} {error}") from None
+                    raise PullError(f"cannot reach the artifact store for {uri}: {error}") from None
+                _back_off(attempt)
         digest = hashlib.sha256(raw).hexdigest()
         if expected_sha256 and digest != expected_sha256:
             raise ManifestChanged(
@@ -305,20 +303,30 @@ class Puller:
                 f"after preflight; the operator will roll out the new one"
             )
         try:
-            return parse_manifest(raw), raw
+            return files_of(raw), raw
         except UnsupportedManifestVersion as error:
             raise ManifestUnsupported(str(error)) from None
         except ValueError as error:
             raise (UnsafeKey if UNSAFE_KEY in str(error) else PullError)(str(error)) from None
 
+    def _read_small(self, url: str) -> bytes:
+        data = bytearray()
+
+        def sink(view: memoryview) -> None:
+            data.extend(view)
+            if len(data) > MAX_MANIFEST_BYTES:
+                raise _Oversized()
+        self.ranges.stream(url, bytearray(64 << 10), sink, self.deadline)
+        return bytes(data)
+
     def pull(self, expected_manifest_sha256: str | None = None) -> PullReport:
         started = time.monotonic()
         self.deadline = started + self.deadline_seconds
-        manifest, raw = self.read_manifest(expected_manifest_sha256)
+        files, raw = self.read_manifest(expected_manifest_sha256)
         self.dest.mkdir(parents=True, exist_ok=True)
         report = PullReport()
         missing = []
-        for artifact in manifest.stages.values():
+        for artifact in files:
             target = safe_destination(self.dest, artifact.file)
             if target.exists() and target.stat().st_size == artifact.size and sha256_of(target) == artifact.sha256:
                 report.skipped += 1
@@ -330,7 +338,7 @@ class Puller:
             self._download(jobs)
         else:
             jobs = self._through_cache(missing, report)
-            self.cache.evict({artifact.sha256 for artifact in manifest.stages.values()})
+            self.cache.evict({artifact.sha256 for artifact in files})
         report.files = len(jobs)
         report.bytes = sum(job.artifact.size for job in jobs)
         # The manifest goes last, like the compile tool's upload: its presence means the set is complete.
@@ -341,7 +349,7 @@ class Puller:
         report.seconds = time.monotonic() - started
         return report
 
-    def _through_cache(self, missing: list[tuple[StageArtifact, Path]], report: PullReport) -> list["_FileJob"]:
+    def _through_cache(self, missing: list[tuple[FileEntry, Path]], report: PullReport) -> list["_FileJob"]:
         """Copy what the node cache holds; download the rest once per node (under the cache's locks) and add it."""
         jobs = []
         try:
@@ -360,7 +368,7 @@ class Puller:
             raise self._deadline_error(str(error)) from None
         return jobs
 
-    def _take_cached(self, artifact: StageArtifact, target: Path) -> bool:
+    def _take_cached(self, artifact: FileEntry, target: Path) -> bool:
         try:
             return self.cache.take(artifact, target)
         except OSError as error:  # the copy fills the pod's artifacts volume, not the cache
@@ -405,15 +413,17 @@ class Puller:
 
     def _signed(self, job: _FileJob) -> str:
         if not job.url:
-            job.url = self._presign(job)
+            job.url = self._presign(job.artifact.file)
         return job.url
 
-    def _presign(self, job: _FileJob) -> str:
-        # Signing refreshes expired credentials (IRSA, Pod Identity) through botocore's provider chain.
-        return self.s3.generate_presigned_url(
-            "get_object", Params={"Bucket": self.location.bucket, "Key": self.location.key(job.artifact.file)},
-            ExpiresIn=self.presigned_seconds,
-        )
+    def _presign(self, relative: str) -> str:
+        """A GET URL for the object; credentials close to expiry (IRSA, Pod Identity) are fetched anew first."""
+        try:
+            credentials = self.credentials.current()
+        except CredentialsError as error:
+            raise AccessDenied(f"no credentials for {self.location.uri(relative)}: {error}") from None
+        url = object_url(self.location.bucket, self.location.key(relative), self.region, self.endpoint_url)
+        return presign_get(url, self.region, credentials, self.presigned_seconds)
 
     def _part(self, job: _FileJob, index: int, buffer: bytearray, buffers: "_BufferPool",
               failed: threading.Event) -> None:
@@ -480,11 +490,11 @@ class Puller:
                 if error.status in (401, 403) and not resigned:
                     # The URL's credentials may have expired mid-pull: sign again (fresh credentials) once.
                     with job.lock:
-                        job.url = self._presign(job)
+                        job.url = self._presign(job.artifact.file)
                     resigned = True
                     continue
                 if error.status in (401, 403):
-                    raise _client_error(ClientError({"Error": {"Code": "AccessDenied"}}, "GetObject"), what) from None
+                    raise _store_error(error.status, str(error), what) from None
                 if error.status == 416 or (attempt == self.attempts and str(error).startswith("short read")):
                     raise ChecksumMismatch(f"{what} is shorter than the manifest's {job.artifact.size} bytes "
                                            f"(bytes {start}-{end}: {error})") from None
@@ -492,8 +502,7 @@ class Puller:
                     raise PullError(f"reading {what} was refused (HTTP {error.status}): {error}") from None
                 if attempt == self.attempts:
                     raise PullError(f"reading {what} bytes {start}-{end} failed after {attempt} attempts: {error}") from None
-                # Jittered: sixteen parts failing together must not retry together.
-                time.sleep(random.uniform(0.5, 1.0) * min(5.0, 0.2 * 2**attempt))
+                _back_off(attempt)
         complete, released = job.land(index, view, buffer)
         self.landed += len(view)
         for spent in released:

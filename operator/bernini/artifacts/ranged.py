@@ -6,14 +6,29 @@ buffer. boto3's own read path copies every byte twice, which halved pull through
 """
 
 import contextlib
+import functools
 import http.client
+import os
 import socket
 import ssl
 import threading
 import time
 import urllib.parse
 
-from botocore.httpsession import get_cert_path
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """Made on first https use (loading the CA bundle costs start-up): AWS_CA_BUNDLE as botocore reads it, else
+    certifi's bundle where installed (botocore's choice too), else the system's."""
+    cafile = os.environ.get("AWS_CA_BUNDLE")
+    if not cafile:
+        try:
+            import certifi
+
+            cafile = certifi.where()
+        except ImportError:
+            cafile = None
+    return ssl.create_default_context(cafile=cafile)
 
 
 class RangeError(Exception):
@@ -38,7 +53,6 @@ class RangedReader:
     def __init__(self, timeout: float = 30.0):
         self._local = threading.local()
         self._timeout = timeout
-        self._tls: ssl.SSLContext | None = None  # made on first https use: loading the CA bundle costs start-up
         self._watchdog = _Watchdog()
 
     def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
@@ -46,8 +60,7 @@ class RangedReader:
         connection = connections.get((scheme, netloc))
         if connection is None:
             if scheme == "https":
-                self._tls = self._tls or ssl.create_default_context(cafile=get_cert_path(True))
-                connection = http.client.HTTPSConnection(netloc, timeout=self._timeout, context=self._tls)
+                connection = http.client.HTTPSConnection(netloc, timeout=self._timeout, context=tls_context())
             else:
                 connection = http.client.HTTPConnection(netloc, timeout=self._timeout)
             connections[(scheme, netloc)] = connection

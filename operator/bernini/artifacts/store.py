@@ -1,11 +1,9 @@
-"""S3 access with bounded timeouts. Credentials come from the default chain (IRSA, Pod Identity, env)."""
+"""S3 access with bounded timeouts, and the one reading of S3's error codes. Credentials come from the default
+chain (IRSA, Pod Identity, env). botocore is imported when a client is made: the init container never makes one."""
 
+import re
 from dataclasses import dataclass
 from typing import Literal
-
-import botocore.session
-from botocore.config import Config
-from botocore.exceptions import ClientError
 
 # The one reading of S3 error codes (S3 proper and compatible stores); HEAD errors carry only the status.
 _MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
@@ -13,14 +11,22 @@ _DENIED = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatc
 SHA256_METADATA = "sha256"  # user metadata every published stage object carries
 
 
-def failure_kind(error: ClientError) -> tuple[Literal["missing", "denied", "failed"], str]:
-    """What an S3 error means for us, and its code."""
-    code = error.response.get("Error", {}).get("Code", "")
+Kind = Literal["missing", "denied", "failed"]
+
+
+def kind_of_code(code: str) -> Kind:
+    """What an S3 error code means for us."""
     if code in _MISSING:
-        return "missing", code
+        return "missing"
     if code in _DENIED:
-        return "denied", code
-    return "failed", code
+        return "denied"
+    return "failed"
+
+
+def error_code(body: str) -> str | None:
+    """The <Code> of an S3 error document."""
+    found = re.search(r"<Code>([^<]{1,64})</Code>", body)
+    return found and found.group(1)
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,9 @@ class S3Location:
 
 def s3_client(region: str, endpoint_url: str | None = None, connect_timeout: float = 3, read_timeout: float = 10,
               attempts: int = 3, max_pool_connections: int = 10):
+    import botocore.session
+    from botocore.config import Config
+
     config = Config(
         region_name=region,
         connect_timeout=connect_timeout,
@@ -58,5 +67,4 @@ def s3_client(region: str, endpoint_url: str | None = None, connect_timeout: flo
         # S3-compatible stores on plain hostnames or IPs need path-style addressing.
         s3={"addressing_style": "path" if endpoint_url else "auto"},
     )
-    # botocore alone: boto3 would add ~0.2 s of imports to every init container start.
     return botocore.session.get_session().create_client("s3", endpoint_url=endpoint_url, config=config)

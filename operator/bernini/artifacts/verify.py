@@ -5,9 +5,10 @@ from dataclasses import dataclass
 from botocore.exceptions import ClientError
 
 from bernini.artifacts.guarded_store import Head
-from bernini.artifacts.manifest import StageArtifact
-from bernini.artifacts.pull import Puller
-from bernini.artifacts.store import SHA256_METADATA
+from bernini.artifacts.manifest import StageArtifact, parse_manifest
+from bernini.artifacts.manifest_files import FileEntry
+from bernini.artifacts.pull import Puller, PullError
+from bernini.artifacts.store import SHA256_METADATA, s3_client
 
 
 @dataclass(frozen=True)
@@ -17,13 +18,19 @@ class Finding:
 
 
 def verify(puller: Puller, expected_manifest_sha256: str | None = None) -> tuple[int, list[Finding]]:
-    """Returns (stages checked, problems). Raises PullError for manifest-level failures."""
-    manifest, _ = puller.read_manifest(expected_manifest_sha256)
+    """Returns (stages checked, problems). Raises PullError for manifest-level failures; the whole manifest is
+    validated here, not just what a pull reads of it."""
+    _, raw = puller.read_manifest(expected_manifest_sha256)
+    try:
+        manifest = parse_manifest(raw)
+    except ValueError as error:
+        raise PullError(str(error)) from None
+    s3 = s3_client(puller.region, puller.endpoint_url, connect_timeout=5, read_timeout=30)
     location = puller.location
     findings = []
     for artifact in manifest.stages.values():
         try:
-            head = puller.s3.head_object(Bucket=location.bucket, Key=location.key(artifact.file))
+            head = s3.head_object(Bucket=location.bucket, Key=location.key(artifact.file))
         except ClientError as error:
             findings.append(Finding(artifact.file, f"missing or unreadable ({error.response['Error'].get('Code')})"))
             continue
@@ -34,7 +41,7 @@ def verify(puller: Puller, expected_manifest_sha256: str | None = None) -> tuple
     return len(manifest.stages), findings
 
 
-def head_differences(head: Head, artifact: StageArtifact) -> list[str]:
+def head_differences(head: Head, artifact: FileEntry | StageArtifact) -> list[str]:
     """How a HEAD answer differs from what the manifest lists (size, and the SHA-256 metadata when present); an
     answer without a usable Content-Length differs too."""
     problems = []
