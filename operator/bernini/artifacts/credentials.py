@@ -75,7 +75,7 @@ class CredentialChain:
 
     def _web_identity(self) -> Credentials:
         env = self._environ
-        token = Path(env["AWS_WEB_IDENTITY_TOKEN_FILE"]).read_text().strip()
+        token = Path(env["AWS_WEB_IDENTITY_TOKEN_FILE"]).read_text()  # as is, as botocore sends it
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or self._region
         domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
         endpoint = env.get("AWS_ENDPOINT_URL_STS") or env.get("AWS_ENDPOINT_URL") or f"https://sts.{region}.{domain}"

@@ -28,6 +28,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.httpsession import get_cert_path
 
+from bernini.artifacts.store import kind_of_code
 from bernini.endpoints import Endpoint, EndpointRefused, parse_endpoint, resolve
 
 HEADER_BYTES = 64 << 10  # status line and headers of one answer; S3's are under 2 KiB
@@ -36,8 +37,6 @@ READ_TIMEOUT = 5.0  # any one socket operation; the exchange's deadline bounds t
 _ERROR_CODE = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
 _DECIMAL = re.compile(r"[0-9]{1,18}")  # str.isdigit() takes "²", which int() refuses
 Kind = Literal["missing", "denied", "failed", "unreachable", "nocredentials", "refused"]
-_MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound"})
-_DENIED = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"})
 
 
 @dataclass
@@ -182,8 +181,7 @@ class _Connection:
 def _failure(status: int, body: bytes) -> StoreFailure:
     found = _ERROR_CODE.search(body)
     code = found.group(1).decode() if found else {404: "NotFound", 403: "Forbidden"}.get(status, str(status))
-    kind = "missing" if code in _MISSING else "denied" if code in _DENIED else "failed"
-    return StoreFailure(kind, code, f"HTTP {status} {code}")
+    return StoreFailure(kind_of_code(code), code, f"HTTP {status} {code}")
 
 
 def _connect(endpoint: Endpoint, deadline: float) -> _Connection:

@@ -40,7 +40,7 @@ class StageArtifact(WireModel):
     """Key of the stage file relative to the artifacts prefix."""
 
     sha256: str = Field(pattern=SHA256)
-    size: int = Field(ge=0, le=MAX_STAGE_BYTES)
+    size: int = Field(ge=0, le=MAX_STAGE_BYTES, strict=True)  # as the init container reads it: a JSON integer
     neuron_cores: int = Field(0, ge=0)
     """NeuronCores the compiled graph needs (0 for the cuda and cpu targets)."""
 

@@ -7,7 +7,8 @@ from typing import Literal
 
 # The one reading of S3 error codes (S3 proper and compatible stores); HEAD errors carry only the status.
 _MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
-_DENIED = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"})
+_DENIED = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
+                     "Forbidden", "403"})
 SHA256_METADATA = "sha256"  # user metadata every published stage object carries
 
 
