@@ -20,7 +20,9 @@ import pytest
 
 from bernini.artifacts import node_cache
 from bernini.artifacts.manifest import StageArtifact
+from bernini.artifacts.manifest_files import FileEntry
 from bernini.artifacts.node_cache import NodeCache
+from bernini.artifacts.pull import _on_every_core
 from bernini.artifacts.publish import publish
 from localdev.waiting import wait_for
 from tests.artifacts.conftest import MiB, SIZES, write_set
@@ -374,3 +376,19 @@ def test_two_evictions_racing_in_two_processes_both_finish(tmp_path):
     assert all(kind == "freed" for kind, _ in results), results
     assert sorted(freed for _, freed in results) == [0, sum(sizes)]
     assert not list((tmp_path / "node-cache" / "sha256").iterdir())
+
+
+def test_files_are_checked_on_every_core_largest_first_and_answered_in_order(monkeypatch):
+    """Node-cache hits and files a restarted pull finds are hashed on as many threads as cores (here forced to 2)."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    pairs = [(FileEntry(str(i), "0" * 64, size), Path(str(i))) for i, size in enumerate([1, 3, 2])]
+    started = []
+
+    def check(artifact, _target):
+        started.append(artifact.size)
+        time.sleep(0.3)
+        return artifact.file
+    began = time.monotonic()
+    assert _on_every_core(check, pairs) == ["0", "1", "2"]
+    took = time.monotonic() - began
+    assert sorted(started[:2]) == [2, 3] and took < 0.75, (started, took)  # two at once: 0.6 s, not 0.9 s

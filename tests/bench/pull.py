@@ -151,7 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--big", type=int, default=8)
     parser.add_argument("--big-mib", type=int, default=512)
-    parser.add_argument("--small", type=int, default=200)
+    parser.add_argument("--small", type=int, default=48)  # with the 8 big ones, near the 64 files a manifest may list
     parser.add_argument("--small-kib", type=int, default=64)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rate-gbit", type=float, default=4.0, help="the rate-limited path (0: skip it)")

@@ -203,6 +203,22 @@ def _back_off(attempt: int) -> None:
     time.sleep(random.uniform(0.5, 1.0) * min(5.0, 0.2 * 2**attempt))
 
 
+def _is_present(artifact: FileEntry, target: Path) -> bool:
+    """A file a restarted pull already verified (its bytes are read again: they could have changed since)."""
+    return target.exists() and target.stat().st_size == artifact.size and sha256_of(target) == artifact.sha256
+
+
+def _on_every_core(check, pairs: list[tuple[FileEntry, Path]]) -> list:
+    """check(artifact, target) for each pair, largest files first on as many threads as cores (hashing a file is
+    one core's work; hashlib and file I/O let the others run); the answers in the pairs' order."""
+    order = sorted(range(len(pairs)), key=lambda index: -pairs[index][0].size)
+    answers = [None] * len(pairs)
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        for index, answer in zip(order, pool.map(lambda index: check(*pairs[index]), order)):
+            answers[index] = answer
+    return answers
+
+
 def _check_room(dest: Path, jobs: list[_FileJob]) -> None:
     """Fail before a byte is downloaded when the volume cannot hold the set (the files are open, so a stale
     .partial no longer counts). Free space, not reserved blocks: fallocate zeroes every page on tmpfs, which cost
@@ -326,13 +342,13 @@ class Puller:
         self.dest.mkdir(parents=True, exist_ok=True)
         report = PullReport()
         missing = []
-        for artifact in files:
-            target = safe_destination(self.dest, artifact.file)
-            if target.exists() and target.stat().st_size == artifact.size and sha256_of(target) == artifact.sha256:
+        targets = [(artifact, safe_destination(self.dest, artifact.file)) for artifact in files]
+        for (artifact, target), present in zip(targets, _on_every_core(_is_present, targets)):
+            if present:
                 report.skipped += 1
                 self.log(f"present and verified: {artifact.file}")
-                continue
-            missing.append((artifact, target))
+            else:
+                missing.append((artifact, target))
         if self.cache is None:
             jobs = [_FileJob(artifact, target, self.part_size) for artifact, target in missing]
             self._download(jobs)
@@ -354,8 +370,8 @@ class Puller:
         jobs = []
         try:
             with self.cache.holding([artifact.sha256 for artifact, _ in missing], self.deadline):
-                for artifact, target in missing:
-                    if self._take_cached(artifact, target):
+                for (artifact, target), hit in zip(missing, _on_every_core(self._take_cached, missing)):
+                    if hit:
                         report.cached_files += 1
                         report.cached_bytes += artifact.size
                         self.log(f"from the node cache, verified: {artifact.file}")
