@@ -44,8 +44,10 @@ class LocalS3:
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = self.port or processes.free_port()
         argv = [
+            # Keep-alive as S3 itself: versitygw closes every connection by default, which taxes clients that
+            # make many ranged GETs with a TCP handshake each.
             str(binary.resolve()), "--port", f"{self.host}:{self.port}", "--health", "/health", "--quiet",
-            "posix", str(self.root),
+            "--keep-alive", "posix", str(self.root),
         ]
         # Keys go through the environment so they never show in `ps`.
         env = {"ROOT_ACCESS_KEY_ID": self.access_key, "ROOT_SECRET_ACCESS_KEY": self.secret_key}
