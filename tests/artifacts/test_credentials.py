@@ -230,11 +230,13 @@ def test_credentials_never_print_their_secret_or_token():
     assert "the-secret" not in shown and "the-token" not in shown and "AKID" in shown
 
 
-def test_the_init_path_imports_neither_botocore_nor_pydantic(tmp_path):
+def test_the_init_path_imports_neither_botocore_nor_pydantic_nor_other_commands():
     import subprocess
     import sys
 
     probe = ("import sys, bernini.cli, bernini.artifacts.pull, bernini.artifacts.node_cache;"
-             "print(sorted({m.split('.')[0] for m in sys.modules} & {'botocore', 'boto3', 'pydantic', 'urllib3'}))")
+             "bernini.cli.build_parser('artifacts');"
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'botocore', 'boto3', 'pydantic', 'urllib3'}"
+             " | {m for m in sys.modules if m.startswith('bernini.cli.')}))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]", result.stdout
+    assert result.stdout.strip() == "['bernini.cli.artifacts']", result.stdout

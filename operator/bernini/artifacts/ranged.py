@@ -1,8 +1,8 @@
 """Ranged GETs straight into caller-owned buffers over keep-alive connections, one per thread.
 
-Signing goes through botocore once per object (a presigned URL carries IRSA/Pod Identity session tokens
-too); each part is then a bare HTTP request whose body is read by the socket directly into the part's
-buffer. boto3's own read path copies every byte twice, which halved pull throughput on 2 cores.
+Each object is signed once (sigv4.py; a presigned URL carries IRSA and Pod Identity session tokens too); each
+part is then a bare HTTP request whose body is read by the socket directly into the part's buffer. boto3's own
+read path copies every byte twice, which halved pull throughput on 2 cores.
 """
 
 import contextlib
