@@ -272,7 +272,7 @@ class _BufferPool:
 
 class Puller:
     def __init__(self, uri: str, dest: Path, region: str = "us-east-1", endpoint_url: str | None = None,
-                 concurrency: int = 16, part_size: int = 8 * MiB, attempts: int = 5, log=print,
+                 concurrency: int = 16, part_size: int = 16 * MiB, attempts: int = 5, log=print,
                  deadline_seconds: float = float("inf"), presigned_seconds: int = PRESIGNED_SECONDS,
                  cache: NodeCache | None = None):
         self.cache = cache
@@ -392,9 +392,10 @@ class Puller:
 
     def _download(self, jobs: list[_FileJob]) -> None:
         self.expected = sum(job.artifact.size for job in jobs)
-        # Parts are read into reused buffers (fresh 8 MiB allocations would page-fault on every part);
-        # a buffer returns to the pool once its bytes are hashed, which also bounds memory.
-        buffers = _BufferPool(self.concurrency * 2, self.part_size)
+        # Parts are read into reused buffers (fresh allocations would page-fault on every part); a buffer returns
+        # to the pool once its bytes are hashed, which also bounds memory (24 x 16 MiB by default). Half as many
+        # spare buffers as parts in flight let parts land ahead of a file's slowest one.
+        buffers = _BufferPool(self.concurrency + self.concurrency // 2, self.part_size)
         failed = threading.Event()
         futures = []
         try:
