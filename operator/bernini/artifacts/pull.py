@@ -235,15 +235,24 @@ def _check_room(dest: Path, jobs: list[_FileJob]) -> None:
                            f"room for the whole set")
 
 
-def _interleaved(jobs: list[_FileJob], ranged: bool):
-    """(job, part index) in the order parts are fetched: the files round-robin, largest first, so every file's
-    digest advances at once and one late part holds up only its own file's hashing."""
-    ordered = sorted(jobs, key=lambda job: -job.artifact.size)
-    for index in range(max((job.parts for job in jobs), default=0) if ranged else 1):
-        for job in ordered:
-            if index < job.parts:
-                yield job, index
-        ordered = [job for job in ordered if job.parts > index + 1]
+def _interleaved(jobs: list[_FileJob], ranged: bool) -> list[tuple[_FileJob, int]]:
+    """(job, part index) in the order parts are fetched: the large files' parts round-robin, largest first, so
+    every file's digest advances at once and one late part holds up only its own file's hashing; the one-part
+    files spread evenly among them, so the first round is not a queue of small requests."""
+    if not ranged:
+        return [(job, 0) for job in sorted(jobs, key=lambda job: -job.artifact.size)]
+    ordered = sorted((job for job in jobs if job.parts > 1), key=lambda job: -job.artifact.size)
+    parts = []
+    for index in range(max((job.parts for job in ordered), default=0)):
+        parts += [(job, index) for job in ordered if index < job.parts]
+    singles = [(job, 0) for job in sorted(jobs, key=lambda job: -job.artifact.size) if job.parts == 1]
+    every = max(1, len(parts) // (len(singles) + 1))
+    merged = []
+    for position, part in enumerate(parts):
+        if singles and position % every == every - 1:
+            merged.append(singles.pop(0))
+        merged.append(part)
+    return merged + singles
 
 
 class _BufferPool:

@@ -118,9 +118,10 @@ class RangedReader:
                 if not count:
                     break
                 received += count
-            response.read()  # drain, so the connection can be reused
             if received != len(view):
                 raise RangeError(0, f"short read: {received} of {len(view)} bytes")
+            if response.read(1):  # more than asked for: never drained (it may not end), the connection is dropped
+                raise RangeError(0, "the store sent more bytes than the range asked for")
 
     def stream(self, url: str, buffer: bytearray, sink, deadline: float = float("inf")) -> int:
         """GET the whole object, handing each chunk read into buffer to sink(view); returns the byte count.
