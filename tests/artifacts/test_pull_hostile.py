@@ -28,6 +28,7 @@ class _Proxy(http.server.BaseHTTPRequestHandler):
     strip_range = False
     trickle = False
     trickle_all = False  # every body, the manifest's too, a few bytes at a time
+    endless = False  # ranged answers go on past their bytes for ever (no Content-Length: until the client leaves)
     fills: Path | None = None  # another writer takes the volume's free space at the first ranged GET
 
     def do_GET(self):
@@ -43,12 +44,18 @@ class _Proxy(http.server.BaseHTTPRequestHandler):
         response = connection.getresponse()
         body = response.read()
         self.send_response(response.status)
+        endless = self.endless and response.status == 206
+        dropped = ("transfer-encoding", "connection", "content-length") if endless else ("transfer-encoding", "connection")
         for name, value in response.getheaders():
-            if name.lower() not in ("transfer-encoding", "connection"):
+            if name.lower() not in dropped:
                 self.send_header(name, value)
         self.end_headers()
         try:
-            if self.trickle_all:
+            if endless:
+                self.wfile.write(body)
+                while True:
+                    self.wfile.write(bytes(64 << 10))
+            elif self.trickle_all:
                 for index in range(0, len(body), 16):
                     self.wfile.write(body[index:index + 16])
                     self.wfile.flush()
@@ -129,6 +136,15 @@ def test_a_store_that_ignores_range_is_streamed_once_per_file_in_bounded_memory(
         assert hashlib.sha256((tmp_path / "pulled" / artifact.file).read_bytes()).hexdigest() == artifact.sha256
     print(f"\nrange-ignoring store: pulled with a peak RSS of {peak:.0f} MiB")
     assert peak < 250  # 20 one-MiB parts each draining the 20 MiB object would hold ~400 MiB
+
+
+def test_a_ranged_answer_that_never_ends_is_dropped_not_drained(published, proxy, local_s3, tmp_path):
+    uri, _ = published
+    started = time.monotonic()
+    result = _pull(uri, tmp_path / "pulled", proxy(endless=True), local_s3, "--deadline-seconds", "120")
+    took = time.monotonic() - started
+    assert result.returncode == 1 and "the store sent more bytes than the range asked for" in result.stderr, result.stderr
+    assert took < 60, f"the pull spent {took:.0f}s on answers that never end"
 
 
 def test_a_trickling_store_ends_the_pull_at_its_deadline(published, proxy, local_s3, tmp_path):

@@ -204,8 +204,8 @@ def main() -> None:
             ours(cached=True)()  # fills the node cache the cache-hit rows read
             rows = {name: Sample() for name in ("ours", "s5cmd", "hash", "aws-cli", "ours-cached", "copy", "peer",
                                                 "peer-cached", "shaped-ours", "shaped-s5cmd", "shaped-hash")}
-            for round in range(args.runs + 1):
-                if round == 1:  # the first round warms the server's page cache and every client's: not counted
+            for number in range(args.runs + 1):
+                if number == 1:  # the first round warms the server's page cache and every client's: not counted
                     rows = {name: Sample() for name in rows}
                 measure(rows["ours"], ours())
                 measure(rows["s5cmd"], s5cmd_download())

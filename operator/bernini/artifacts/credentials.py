@@ -10,7 +10,6 @@ files name, then the web identity variables, then the container endpoint, then t
 
 import datetime
 import http.client
-import ipaddress
 import json
 import os
 import re
@@ -163,6 +162,8 @@ def _exchange(method: str, url: str, headers: dict[str, str], body: str | None) 
 def _node_local(host: str) -> bool:
     if host in CONTAINER_HOSTS:
         return True
+    import ipaddress  # only a container endpoint on plain HTTP needs it
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -12,7 +12,6 @@ import queue
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,6 +210,8 @@ def _is_present(artifact: FileEntry, target: Path) -> bool:
 def _on_every_core(check, pairs: list[tuple[FileEntry, Path]]) -> list:
     """check(artifact, target) for each pair, largest files first on as many threads as cores (hashing a file is
     one core's work; hashlib and file I/O let the others run); the answers in the pairs' order."""
+    from concurrent.futures import ThreadPoolExecutor  # imported once there is work: it costs start-up
+
     order = sorted(range(len(pairs)), key=lambda index: -pairs[index][0].size)
     answers = [None] * len(pairs)
     with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
@@ -400,6 +401,9 @@ class Puller:
             raise _disk_error(error, target) from None
 
     def _download(self, jobs: list[_FileJob]) -> None:
+        # Imported here, after the manifest's request went out: with logging, which it brings, it costs start-up.
+        from concurrent.futures import ThreadPoolExecutor, wait
+
         self.expected = sum(job.artifact.size for job in jobs)
         # Parts are read into reused buffers (fresh allocations would page-fault on every part); a buffer returns
         # to the pool once its bytes are hashed, which also bounds memory (24 x 16 MiB by default). Half as many
