@@ -7,6 +7,7 @@ versitygw: Apache-2.0, built from the Go module proxy, serves a plain directory 
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -135,6 +136,10 @@ def test_exit_codes_and_messages_of_the_init_container(published, local_s3, tmp_
     summary = pull_summary(termination_log.read_text())
     assert summary and (summary["storeFiles"], summary["storeBytes"]) == (3, sum(SIZES.values())), summary
     assert (summary["cacheFiles"], summary["cacheBytes"], summary["presentFiles"]) == (0, 0, 0), summary
+    # Its last line says when its first request went out and where its credentials came from.
+    started = re.search(r"first request (\d+\.\d+)s after the process started \(credentials: environment\)$",
+                        pulled.stdout.strip())
+    assert started and 0 < float(started.group(1)) < 10, pulled.stdout
 
 
 def _pull_exit(uri, dest, local_s3) -> subprocess.CompletedProcess:
