@@ -120,7 +120,8 @@ def _same(ours: Credentials, theirs: Credentials) -> bool:
 
 @pytest.mark.parametrize("key", ["plain/encoder.pt", "with space/and+plus=equals~tilde.pt", "ünïcode/ø.bin"])
 @pytest.mark.parametrize("region,endpoint", [("eu-west-1", None), ("us-east-1", None), ("cn-north-1", None),
-                                             ("us-east-1", "http://127.0.0.1:7070")])
+                                             ("us-east-1", "http://127.0.0.1:7070"),
+                                             ("us-east-1", "http://127.0.0.1:7070/store(1)!")])
 @pytest.mark.parametrize("token", [None, SESSION_TOKEN])
 def test_presigned_urls_are_botocores_to_the_signature(monkeypatch, key, region, endpoint, token):
     now = datetime.datetime(2026, 12, 5, 6, 30, 15)
@@ -240,3 +241,57 @@ def test_the_init_path_imports_neither_botocore_nor_pydantic_nor_other_commands(
              " | {m for m in sys.modules if m.startswith('bernini.cli.')}))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "['bernini.cli.artifacts']", result.stdout
+
+
+def test_half_a_key_pair_is_refused_not_passed_over(pod_environment):
+    pod_environment.setenv("AWS_ACCESS_KEY_ID", "ONLYKEY")
+    with pytest.raises(CredentialsError, match="must be set together"):
+        CredentialChain("us-east-1").current()
+
+
+def test_sts_throttling_is_retried_as_botocore_retries_it(pod_environment, serve, tmp_path):
+    throttled = []
+
+    class ThrottlingOnce(fake_sts("ASIAAFTER", "after-secret")):
+        """FAKE STS that throttles the first call (HTTP 400 Throttling, as STS does)."""
+
+        def do_POST(self):
+            if not throttled:
+                throttled.append(self.rfile.read(int(self.headers["Content-Length"])))
+                return self._reply(400, "<ErrorResponse><Error><Code>Throttling</Code><Message>Rate exceeded"
+                                        "</Message></Error></ErrorResponse>", "text/xml")
+            super().do_POST()
+    endpoint, asked = serve(ThrottlingOnce)
+    (tmp_path / "token").write_text("token")
+    pod_environment.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(tmp_path / "token"))
+    pod_environment.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/bernini-artifacts")
+    pod_environment.setenv("AWS_ENDPOINT_URL_STS", endpoint)
+    assert CredentialChain("us-east-1").current().access_key == "ASIAAFTER"
+    assert len(throttled) == 1 and len(asked) == 1
+
+
+def test_a_failed_refresh_keeps_credentials_that_are_still_valid(pod_environment, serve, tmp_path):
+    endpoint, asked = serve(fake_pod_identity_agent("STILLVALID", "secret", lifetime=600))
+    token = tmp_path / "token"
+    token.write_text("pod-identity-token")
+    pod_environment.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", f"{endpoint}/v1/credentials")
+    pod_environment.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", str(token))
+    chain = CredentialChain("us-east-1")
+    assert chain.current().access_key == "STILLVALID"
+    token.unlink()  # the next refresh (within 15 minutes of expiry) cannot read its token
+    assert chain.current().access_key == "STILLVALID" and len(asked) == 1
+
+
+@pytest.mark.parametrize("setting,region,bucket,host", [
+    ({"AWS_USE_FIPS_ENDPOINT": "true"}, "us-east-1", "artifacts", "s3-fips"),
+    ({}, "us-iso-east-1", "artifacts", "c2s.ic.gov"),
+    ({}, "us-east-1", "artifacts--use1-az4--x-s3", "s3express"),
+])
+def test_endpoints_it_does_not_know_are_signed_by_botocore(pod_environment, tmp_path, setting, region, bucket, host):
+    pod_environment.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    pod_environment.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    for name, value in setting.items():
+        pod_environment.setenv(name, value)
+    url = Puller(f"s3://{bucket}/set/", tmp_path, region=region, log=lambda _: None)._presign("manifest.json")
+    assert host in urllib.parse.urlsplit(url).netloc, url
+

@@ -380,7 +380,7 @@ def test_two_evictions_racing_in_two_processes_both_finish(tmp_path):
 
 def test_files_are_checked_on_every_core_largest_first_and_answered_in_order(monkeypatch):
     """Node-cache hits and files a restarted pull finds are hashed on as many threads as cores (here forced to 2)."""
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
     pairs = [(FileEntry(str(i), "0" * 64, size), Path(str(i))) for i, size in enumerate([1, 3, 2])]
     started = []
 

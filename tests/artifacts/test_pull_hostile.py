@@ -20,6 +20,8 @@ from bernini.artifacts.pull import Puller
 from bernini.artifacts.sigv4 import object_url, presign_get
 from tests.artifacts.conftest import MiB
 
+ECHOED_TOKEN = "IQoJb3JpZ2luX2VjEXAMPLE-session-token"
+
 
 class _Proxy(http.server.BaseHTTPRequestHandler):
     """Forwards GETs to versitygw with the client's Host header (signatures cover it)."""
@@ -29,9 +31,24 @@ class _Proxy(http.server.BaseHTTPRequestHandler):
     trickle = False
     trickle_all = False  # every body, the manifest's too, a few bytes at a time
     endless = False  # ranged answers go on past their bytes for ever (no Content-Length: until the client leaves)
+    expired = ""  # "first": each object's first ranged GET, "always": every GET, answered as S3 answers an expired
+    #               session token: HTTP 400 ExpiredToken, echoing the token
+    answered: set
+
     fills: Path | None = None  # another writer takes the volume's free space at the first ranged GET
 
     def do_GET(self):
+        path = self.path.split("?")[0]
+        if self.expired == "always" or (self.expired == "first" and "Range" in self.headers
+                                         and path not in self.answered):
+            self.answered.add(path)
+            body = (b"<Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message>"
+                    b"<Token-0>" + ECHOED_TOKEN.encode() + b"</Token-0></Error>")
+            self.send_response(400)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if self.fills and "Range" in self.headers and not self.fills.exists():
             _fill(self.fills)
         connection = http.client.HTTPConnection(*self.upstream, timeout=30)
@@ -88,7 +105,8 @@ def _fill(path: Path) -> None:
 def proxy(local_s3):
     def start(**behaviour):
         upstream = urllib.parse.urlsplit(local_s3.endpoint_url)
-        handler = type("Misbehaving", (_Proxy,), {"upstream": (upstream.hostname, upstream.port), **behaviour})
+        handler = type("Misbehaving", (_Proxy,), {"upstream": (upstream.hostname, upstream.port), "answered": set(),
+                                                  **behaviour})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -136,6 +154,20 @@ def test_a_store_that_ignores_range_is_streamed_once_per_file_in_bounded_memory(
         assert hashlib.sha256((tmp_path / "pulled" / artifact.file).read_bytes()).hexdigest() == artifact.sha256
     print(f"\nrange-ignoring store: pulled with a peak RSS of {peak:.0f} MiB")
     assert peak < 250  # 20 one-MiB parts each draining the 20 MiB object would hold ~400 MiB
+
+
+def test_an_expired_token_answer_signs_again_and_never_shows_the_token(published, proxy, local_s3, tmp_path):
+    """S3 answers an expired session token with HTTP 400 ExpiredToken, not 403, and echoes the token."""
+    uri, manifest = published
+    once = _pull(uri, tmp_path / "once", proxy(expired="first"), local_s3)
+    assert once.returncode == 0, once.stderr
+    for artifact in manifest.stages.values():
+        assert hashlib.sha256((tmp_path / "once" / artifact.file).read_bytes()).hexdigest() == artifact.sha256
+    (tmp_path / "termination").write_text("")  # the kubelet creates it; the pull only writes into it
+    always = _pull(uri, tmp_path / "always", proxy(expired="always"), local_s3)
+    termination = (tmp_path / "termination").read_text()
+    assert always.returncode == 3 and "ExpiredToken" in always.stderr, always.stderr
+    assert ECHOED_TOKEN not in always.stderr + always.stdout + termination + once.stderr + once.stdout
 
 
 def test_a_ranged_answer_that_never_ends_is_dropped_not_drained(published, proxy, local_s3, tmp_path):

@@ -49,6 +49,10 @@ REFUSED_BY_BOTH = {
     "two stages, one file": _with("stages.diffusion.file", "encoder/text.pt"),
     "stages not an object": _with("stages", ["diffusion.pt"]),
     "a stage not an object": _with("stages.diffusion", "diffusion.pt"),
+    "digest with a trailing newline": _with("stages.diffusion.sha256", "cd" * 32 + "\n"),
+    "a NUL in a key": _with("stages.diffusion.file", "diff\x00usion.pt"),
+    "a newline in a key": _with("stages.diffusion.file", "diffusion\n.pt"),
+    "a file that is another's folder": _with("stages.diffusion.file", "encoder/text.pt/inner.pt"),
     "too many stages": _with("stages", {f"s{i}": {"stage": "s", "file": f"{i}.pt", "sha256": DIGEST, "size": 1}
                                         for i in range(MAX_STAGES + 1)}),
 }

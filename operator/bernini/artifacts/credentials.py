@@ -12,6 +12,7 @@ import datetime
 import http.client
 import json
 import os
+import random
 import re
 import threading
 import time
@@ -21,11 +22,12 @@ from pathlib import Path
 
 from bernini.artifacts.sigv4 import Credentials
 
-REFRESH_BEFORE_SECONDS = 300  # botocore's advisory refresh window: URLs signed now outlive a few more minutes
+REFRESH_BEFORE_SECONDS = 900  # botocore's advisory refresh window; a failed refresh keeps what is still valid
 HTTP_TIMEOUT_SECONDS = 5
 ATTEMPTS = 3
 # The container endpoint may be plain HTTP only on the node itself: the EKS Pod Identity Agent and ECS addresses,
 # or loopback. Anywhere else the pod's token would travel in the clear.
+RETRIED_STS_CODES = frozenset({"Throttling", "IDPCommunicationError"})  # as botocore retries them
 CONTAINER_HOSTS = frozenset({"169.254.170.2", "169.254.170.23", "fd00:ec2::23", "localhost"})
 CONFIG_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
 
@@ -51,16 +53,25 @@ class CredentialChain:
             expires = self._current and self._current.expires_at
             if self._current is None or self._refreshes_itself or (
                     expires and expires - time.time() < REFRESH_BEFORE_SECONDS):
-                self._fetch = self._fetch or self._choose()
-                self._current = self._fetch()
+                try:
+                    self._fetch = self._fetch or self._choose()
+                    self._current = self._fetch()
+                except CredentialsError:
+                    if not (expires and expires > time.time() + 60):
+                        raise
+                except Exception as error:  # a token file unreadable, an answer unparsable, botocore failing
+                    if not (expires and expires > time.time() + 60):
+                        raise CredentialsError(f"reading credentials failed ({type(error).__name__})") from None
             return self._current
 
     def _choose(self) -> Callable[[], Credentials]:
         env = self._environ
-        if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        if bool(env.get("AWS_ACCESS_KEY_ID")) != bool(env.get("AWS_SECRET_ACCESS_KEY")):
+            raise CredentialsError("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together")
+        if env.get("AWS_ACCESS_KEY_ID"):
             self.source = "environment"
             keys = Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
-                               env.get("AWS_SESSION_TOKEN") or env.get("AWS_SECURITY_TOKEN") or None)
+                               env.get("AWS_SECURITY_TOKEN") or env.get("AWS_SESSION_TOKEN") or None)
             return lambda: keys
         if any(env.get(name) for name in CONFIG_VARIABLES) or (Path.home() / ".aws").exists():
             return self._botocore()  # profiles may name roles, SSO or processes ahead of the variables below
@@ -83,7 +94,11 @@ class CredentialChain:
             "RoleSessionName": env.get("AWS_ROLE_SESSION_NAME") or f"botocore-session-{int(time.time())}",
             "WebIdentityToken": token,
         })
-        status, body = _exchange("POST", endpoint, {"Content-Type": "application/x-www-form-urlencoded"}, form)
+        for attempt in range(1, ATTEMPTS + 1):
+            status, body = _exchange("POST", endpoint, {"Content-Type": "application/x-www-form-urlencoded"}, form)
+            if _xml_field(body, "Code") not in RETRIED_STS_CODES or attempt == ATTEMPTS:
+                break
+            time.sleep(random.uniform(0.5, 1.0) * 2**attempt)  # many pods starting at once: spread them
         if status != 200:
             raise CredentialsError(f"STS refused the web identity of {env['AWS_ROLE_ARN']} "
                                    f"(HTTP {status} {_xml_field(body, 'Code') or ''}): "

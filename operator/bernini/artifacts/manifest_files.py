@@ -39,7 +39,7 @@ class FileEntry:
 def check_key(key: str) -> str:
     """key, when it names a file inside the artifacts prefix that the puller's own files cannot collide with."""
     parts = key.split("/")
-    if key.startswith("/") or any(part in ("", ".", "..") for part in parts):
+    if key.startswith("/") or any(part in ("", ".", "..") for part in parts) or not key.isprintable():
         raise ValueError(f"stage file key {key!r} {UNSAFE_KEY}")
     # The puller writes <file>.partial beside each file and the manifest last, under its own name.
     if key == MANIFEST_FILE or key.endswith(".partial"):
@@ -78,7 +78,7 @@ def files_of(raw: bytes) -> list[FileEntry]:
         if not isinstance(file, str) or not 0 < len(file) <= MAX_KEY:
             raise ValueError(f"{where}.file: a key of 1 to {MAX_KEY} characters is needed")
         check_key(file)
-        if not isinstance(sha256, str) or not re.match(SHA256, sha256):
+        if not isinstance(sha256, str) or not re.fullmatch("[0-9a-f]{64}", sha256):
             raise ValueError(f"{where}.sha256: 64 lowercase hex digits are needed")
         if type(size) is not int or not 0 <= size <= MAX_STAGE_BYTES:
             raise ValueError(f"{where}.size: a whole number of bytes from 0 to {MAX_STAGE_BYTES} is needed")
@@ -88,9 +88,14 @@ def files_of(raw: bytes) -> list[FileEntry]:
 
 
 def check_one_artifact_per_file(files) -> None:
+    """Each file belongs to one stage, and no file's path is another's folder (a and a/b cannot both exist)."""
     counted = Counter(files)
     if duplicated := sorted(file for file, count in counted.items() if count > 1):
         raise ValueError(f"two stages share the file {duplicated[0]!r}")
+    folders = {file.rsplit("/", 1)[0] for file in counted if "/" in file}
+    folders |= {folder.rsplit("/", i)[0] for folder in folders for i in range(1, folder.count("/") + 1)}
+    if clashing := sorted(folders & set(counted)):
+        raise ValueError(f"stage file key {clashing[0]!r} is also the folder of another stage's file")
 
 
 def _quoted(value: object) -> str:

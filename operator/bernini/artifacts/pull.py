@@ -6,8 +6,10 @@ Files already present and matching are skipped, so a restarted pull resumes wher
 """
 
 import errno
+import functools
 import hashlib
 import os
+import re
 import queue
 import random
 import threading
@@ -20,7 +22,7 @@ from bernini.artifacts.manifest_files import MANIFEST_FILE, UNSAFE_KEY, FileEntr
 from bernini.artifacts.node_cache import LockTimeout, NodeCache, sha256_of
 from bernini.artifacts.ranged import DeadlinePassed, RangedReader, RangeError, RangeIgnored
 from bernini.artifacts.sigv4 import object_url, presign_get
-from bernini.artifacts.store import S3Location, error_code, kind_of_code
+from bernini.artifacts.store import S3Location, kind_of_code
 
 MiB = 1 << 20
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists at most 64 stages; the operator refuses more too
@@ -97,8 +99,9 @@ class PullReport:
                 "cacheBytes": self.cached_bytes, "presentFiles": self.skipped, "seconds": round(self.seconds, 2)}
 
 
-def _store_error(status: int, body: str, what: str) -> PullError:
-    code = error_code(body) or str(status)
+def _store_error(status: int, code: str, what: str) -> PullError:
+    """What the store's refusal means, from its error code (RangeError carries the code, never the answer)."""
+    code = code if code and not code.startswith("HTTP ") else str(status)
     kind = kind_of_code(code)
     if kind == "missing":
         return ManifestMissing(f"{what} does not exist ({code})")
@@ -214,7 +217,7 @@ def _on_every_core(check, pairs: list[tuple[FileEntry, Path]]) -> list:
 
     order = sorted(range(len(pairs)), key=lambda index: -pairs[index][0].size)
     answers = [None] * len(pairs)
-    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:  # the cores this container may run on
         for index, answer in zip(order, pool.map(lambda index: check(*pairs[index]), order)):
             answers[index] = answer
     return answers
@@ -319,7 +322,7 @@ class Puller:
                     raise _store_error(error.status, str(error), uri) from None
                 if attempt == self.attempts:
                     if error.status:
-                        raise PullError(f"reading {uri} failed: HTTP {error.status} {error}") from None
+                        raise PullError(f"reading {uri} failed: HTTP {error.status} ({error})") from None
                     raise PullError(f"cannot reach the artifact store for {uri}: {error}") from None
                 _back_off(attempt)
         digest = hashlib.sha256(raw).hexdigest()
@@ -452,8 +455,30 @@ class Puller:
             credentials = self.credentials.current()
         except CredentialsError as error:
             raise AccessDenied(f"no credentials for {self.location.uri(relative)}: {error}") from None
+        if not self._signs_itself:
+            return self._botocore_s3.generate_presigned_url(
+                "get_object", Params={"Bucket": self.location.bucket, "Key": self.location.key(relative)},
+                ExpiresIn=self.presigned_seconds)
         url = object_url(self.location.bucket, self.location.key(relative), self.region, self.endpoint_url)
         return presign_get(url, self.region, credentials, self.presigned_seconds)
+
+    @functools.cached_property
+    def _signs_itself(self) -> bool:
+        """Whether sigv4.py knows this store's URLs: AWS's commercial, GovCloud and China partitions, or an
+        explicit endpoint. FIPS and dual-stack endpoints, the other partitions and S3 Express directory buckets
+        are botocore's to address (it is imported only then)."""
+        if self.endpoint_url:
+            return True
+        wanted = any(os.environ.get(name, "").lower() == "true"
+                     for name in ("AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT"))
+        return (not wanted and not self.location.bucket.endswith("--x-s3")
+                and re.fullmatch(r"(cn|us-gov|us|eu|ap|sa|ca|me|af|il|mx)-[a-z]+-[0-9]+", self.region) is not None)
+
+    @functools.cached_property
+    def _botocore_s3(self):
+        from bernini.artifacts.store import s3_client
+
+        return s3_client(self.region, self.endpoint_url)
 
     def _part(self, job: _FileJob, index: int, buffer: bytearray, buffers: "_BufferPool",
               failed: threading.Event) -> None:
@@ -517,13 +542,14 @@ class Puller:
             except RangeError as error:
                 if error.status == 404:
                     raise ArtifactMissing(f"{what} does not exist, but the manifest lists it") from None
-                if error.status in (401, 403) and not resigned:
+                refused = error.status in (401, 403) or (error.status == 400 and kind_of_code(str(error)) == "denied")
+                if refused and not resigned:
                     # The URL's credentials may have expired mid-pull: sign again (fresh credentials) once.
                     with job.lock:
                         job.url = self._presign(job.artifact.file)
                     resigned = True
                     continue
-                if error.status in (401, 403):
+                if refused:
                     raise _store_error(error.status, str(error), what) from None
                 if error.status == 416 or (attempt == self.attempts and str(error).startswith("short read")):
                     raise ChecksumMismatch(f"{what} is shorter than the manifest's {job.artifact.size} bytes "

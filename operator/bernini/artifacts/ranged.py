@@ -15,6 +15,8 @@ import threading
 import time
 import urllib.parse
 
+from bernini.artifacts.store import error_code
+
 
 @functools.cache
 def tls_context() -> ssl.SSLContext:
@@ -32,9 +34,17 @@ def tls_context() -> ssl.SSLContext:
 
 
 class RangeError(Exception):
+    """status 0 is a transport failure. The message never carries the store's answer (S3 echoes a refused
+    token in it): only its error code."""
+
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+def _refusal(response) -> RangeError:
+    body = response.read(4096).decode(errors="replace")
+    return RangeError(response.status, error_code(body) or f"HTTP {response.status}")
 
 
 class RangeIgnored(RangeError):
@@ -111,7 +121,7 @@ class RangedReader:
             if response.status == 200 and (start or (response.length or 0) > len(view)):
                 raise RangeIgnored()
             if response.status not in (200, 206):
-                raise RangeError(response.status, response.read(4096).decode(errors="replace"))
+                raise _refusal(response)
             received = 0
             while received < len(view):
                 count = response.readinto(view[received:])
@@ -129,7 +139,7 @@ class RangedReader:
         total = 0
         with self._get(url, {}, deadline) as response:
             if response.status != 200:
-                raise RangeError(response.status, response.read(4096).decode(errors="replace"))
+                raise _refusal(response)
             view = memoryview(buffer)
             while count := response.readinto(view):
                 sink(view[:count])

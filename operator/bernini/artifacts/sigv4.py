@@ -29,8 +29,10 @@ def object_url(bucket: str, key: str, region: str, endpoint_url: str | None) -> 
     """The unsigned URL of an object: path style on an explicit endpoint (S3-compatible stores on plain hosts and
     IPs), virtual-hosted on AWS, where a bucket name with dots keeps path style (TLS wildcards cover one label)."""
     quoted = urllib.parse.quote(key, safe="/~")
-    if endpoint_url:
-        return f"{endpoint_url.rstrip('/')}/{bucket}/{quoted}"
+    if endpoint_url:  # its own path is encoded as the signature's canonical path will be, as botocore does
+        base = urllib.parse.urlsplit(endpoint_url.rstrip("/"))
+        path = urllib.parse.quote(urllib.parse.unquote(base.path), safe="/~")
+        return f"{base.scheme}://{base.netloc}{path}/{bucket}/{quoted}"
     domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     if "." in bucket:
         return f"https://s3.{region}.{domain}/{bucket}/{quoted}"

@@ -26,7 +26,7 @@ def kind_of_code(code: str) -> Kind:
 
 def error_code(body: str) -> str | None:
     """The <Code> of an S3 error document."""
-    found = re.search(r"<Code>([^<]{1,64})</Code>", body)
+    found = re.search(r"<Code>([A-Za-z0-9.]{1,64})</Code>", body)
     return found and found.group(1)
 
 

@@ -28,7 +28,7 @@ def add_to(commands: argparse._SubParsersAction) -> None:
                              help="evict least recently used cache entries beyond this (not the set in use)")
         sub.add_argument("--manifest-sha256", help="refuse a manifest.json with another digest")
         sub.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
-        sub.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL_S3"))
+        sub.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
         sub.add_argument("--concurrency", type=int, default=16)
         # 16 MiB: half the requests of 8 MiB parts cut the store's work and ours (8% faster on a 4 GiB set).
         sub.add_argument("--part-size-mib", type=int, default=16)
@@ -73,19 +73,22 @@ def pull(args: argparse.Namespace) -> int:
     print(f"pulled {report.files} files ({report.bytes / 2**20:.1f} MiB) in {report.seconds:.2f}s: "
           f"{report.mib_per_second:.0f} MiB/s, checksums verified; {report.skipped} already present and verified; "
           f"{report.cached_files} from the node cache ({report.cached_bytes / 2**20:.1f} MiB); first request "
-          f"{puller.first_request_at - _process_started():.2f}s after the process started "
-          f"(credentials: {puller.credentials.source})")
+          f"{_since_start(puller.first_request_at)} (credentials: {puller.credentials.source})")
     _write_termination_message(args.termination_log, json.dumps(report.summary()))
     return 0
 
 
-def _process_started() -> float:
-    """When this process started, on time.monotonic()'s clock (to the kernel's 10 ms tick)."""
+def _since_start(moment: float) -> str:
+    """How long after this process started a time.monotonic() moment came (to the kernel's 10 ms tick)."""
     import time
 
-    fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
-    started_since_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
-    return time.monotonic() - (time.clock_gettime(time.CLOCK_BOOTTIME) - started_since_boot)
+    try:
+        fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
+        started_since_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
+    except (OSError, ValueError, IndexError):
+        return "sent (no /proc to time it by)"
+    started = time.monotonic() - (time.clock_gettime(time.CLOCK_BOOTTIME) - started_since_boot)
+    return f"{moment - started:.2f}s after the process started"
 
 
 def _show_progress(puller, done: threading.Event, width: int = 30) -> None:
