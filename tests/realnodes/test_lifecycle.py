@@ -135,7 +135,9 @@ def test_apply_to_mesh_on_real_pods(served, real_cluster, real_core, real_custom
     puller = next(s for s in worker.status.init_container_statuses if s.name == "pull-artifacts")
     assert puller.state.terminated.exit_code == 0
     log = helpers.container_log(real_core, namespace, worker.metadata.name, "pull-artifacts")
-    assert "checksums verified" in log and log.splitlines()[-1].endswith("0 from the node cache (0.0 MiB)"), log
+    last = log.splitlines()[-1]
+    assert "checksums verified" in log and "0 from the node cache (0.0 MiB); first request" in last, log
+    assert last.endswith("(credentials: environment)"), log  # the harness hands the pods the store's keys
     total = body["status"]["artifacts"]["totalBytes"]
     pulled = _pulled_from(worker)  # a cold node cache: every byte from the store
     assert (pulled["storeBytes"], pulled["cacheBytes"]) == (total, 0), pulled
