@@ -56,12 +56,12 @@ class CredentialChain:
                 try:
                     self._fetch = self._fetch or self._choose()
                     self._current = self._fetch()
-                except CredentialsError:
-                    if not (expires and expires > time.time() + 60):
+                except Exception as error:  # also a token file unreadable, an answer unparsable, botocore failing
+                    if expires and expires > time.time() + 60:
+                        return self._current  # still valid: the next signing tries again
+                    if isinstance(error, CredentialsError):
                         raise
-                except Exception as error:  # a token file unreadable, an answer unparsable, botocore failing
-                    if not (expires and expires > time.time() + 60):
-                        raise CredentialsError(f"reading credentials failed ({type(error).__name__})") from None
+                    raise CredentialsError(f"reading credentials failed ({type(error).__name__})") from None
             return self._current
 
     def _choose(self) -> Callable[[], Credentials]:

@@ -451,14 +451,20 @@ class Puller:
 
     def _presign(self, relative: str) -> str:
         """A GET URL for the object; credentials close to expiry (IRSA, Pod Identity) are fetched anew first."""
+        if not self._signs_itself:  # botocore resolves its own credentials: asking ours too would ask STS twice
+            from botocore.exceptions import NoCredentialsError
+
+            try:
+                return self._botocore_s3.generate_presigned_url(
+                    "get_object", Params={"Bucket": self.location.bucket, "Key": self.location.key(relative)},
+                    ExpiresIn=self.presigned_seconds)
+            except NoCredentialsError:
+                raise AccessDenied(f"no credentials for {self.location.uri(relative)}: no AWS credentials found: "
+                                   f"give the pod an IAM role (IRSA or EKS Pod Identity)") from None
         try:
             credentials = self.credentials.current()
         except CredentialsError as error:
             raise AccessDenied(f"no credentials for {self.location.uri(relative)}: {error}") from None
-        if not self._signs_itself:
-            return self._botocore_s3.generate_presigned_url(
-                "get_object", Params={"Bucket": self.location.bucket, "Key": self.location.key(relative)},
-                ExpiresIn=self.presigned_seconds)
         url = object_url(self.location.bucket, self.location.key(relative), self.region, self.endpoint_url)
         return presign_get(url, self.region, credentials, self.presigned_seconds)
 
