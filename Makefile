@@ -9,13 +9,14 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml hack/localdev/pyproj
 
 CRD_FILES := crds/bernini.dev_berninideployments.yaml charts/bernini-operator/crds/bernini.dev_berninideployments.yaml
 
-.PHONY: help venv controlplane argocd promtool node-packages images cluster-up cluster-down demo demo-gitops test crds docs bench-reconcile bench-pull bench-serve bench-autoscale bench-cost bench-e2e bench-chaos gpu-wheels check-gpu
+.PHONY: help venv controlplane gateway argocd promtool node-packages images cluster-up cluster-down demo demo-gitops test crds docs bench-reconcile bench-pull bench-serve bench-autoscale bench-cost bench-e2e bench-chaos gpu-wheels check-gpu
 
 help:
 	@echo "make demo          run the operator's main job on a local control plane"
 	@echo "make demo-gitops   the same, shipped by a real Argo CD from local git repositories (watch it sync)"
 	@echo "make test          run the whole test suite (builds what it needs)"
 	@echo "make controlplane  build/cache etcd, kube-*, kubectl, KWOK, KubeRay operator, helm"
+	@echo "make gateway       build/cache Traefik and the Gateway API CRDs (incremental upgrades on the real nodes)"
 	@echo "make argocd        build/cache Argo CD (controller, repo-server) for the GitOps tests"
 	@echo "make promtool      build/cache promtool for the PrometheusRule tests"
 	@echo "make images        build/cache the serving, pause and KubeRay images for the real nodes"
@@ -37,6 +38,9 @@ venv: $(VENV_STAMP)
 controlplane:
 	@bash hack/controlplane/build.sh
 
+gateway:
+	@bash hack/gateway/build.sh
+
 argocd:
 	@bash hack/argocd/build.sh
 
@@ -46,7 +50,7 @@ promtool:
 node-packages:
 	@bash hack/install-node-packages.sh
 
-images: venv controlplane node-packages
+images: venv controlplane gateway node-packages
 	@bash hack/images/build.sh > /dev/null
 
 cluster-up: venv controlplane

@@ -32,7 +32,7 @@ from bernini.reconcile.kube import Kube
 
 Key = tuple[str, str, str]  # (resource, namespace, name)
 PLURALS = {"BerniniDeployment": "berninideployments", "RayService": "rayservices", "RayCluster": "rayclusters",
-           "DaemonSet": "daemonsets", "Pod": "pods"}
+           "DaemonSet": "daemonsets", "Pod": "pods", "Gateway": "gateways"}
 APPLY = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"

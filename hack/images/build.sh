@@ -8,7 +8,8 @@
 #            + app layer (this package installed --no-deps on top, through an overlay), so a source change
 #            rebuilds only the small app layer;
 #   pause:   the Kubernetes module's pause.c, static;
-#   kuberay: the KubeRay operator binary that `make controlplane` built (static Go).
+#   kuberay: the KubeRay operator binary that `make controlplane` built (static Go);
+#   traefik: the Gateway API implementation that `make gateway` built (static Go).
 # Prints KEY=value lines (image references and archive paths) on stdout; progress goes to stderr.
 set -euo pipefail
 
@@ -90,21 +91,27 @@ if [ ! -f "$pause_tar" ]; then
   mv "$pause_tar.tmp" "$pause_tar"
 fi
 
-operator_bin=$(readlink -f "$repo/.local/bin/ray-operator")
-[ -x "$operator_bin" ] || { echo "images: $repo/.local/bin/ray-operator is missing: run make controlplane first" >&2; exit 1; }
-kuberay_key=$(digest "$operator_bin")
-kuberay_ref=bernini.local/kuberay-operator:$kuberay_key
-kuberay_tar=$cache/kuberay-$kuberay_key.tar
-if [ ! -f "$kuberay_tar" ]; then
-  step "packing the KubeRay operator image"
-  work=$(mktemp -d)
-  mkdir -p "$work/root/tmp" && chmod 1777 "$work/root/tmp"
-  cp "$operator_bin" "$work/root/ray-operator"
-  tar -C "$work/root" --numeric-owner -cf "$work/layer.tar" .
-  archive "$kuberay_tar.tmp" "$kuberay_ref" --entrypoint /ray-operator --user 65532:65532 "$work/layer.tar"
-  rm -rf "$work"
-  mv "$kuberay_tar.tmp" "$kuberay_tar"
-fi
+# A static Go binary alone in an image, run as 65532. Args: binary, image name; prints the reference and archive.
+static_go_image() {
+  local bin ref tar work
+  bin=$(readlink -f "$repo/.local/bin/$1")
+  [ -x "$bin" ] || { echo "images: $repo/.local/bin/$1 is missing: run make controlplane gateway first" >&2; exit 1; }
+  ref=bernini.local/$2:$(digest "$bin")
+  tar=$cache/$2-$(digest "$bin").tar
+  if [ ! -f "$tar" ]; then
+    step "packing the $2 image"
+    work=$(mktemp -d)
+    mkdir -p "$work/root/tmp" && chmod 1777 "$work/root/tmp"
+    cp "$bin" "$work/root/$1"
+    tar -C "$work/root" --numeric-owner -cf "$work/layer.tar" .
+    archive "$tar.tmp" "$ref" --entrypoint "/$1" --user 65532:65532 "$work/layer.tar" >&2
+    rm -rf "$work"
+    mv "$tar.tmp" "$tar"
+  fi
+  echo "$ref $tar"
+}
+kuberay=$(static_go_image ray-operator kuberay-operator) && kuberay_ref=${kuberay% *} kuberay_tar=${kuberay#* }
+traefik=$(static_go_image traefik traefik) && traefik_ref=${traefik% *} traefik_tar=${traefik#* }
 
 # Older serving archives and app layers are 5 GiB each and never used again: keep the current ones only.
 for stale in "$cache"/serving-*.tar "$cache"/serving-app-*; do
@@ -121,3 +128,5 @@ echo "PAUSE_IMAGE=$pause_ref"
 echo "PAUSE_ARCHIVE=$pause_tar"
 echo "KUBERAY_IMAGE=$kuberay_ref"
 echo "KUBERAY_ARCHIVE=$kuberay_tar"
+echo "TRAEFIK_IMAGE=$traefik_ref"
+echo "TRAEFIK_ARCHIVE=$traefik_tar"

@@ -111,6 +111,12 @@ def _heading(body: Any, status: BerniniDeploymentStatus) -> list[str]:
              f" generation {_shown(generation)}{seen}"]
     if status.serve_endpoint:
         lines.append(f"endpoint: {_shown(status.serve_endpoint)}")
+    upgrade = status.ray_service
+    if upgrade.pending_cluster:
+        shares = (f": {upgrade.pending_traffic_percent or 0}% of traffic, {upgrade.pending_capacity_percent or 0}%"
+                  " of capacity" if upgrade.pending_capacity_percent is not None else "")
+        lines.append(f"upgrading to cluster {_shown(upgrade.pending_cluster)}{shares}"
+                     f" (serving: {_shown(upgrade.active_cluster or 'none')})")
     return lines
 
 

@@ -1,18 +1,21 @@
 """`make bench-e2e`: what a user waits for on real pods (real-node cluster, 2-core machine).
 
 Prints: cluster up with the image store cold and warm (the image import is the "cold image" cost: pods
-never pull), apply -> Ready and apply -> first mesh for a first and a second deployment, the NewCluster
-upgrade's switch time with the requests served and failed meanwhile (goal: 0 failed), the scale-up
-request latency (load start -> the Ray autoscaler raises the worker group's replicas), and a scaled-up
+never pull); apply -> Ready and apply -> first mesh for a first and a second deployment; the scale-up
+request latency (load start -> the Ray autoscaler raises the worker group's replicas) and a scaled-up
 worker's cold start (pod created -> artifacts pulled -> Ray container started -> a Serve replica RUNNING on
-it) on a node without the artifact cache and with a warm one. Medians where a figure repeats; one run each otherwise (each takes minutes).
+it) on a node without the artifact cache and with a warm one; and an upgrade under load with each strategy
+(NewCluster, Incremental): patch -> all traffic on the new cluster, requests sent / failed (goal 0), and the
+peak accelerator worker pods over those at rest. `--upgrades-only` runs the last on a warm cluster. One run
+each (each takes minutes).
 """
 
+import argparse
 import json
 import shutil
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
@@ -22,7 +25,7 @@ from kubernetes import client, config
 from bernini.api import GROUP, PLURAL, VERSION
 from bernini.report import pull_summary
 from localdev import LocalCluster, nodenet
-from localdev.nodelayer import build_images
+from localdev.nodelayer import GATEWAY_CLASS, build_images
 from localdev.s3server import LocalS3
 from localdev.sizing import fit_to_local_nodes
 from localdev.stack import namespace_manifests, publish_reference_model
@@ -36,24 +39,6 @@ VERSIONS = ("1.0.0", "1.1.0")
 
 def uri(version: str) -> str:
     return f"s3://artifacts/bench/{version}/"
-
-
-class Load(threading.Thread):
-    def __init__(self, core, namespace):
-        super().__init__(daemon=True)
-        self.core, self.namespace, self.statuses, self.stopping = core, namespace, [], threading.Event()
-
-    def run(self):
-        while not self.stopping.is_set():
-            try:
-                self.statuses.append(helpers.generate(self.core, self.namespace, timeout=120, file_format="obj")[0])
-            except OSError:
-                self.statuses.append(-1)
-
-    def stop(self) -> list[int]:
-        self.stopping.set()
-        self.join(180)
-        return self.statuses
 
 
 def cluster_up(root: Path, cold: bool) -> tuple[LocalCluster, float]:
@@ -75,23 +60,49 @@ def prepared_namespace(cluster, core, s3, namespace: str) -> dict:
                               s3.endpoint_url, VERSIONS[0], uri(VERSIONS[0]))
 
 
-def deploy(cluster, core, custom, s3, namespace: str, cache_directory: Path | None = None) -> tuple[float, float]:
+def deploy(cluster, core, custom, s3, namespace: str, cache_directory: Path | None = None,
+           incremental: bool = False) -> tuple[float, float]:
+    """Apply the fitted example (with incremental: two fused replicas at rest, the Incremental strategy through
+    the harness's Traefik); seconds to Ready and to a first mesh."""
     body = prepared_namespace(cluster, core, s3, namespace)
     if cache_directory:
         claim, _ = helpers.apply_node_cache(cluster, namespace, cache_directory)
         body["spec"]["artifactsCache"] = {"claimName": claim, "sizeLimit": "2Gi"}
+    if incremental:
+        body["spec"]["stages"]["fused"].update(minReplicas=2, maxReplicas=2)
+        body["spec"]["upgradeStrategy"] = {"type": "Incremental", "incremental": {"gatewayClassName": GATEWAY_CLASS}}
     started = time.monotonic()
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
     wait_for(lambda: helpers.ready(custom, namespace), "Ready", timeout=900, interval=1)
     ready = time.monotonic() - started
-    wait_for(lambda: (answer := helpers.answer(core, namespace)) and answer[0] == 200, "a mesh", timeout=300, interval=1)
+    send = sender(core, custom, namespace)
+    wait_for(lambda: answered(send), "a mesh", timeout=300, interval=1)
     return ready, time.monotonic() - started
 
 
-def upgrade(core, custom, namespace: str) -> tuple[float, int, int]:
+def sender(core, custom, namespace: str) -> Callable[[], tuple[int, dict, bytes]]:
+    """A prompt to the deployment's endpoint: the Gateway's address from status, else the Serve Service."""
+    endpoint = helpers.deployment(custom, namespace)["status"].get("serveEndpoint", "")
+    if "-serve-svc." not in endpoint:
+        return lambda: helpers.post(endpoint, 120, "obj")
+    return lambda: helpers.generate(core, namespace, timeout=120, file_format="obj")
+
+
+def answered(send) -> bool:
+    try:
+        return send()[0] == 200
+    except OSError:
+        return False
+
+
+def upgrade(core, custom, namespace: str) -> dict[str, float]:
+    """Patch the version under load: seconds to all traffic on the new cluster, requests sent and failed, and
+    the accelerator worker pods at rest and at most during the upgrade (asked by the RayClusters, existing)."""
     old = helpers.deployment(custom, namespace)["status"]["rayService"]["activeCluster"]
-    load = Load(core, namespace)
+    steady = len(helpers.pods(core, namespace, helpers.ACCELERATED_WORKERS))
+    load, peak = helpers.Load(sender(core, custom, namespace)), helpers.PodPeak(core, custom, namespace)
     load.start()
+    peak.start()
     started = time.monotonic()
     custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini",
                                           {"spec": {"model": {"version": VERSIONS[1], "artifactsUri": uri(VERSIONS[1])}}})
@@ -100,10 +111,21 @@ def upgrade(core, custom, namespace: str) -> tuple[float, int, int]:
         active = helpers.rayservice(custom, namespace).get("status", {}).get("activeServiceStatus", {})
         return active.get("rayClusterName") not in (None, old)
 
-    wait_for(switched, "the switch", timeout=900, interval=0.5)
+    wait_for(switched, "the switch", timeout=1200, interval=0.5)
     seconds = time.monotonic() - started
-    statuses = load.stop()
-    return seconds, len(statuses), sum(status != 200 for status in statuses)
+    results = load.stop()
+    asked, existing = peak.stop()
+    return {"seconds": seconds, "sent": len(results), "failed": sum(status != 200 for _, status, _ in results),
+            "steady": steady, "asked": asked, "existing": existing}
+
+
+def upgrade_rows(label: str, figures: dict[str, float]) -> list[tuple[str, str]]:
+    steady = figures["steady"]
+    return [(f"upgrade, {label}: patch -> all traffic on the new cluster", f"{figures['seconds']:.1f} s"),
+            (f"upgrade, {label}: requests sent / failed (goal 0)", f"{figures['sent']} / {figures['failed']}"),
+            (f"upgrade, {label}: peak accelerator pods asked / existing, over {steady} at rest",
+             f"{figures['asked']} / {figures['existing']} ({figures['asked'] / steady:.2f}x / "
+             f"{figures['existing'] / steady:.2f}x)")]
 
 
 def scale_up(core, custom, namespace: str) -> tuple[float, dict[str, float]]:
@@ -118,7 +140,7 @@ def scale_up(core, custom, namespace: str) -> tuple[float, dict[str, float]]:
     wait_for(lambda: replicas() == 1 and len(helpers.pods(core, namespace, helpers.ACCELERATED_WORKERS)) == 1,
              "one inf2 worker at rest", timeout=600, interval=2)
     resting = {pod.metadata.name for pod in helpers.pods(core, namespace, helpers.ACCELERATED_WORKERS)}
-    loads = [Load(core, namespace) for _ in range(4)]
+    loads = [helpers.Load(sender(core, custom, namespace)) for _ in range(4)]
     started = time.monotonic()
     for load in loads:
         load.start()
@@ -176,10 +198,49 @@ def store_and_operator(root: Path, cluster: LocalCluster):
     return s3, s3_client, operator
 
 
+def first_deployments(cluster, core, custom, s3, root: Path) -> list[tuple[str, str]]:
+    """The first deployment has no node cache: its added worker downloads. The second has one, which its first
+    worker fills: its added worker starts from a warm cache."""
+    rows = []
+    for attempt, label in enumerate(("first deployment", "second deployment (page cache warm)")):
+        namespace = f"bench-{attempt}"
+        cache = root / "node-cache" if attempt else None
+        if cache:
+            cache.mkdir()
+        ready, mesh = deploy(cluster, core, custom, s3, namespace, cache)
+        rows += [(f"apply -> Ready, {label}", f"{ready:.1f} s"), (f"apply -> first mesh, {label}", f"{mesh:.1f} s")]
+        raised, start = scale_up(core, custom, namespace)
+        if attempt:
+            rows.append(("scale-up: load start -> worker replicas raised", f"{raised:.1f} s"))
+        rows += start_rows("warm node cache" if attempt else "no node cache", start)
+        core.delete_namespace(namespace)
+        wait_for(lambda: not core.list_namespaced_pod(namespace).items, f"{namespace} emptied", timeout=300)
+    return rows
+
+
+def upgrades(cluster, core, custom, s3) -> list[tuple[str, str]]:
+    """Both strategies under load: NewCluster on one accelerator pod at rest, Incremental on two (NewCluster would
+    ask four of the three inf2 nodes and never finish)."""
+    rows = []
+    deploy(cluster, core, custom, s3, "upgrade-newcluster")
+    rows += upgrade_rows("NewCluster, one pod at rest", upgrade(core, custom, "upgrade-newcluster"))
+    core.delete_namespace("upgrade-newcluster")
+    wait_for(lambda: not core.list_namespaced_pod("upgrade-newcluster").items, "the namespace emptied", timeout=300)
+    deploy(cluster, core, custom, s3, "upgrade-incremental", incremental=True)
+    wait_for(lambda: len(helpers.pods(core, "upgrade-incremental", helpers.ACCELERATED_WORKERS)) == 2,
+             "two workers at rest", timeout=300, interval=2)
+    rows += upgrade_rows("Incremental, two pods at rest", upgrade(core, custom, "upgrade-incremental"))
+    return rows
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--upgrades-only", action="store_true",
+                        help="a warm cluster and the two upgrade strategies only (about 20 minutes)")
+    only_upgrades = parser.parse_args().upgrades_only
     root = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     rows = []
-    for cold in (True, False):
+    for cold in (False,) if only_upgrades else (True, False):
         cluster, seconds = cluster_up(root, cold)
         rows.append((f"cluster up, image store {'cold (import)' if cold else 'warm'}", f"{seconds:.1f} s"))
         if cold:
@@ -188,24 +249,9 @@ def main() -> None:
     api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     try:
-        # The first deployment has no node cache: its added worker downloads. The second has one, which its
-        # first worker and the upgrade's fill: its added worker starts from a warm cache.
-        for attempt, label in enumerate(("first deployment", "second deployment (page cache warm)")):
-            cache = root / "node-cache" if attempt else None
-            if cache:
-                cache.mkdir()
-            ready, mesh = deploy(cluster, core, custom, s3, f"bench-{attempt}", cache)
-            rows += [(f"apply -> Ready, {label}", f"{ready:.1f} s"), (f"apply -> first mesh, {label}", f"{mesh:.1f} s")]
-            if attempt == 0:
-                raised, start = scale_up(core, custom, "bench-0")
-                rows += start_rows("no node cache", start)
-                core.delete_namespace("bench-0")
-                wait_for(lambda: not core.list_namespaced_pod("bench-0").items, "bench-0 emptied", timeout=300)
-        seconds, served, failed = upgrade(core, custom, "bench-1")
-        rows += [("upgrade: patch -> traffic on the new cluster", f"{seconds:.1f} s"),
-                 ("upgrade: requests during the switch / failed (goal 0)", f"{served} / {failed}")]
-        raised, start = scale_up(core, custom, "bench-1")
-        rows += [("scale-up: load start -> worker replicas raised", f"{raised:.1f} s")] + start_rows("warm node cache", start)
+        if not only_upgrades:
+            rows += first_deployments(cluster, core, custom, s3, root)
+        rows += upgrades(cluster, core, custom, s3)
     finally:
         operator.stop()
         s3.stop()

@@ -74,6 +74,17 @@ def test_helm_install_creates_a_restricted_single_replica_operator(installed, ku
              "the operator pod (KWOK runs no containers) to be admitted and Running", timeout=60)
 
 
+@pytest.fixture(scope="module")
+def gateway_crds(kubeconfig):
+    """The Gateway API's CRDs (make gateway): can-i answers no for a resource the API server does not serve."""
+    crds = DEFAULT_BIN_DIR.parent / "gateway-crds"
+    for kind in ("gateways", "httproutes"):
+        run("kubectl", "apply", "--server-side", "-f", str(crds / f"gateway.networking.k8s.io_{kind}.yaml"),
+            kubeconfig=kubeconfig)
+    run("kubectl", "wait", "--for=condition=Established", "crd/gateways.gateway.networking.k8s.io",
+        "crd/httproutes.gateway.networking.k8s.io", kubeconfig=kubeconfig)
+
+
 @pytest.mark.parametrize("verb, resource, allowed", [
     ("list", "secrets", "no"),
     ("get", "secrets -n kube-system", "no"),
@@ -92,6 +103,10 @@ def test_helm_install_creates_a_restricted_single_replica_operator(installed, ku
     ("create", "deployments.apps", "no"),
     ("patch", "rayclusters.ray.io", "yes"),
     ("delete", "rayclusters.ray.io", "no"),
+    ("get", "gateways.gateway.networking.k8s.io", "yes"),
+    ("list", "gateways.gateway.networking.k8s.io", "no"),
+    ("patch", "gateways.gateway.networking.k8s.io", "no"),
+    ("get", "httproutes.gateway.networking.k8s.io", "no"),
     ("watch", "berninideployments.bernini.dev", "yes"),
     ("patch", "berninideployments.bernini.dev --subresource=status", "yes"),
     ("patch", "berninideployments.bernini.dev", "no"),
@@ -99,7 +114,7 @@ def test_helm_install_creates_a_restricted_single_replica_operator(installed, ku
     ("update", "leases.coordination.k8s.io -n kube-system", "no"),
     ("delete", f"leases.coordination.k8s.io -n {SYSTEM}", "no"),
 ])
-def test_rbac_is_least_privilege(installed, kubeconfig, verb, resource, allowed):
+def test_rbac_is_least_privilege(installed, gateway_crds, kubeconfig, verb, resource, allowed):
     scope = [] if "-n" in resource else ["--all-namespaces"]
     result = run("kubectl", "auth", "can-i", verb, *resource.split(), f"--as={ACCOUNT}", *scope,
                  kubeconfig=kubeconfig, check=False)

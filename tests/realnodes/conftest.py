@@ -4,7 +4,7 @@ node network, the operator as a process. Nothing stands in for Ray: the head, th
 and Serve run inside the pods the operator's RayService produces.
 
 Package-scoped: the cluster goes down when the last real-node test ends, so no later test shares the two
-cores with four kubelets and their pods."""
+cores with five kubelets and their pods."""
 
 import json
 import os

@@ -2,8 +2,12 @@
 
 import base64
 import errno
+import http.client
 import json
 import os
+import threading
+import time
+from collections.abc import Callable
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -11,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from bernini.api import GROUP, PLURAL, VERSION
+from bernini.api.kuberay import worker_pods
 from tests.realnodes.conftest import REPO
 
 CHAIR = {"prompt": "a chair with four legs"}
@@ -42,17 +47,72 @@ def cluster_ip(core, namespace: str, service: str) -> str:
 
 def post_prompt(address: str, timeout: float = 60) -> int:
     """POST a prompt to a Serve Service's ClusterIP; the HTTP status."""
-    return _post(address, timeout, "obj")[0]
+    return post(f"http://{address}:8000", timeout, "obj")[0]
 
 
 def generate(core, namespace: str, timeout: float = 180, file_format: str = "glb") -> tuple[int, dict, bytes]:
     """POST a prompt through the RayService's Serve Service (its ClusterIP, through kube-proxy); header names
     come back lower-cased (HTTP header names are case-insensitive, and Serve sends them lower-case)."""
-    return _post(cluster_ip(core, namespace, "bernini-serve-svc"), timeout, file_format)
+    return post(f"http://{cluster_ip(core, namespace, 'bernini-serve-svc')}:8000", timeout, file_format)
 
 
-def _post(address: str, timeout: float, file_format: str) -> tuple[int, dict, bytes]:
-    request = urllib.request.Request(f"http://{address}:8000/?format={file_format}", data=json.dumps(CHAIR).encode(),
+class Load(threading.Thread):
+    """Sends requests back to back until stopped; records (time, status, model version) of each, and what a
+    failed one said. send() returns generate()'s (status, headers, body)."""
+
+    def __init__(self, send: Callable[[], tuple[int, dict, bytes]]):
+        super().__init__(daemon=True)
+        self.send = send
+        self.results: list[tuple[float, int, str]] = []
+        self.failures: list[str] = []
+        self.stopping = threading.Event()
+
+    def run(self):
+        while not self.stopping.is_set():
+            version = ""
+            try:
+                status, headers, body = self.send()
+                version = headers.get("x-bernini-model-version", "")
+                if status != 200:
+                    self.failures.append(f"{status}: {body[:300]!r}")
+            except (OSError, http.client.HTTPException) as error:
+                status = -1
+                self.failures.append(f"{type(error).__name__}: {error}")
+            self.results.append((time.monotonic(), status, version))
+
+    def stop(self) -> list[tuple[float, int, str]]:
+        self.stopping.set()
+        self.join(180)
+        return self.results
+
+
+class PodPeak(threading.Thread):
+    """Samples, twice a second, the accelerator worker pods of every RayCluster in the namespace: those the
+    RayClusters ask for (KubeRay's count, from their specs) and those that exist and are not terminating."""
+
+    def __init__(self, core, custom, namespace):
+        super().__init__(daemon=True)
+        self.core, self.custom, self.namespace = core, custom, namespace
+        self.asked = self.existing = 0
+        self.stopping = threading.Event()
+
+    def run(self):
+        while not self.stopping.wait(0.5):
+            clusters = self.custom.list_namespaced_custom_object("ray.io", "v1", self.namespace, "rayclusters")["items"]
+            asked = sum(worker_pods(cluster).get(ACCELERATED_GROUP, 0) for cluster in clusters)
+            existing = sum(not pod.metadata.deletion_timestamp
+                           for pod in pods(self.core, self.namespace, ACCELERATED_WORKERS))
+            self.asked, self.existing = max(self.asked, asked), max(self.existing, existing)
+
+    def stop(self) -> tuple[int, int]:
+        self.stopping.set()
+        self.join(30)
+        return self.asked, self.existing
+
+
+def post(endpoint: str, timeout: float, file_format: str) -> tuple[int, dict, bytes]:
+    """POST a prompt to a Serve endpoint (scheme, host and port)."""
+    request = urllib.request.Request(f"{endpoint}/?format={file_format}", data=json.dumps(CHAIR).encode(),
                                      method="POST", headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

@@ -2,14 +2,12 @@
 an upgrade under load, suspend and resume. The tests run in file order on one deployment (a module fixture),
 as a user's history would; each fresh deployment would cost minutes on these two cores."""
 
-import http.client
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,33 +24,6 @@ from localdev.waiting import wait_for
 from tests.realnodes.helpers import ACCELERATED_GROUP, ACCELERATED_WORKERS, CPU_GROUP, CPU_WORKERS
 
 pytestmark = pytest.mark.realnodes
-
-
-class Client(threading.Thread):
-    """Sends requests back to back until stopped; records (time, status) of each, and what a failed one said."""
-
-    def __init__(self, core, namespace):
-        super().__init__(daemon=True)
-        self.core, self.namespace = core, namespace
-        self.results: list[tuple[float, int]] = []
-        self.failures: list[str] = []
-        self.stopping = threading.Event()
-
-    def run(self):
-        while not self.stopping.is_set():
-            try:
-                status, _, body = helpers.generate(self.core, self.namespace, timeout=120, file_format="obj")
-                if status != 200:
-                    self.failures.append(f"{status}: {body[:300]!r}")
-            except (OSError, http.client.HTTPException) as error:
-                status = -1
-                self.failures.append(f"{type(error).__name__}: {error}")
-            self.results.append((time.monotonic(), status))
-
-    def stop(self) -> list[tuple[float, int]]:
-        self.stopping.set()
-        self.join(180)
-        return self.results
 
 
 @dataclass(frozen=True)
@@ -260,7 +231,8 @@ def test_concurrency_scales_serve_up_then_the_ray_autoscaler_asks_for_a_worker_a
     wait_for(lambda: _worker_replicas(real_custom, namespace) == 1, "one worker at rest", timeout=300, interval=2)
 
     resting = {p.metadata.name for p in helpers.pods(real_core, namespace, ACCELERATED_WORKERS)}
-    clients = [Client(real_core, namespace) for _ in range(4)]
+    clients = [helpers.Load(lambda: helpers.generate(real_core, namespace, timeout=120, file_format="obj"))
+               for _ in range(4)]
     started = time.monotonic()
     for client in clients:
         client.start()
@@ -312,7 +284,7 @@ def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(served,
     body = helpers.deployment(real_custom, namespace)
     assert body["status"]["modelVersion"] == VERSIONS[0]
     old_cluster = body["status"]["rayService"]["activeCluster"]
-    client = Client(real_core, namespace)
+    client = helpers.Load(lambda: helpers.generate(real_core, namespace, timeout=120, file_format="obj"))
     client.start()
 
     # The node caches are pre-warmed with the new version while it rolls out.
@@ -330,9 +302,10 @@ def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(served,
     # While the new cluster is only pending, the old version serves and status says so.
     assert helpers.deployment(real_custom, namespace)["status"]["modelVersion"] == VERSIONS[0]
     # One pre-warm pod per inf2 node, the old cluster's worker node included, each holding the new set.
-    prewarmed = wait_for(lambda: (pods := _prewarm_pods(real_core, namespace)) and len(pods) == 2 and
+    inf2_nodes = sorted(node.name for node in real_cluster.node_layer.fleet if node.name.startswith("real-inf2"))
+    prewarmed = wait_for(lambda: (pods := _prewarm_pods(real_core, namespace)) and len(pods) == len(inf2_nodes) and
                          all(_pulled(p) for p in pods) and pods, "a pre-warm pod per inf2 node to pull", timeout=300)
-    assert sorted(p.spec.node_name for p in prewarmed) == ["real-inf2-1", "real-inf2-2"]
+    assert sorted(p.spec.node_name for p in prewarmed) == inf2_nodes
     assert all(p.metadata.labels["app.kubernetes.io/version"] == VERSIONS[1] for p in prewarmed)
 
     def switched():
@@ -369,7 +342,7 @@ def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(served,
     assert (status, headers.get("x-bernini-model-version")) == (200, VERSIONS[1])
     time.sleep(5)  # a few requests on the new cluster alone
     results = client.stop()
-    during = [status for at, status in results if at >= started]
+    during = [status for at, status, _ in results if at >= started]
     print(f"\nupgrade: switch after {switch_seconds:.1f}s; {len(during)} requests during the switch, "
           f"{sum(s != 200 for s in during)} failed")
     assert during and not client.failures, client.failures

@@ -1,6 +1,6 @@
 """The worker groups' bounds a running RayCluster must carry (render/bounds.py)."""
 
-from bernini.render.bounds import bounds, bounds_patch
+from bernini.render.bounds import bounds_patch
 
 LIVE = {"metadata": {"resourceVersion": "41"}, "spec": {"workerGroupSpecs": [
     {"groupName": "inf2-xlarge", "replicas": 3, "minReplicas": 1, "maxReplicas": 4},
@@ -22,9 +22,3 @@ def test_only_the_bounds_that_differ_are_set_after_a_test_of_the_resource_versio
 def test_bounds_that_agree_need_no_patch_and_replicas_are_never_touched():
     assert bounds_patch(LIVE, {"inf2-xlarge": (1, 4)}) == []
     assert all("replicas" != op["path"].rsplit("/", 1)[-1] for op in bounds_patch(LIVE, {"inf2-xlarge": (2, 5)}))
-
-
-def test_the_wanted_bounds_are_read_from_the_rendered_rayservice():
-    rendered = {"spec": {"rayClusterConfig": {"workerGroupSpecs": [
-        {"groupName": "inf2-xlarge", "replicas": 2, "minReplicas": 2, "maxReplicas": 9}]}}}
-    assert bounds(rendered) == {"inf2-xlarge": (2, 9)}

@@ -502,13 +502,12 @@ def test_a_refused_prewarm_daemonset_is_one_event_and_the_rollout_goes_on(cluste
 # -- worker-group bounds on the running RayCluster ----------------------------------------------------
 
 
-def running_cluster(cluster: FakeCluster, pending: bool = False) -> str:
-    """KubeRay's side: the RayCluster made from the RayService as it is now, with the autoscaler's replicas,
-    serving (or, pending, still starting beside another)."""
+def kuberay_cluster(cluster: FakeCluster, name: str, inf2_pods: int, other_pods: int = 1) -> None:
+    """KubeRay's RayCluster made from the RayService as it is now; its inf2 group asks inf2_pods and every other
+    group other_pods (the Ray autoscaler's replicas)."""
     groups = copy.deepcopy(rayservice(cluster)["spec"]["rayClusterConfig"]["workerGroupSpecs"])
     for group in groups:
-        group["replicas"] = 3  # the Ray autoscaler's
-    name = "bernini-next" if pending else "bernini-x7k2p"
+        group["replicas"] = inf2_pods if group["groupName"] == "inf2-xlarge" else other_pods
     owner = rayservice(cluster)
     labels = {**owner["metadata"]["labels"], ORIGINATED_FROM_CRD: "RayService", "ray.io/originated-from-cr-name": NAME}
     reference = {"apiVersion": "ray.io/v1", "kind": "RayService", "name": NAME, "uid": owner["metadata"]["uid"],
@@ -516,6 +515,13 @@ def running_cluster(cluster: FakeCluster, pending: bool = False) -> str:
     cluster.create({"apiVersion": "ray.io/v1", "kind": "RayCluster",
                     "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels, "ownerReferences": [reference]},
                     "spec": {"workerGroupSpecs": groups}}, manager="kuberay")
+
+
+def running_cluster(cluster: FakeCluster, pending: bool = False) -> str:
+    """KubeRay's side: the RayCluster made from the RayService as it is now, with the autoscaler's replicas,
+    serving (or, pending, still starting beside another)."""
+    name = "bernini-next" if pending else "bernini-x7k2p"
+    kuberay_cluster(cluster, name, 3, 3)
     sides = {"pendingServiceStatus": {"rayClusterName": name}, "activeServiceStatus": {"rayClusterName": "old"}} \
         if pending else {"activeServiceStatus": {"rayClusterName": name}}
     cluster.edit("rayservices", NAMESPACE, NAME, {"status": {
@@ -661,3 +667,86 @@ def test_a_cluster_not_seen_yet_keeps_the_cost_counted_last_and_a_new_deployment
     written = len(cluster.writes)
     new.reconcile(KEY)
     assert cost_workers(cluster) == counted and cluster.writes[written:] == [], "no flap to the minima on a restart"
+
+
+# -- an incremental upgrade's accelerator pods ------------------------------------------------------
+
+INCREMENTAL = {"stages": {"fused": {"accelerators": 2, "minReplicas": 2, "maxReplicas": 6}},
+               "upgradeStrategy": {"type": "Incremental", "incremental": {"gatewayClassName": "traefik"}}}
+
+
+def kuberay_reports(cluster: FakeCluster, active: str, pending: str = "") -> None:
+    sides = {"activeServiceStatus": {"rayClusterName": active}, "pendingServiceStatus": {"rayClusterName": pending}}
+    cluster.edit("rayservices", NAMESPACE, NAME, {"status": {
+        **sides, "conditions": [{"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints"}]}}, manager="kuberay")
+
+
+def inf2_bounds(cluster: FakeCluster, name: str) -> tuple[int, int]:
+    group = next(g for g in cluster.get("rayclusters", NAMESPACE, name)["spec"]["workerGroupSpecs"]
+                 if g["groupName"] == "inf2-xlarge")
+    return group["minReplicas"], group["maxReplicas"]
+
+
+def test_an_incremental_upgrades_new_cluster_asks_only_the_surge_over_what_the_old_one_had(cluster, store):
+    store.publish(make_manifest("1.1.0"), URI + "next/")
+    controller = operator(cluster, deployment(**INCREMENTAL))
+    reconcile(controller, cluster)
+    kuberay_cluster(cluster, "first", 2)
+    kuberay_reports(cluster, "", pending="first")
+    reconcile(controller, cluster)
+    assert inf2_bounds(cluster, "first") == (0, 6), "the first cluster replaces nothing: all of its bounds"
+    kuberay_reports(cluster, "first")
+    cluster.edit("rayclusters", NAMESPACE, "first", {"spec": {"workerGroupSpecs": [
+        {**group, "replicas": 4} if group["groupName"] == "inf2-xlarge" else group
+        for group in cluster.get("rayclusters", NAMESPACE, "first")["spec"]["workerGroupSpecs"]]}})
+    reconcile(controller, cluster)  # grown to four pods under load: a step is one pod's worth of four
+    options = rayservice(cluster)["spec"]["upgradeStrategy"]["clusterUpgradeOptions"]
+    assert options["maxSurgePercent"] == 25 and options["intervalSeconds"] == 300 + 300 + 60
+
+    edit_spec(cluster, model={"version": "1.1.0", "artifactsUri": URI + "next/"})
+    reconcile(controller, cluster)
+    kuberay_cluster(cluster, "next", 0)  # made with the RayService's bounds: the surge, one pod
+    assert inf2_bounds(cluster, "next") == (0, 1)
+    kuberay_reports(cluster, "first", pending="next")
+    reconcile(controller, cluster)
+    status = cluster.get("berninideployments", NAMESPACE, NAME)["status"]["rayService"]
+    assert status["upgradeBaselinePods"] == 4 and inf2_bounds(cluster, "next") == (0, 1)
+    # The old cluster gives two pods back: the new one may ask two more, and the baseline stays.
+    cluster.edit("rayclusters", NAMESPACE, "first", {"spec": {"workerGroupSpecs": [
+        {**group, "replicas": 2} if group["groupName"] == "inf2-xlarge" else group
+        for group in cluster.get("rayclusters", NAMESPACE, "first")["spec"]["workerGroupSpecs"]]}})
+    reconcile(controller, cluster)
+    assert inf2_bounds(cluster, "next") == (0, 3)
+    assert cluster.get("berninideployments", NAMESPACE, NAME)["status"]["rayService"]["upgradeBaselinePods"] == 4
+    assert rayservice(cluster)["spec"]["upgradeStrategy"]["clusterUpgradeOptions"]["maxSurgePercent"] == 25
+    # Switched: the new cluster serves with all of its bounds, and the baseline is gone from status.
+    kuberay_reports(cluster, "next")
+    reconcile(controller, cluster)
+    assert inf2_bounds(cluster, "next") == (0, 6)
+    assert "upgradeBaselinePods" not in cluster.get("berninideployments", NAMESPACE, NAME)["status"]["rayService"]
+
+
+def test_the_endpoint_of_an_incremental_deployment_is_its_gateways_address_and_only_a_plain_one(cluster):
+    controller = operator(cluster, deployment(**INCREMENTAL))
+    reconcile(controller, cluster)
+    kuberay_cluster(cluster, "first", 2)
+    kuberay_reports(cluster, "first")
+    # A tenant's Gateway of that name first: KubeRay would adopt it, but its address is not ours to show.
+    gateway = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "bernini-gateway", "namespace": NAMESPACE},
+               "status": {"addresses": [{"value": "10.0.0.66"}]}}
+    cluster.create(gateway, manager="tenant")
+    reconcile(controller, cluster)
+    endpoint = lambda: cluster.get("berninideployments", NAMESPACE, NAME)["status"].get("serveEndpoint")
+    assert endpoint() == "", "no <name>-serve-svc in this mode, and a Gateway KubeRay did not make is not read"
+    owner = rayservice(cluster)["metadata"]["uid"]
+    cluster.edit("gateways", NAMESPACE, "bernini-gateway", {"metadata": {"ownerReferences": [
+        {"apiVersion": "ray.io/v1", "kind": "RayService", "name": NAME, "uid": owner, "controller": True}]}},
+        manager="kuberay")
+    for address, shown in (("10.96.0.80", "http://10.96.0.80"), ("fd00::80", "http://[fd00::80]"),
+                           ("gw.example.com", "http://gw.example.com"), ("evil.com/\x1b[2J", ""),
+                           ("1.2.3.4:80", ""), ("-bad-.example", "")):
+        cluster.edit("gateways", NAMESPACE, "bernini-gateway", {"status": {"addresses": [{"value": address}]}},
+                     manager="traefik")
+        reconcile(controller, cluster)
+        assert endpoint() == shown, address

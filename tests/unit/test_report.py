@@ -156,3 +156,15 @@ def test_any_json_shaped_body_reads_and_never_raises():
         assert _only_printable_lines(report(hostile, pods)), hostile
     for hostile in hostile_pods:
         assert _only_printable_lines(report(body, hostile)), hostile
+
+
+def test_an_incremental_upgrade_shows_its_shares_of_traffic_and_capacity():
+    body = copy.deepcopy(BODY)
+    body["status"]["rayService"] = {"activeCluster": "bernini-old", "pendingCluster": "bernini-new",
+                                    "pendingCapacityPercent": 50, "pendingTrafficPercent": 25}
+    assert "upgrading to cluster bernini-new: 25% of traffic, 50% of capacity (serving: bernini-old)" in report(body, [])
+    # A NewCluster upgrade has no shares; nothing pending, no line.
+    del body["status"]["rayService"]["pendingCapacityPercent"], body["status"]["rayService"]["pendingTrafficPercent"]
+    assert "upgrading to cluster bernini-new (serving: bernini-old)" in report(body, [])
+    del body["status"]["rayService"]["pendingCluster"]
+    assert "upgrading" not in report(body, [])

@@ -216,6 +216,11 @@ def test_kuberay_fields_we_do_not_read_are_ignored_and_a_malformed_status_reads_
         "applicationStatuses": {"bernini": {"serveDeploymentStatuses": {"Encoder": {"status": 5}, "Decoder": 1}}}}}}
     read = rayservice_status(odd)
     assert read.ready and read.cluster_names == ["bernini-abcde"]
+    # An incremental upgrade's shares read only as percentages.
+    shares = {"status": {"pendingServiceStatus": {"rayClusterName": "b", "targetCapacity": 50,
+                                                  "trafficRoutedPercent": 150}}}
+    pending = rayservice_status(shares).pending_service_status
+    assert (pending.ray_cluster_name, pending.target_capacity, pending.traffic_routed_percent) == ("b", 50, None)
     # A reason or status our own condition could not carry reads as none: the status patch must still validate.
     foreign = {"status": {"conditions": [{"type": "Ready", "status": "Maybe", "reason": "not a reason!"}]}}
     spec = make_spec()

@@ -43,6 +43,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [ray.io]
   resources: [rayclusters]
   verbs: [get, list, watch, patch]
+# The Gateway KubeRay makes for an incremental upgrade: its address is the deployment's endpoint.
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [gateways]
+  verbs: [get]
 # The pre-warm DaemonSet (spec.artifactsCache.prewarm), applied while a version rolls out, deleted after; read
 # first, so a tenant's DaemonSet of that name is never applied over nor deleted.
 - apiGroups: [apps]

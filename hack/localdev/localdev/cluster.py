@@ -15,6 +15,9 @@ from pathlib import Path
 from localdev import certs, nodenet, nodes, processes
 from localdev.waiting import wait_for
 
+# KubeRay v1.6 ships incremental upgrades behind this alpha gate (on by default from v1.7).
+KUBERAY_FEATURE_GATES = "--feature-gates=RayServiceIncrementalUpgrade=true"
+
 REPO_ROOT = Path(__file__).resolve().parents[3]  # hack/localdev/localdev/cluster.py
 DEFAULT_BIN_DIR = REPO_ROOT / ".local" / "bin"
 POD_CIDR = "127.64.0.0/16"  # fake pod IPs stay on loopback, so nothing ever dials a real network
@@ -116,6 +119,7 @@ class LocalCluster:
             if self.real_nodes:
                 self.node_layer.start(progress)
                 self.node_layer.deploy_kuberay(progress)
+                self.node_layer.deploy_gateway(progress)
             else:
                 self._start("ray-operator", self._kuberay_argv(), env={"KUBECONFIG": str(self.kubeconfig)})
                 self.wait_until(self._nodes_ready, "KWOK to mark every node Ready", 60)
@@ -325,6 +329,7 @@ class LocalCluster:
             f"--metrics-addr=127.0.0.1:{self.ports['kuberay-metrics']}",
             f"--health-probe-bind-address=127.0.0.1:{self.ports['kuberay-probe']}",
             "--log-stdout-encoder=console",
+            KUBERAY_FEATURE_GATES,
         ]
 
     # -- cluster contents ----------------------------------------------------------------------

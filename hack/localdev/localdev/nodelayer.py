@@ -1,5 +1,6 @@
 """The real-node layer of a LocalCluster: node network, images, containerd + kubelet per node, kube-proxy,
-CoreDNS and the KubeRay operator running as a pod (as a Helm install would run it on EKS)."""
+CoreDNS, and the KubeRay operator and Traefik (the Gateway API implementation) running as pods, as Helm installs
+would run them on EKS."""
 
 import json
 import subprocess
@@ -9,9 +10,15 @@ from pathlib import Path
 import yaml
 
 from localdev import nodenet, realnodes
+from localdev.cluster import KUBERAY_FEATURE_GATES
 
 IMAGES_SCRIPT = Path(__file__).resolve().parents[2] / "images" / "build.sh"
 KUBERAY_NAMESPACE = "kuberay-system"
+GATEWAY_NAMESPACE = "gateway-system"
+GATEWAY_CLASS = "traefik"
+RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                        "readOnlyRootFilesystem": True}
 S3_SECRET = "bernini-local-s3"  # per namespace: the local S3 server's keys, added to pods at admission
 
 
@@ -107,6 +114,19 @@ class NodeLayer:
                         input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}))
         cluster.kubectl("rollout", "status", "deployment/kuberay-operator", "-n", KUBERAY_NAMESPACE, "--timeout=120s")
 
+    def deploy_gateway(self, progress: Callable[[str], None]) -> None:
+        """The Gateway API's standard CRDs, a GatewayClass and Traefik serving it; KubeRay makes each incremental
+        RayService's Gateway and HTTPRoute, which Traefik programs."""
+        cluster = self.cluster
+        crds = (cluster.bin_dir.parent / "gateway-crds").resolve()
+        cluster.kubectl("apply", "--server-side", "--field-manager=bernini-localcluster", "-f", str(crds))
+        cluster.wait_established("crd", "--all")
+        cluster.kubectl("apply", "--server-side", "--field-manager=bernini-localcluster", "-f", "-",
+                        input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                          "items": gateway_manifests(self.images["TRAEFIK_IMAGE"])}))
+        cluster.kubectl("rollout", "status", "deployment/traefik", "-n", GATEWAY_NAMESPACE, "--timeout=120s")
+        progress(f"Traefik serving GatewayClass {GATEWAY_CLASS}")
+
     # -- teardown: after the cluster's own processes are stopped ---------------------------------------
 
     def teardown(self) -> None:
@@ -137,16 +157,66 @@ def kuberay_manifests(image: str, cluster_role: dict) -> list[dict]:
          "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": labels},
                   "template": {"metadata": {"labels": labels}, "spec": {
                       "serviceAccountName": "kuberay-operator",
-                      "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+                      "securityContext": RESTRICTED_POD,
                       "containers": [{
                           "name": "kuberay-operator", "image": image, "imagePullPolicy": "Never",
                           "command": ["/ray-operator"],
-                          "args": ["--enable-leader-election=false", "--log-stdout-encoder=console",
+                          "args": ["--enable-leader-election=false", "--log-stdout-encoder=console", KUBERAY_FEATURE_GATES,
                                    "--health-probe-bind-address=:8082", "--metrics-addr=:8080"],
                           "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8082}, "periodSeconds": 2},
                           "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-                          "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                                              "readOnlyRootFilesystem": True},
+                          "securityContext": RESTRICTED_CONTAINER,
+                      }],
+                      "terminationGracePeriodSeconds": 5,
+                  }}}},
+    ]
+
+
+def gateway_manifests(image: str) -> list[dict]:
+    """Traefik as its Helm chart runs it for the Gateway API: read-only RBAC plus status writes, restricted pod
+    security, a ClusterIP Service at a fixed address that Traefik writes into each Gateway's status (it reads a
+    Service's address only from a LoadBalancer's status, which no controller fills in here). KubeRay's Gateways
+    listen on port 80, and Traefik binds a listener to the entry point of that port: the pod may bind low
+    ports through the safe sysctl instead of a capability."""
+    labels = {"app.kubernetes.io/name": "traefik"}
+    watched = ["gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants", "backendtlspolicies"]
+    args = ["--entryPoints.web.address=:80", "--ping=true", "--log.level=INFO",
+            "--global.checkNewVersion=false", "--global.sendAnonymousUsage=false",
+            "--providers.kubernetesGateway=true",
+            f"--providers.kubernetesGateway.statusAddress.ip={nodenet.GATEWAY_SERVICE_IP}"]
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NAMESPACE}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "traefik", "namespace": GATEWAY_NAMESPACE}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "traefik"},
+         "rules": [
+             {"apiGroups": [""], "resources": ["namespaces", "services", "secrets", "configmaps"],
+              "verbs": ["get", "list", "watch"]},
+             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+             {"apiGroups": ["gateway.networking.k8s.io"], "resources": watched, "verbs": ["get", "list", "watch"]},
+             {"apiGroups": ["gateway.networking.k8s.io"], "resources": [f"{kind}/status" for kind in watched],
+              "verbs": ["update", "patch"]},
+         ]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "traefik"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "traefik"},
+         "subjects": [{"kind": "ServiceAccount", "name": "traefik", "namespace": GATEWAY_NAMESPACE}]},
+        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": GATEWAY_CLASS},
+         "spec": {"controllerName": "traefik.io/gateway-controller"}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "traefik", "namespace": GATEWAY_NAMESPACE},
+         "spec": {"selector": labels, "clusterIP": nodenet.GATEWAY_SERVICE_IP,
+                  "ports": [{"name": "web", "port": 80, "targetPort": 80}]}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": "traefik", "namespace": GATEWAY_NAMESPACE, "labels": labels},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels}, "spec": {
+                      "serviceAccountName": "traefik",
+                      "securityContext": {**RESTRICTED_POD, "sysctls": [
+                          {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]},
+                      "containers": [{
+                          "name": "traefik", "image": image, "imagePullPolicy": "Never", "args": args,
+                          "ports": [{"name": "web", "containerPort": 80}],
+                          "readinessProbe": {"httpGet": {"path": "/ping", "port": 8080}, "periodSeconds": 2},
+                          "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+                          "securityContext": RESTRICTED_CONTAINER,
                       }],
                       "terminationGracePeriodSeconds": 5,
                   }}}},

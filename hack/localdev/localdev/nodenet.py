@@ -21,6 +21,7 @@ HOST_IP = "10.245.0.1"
 POD_NET = ipaddress.ip_network("10.244.0.0/16")
 SERVICE_NET = ipaddress.ip_network("10.96.0.0/16")
 KUBERNETES_SERVICE_IP = "10.96.0.1"
+GATEWAY_SERVICE_IP = "10.96.0.80"  # Traefik's Service: the address every Gateway's status gives
 CLUSTER_DOMAIN = "cluster.local"
 
 

@@ -45,6 +45,8 @@ def default_real_fleet() -> tuple[RealNode, ...]:
         RealNode("real-inf2-1", INF2_XLARGE, nodenet.NodeAddressing(2)),
         RealNode("real-inf2-2", INF2_XLARGE, nodenet.NodeAddressing(3)),
         RealNode("real-cpu-2", M6I_2XLARGE, nodenet.NodeAddressing(4)),
+        # A third: an incremental upgrade of two worker pods peaks at three (tests/realnodes/test_incremental.py).
+        RealNode("real-inf2-3", INF2_XLARGE, nodenet.NodeAddressing(5)),
     )
 
 

@@ -60,10 +60,16 @@ class ApplicationStatus(_Read):
                                          _or(dict)] = Field(default_factory=dict)
 
 
+Percent = Annotated[int | None, Field(ge=0, le=100), _or(None)]
+
+
 class ClusterSide(_Read):
     """activeServiceStatus or pendingServiceStatus: one RayCluster and what runs on it."""
 
     ray_cluster_name: Text = ""
+    # An incremental upgrade's share of Serve capacity and of the traffic on this cluster.
+    target_capacity: Percent = None
+    traffic_routed_percent: Percent = None
     application_statuses: Annotated[dict[str, Annotated[ApplicationStatus, _or(ApplicationStatus)]],
                                     _or(dict)] = Field(default_factory=dict)
 

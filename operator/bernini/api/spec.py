@@ -3,7 +3,7 @@
 import re
 from typing import Any, Literal
 
-from pydantic import Field, create_model, field_validator
+from pydantic import Field, create_model, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from bernini.api.base import ApiModel
@@ -426,11 +426,59 @@ class Autoscaling(ApiModel):
     """Ray autoscaler upscaling mode."""
 
 
+class IncrementalUpgrade(ApiModel):
+    """A new cluster grown step by step while traffic shifts to it through a Gateway, its accelerator worker
+    pods held to a surge over the serving cluster's."""
+
+    gateway_class_name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+    """GatewayClass of the Gateway KubeRay makes for the RayService (<name>-gateway, HTTP on port 80): clients
+    use its address (status.serveEndpoint), as there is no <name>-serve-svc in this mode."""
+
+    max_surge_percent: int | None = Field(None, ge=1, le=100)
+    """Serve capacity the new cluster gains per step, in percent of the whole; also the accelerator worker pods
+    it may ask beyond the baseline (the serving cluster's when the upgrade began, at least those at minReplicas),
+    at least one. Unset: one pod's worth of the baseline."""
+
+    step_size_percent: int | None = Field(None, ge=1, le=100)
+    """Traffic moved to the new cluster per interval, in percent. Unset: maxSurgePercent."""
+
+    interval_seconds: int | None = Field(None, ge=1, le=3600)
+    """Seconds between traffic steps. Unset: autoscaling.downscaleDelaySeconds + idleTimeoutSeconds + 60, the time
+    the old cluster takes to give a pod back and the new one to start it."""
+
+
 class UpgradeStrategy(ApiModel):
     """How KubeRay rolls out a changed cluster (new image, artifacts or pod shape)."""
 
-    type: Literal["NewCluster", "None"] = "NewCluster"
-    """NewCluster: start a new RayCluster and switch traffic when it is ready (zero downtime). None: never."""
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [
+        _cel("(self.type == 'Incremental') == has(self.incremental)",
+             "upgradeStrategy.incremental is set exactly when type is Incremental", ".incremental"),
+        _cel("!has(self.incremental) || !has(self.incremental.stepSizePercent) || "
+             "!has(self.incremental.maxSurgePercent) || "
+             "self.incremental.stepSizePercent <= self.incremental.maxSurgePercent",
+             "upgradeStrategy.incremental.stepSizePercent must not exceed maxSurgePercent: traffic cannot move to "
+             "capacity the new cluster does not have yet", ".incremental.stepSizePercent"),
+    ]}}
+
+    type: Literal["NewCluster", "Incremental", "None"] = "NewCluster"
+    """NewCluster: start a whole new RayCluster and switch traffic when it is ready (zero downtime, twice the
+    accelerators meanwhile). Incremental: grow the new cluster within a surge budget while traffic shifts to it
+    through a Gateway (KubeRay's NewClusterWithIncrementalUpgrade; KubeRay v1.6 needs its
+    RayServiceIncrementalUpgrade feature gate). None: never."""
+
+    incremental: IncrementalUpgrade | None = None
+    """Settings of the Incremental type."""
+
+    @model_validator(mode="after")
+    def _incremental_settings(self) -> "UpgradeStrategy":
+        # The CRD's rules, again for an object an older CRD admitted.
+        if (self.type == "Incremental") != (self.incremental is not None):
+            raise ValueError("upgradeStrategy.incremental is set exactly when type is Incremental")
+        chosen = self.incremental
+        if chosen and chosen.step_size_percent and chosen.max_surge_percent and \
+                chosen.step_size_percent > chosen.max_surge_percent:
+            raise ValueError("upgradeStrategy.incremental.stepSizePercent must not exceed maxSurgePercent")
+        return self
 
 
 def _stage_amount_rules(stage: str) -> list[dict]:

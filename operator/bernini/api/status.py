@@ -81,6 +81,16 @@ class RayServiceObservation(ApiModel):
     pending_cluster: str = ""
     """Name of the RayCluster being prepared by an upgrade."""
 
+    pending_capacity_percent: int | None = Field(None, ge=0, le=100)
+    """During an incremental upgrade: the share of Serve capacity the pending cluster has been given."""
+
+    pending_traffic_percent: int | None = Field(None, ge=0, le=100)
+    """During an incremental upgrade: the share of traffic the Gateway sends to the pending cluster."""
+
+    upgrade_baseline_pods: int | None = Field(None, ge=1)
+    """During an incremental upgrade: the accelerator worker pods the old cluster asked for when it began (at
+    least those at minReplicas); both clusters together may ask for these plus the surge."""
+
 
 class ArtifactsObservation(ApiModel):
     """The artifact set the last successful preflight verified."""
@@ -234,3 +244,5 @@ def _reads(model: type[ApiModel], value: Any) -> bool:
 # name them as null to remove them.
 OPTIONAL_OBSERVATIONS = tuple(field.alias for field in BerniniDeploymentStatus.model_fields.values()
                               if field.default is None)
+OPTIONAL_RAY_SERVICE = tuple(field.alias for field in RayServiceObservation.model_fields.values()
+                             if field.default is None)

@@ -2,9 +2,11 @@
 
 import asyncio
 import functools
+import ipaddress
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -18,9 +20,10 @@ from bernini.api import reasons as r
 from bernini.api.kuberay import RayServiceStatus, rayservice_status, worker_pods
 from bernini.api.reasons import Cause
 from bernini.api.spec import BerniniDeploymentSpec
-from bernini.api.status import OPTIONAL_OBSERVATIONS, BerniniDeploymentStatus, read_back
+from bernini.api.status import OPTIONAL_OBSERVATIONS, OPTIONAL_RAY_SERVICE, BerniniDeploymentStatus, read_back
 from bernini.artifacts.preflight import BUSY_RETRY_SECONDS, ManifestReader, Preflight, StoreBusy
 from bernini.cost.prices import LIST_PRICES, PriceTable
+from bernini.domain.capacity import Plan
 from bernini.domain.instances import CATALOGUE
 from bernini.reconcile import conditions as c
 from bernini.reconcile.drift import contains
@@ -32,9 +35,11 @@ from bernini.reconcile.policy import Policy
 from bernini.reconcile.status import Observation, desired_status, invalid_status
 from bernini.render.capacity import DoesNotFit, plan
 from bernini.render import names
-from bernini.render.bounds import bounds, bounds_patch
+from bernini.render.bounds import bounds_patch
 from bernini.render.prewarm import prewarm_daemonset, prewarm_name
 from bernini.render.rayservice import render_rayservice
+from bernini.render.upgrade import (Bounds, Budget, budget, counted_pods, incremental, pending_bounds,
+                                    serving_bounds)
 
 Key = tuple[str, str]  # (namespace, name)
 logger = logging.getLogger("bernini.controller")
@@ -55,6 +60,17 @@ def _by_instance_type(pods_by_group: dict[str, int]) -> dict[str, int]:
         if instance_type:
             counts[instance_type] = counts.get(instance_type, 0) + pods
     return counts
+
+
+DNS_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*")
+
+
+def _host_or_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return bool(DNS_NAME.fullmatch(value))
+    return True
 
 
 class Vanished(Exception):
@@ -176,6 +192,7 @@ class Controller:
         self._prewarms: dict[Key, str | None] = {}
         # The (RayCluster, worker-group bounds) last made to agree per key, so an idle reconcile reads nothing.
         self._bounds: dict[Key, tuple] = {}
+        self._surge: dict[Key, tuple] = {}
         # Per key, the worker pods KubeRay wants in each RayCluster of its RayService, by instance type: what
         # status.cost counts. KubeRay's RayService status has one total per cluster, left stale when only it changes.
         self.cluster_workers: dict[Key, dict[str, dict[str, int]]] = {}
@@ -195,6 +212,7 @@ class Controller:
                 self.deployments.pop(key, None)
             self._prewarms.pop(key, None)
             self._bounds.pop(key, None)
+            self._surge.pop(key, None)
             self.cluster_workers.pop(key, None)
             self._new.discard(key)
             self._last_event.pop(key, None)
@@ -372,11 +390,15 @@ class Controller:
                      else self.manifests.check(spec, namespace))
         if not preflight.ok:
             PREFLIGHT_FAILURES.labels(preflight.cause.reason).inc()
+        # An incremental upgrade's baseline (render/upgrade.py), carried while its pending cluster is the same.
+        serving_pods = self._serving_pods(key, spec, rayservice_status(observed), current)
+        upgrade_budget = None
         if preflight.ok:
             try:
                 capacity = plan(spec)
+                upgrade_budget = budget(spec, capacity, serving_pods or 0) if incremental(spec) else None
                 desired = render_rayservice(name, namespace, metadata["uid"], spec, preflight.manifest,
-                                            preflight.manifest_sha256, capacity)
+                                            preflight.manifest_sha256, capacity, upgrade_budget)
             except DoesNotFit as error:
                 blocked = Cause(error.reason, str(error))
             else:
@@ -386,12 +408,19 @@ class Controller:
         # The serving RayCluster, read at most once per reconcile (bounds and version both ask for it).
         serving_cluster = functools.cache(lambda: self.kube.read_raycluster(namespace, switched) if switched else None)
         if desired is not None and blocked is None and not spec.suspend:
-            self._sync_bounds(key, desired, switched, serving_cluster)
+            self._sync_bounds(key, self._bounds, serving_bounds(spec, capacity), switched, serving_cluster)
+            pending = rayservice.pending_service_status.ray_cluster_name if rayservice else ""
+            if pending and upgrade_budget and serving_pods is not None:
+                self._hold_surge(key, spec, capacity, upgrade_budget, rayservice, pending)
         serving = self._serving_version(spec, current, serving_cluster)
+        # Status records the baseline only once the serving cluster was seen.
+        baseline_pods = upgrade_budget.pods if upgrade_budget and serving_pods is not None else 0
         self._write_status(raw, body, spec, current, Observation(metadata.get("generation", 0), preflight, capacity,
                                                             blocked, rayservice, serving,
                                                             self._pod_trouble(namespace, spec, rayservice),
-                                                            self._workers(key, rayservice)))
+                                                            self._workers(key, rayservice),
+                                                            self._gateway_address(key, spec, observed),
+                                                            baseline_pods))
         self._prewarm(key, body, spec, preflight, serving or current.model_version)
         # A refusal no event of ours will end (a webhook removed, KubeRay installed later) is noticed by backing off.
         return blocked.reason if blocked and r.is_retried(blocked.reason) else None
@@ -460,12 +489,11 @@ class Controller:
             return None
         return diagnose(self.kube.list_pods(namespace, f"ray.io/cluster in ({','.join(clusters)})"))
 
-    def _sync_bounds(self, key: Key, desired: dict[str, Any], cluster: str,
+    def _sync_bounds(self, key: Key, written: dict[Key, tuple], wanted: Bounds, cluster: str,
                      read_cluster: Callable[[], dict[str, Any] | None]) -> None:
-        """The serving RayCluster's worker groups get the spec's bounds, which KubeRay never carries to a running
-        cluster (render/bounds.py). Only once KubeRay has switched: a pending cluster is made from the new spec."""
-        wanted = bounds(desired)
-        if not cluster or self._bounds.get(key) == (cluster, wanted):
+        """A RayCluster's worker groups get the wanted bounds, which KubeRay never carries to a running cluster
+        (render/bounds.py); `written` remembers what each deployment's cluster was last given."""
+        if not cluster or written.get(key) == (cluster, wanted):
             return
         live = read_cluster()
         if live is None:
@@ -484,7 +512,60 @@ class Controller:
                 _log(key).warning("the bounds of RayCluster %s could not be set: %s", cluster, refused.message)
             else:
                 _log(key).info("worker-group bounds of RayCluster %s set to %s", cluster, wanted)
-        self._bounds[key] = (cluster, wanted)
+        written[key] = (cluster, wanted)
+
+    def _serving_pods(self, key: Key, spec: BerniniDeploymentSpec, rayservice: RayServiceStatus | None,
+                      current: BerniniDeploymentStatus) -> int | None:
+        """The counted pods an incremental deployment's budget starts from: those its serving cluster asks for
+        now or, during an upgrade, those recorded when it began (status keeps them over a restart); None while
+        the serving cluster has not been seen."""
+        if not incremental(spec) or rayservice is None:
+            return 0
+        pending, recorded = rayservice.pending_service_status.ray_cluster_name, current.ray_service
+        if pending and recorded.pending_cluster == pending and recorded.upgrade_baseline_pods:
+            return recorded.upgrade_baseline_pods
+        active = rayservice.active_service_status.ray_cluster_name
+        if not active:
+            return 0
+        serving = self.cluster_workers.get(key, {}).get(active)
+        return None if serving is None else counted_pods(spec, serving)
+
+    def _hold_surge(self, key: Key, spec: BerniniDeploymentSpec, capacity: Plan, upgrade_budget: Budget,
+                    rayservice: RayServiceStatus, pending: str) -> None:
+        """An incremental upgrade's new cluster may ask only as many accelerator pods as its budget leaves beside
+        every other cluster of the deployment (render/upgrade.py); recomputed on every event of any of them. The
+        first cluster (none active) replaces nothing and gets all of the serving bounds. Only a cluster our watch
+        holds (made by KubeRay for this RayService) is patched."""
+        clusters = self.cluster_workers.get(key, {})
+        new = clusters.get(pending)
+        if new is None:
+            return  # not seen yet: its event queues the next reconcile
+        if rayservice.active_service_status.ray_cluster_name:
+            others = sum(counted_pods(spec, pods) for name, pods in clusters.items() if name != pending)
+            wanted = pending_bounds(spec, capacity, upgrade_budget, others, new)
+        else:
+            wanted = serving_bounds(spec, capacity)
+        self._sync_bounds(key, self._surge, wanted, pending,
+                          lambda: self.kube.read_raycluster(key[0], pending))
+
+    def _gateway_address(self, key: Key, spec: BerniniDeploymentSpec, rayservice: dict[str, Any] | None) -> str:
+        """The first address the incremental RayService's own Gateway reports (its controller writes it); a
+        Gateway of that name that KubeRay did not make for this RayService is not read from."""
+        if rayservice is None or not incremental(spec):
+            return ""
+        try:
+            gateway = self.kube.read_gateway(key[0], names.gateway_name(key[1])) or {}
+        except ApiException as error:
+            if refusal(error) is None:
+                raise
+            return ""  # an older chart's RBAC: no endpoint in status, and serving goes on
+        if not gateway or not _controlled_by(gateway, rayservice["metadata"]["uid"]):
+            return ""
+        addresses = (gateway.get("status") or {}).get("addresses")
+        first = addresses[0] if isinstance(addresses, list) and addresses else None
+        value = first.get("value") if isinstance(first, dict) else None
+        # Whoever may write the Gateway's status writes this: only a host name or an IP address is shown.
+        return value if isinstance(value, str) and _host_or_ip(value) else ""
 
     def _serving_version(self, spec: BerniniDeploymentSpec, current: BerniniDeploymentStatus,
                          read_cluster: Callable[[], dict[str, Any] | None]) -> str | None:
@@ -562,6 +643,8 @@ class Controller:
         if _without_nulls(status) == _without_nulls(stored):
             return
         patch = {**dict.fromkeys(OPTIONAL_OBSERVATIONS), **status}  # JSON merge patch: null removes
+        if "rayService" in status:  # merged member by member: its optional members are removed the same way
+            patch["rayService"] = {**dict.fromkeys(OPTIONAL_RAY_SERVICE), **status["rayService"]}
         try:
             self.kube.patch_status(namespace, name, patch)
         except ApiException as error:

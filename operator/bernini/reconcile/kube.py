@@ -98,6 +98,9 @@ class Kube:
     def read_raycluster(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read(RAY_GROUP, RAY_VERSION, "rayclusters", namespace, name)
 
+    def read_gateway(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read("gateway.networking.k8s.io", "v1", "gateways", namespace, name)
+
     def patch_raycluster(self, namespace: str, name: str, operations: list[dict[str, Any]]) -> None:
         """A JSON patch of a RayCluster KubeRay made for our RayService (its worker groups' bounds)."""
         self._writing("patch", "rayclusters")

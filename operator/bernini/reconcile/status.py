@@ -20,6 +20,7 @@ from bernini.domain.pipeline import APPLICATION_NAME, DEPLOYMENT_NAMES
 from bernini.reconcile import conditions as c
 from bernini.render import names
 from bernini.render.capacity import deployments
+from bernini.render.upgrade import incremental
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Observation:
     pod_trouble: Cause | None = None  # why a starting cluster's pods fail, when they were looked at
     # instance type -> worker pods KubeRay wants over the active and pending RayClusters; None while one is unseen.
     workers: dict[str, int] | None = None
+    gateway_address: str = ""  # where an incremental RayService's Gateway listens, once its controller says
+    baseline_pods: int = 0  # an incremental deployment's baseline (render/upgrade.py); 0 otherwise
 
 
 def judgements(spec: BerniniDeploymentSpec, seen: Observation) -> list[c.Judgement]:
@@ -85,16 +88,20 @@ def judgements(spec: BerniniDeploymentSpec, seen: Observation) -> list[c.Judgeme
     return [verified, rendered, rayservice, pods, ready]
 
 
-def _rayservice_summary(rayservice: RayServiceStatus | None) -> RayServiceObservation:
+def _rayservice_summary(rayservice: RayServiceStatus | None, baseline_pods: int) -> RayServiceObservation:
     if rayservice is None:
         return RayServiceObservation()
+    pending = rayservice.pending_service_status.ray_cluster_name
     ready, upgrading = rayservice.condition(kuberay.READY), rayservice.condition(kuberay.UPGRADE_IN_PROGRESS)
     return RayServiceObservation(
         ready=ready.status if ready and ready.status in ("True", "False") else "Unknown",
         reason=ready.reason if ready else "",
         upgrade_in_progress=upgrading is not None and upgrading.status == "True",
         active_cluster=rayservice.active_service_status.ray_cluster_name,
-        pending_cluster=rayservice.pending_service_status.ray_cluster_name,
+        pending_cluster=pending,
+        pending_capacity_percent=rayservice.pending_service_status.target_capacity,
+        pending_traffic_percent=rayservice.pending_service_status.traffic_routed_percent,
+        upgrade_baseline_pods=baseline_pods if pending and baseline_pods else None,
     )
 
 
@@ -160,17 +167,26 @@ def desired_status(
         observed_generation=seen.generation,
         conditions=conditions,
         ray_service_name=name if seen.rayservice else "",
-        serve_endpoint=names.serve_endpoint(name, namespace) if seen.rayservice else "",
+        serve_endpoint=_endpoint(name, namespace, spec, seen),
         # What serves traffic: the active cluster's version once KubeRay switched to it, never the one
         # that is only pending (or blocked).
         model_version=seen.serving_version or current.model_version,
-        ray_service=_rayservice_summary(seen.rayservice),
+        ray_service=_rayservice_summary(seen.rayservice, seen.baseline_pods),
         capacity=_capacity(seen.plan) if seen.plan else current.capacity,
         artifacts=artifacts,
         stages=_stages(spec, seen.rayservice),
         cost=_cost(spec, seen, current.cost, prices) or current.cost,
     )
     return _serialized(status), transitions
+
+
+def _endpoint(name: str, namespace: str, spec: BerniniDeploymentSpec, seen: Observation) -> str:
+    if not seen.rayservice:
+        return ""
+    if incremental(spec):  # KubeRay makes no <name>-serve-svc in this mode
+        address = seen.gateway_address
+        return f"http://[{address}]" if ":" in address else f"http://{address}" if address else ""
+    return names.serve_endpoint(name, namespace)
 
 
 def invalid_status(current: BerniniDeploymentStatus, seen: Observation, now: str,

@@ -8,12 +8,6 @@ autoscaler's."""
 from typing import Any
 
 
-def bounds(rayservice: dict[str, Any]) -> dict[str, tuple[int, int]]:
-    """groupName -> (minReplicas, maxReplicas) of a rendered RayService."""
-    return {group["groupName"]: (group["minReplicas"], group["maxReplicas"])
-            for group in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
-
-
 def bounds_patch(raycluster: dict[str, Any], wanted: dict[str, tuple[int, int]]) -> list[dict[str, Any]]:
     """A JSON patch that sets the live RayCluster's groups to the wanted bounds, or [] when they hold them.
     Groups are addressed by index, so the patch first tests the resourceVersion it was computed from: a

@@ -53,34 +53,36 @@ def _worker_shape(instance: InstanceType, workers: WorkerPods | CpuWorkers, fiel
     return shape
 
 
-def _replicas(deployment: str, spec: ReplicaSpec, kind: str) -> Replicas:
+def _replicas(deployment: str, spec: ReplicaSpec, kind: str, one_each: bool) -> Replicas:
     demand = Demand(deployment, Decimal(str(spec.amount(deployment, kind))), Decimal(str(spec.cpus)),
                     to_bytes(spec.memory))
-    return Replicas(demand, spec.min_replicas, spec.max_replicas)
+    return Replicas(demand, min(spec.min_replicas, 1) if one_each else spec.min_replicas, spec.max_replicas)
 
 
-def plan(spec: BerniniDeploymentSpec) -> Plan:
+def plan(spec: BerniniDeploymentSpec, one_replica_each: bool = False) -> Plan:
     """Worker-group bounds and accelerator totals for spec: the accelerator groups, then the CPU group;
-    raises a DoesNotFit."""
+    raises a DoesNotFit. one_replica_each: the minimum as if every deployment with a minimum had just one
+    replica (the smallest cluster that serves at all)."""
     kind = spec.accelerator.kind
     replica_specs = dict(deployments(spec))
     on_cpu = {name for name, replica_spec in replica_specs.items() if on_cpu_group(spec, name, replica_spec)}
     accelerated = _pack(spec, [CATALOGUE[name] for name in spec.accelerator.allowed_types], spec.workers, "workers",
-                        {name: replica_specs[name] for name in replica_specs if name not in on_cpu})
+                        {name: replica_specs[name] for name in replica_specs if name not in on_cpu}, one_replica_each)
     if not on_cpu:
         return accelerated
     cpu = _pack(spec, [CATALOGUE[spec.cpu_workers.instance_type]], spec.cpu_workers, "cpuWorkers",
-                {name: replica_specs[name] for name in replica_specs if name in on_cpu})
+                {name: replica_specs[name] for name in replica_specs if name in on_cpu}, one_replica_each)
     return Plan(groups=accelerated.groups + cpu.groups, min_accelerators=accelerated.min_accelerators,
                 max_accelerators=accelerated.max_accelerators)
 
 
 def _pack(spec: BerniniDeploymentSpec, instances: list[InstanceType], pods: WorkerPods | CpuWorkers, field: str,
-          replica_specs: dict[str, ReplicaSpec]) -> Plan:
+          replica_specs: dict[str, ReplicaSpec], one_each: bool) -> Plan:
     kind = spec.accelerator.kind
     workers = [_worker_shape(instance, pods, field) for instance in instances]
     try:
-        return pack(workers, [_replicas(name, replica_spec, kind) for name, replica_spec in replica_specs.items()])
+        return pack(workers, [_replicas(name, replica_spec, kind, one_each)
+                              for name, replica_spec in replica_specs.items()])
     except NoWorkerFits as error:
         demand = error.demand
         raise StageDoesNotFit(

@@ -26,6 +26,11 @@ def serve_endpoint(name: str, namespace: str) -> str:
     return f"http://{name}-serve-svc.{namespace}.svc.cluster.local:8000"
 
 
+def gateway_name(name: str) -> str:
+    # KubeRay names an incremental RayService's Gateway <rayservice>-gateway; it listens for HTTP on port 80.
+    return f"{name}-gateway"
+
+
 def worker_group_name(instance_type: str) -> str:
     return instance_type.replace(".", "-")
 

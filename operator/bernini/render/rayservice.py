@@ -14,6 +14,7 @@ from bernini.render.pods import (
     head_template, worker_template,
 )
 from bernini.render.serve_config import serve_config_yaml
+from bernini.render.upgrade import Budget, budget, incremental, new_cluster_bounds, upgrade_strategy
 
 
 # The head's autoscaler sidecar polls the cluster every few seconds: KubeRay's default request of 500m held a
@@ -56,15 +57,18 @@ def group_role(worker: WorkerShape) -> str:
 
 
 def _worker_groups(
-    spec: BerniniDeploymentSpec, capacity: Plan, labels: dict[str, str], manifest: Manifest, manifest_sha256: str
+    spec: BerniniDeploymentSpec, capacity: Plan, labels: dict[str, str], manifest: Manifest, manifest_sha256: str,
+    chosen_budget: Budget | None,
 ) -> list[dict[str, Any]]:
     groups = []
+    bounds = new_cluster_bounds(spec, capacity, chosen_budget)
     for group in capacity.groups:
         worker = group.worker
-        low, high = (0, 0) if spec.suspend else (group.min_replicas, group.max_replicas)
+        name = names.worker_group_name(worker.instance.name)
+        low, high = (0, 0) if spec.suspend else bounds[name]
         groups.append(
             {
-                "groupName": names.worker_group_name(worker.instance.name),
+                "groupName": name,
                 "replicas": low,
                 "minReplicas": low,
                 "maxReplicas": high,
@@ -85,10 +89,13 @@ def render_rayservice(
     manifest: Manifest,
     manifest_sha256: str,
     capacity: Plan | None = None,
+    upgrade_budget: Budget | None = None,
 ) -> dict[str, Any]:
     """The full desired RayService; raises a capacity.DoesNotFit when a stage or worker fits no allowed type.
-    Callers that already planned the capacity pass it in."""
+    Callers that already planned the capacity, or an incremental deployment's budget (render/upgrade.py), pass
+    them in."""
     capacity = capacity or plan(spec)
+    chosen_budget = upgrade_budget or (budget(spec, capacity) if incremental(spec) else None)
     pod_labels = {**names.labels(name, spec.model.version), names.LAYOUT_LABEL: spec.layout}
     rayservice = {
         "apiVersion": "ray.io/v1",
@@ -100,7 +107,7 @@ def render_rayservice(
             "ownerReferences": [owner_reference(name, uid)],
         },
         "spec": {
-            "upgradeStrategy": {"type": spec.upgrade_strategy.type},
+            "upgradeStrategy": upgrade_strategy(spec, chosen_budget),
             "serveConfigV2": serve_config_yaml(spec),
             "rayClusterConfig": {
                 "rayVersion": spec.runtime.ray_version,
@@ -121,7 +128,7 @@ def render_rayservice(
                     "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
                     "template": head_template(spec, pod_labels),
                 },
-                "workerGroupSpecs": _worker_groups(spec, capacity, pod_labels, manifest, manifest_sha256),
+                "workerGroupSpecs": _worker_groups(spec, capacity, pod_labels, manifest, manifest_sha256, chosen_budget),
             },
         },
     }
