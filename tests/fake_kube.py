@@ -11,7 +11,8 @@ The fake replaces the generated API objects of a real `Kube` (its .custom, .core
 - a create (POST) refused when the name is taken (409 AlreadyExists); managedFields entries as (manager,
   operation) only: Update for a create, Apply for an apply;
 - the status subresource's JSON merge patch; delete with a uid precondition (409 when it differs);
-- a JSON patch of the `test`, `add` and `replace` operations (a failed test is 422, as the API server answers);
+- a JSON patch of the `test`, `add`, `replace` and `remove` operations (a failed test is 422, as the API server
+  answers), of an object or of its status subresource (which changes nothing outside .status);
 - creates in a terminating namespace refused (403 "... is being terminated"), as NamespaceLifecycle does;
 - admission denying writes of a resource (`deny`), and a resource that is not served (`unserve`).
 Simplified: lists are atomic values (SSA merges some by key), a field its manager stops applying stays, and
@@ -267,7 +268,8 @@ class FakeCluster:
         self.writes.append(("patch", f"{resource}/status", name))
         return copy.deepcopy(live)
 
-    def json_patch(self, resource: str, namespace: str, name: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+    def json_patch(self, resource: str, namespace: str, name: str, operations: list[dict[str, Any]],
+                   subresource: str = "") -> dict[str, Any]:
         while self._next_write:
             self._next_write.pop(0)()
         self._served(resource)
@@ -281,18 +283,22 @@ class FakeCluster:
             for part in parents:
                 target = target[part]
             present = last in target if isinstance(target, dict) else last < len(target)
-            if operation["op"] in ("test", "replace") and not present or (
+            if operation["op"] in ("test", "replace", "remove") and not present or (
                     operation["op"] == "test" and target[last] != operation["value"]):
                 raise status_error(422, "Invalid", f"the server rejected our request: test failed at {operation['path']}")
-            assert operation["op"] in ("test", "add", "replace"), "FAKE: only test, add and replace are modelled"
+            assert operation["op"] in ("test", "add", "replace", "remove"), "FAKE: no move or copy"
             if operation["op"] in ("add", "replace"):
                 target[last] = operation["value"]
-        self._admit(resource, name)
+            elif operation["op"] == "remove":
+                del target[last]
+        if subresource == "status":  # the status subresource writes nothing else
+            patched = {**live, "status": patched.get("status", {})}
+        self._admit(f"{resource}/{subresource}" if subresource else resource, name)
         spec_before = copy.deepcopy(live.get("spec"))
         live.clear()
         live.update(patched)
         self._bump(live, spec_before)
-        self.writes.append(("patch", resource, name))
+        self.writes.append(("patch", f"{resource}/{subresource}" if subresource else resource, name))
         return copy.deepcopy(live)
 
     def delete_with_uid(self, resource: str, namespace: str, name: str, uid: str) -> None:
@@ -339,8 +345,10 @@ class _CustomObjects:
         assert _content_type == APPLY and (body["metadata"]["namespace"], body["metadata"]["name"]) == (namespace, name)
         return _response(self.cluster.apply(plural, body, field_manager, force))
 
-    def patch_namespaced_custom_object_status(self, group, version, namespace, plural, name, body, field_manager,
-                                              _content_type, _preload_content, _request_timeout):
+    def patch_namespaced_custom_object_status(self, group, version, namespace, plural, name, body, _content_type,
+                                              _preload_content, _request_timeout, field_manager=None):
+        if _content_type == JSON_PATCH:
+            return _response(self.cluster.json_patch(plural, namespace, name, body, "status"))
         assert _content_type == MERGE_PATCH and set(body) == {"status"}
         return _response(self.cluster.patch_status(plural, namespace, name, body))
 

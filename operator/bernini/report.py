@@ -115,8 +115,13 @@ def _heading(body: Any, status: BerniniDeploymentStatus) -> list[str]:
     if upgrade.pending_cluster:
         shares = (f": {upgrade.pending_traffic_percent or 0}% of traffic, {upgrade.pending_capacity_percent or 0}%"
                   " of capacity" if upgrade.pending_capacity_percent is not None else "")
+        since = f", since {_shown(upgrade.pending_since)}" if upgrade.pending_since else ""
         lines.append(f"upgrading to cluster {_shown(upgrade.pending_cluster)}{shares}"
-                     f" (serving: {_shown(upgrade.active_cluster or 'none')})")
+                     f" (serving: {_shown(upgrade.active_cluster or 'none')}{since})")
+    given_back = status.abandoned_upgrade
+    if given_back:
+        lines.append(f"upgrade to {_shown(given_back.model_version)} given back at {_shown(given_back.at)}:"
+                     f" {_shown(given_back.message)}")
     return lines
 
 

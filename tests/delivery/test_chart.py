@@ -95,6 +95,8 @@ def gateway_crds(kubeconfig):
     ("delete", "nodes", "no"),
     ("delete", "rayservices.ray.io", "no"),
     ("patch", "rayservices.ray.io", "yes"),
+    ("patch", "rayservices.ray.io --subresource=status", "yes"),
+    ("update", "rayservices.ray.io --subresource=status", "no"),
     ("get", "rayclusters.ray.io", "yes"),
     ("watch", "rayclusters.ray.io", "yes"),
     ("delete", "daemonsets.apps", "yes"),

@@ -43,6 +43,8 @@ RENDERED = ("True", "Applied", "ok")
     (deployment(ArtifactsVerified=VERIFIED, Rendered=RENDERED, Ready=("False", "Suspended", "suspended")), "Suspended"),
     (deployment(ArtifactsVerified=("False", "ManifestNotFound", "gone"), Ready=("False", "ManifestNotFound", "gone")), "Degraded"),
     (deployment(ArtifactsVerified=VERIFIED, Rendered=("False", "StageDoesNotFit", "too big"), Ready=("False", "StageDoesNotFit", "x")), "Degraded"),
+    (deployment(ArtifactsVerified=VERIFIED, Rendered=("False", "UpgradeAbandoned", "given back"),
+                Ready=("False", "UpgradeAbandoned", "given back")), "Degraded"),
     (deployment(ArtifactsVerified=VERIFIED, Rendered=RENDERED, Ready=("False", "RayServiceNotReady", "Initializing")), "Progressing"),
     # A stuck upgrade: the old version serves (Ready), the new cluster's puller exits 4.
     (deployment(ArtifactsVerified=VERIFIED, Rendered=RENDERED, PodsHealthy=("False", "InitContainerFailed", "exited 4"),

@@ -15,6 +15,7 @@ from bernini.artifacts.guarded_store import StoreFailure
 from bernini.artifacts.preflight import ManifestReader
 from bernini.reconcile.controller import Controller
 from bernini.reconcile.policy import Policy
+from bernini.render import rollback
 from bernini.render.names import MANAGER, VERSION_LABEL
 from tests.fake_kube import FakeCluster
 from tests.fake_stores import InMemoryStore
@@ -750,3 +751,99 @@ def test_the_endpoint_of_an_incremental_deployment_is_its_gateways_address_and_o
                      manager="traefik")
         reconcile(controller, cluster)
         assert endpoint() == shown, address
+
+
+# -- an upgrade given back at its deadline -------------------------------------------------------------
+
+NEXT = {"model": {"version": "1.1.0", "artifactsUri": URI + "next/"}}
+LATER = "2099-01-01T00:00:00Z"  # far past any deadline
+
+
+def settled(cluster: FakeCluster, active: str, pending: str = "", **pending_side) -> None:
+    """KubeRay's side: it acted on the RayService's current generation; active serves, pending is starting."""
+    generation = rayservice(cluster)["metadata"]["generation"]
+    cluster.edit("rayservices", NAMESPACE, NAME, {"status": {
+        "observedGeneration": generation, "activeServiceStatus": {"rayClusterName": active},
+        "pendingServiceStatus": {"rayClusterName": pending, **pending_side} if pending else None,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints"}]}}, manager="kuberay")
+
+
+def status_of(cluster: FakeCluster) -> dict:
+    return cluster.get("berninideployments", NAMESPACE, NAME)["status"]
+
+
+def upgrade_started(cluster: FakeCluster, store, body: dict, **pending_side) -> tuple[Controller, dict]:
+    """A deployment serving 1.0.0 on cluster "first", changed to 1.1.0, whose cluster "next" KubeRay is starting
+    (its worker failing its artifact pull); returns the controller and the RayService spec that serves."""
+    store.publish(make_manifest("1.1.0"), URI + "next/")
+    controller = operator(cluster, body)
+    reconcile(controller, cluster)
+    kuberay_cluster(cluster, "first", 1)
+    settled(cluster, "first")
+    reconcile(controller, cluster)
+    serving_spec = copy.deepcopy(rayservice(cluster)["spec"])
+    assert rollback.decode(status_of(cluster)["servingRayServiceSpec"]) == serving_spec
+    edit_spec(cluster, **NEXT)
+    reconcile(controller, cluster)
+    settled(cluster, "first", "next", **pending_side)
+    kuberay_cluster(cluster, "next", 1)
+    failing = pod("next", "next-worker-0", "Running")
+    failing["status"]["initContainerStatuses"] = [{"name": "pull-artifacts", "restartCount": 2, "state": {
+        "terminated": {"exitCode": 1, "reason": "Error", "message": "sha256 mismatch for diffusion.pt"}}}]
+    cluster.create(failing, manager="kubelet")
+    reconcile(controller, cluster)
+    assert status_of(cluster)["rayService"]["pendingSince"]
+    return controller, serving_spec
+
+
+def test_a_new_cluster_not_serving_by_its_deadline_is_given_back_and_kuberay_makes_no_other(cluster, store, monkeypatch):
+    controller, serving_spec = upgrade_started(cluster, store, deployment())
+    reconcile(controller, cluster)
+    assert "abandonedUpgrade" not in status_of(cluster), "given back before its deadline"
+    monkeypatch.setattr("bernini.reconcile.controller.now", lambda: LATER)
+    reconcile(controller, cluster)
+    given_back = status_of(cluster)["abandonedUpgrade"]
+    assert given_back["modelVersion"] == "1.1.0" and "sha256 mismatch for diffusion.pt" in given_back["message"]
+    # KubeRay is asked to prepare nothing new while its pending cluster is cleared from its status.
+    assert rayservice(cluster)["spec"] == {**serving_spec, "upgradeStrategy": {"type": "None"}}
+    assert "pendingServiceStatus" not in rayservice(cluster)["status"]
+    ready = condition(cluster, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "UpgradeAbandoned") and "1.1.0" in ready["message"]
+    assert warned(cluster, "UpgradeAbandoned")
+    settled(cluster, "first")  # KubeRay read it: the goal is the active cluster, "next" is deleted
+    reconcile(controller, cluster)
+    assert rayservice(cluster)["spec"] == serving_spec, "the recorded strategy comes back once nothing is pending"
+    written = len(cluster.writes)
+    settled(cluster, "first")
+    reconcile(controller, cluster)
+    assert cluster.writes[written:] == [], "a given-back upgrade at rest writes nothing"
+    assert rollback.decode(status_of(cluster)["servingRayServiceSpec"]) == serving_spec
+    store.publish(make_manifest("1.2.0"), URI + "later/")
+    edit_spec(cluster, model={"version": "1.2.0", "artifactsUri": URI + "later/"})
+    reconcile(controller, cluster)
+    assert "abandonedUpgrade" not in status_of(cluster) and condition(cluster, "Ready")["reason"] != "UpgradeAbandoned"
+    assert rayservice(cluster)["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
+    assert "1.2.0" in json.dumps(rayservice(cluster)["spec"]), "the next spec change is a new upgrade"
+
+
+def test_an_incremental_upgrade_past_its_deadline_goes_back_through_kuberays_own_rollback(cluster, store, monkeypatch):
+    controller, serving_spec = upgrade_started(cluster, store, deployment(**INCREMENTAL))
+    monkeypatch.setattr("bernini.reconcile.controller.now", lambda: LATER)
+    reconcile(controller, cluster)
+    assert status_of(cluster)["abandonedUpgrade"]["modelVersion"] == "1.1.0"
+    assert rayservice(cluster)["spec"] == serving_spec, "the recorded spec as it is: KubeRay rolls back itself"
+    assert rayservice(cluster)["status"]["pendingServiceStatus"]["rayClusterName"] == "next", "not cleared by hand"
+    assert ("patch", "rayservices/status", NAME) not in cluster.writes
+
+
+def test_a_new_cluster_taking_traffic_or_within_its_deadline_or_with_nothing_on_record_is_not_given_back(
+        cluster, store, monkeypatch):
+    controller, _ = upgrade_started(cluster, store, deployment(**INCREMENTAL), trafficRoutedPercent=20)
+    monkeypatch.setattr("bernini.reconcile.controller.now", lambda: LATER)
+    reconcile(controller, cluster)
+    assert "abandonedUpgrade" not in status_of(cluster), "a cluster that serves a share is progressing"
+    settled(cluster, "first", "next")
+    cluster.edit("berninideployments", NAMESPACE, NAME, {"status": {"servingRayServiceSpec": "bm90IGEgc3BlYw=="}})
+    reconcile(controller, cluster)
+    assert "abandonedUpgrade" not in status_of(cluster), "nothing readable on record to go back to"
+    assert rayservice(cluster)["spec"]["serveConfigV2"].count("1.1.0")

@@ -166,5 +166,15 @@ def test_an_incremental_upgrade_shows_its_shares_of_traffic_and_capacity():
     # A NewCluster upgrade has no shares; nothing pending, no line.
     del body["status"]["rayService"]["pendingCapacityPercent"], body["status"]["rayService"]["pendingTrafficPercent"]
     assert "upgrading to cluster bernini-new (serving: bernini-old)" in report(body, [])
+    body["status"]["rayService"]["pendingSince"] = "2026-12-05T10:00:00Z"
+    assert "(serving: bernini-old, since 2026-12-05T10:00:00Z)" in report(body, [])
     del body["status"]["rayService"]["pendingCluster"]
     assert "upgrading" not in report(body, [])
+
+
+def test_an_upgrade_given_back_says_which_version_why_and_when():
+    body = copy.deepcopy(BODY)
+    body["status"]["abandonedUpgrade"] = {"generation": 3, "modelVersion": "1.1.0", "at": "2026-12-05T10:30:00Z",
+                                          "message": "InitContainerFailed: sha256 mismatch"}
+    assert ("upgrade to 1.1.0 given back at 2026-12-05T10:30:00Z: InitContainerFailed: sha256 mismatch"
+            in report(body, []))

@@ -4,11 +4,12 @@ import pytest
 
 from bernini.api.kuberay import rayservice_status, worker_pods
 from bernini.api.reasons import Cause
-from bernini.api.status import read_back
+from bernini.api.status import AbandonedUpgrade, read_back
 from bernini.artifacts.preflight import Preflight
 
 from bernini.reconcile.conditions import MESSAGE_LIMIT, Judgement, Transition, bounded, event_type, merge
 from bernini.reconcile.status import Observation, desired_status
+from bernini.render import rollback
 from bernini.render.capacity import plan
 from tests.unit.specs import make_manifest, make_spec
 
@@ -162,6 +163,10 @@ def test_every_status_the_operator_writes_fits_the_crd_schema_with_nothing_prune
         desired_status("bernini", "models", spec, Observation(7, verified, plan(spec), None,
                                                               rayservice_status(READY_RAYSERVICE), None,
                                                               Cause("InitContainerFailed", "exited 4")), read_back({}), "now")[0],
+        desired_status("bernini", "models", spec, Observation(
+            7, verified, plan(spec), None, rayservice_status(UPGRADING), "1.0.0",
+            abandoned=AbandonedUpgrade(generation=7, model_version="1.1.0", at="now", message="why"),
+            serving_spec=rollback.encode({"rayClusterConfig": {}})), read_back({}), "now")[0],
         invalid_status(read_back(_status(spec, verified, READY_RAYSERVICE)),
                        Observation(8, Preflight(False, Cause("InvalidSpec", "bad")), None, None, None), "now")[0],
     ]
@@ -170,6 +175,40 @@ def test_every_status_the_operator_writes_fits_the_crd_schema_with_nothing_prune
         assert _undeclared(status, schema) == []
     assert _conditions(statuses[-1])["Ready"] == ("False", "InvalidSpec")
     assert statuses[-1]["capacity"] == statuses[0]["capacity"], "an invalid spec keeps what was observed before"
+
+
+UPGRADING = {"status": {"activeServiceStatus": {"rayClusterName": "old"},
+                        "pendingServiceStatus": {"rayClusterName": "new"}}}
+
+
+def test_the_deadline_of_an_upgrade_runs_from_the_first_sight_of_its_pending_cluster():
+    spec = make_spec()
+    verified = Preflight(True, Cause("Verified", "ok"), make_manifest(), "f" * 64)
+
+    def since(rayservice, current, now):
+        seen = Observation(7, verified, plan(spec), None, rayservice_status(rayservice))
+        return desired_status("b", "m", spec, seen, read_back(current), now)[0]["rayService"].get("pendingSince")
+
+    first = {"rayService": {"pendingCluster": "new", "pendingSince": "2026-12-05T10:00:00Z"}}
+    assert since(UPGRADING, {}, "2026-12-05T11:00:00Z") == "2026-12-05T11:00:00Z"
+    assert since(UPGRADING, first, "2026-12-05T11:00:00Z") == "2026-12-05T10:00:00Z", "kept over reconciles"
+    other = {"rayService": {"pendingCluster": "older", "pendingSince": "2026-12-05T10:00:00Z"}}
+    assert since(UPGRADING, other, "2026-12-05T11:00:00Z") == "2026-12-05T11:00:00Z", "a new pending cluster"
+    assert since(READY_RAYSERVICE, first, "2026-12-05T11:00:00Z") is None
+
+
+def test_a_given_back_upgrade_is_not_rendered_nor_ready_and_says_why_and_what_serves():
+    spec = make_spec()
+    verified = Preflight(True, Cause("Verified", "ok"), make_manifest(), "f" * 64)
+    given_back = AbandonedUpgrade(generation=7, model_version="1.1.0", at="2026-12-05T10:30:00Z",
+                                  message="InitContainerFailed: sha256 mismatch")
+    seen = Observation(7, verified, plan(spec), None, rayservice_status(READY_RAYSERVICE), "1.0.0",
+                       abandoned=given_back)
+    status = desired_status("b", "m", spec, seen, read_back({}), "now")[0]
+    assert _conditions(status)["Rendered"] == _conditions(status)["Ready"] == ("False", "UpgradeAbandoned")
+    message = _conditions_messages(status)["Ready"]
+    assert "1.1.0" in message and "1800s" in message and "sha256 mismatch" in message and "modelVersion" in message
+    assert status["modelVersion"] == "1.0.0" and status["abandonedUpgrade"]["modelVersion"] == "1.1.0"
 
 
 def test_a_status_read_back_drops_only_the_field_that_no_longer_reads():

@@ -37,6 +37,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [ray.io]
   resources: [rayservices]
   verbs: [get, list, watch, create, patch]
+# An upgrade given back at its deadline: its new cluster is cleared from KubeRay's pendingServiceStatus (a JSON
+# patch guarded by that cluster's name), so KubeRay deletes it instead of making yet another.
+- apiGroups: [ray.io]
+  resources: [rayservices/status]
+  verbs: [patch]
 # Watched for the worker pods each group keeps (status.cost); read for the model version the active cluster
 # runs while a new one rolls out; patched for its worker groups' min/max, which KubeRay never carries from the
 # RayService to a running cluster.

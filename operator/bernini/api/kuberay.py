@@ -56,6 +56,8 @@ class ServeDeploymentStatus(_Read):
 
 
 class ApplicationStatus(_Read):
+    status: Text = ""
+    message: Text = ""
     serve_deployment_statuses: Annotated[dict[str, Annotated[ServeDeploymentStatus, _or(ServeDeploymentStatus)]],
                                          _or(dict)] = Field(default_factory=dict)
 

@@ -182,6 +182,12 @@ APPLY_REFUSED = _reason("ApplyRefused", Kind.FAILURE, _RENDERED,
 RAYSERVICE_API_MISSING = _reason("RayServiceAPIMissing", Kind.FAILURE, _RENDERED,
                                  "The cluster does not serve ray.io/v1 RayService.", "Install the KubeRay operator.",
                                  retried=True)
+UPGRADE_ABANDONED = _reason("UpgradeAbandoned", Kind.FAILURE, _RENDERED,
+                            "The new version's cluster did not serve within spec.upgradeStrategy.deadlineSeconds: "
+                            "the RayService went back to the version that serves, and KubeRay deleted the new "
+                            "cluster and its pods.",
+                            "Fix what the message names (the pods' or Serve's reason); any change of the spec "
+                            "starts a new upgrade.")
 
 INIT_CONTAINER_FAILED = _reason("InitContainerFailed", Kind.FAILURE, _PODS,
                                 "A worker's artifact pull exited non-zero (a checksum, the store, the disk).",

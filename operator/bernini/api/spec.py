@@ -469,6 +469,12 @@ class UpgradeStrategy(ApiModel):
     incremental: IncrementalUpgrade | None = None
     """Settings of the Incremental type."""
 
+    deadline_seconds: int = Field(1800, ge=60, le=86400)
+    """Seconds a new cluster has, from when KubeRay creates it, to serve (NewCluster: to be switched to;
+    Incremental: to take its first share of traffic). Past it the operator gives the upgrade back: the RayService
+    returns to the spec the serving cluster runs, KubeRay deletes the new cluster and its pods, and Ready turns
+    False with reason UpgradeAbandoned and the failing pods' reasons. The next change of the spec tries again."""
+
     @model_validator(mode="after")
     def _incremental_settings(self) -> "UpgradeStrategy":
         # The CRD's rules, again for an object an older CRD admitted.

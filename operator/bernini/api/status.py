@@ -87,9 +87,30 @@ class RayServiceObservation(ApiModel):
     pending_traffic_percent: int | None = Field(None, ge=0, le=100)
     """During an incremental upgrade: the share of traffic the Gateway sends to the pending cluster."""
 
+    pending_since: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    """When the operator first saw the pending cluster: its deadline (spec.upgradeStrategy.deadlineSeconds) runs
+    from here."""
+
     upgrade_baseline_pods: int | None = Field(None, ge=1)
     """During an incremental upgrade: the accelerator worker pods the old cluster asked for when it began (at
     least those at minReplicas); both clusters together may ask for these plus the surge."""
+
+
+class AbandonedUpgrade(ApiModel):
+    """An upgrade given back at its deadline; the spec's generation it was for stays abandoned until the spec
+    changes."""
+
+    generation: int = Field(ge=0)
+    """The .metadata.generation whose upgrade was given back."""
+
+    model_version: str
+    """The model version that did not come to serve."""
+
+    at: str = Field(json_schema_extra={"format": "date-time"})
+    """When it was given back."""
+
+    message: str = Field(max_length=4096)
+    """Why: the failing pods' reason, or what Ray Serve said about the new cluster's applications."""
 
 
 class ArtifactsObservation(ApiModel):
@@ -210,6 +231,13 @@ class BerniniDeploymentStatus(ApiModel):
 
     cost: Cost | None = None
     """What the worker nodes cost by the hour: now, at minimum and at maximum."""
+
+    abandoned_upgrade: AbandonedUpgrade | None = None
+    """The last upgrade given back at its deadline, while the spec is still the one it was for."""
+
+    serving_ray_service_spec: str = Field("", max_length=131072)
+    """The RayService spec the serving cluster runs (zlib, base64), recorded whenever KubeRay has settled on one:
+    what an upgrade past its deadline goes back to."""
 
 
 def read_back(stored: Any) -> BerniniDeploymentStatus:

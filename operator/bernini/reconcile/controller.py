@@ -20,7 +20,8 @@ from bernini.api import reasons as r
 from bernini.api.kuberay import RayServiceStatus, rayservice_status, worker_pods
 from bernini.api.reasons import Cause
 from bernini.api.spec import BerniniDeploymentSpec
-from bernini.api.status import OPTIONAL_OBSERVATIONS, OPTIONAL_RAY_SERVICE, BerniniDeploymentStatus, read_back
+from bernini.api.status import (OPTIONAL_OBSERVATIONS, OPTIONAL_RAY_SERVICE, AbandonedUpgrade, BerniniDeploymentStatus,
+                                read_back)
 from bernini.artifacts.preflight import BUSY_RETRY_SECONDS, ManifestReader, Preflight, StoreBusy
 from bernini.cost.prices import LIST_PRICES, PriceTable
 from bernini.domain.capacity import Plan
@@ -37,6 +38,7 @@ from bernini.render.capacity import DoesNotFit, plan
 from bernini.render import names
 from bernini.render.bounds import bounds_patch
 from bernini.render.prewarm import prewarm_daemonset, prewarm_name
+from bernini.render import rollback
 from bernini.render.rayservice import render_rayservice
 from bernini.render.upgrade import (Bounds, Budget, budget, counted_pods, incremental, pending_bounds,
                                     serving_bounds)
@@ -193,6 +195,10 @@ class Controller:
         # The (RayCluster, worker-group bounds) last made to agree per key, so an idle reconcile reads nothing.
         self._bounds: dict[Key, tuple] = {}
         self._surge: dict[Key, tuple] = {}
+        # The RayService resourceVersion whose spec status.servingRayServiceSpec last recorded, so an idle
+        # reconcile does not encode it again.
+        self._recorded: dict[Key, str] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Per key, the worker pods KubeRay wants in each RayCluster of its RayService, by instance type: what
         # status.cost counts. KubeRay's RayService status has one total per cluster, left stale when only it changes.
         self.cluster_workers: dict[Key, dict[str, dict[str, int]]] = {}
@@ -213,6 +219,7 @@ class Controller:
             self._prewarms.pop(key, None)
             self._bounds.pop(key, None)
             self._surge.pop(key, None)
+            self._recorded.pop(key, None)
             self.cluster_workers.pop(key, None)
             self._new.discard(key)
             self._last_event.pop(key, None)
@@ -281,6 +288,7 @@ class Controller:
     # -- workers ---------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self.workers)]
         self._tasks.append(asyncio.create_task(self._resync()))
 
@@ -390,8 +398,11 @@ class Controller:
                      else self.manifests.check(spec, namespace))
         if not preflight.ok:
             PREFLIGHT_FAILURES.labels(preflight.cause.reason).inc()
+        before = rayservice_status(observed)
         # An incremental upgrade's baseline (render/upgrade.py), carried while its pending cluster is the same.
-        serving_pods = self._serving_pods(key, spec, rayservice_status(observed), current)
+        serving_pods = self._serving_pods(key, spec, before, current)
+        abandoned = self._abandoned(key, body, spec, current, before)
+        record = self._record(key, observed, current, abandoned)
         upgrade_budget = None
         if preflight.ok:
             try:
@@ -402,12 +413,17 @@ class Controller:
             except DoesNotFit as error:
                 blocked = Cause(error.reason, str(error))
             else:
+                recorded = rollback.decode(record) if abandoned else None
+                if recorded:
+                    desired = rollback.rollback_rayservice(desired, recorded, bool(before.pending_service_status.ray_cluster_name))
                 observed, blocked = self._converge(key, metadata["uid"], observed, desired)
+                if recorded and blocked is None:
+                    self._clear_pending(key, observed, recorded)
         rayservice = rayservice_status(observed)
         switched = rayservice.switched_cluster if rayservice else ""
         # The serving RayCluster, read at most once per reconcile (bounds and version both ask for it).
         serving_cluster = functools.cache(lambda: self.kube.read_raycluster(namespace, switched) if switched else None)
-        if desired is not None and blocked is None and not spec.suspend:
+        if desired is not None and blocked is None and not spec.suspend and not abandoned:
             self._sync_bounds(key, self._bounds, serving_bounds(spec, capacity), switched, serving_cluster)
             pending = rayservice.pending_service_status.ray_cluster_name if rayservice else ""
             if pending and upgrade_budget and serving_pods is not None:
@@ -420,18 +436,20 @@ class Controller:
                                                             self._pod_trouble(namespace, spec, rayservice),
                                                             self._workers(key, rayservice),
                                                             self._gateway_address(key, spec, observed),
-                                                            baseline_pods))
-        self._prewarm(key, body, spec, preflight, serving or current.model_version)
+                                                            baseline_pods, abandoned, record))
+        self._prewarm(key, body, spec, preflight, serving or current.model_version, bool(abandoned))
         # A refusal no event of ours will end (a webhook removed, KubeRay installed later) is noticed by backing off.
         return blocked.reason if blocked and r.is_retried(blocked.reason) else None
 
     def _prewarm(self, key: Key, body: dict[str, Any], spec: BerniniDeploymentSpec, preflight: Preflight,
-                 serving_version: str) -> None:
+                 serving_version: str, abandoned: bool) -> None:
         """The pre-warm DaemonSet exists while the spec's version does not serve yet (status.modelVersion, just
-        written); written only when that changes, and only ever onto a DaemonSet this object controls."""
+        written) and was not given back; written only when that changes, and only ever onto a DaemonSet this
+        object controls."""
         namespace, name = key
         enabled = bool(spec.artifacts_cache and spec.artifacts_cache.prewarm)
-        rolling_out = preflight.ok and not spec.suspend and serving_version != spec.model.version
+        rolling_out = (preflight.ok and not spec.suspend and not abandoned
+                       and serving_version != spec.model.version)
         if enabled and rolling_out:
             desired = prewarm_daemonset(name, namespace, body["metadata"]["uid"], spec, preflight.manifest,
                                         preflight.manifest_sha256)
@@ -547,6 +565,64 @@ class Controller:
             wanted = serving_bounds(spec, capacity)
         self._sync_bounds(key, self._surge, wanted, pending,
                           lambda: self.kube.read_raycluster(key[0], pending))
+
+    def _abandoned(self, key: Key, body: dict[str, Any], spec: BerniniDeploymentSpec,
+                   current: BerniniDeploymentStatus, rayservice: RayServiceStatus | None) -> AbandonedUpgrade | None:
+        """The upgrade of this generation given back (render/rollback.py): as status recorded it, or now, when its
+        pending cluster does not serve by its deadline and the serving spec is on record. The decision is written
+        to status before anything is rolled back, so a failed write leaves nothing half done."""
+        generation = body["metadata"].get("generation", 0)
+        given_back = current.abandoned_upgrade
+        if given_back and given_back.generation == generation:
+            return given_back
+        pending = rayservice.pending_service_status.ray_cluster_name if rayservice else ""
+        if (not pending or not rayservice.active_service_status.ray_cluster_name or rollback.serving_share(rayservice)
+                or current.ray_service.pending_cluster != pending or not current.ray_service.pending_since
+                or not rollback.decode(current.serving_ray_service_spec)):
+            return None  # nothing to give back, or the deadline's start is not on record yet
+        at = now()
+        left = rollback.seconds_left(current.ray_service.pending_since, spec.upgrade_strategy.deadline_seconds, at)
+        if left > 0:
+            if self._loop is not None:  # come back at the deadline, not at the next resync
+                self._loop.call_soon_threadsafe(self.queue.add_after, key, left + 1)
+            return None
+        why = rollback.why_not_serving(self._pod_trouble(key[0], spec, rayservice), rayservice)
+        given_back = AbandonedUpgrade(generation=generation, model_version=spec.model.version, at=at,
+                                      message=c.bounded(why, 4096))
+        self.kube.patch_status(*key, {"abandonedUpgrade": given_back.model_dump(mode="json")})
+        _log(key).warning("upgrade to %s given back at its deadline: %s", spec.model.version, why)
+        return given_back
+
+    def _record(self, key: Key, observed: dict[str, Any] | None, current: BerniniDeploymentStatus,
+                abandoned: AbandonedUpgrade | None) -> str:
+        """status.servingRayServiceSpec: the spec of a RayService KubeRay has settled on, else the one recorded.
+        Never while an upgrade is given back: its interim spec is not one to return to."""
+        if abandoned or not rollback.settled(observed):
+            return current.serving_ray_service_spec
+        version = observed["metadata"].get("resourceVersion", "")
+        if self._recorded.get(key) == version and current.serving_ray_service_spec:
+            return current.serving_ray_service_spec
+        encoded = rollback.encode(observed["spec"])
+        if len(encoded) > rollback.MAX_RECORD_CHARS:
+            return current.serving_ray_service_spec
+        self._recorded[key] = version
+        return encoded
+
+    def _clear_pending(self, key: Key, observed: dict[str, Any] | None, recorded: dict[str, Any]) -> None:
+        """A NewCluster upgrade given back: once our RayService asks KubeRay to prepare nothing new, its pending
+        cluster is cleared from KubeRay's status (render/rollback.py)."""
+        status = rayservice_status(observed)
+        pending = status.pending_service_status.ray_cluster_name if status else ""
+        strategy = (observed or {}).get("spec", {}).get("upgradeStrategy") or {}
+        if not pending or not rollback.clears_by_hand(recorded) or strategy.get("type") != rollback.NO_NEW_CLUSTER:
+            return
+        try:
+            self.kube.clear_pending_cluster(*key, observed["metadata"]["uid"], pending)
+        except ApiException as error:
+            if error.status not in (404, 409, 422):  # gone, changed or already cleared: the next event tells
+                raise
+            return
+        _log(key).info("RayCluster %s given back: cleared from the RayService's pending status", pending)
 
     def _gateway_address(self, key: Key, spec: BerniniDeploymentSpec, rayservice: dict[str, Any] | None) -> str:
         """The first address the incremental RayService's own Gateway reports (its controller writes it); a

@@ -108,6 +108,18 @@ class Kube:
             RAY_GROUP, RAY_VERSION, namespace, "rayclusters", name, operations,
             _content_type="application/json-patch+json", _preload_content=False, _request_timeout=self.timeout)
 
+    def clear_pending_cluster(self, namespace: str, name: str, uid: str, pending: str) -> None:
+        """Remove pendingServiceStatus from our RayService's status (render/rollback.py): a JSON patch that holds
+        only while the object is the one of uid and still names that pending cluster. KubeRay writes its status
+        with an update, which a change in between makes fail, so it reads this before it writes again."""
+        self._writing("patch", "rayservices/status")
+        self.custom.patch_namespaced_custom_object_status(
+            RAY_GROUP, RAY_VERSION, namespace, RAY_PLURAL, name,
+            [{"op": "test", "path": "/metadata/uid", "value": uid},
+             {"op": "test", "path": "/status/pendingServiceStatus/rayClusterName", "value": pending},
+             {"op": "remove", "path": "/status/pendingServiceStatus"}],
+            _content_type="application/json-patch+json", _preload_content=False, _request_timeout=self.timeout)
+
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         response = self.core.list_namespaced_pod(namespace, label_selector=label_selector, _preload_content=False,
                                              _request_timeout=self.timeout)

@@ -9,7 +9,7 @@ from bernini.api.kuberay import RayServiceStatus
 from bernini.api.reasons import Cause
 from bernini.api.spec import BerniniDeploymentSpec
 from bernini.api.status import (
-    BerniniDeploymentStatus, Capacity, ArtifactsObservation, Condition, Cost, RayServiceObservation, StageObservation,
+    AbandonedUpgrade, BerniniDeploymentStatus, Capacity, ArtifactsObservation, Condition, Cost, RayServiceObservation, StageObservation,
     WorkerGroupCapacity,
 )
 from bernini.artifacts.preflight import Preflight
@@ -36,6 +36,8 @@ class Observation:
     workers: dict[str, int] | None = None
     gateway_address: str = ""  # where an incremental RayService's Gateway listens, once its controller says
     baseline_pods: int = 0  # an incremental deployment's baseline (render/upgrade.py); 0 otherwise
+    abandoned: AbandonedUpgrade | None = None  # this generation's upgrade, given back at its deadline
+    serving_spec: str = ""  # status.servingRayServiceSpec as recorded now (render/rollback.py)
 
 
 def judgements(spec: BerniniDeploymentSpec, seen: Observation) -> list[c.Judgement]:
@@ -43,7 +45,9 @@ def judgements(spec: BerniniDeploymentSpec, seen: Observation) -> list[c.Judgeme
     verified = c.Judgement(r.ARTIFACTS_VERIFIED, "True" if preflight.ok else "False", preflight.cause)
     running = seen.rayservice is not None
     kept = "; the running RayService is left as it was" if running else ""
-    if not preflight.ok:
+    if seen.abandoned:
+        rendered = c.Judgement(r.RENDERED, "False", _given_back(spec, seen.abandoned))
+    elif not preflight.ok:
         rendered = c.Judgement(r.RENDERED, "False", Cause(r.BLOCKED_BY_PREFLIGHT, f"artifacts not verified{kept}"))
     elif seen.blocked:
         rendered = c.Judgement(r.RENDERED, "False", Cause(seen.blocked.reason, seen.blocked.message + kept))
@@ -88,10 +92,20 @@ def judgements(spec: BerniniDeploymentSpec, seen: Observation) -> list[c.Judgeme
     return [verified, rendered, rayservice, pods, ready]
 
 
-def _rayservice_summary(rayservice: RayServiceStatus | None, baseline_pods: int) -> RayServiceObservation:
+def _given_back(spec: BerniniDeploymentSpec, abandoned: AbandonedUpgrade) -> Cause:
+    return Cause(r.UPGRADE_ABANDONED,
+                 f"version {abandoned.model_version} did not serve within {spec.upgrade_strategy.deadline_seconds}s "
+                 f"of its cluster's start and was given back at {abandoned.at}: {abandoned.message}; the RayService "
+                 "runs the version in status.modelVersion; change the spec to try again")
+
+
+def _rayservice_summary(rayservice: RayServiceStatus | None, baseline_pods: int, current: RayServiceObservation,
+                        now: str) -> RayServiceObservation:
     if rayservice is None:
         return RayServiceObservation()
     pending = rayservice.pending_service_status.ray_cluster_name
+    # The deadline runs from the first sight of this pending cluster, kept over restarts.
+    since = (current.pending_since or now) if pending and pending == current.pending_cluster else now if pending else None
     ready, upgrading = rayservice.condition(kuberay.READY), rayservice.condition(kuberay.UPGRADE_IN_PROGRESS)
     return RayServiceObservation(
         ready=ready.status if ready and ready.status in ("True", "False") else "Unknown",
@@ -101,6 +115,7 @@ def _rayservice_summary(rayservice: RayServiceStatus | None, baseline_pods: int)
         pending_cluster=pending,
         pending_capacity_percent=rayservice.pending_service_status.target_capacity,
         pending_traffic_percent=rayservice.pending_service_status.traffic_routed_percent,
+        pending_since=since,
         upgrade_baseline_pods=baseline_pods if pending and baseline_pods else None,
     )
 
@@ -171,11 +186,13 @@ def desired_status(
         # What serves traffic: the active cluster's version once KubeRay switched to it, never the one
         # that is only pending (or blocked).
         model_version=seen.serving_version or current.model_version,
-        ray_service=_rayservice_summary(seen.rayservice, seen.baseline_pods),
+        ray_service=_rayservice_summary(seen.rayservice, seen.baseline_pods, current.ray_service, now),
         capacity=_capacity(seen.plan) if seen.plan else current.capacity,
         artifacts=artifacts,
         stages=_stages(spec, seen.rayservice),
         cost=_cost(spec, seen, current.cost, prices) or current.cost,
+        abandoned_upgrade=seen.abandoned,
+        serving_ray_service_spec=seen.serving_spec,
     )
     return _serialized(status), transitions
 

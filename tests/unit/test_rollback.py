@@ -1,0 +1,72 @@
+"""Giving back an upgrade at its deadline: the record of the serving spec, and what goes back to KubeRay."""
+
+import base64
+import json
+import zlib
+
+from bernini.api.kuberay import RayServiceStatus
+from bernini.api.reasons import Cause
+from bernini.render import rollback
+
+SPEC = {"upgradeStrategy": {"type": "NewCluster"}, "serveConfigV2": "applications: []\n",
+        "rayClusterConfig": {"rayVersion": "2.52.0", "workerGroupSpecs": [{"groupName": "inf2-xlarge"}]}}
+
+
+def test_the_record_reads_back_as_the_same_spec_and_is_the_same_for_the_same_spec():
+    record = rollback.encode(SPEC)
+    assert rollback.decode(record) == SPEC
+    assert rollback.encode(json.loads(json.dumps(SPEC, sort_keys=False))) == record, "key order changes nothing"
+    assert len(record) < len(json.dumps(SPEC)) * 2
+
+
+def test_a_record_that_is_not_ours_reads_as_none():
+    bomb = base64.b64encode(zlib.compress(b'{"rayClusterConfig": {}, "x": "' + b"a" * (10 << 20) + b'"}')).decode()
+    for record in ("", "not base64!", base64.b64encode(b"plain").decode(), rollback.encode({"no": "cluster"}),
+                   rollback.encode([1, 2]), "A" * (rollback.MAX_RECORD_CHARS + 4), bomb):
+        assert rollback.decode(record) is None, record[:40]
+
+
+def rayservice(generation: int, observed: int | None, active: str, pending: str = "") -> dict:
+    status = {"activeServiceStatus": {"rayClusterName": active}, "pendingServiceStatus": {"rayClusterName": pending}}
+    if observed is not None:
+        status["observedGeneration"] = observed
+    return {"metadata": {"generation": generation}, "spec": SPEC, "status": status}
+
+
+def test_a_rayservice_is_settled_only_once_kuberay_acted_on_its_generation_with_nothing_pending():
+    assert rollback.settled(rayservice(3, 3, "a"))
+    assert not rollback.settled(rayservice(3, 2, "a")), "KubeRay has not read the latest spec"
+    assert not rollback.settled(rayservice(3, 3, "a", "b")), "an upgrade is under way"
+    assert not rollback.settled(rayservice(3, 3, "")), "nothing serves yet"
+    assert not rollback.settled(rayservice(3, None, "a")) and not rollback.settled(None)
+    assert not rollback.settled({"metadata": {"generation": 1}, "status": "garbage"})
+
+
+def test_a_newcluster_upgrade_goes_back_with_no_strategy_while_its_cluster_is_pending_and_an_incremental_as_it_was():
+    desired = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "b"}, "spec": {"other": 1}}
+    interim = rollback.rollback_rayservice(desired, SPEC, pending=True)
+    assert interim["metadata"] == desired["metadata"]
+    assert interim["spec"] == {**SPEC, "upgradeStrategy": {"type": "None"}}
+    assert SPEC["upgradeStrategy"] == {"type": "NewCluster"}, "the record itself is not changed"
+    assert rollback.rollback_rayservice(desired, SPEC, pending=False)["spec"] == SPEC
+    incremental = {**SPEC, "upgradeStrategy": {"type": "NewClusterWithIncrementalUpgrade"}}
+    assert rollback.rollback_rayservice(desired, incremental, pending=True)["spec"] == incremental
+    assert rollback.clears_by_hand(SPEC) and not rollback.clears_by_hand(incremental)
+
+
+def test_the_deadline_runs_from_the_pending_clusters_first_sight():
+    assert rollback.seconds_left("2026-12-05T10:00:00Z", 600, "2026-12-05T10:09:00Z") == 60
+    assert rollback.seconds_left("2026-12-05T10:00:00Z", 600, "2026-12-05T10:10:30Z") == -30
+
+
+def test_why_a_cluster_did_not_serve_is_its_pods_reason_else_what_serve_said():
+    stuck = RayServiceStatus.model_validate({"pendingServiceStatus": {"rayClusterName": "b", "applicationStatuses": {
+        "bernini": {"status": "DEPLOY_FAILED", "message": "RuntimeError: PytorchStreamReader failed"}}}})
+    assert rollback.why_not_serving(Cause("InitContainerFailed", "sha256 mismatch"), stuck) == \
+        "InitContainerFailed: sha256 mismatch"
+    assert rollback.why_not_serving(None, stuck) == \
+        "Serve application bernini is DEPLOY_FAILED: RuntimeError: PytorchStreamReader failed"
+    assert rollback.why_not_serving(None, RayServiceStatus()) == "its Serve applications never became ready"
+    assert not rollback.serving_share(stuck)
+    assert rollback.serving_share(RayServiceStatus.model_validate(
+        {"pendingServiceStatus": {"rayClusterName": "b", "trafficRoutedPercent": 10}}))
