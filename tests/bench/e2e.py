@@ -6,8 +6,11 @@ request latency (load start -> the Ray autoscaler raises the worker group's repl
 worker's cold start (pod created -> artifacts pulled -> Ray container started -> a Serve replica RUNNING on
 it) on a node without the artifact cache and with a warm one; and an upgrade under load with each strategy
 (NewCluster, Incremental): patch -> all traffic on the new cluster, requests sent / failed (goal 0), and the
-peak accelerator worker pods over those at rest. `--upgrades-only` runs the last on a warm cluster. One run
-each (each takes minutes).
+peak accelerator worker pods over those at rest; then, with each strategy, an upgrade to a broken version
+(NewCluster: an artifact fails its checksum in the pod; Incremental: the Serve replicas raise as they start)
+given back at its 60 s deadline: patch -> given back, deadline -> the new cluster and its pods gone,
+requests sent / failed. `--upgrades-only` runs the upgrades on a warm cluster. One run each (each takes
+minutes).
 """
 
 import argparse
@@ -31,10 +34,14 @@ from localdev.sizing import fit_to_local_nodes
 from localdev.stack import namespace_manifests, publish_reference_model
 from tests.operator_process import OperatorProcess
 from tests.realnodes import helpers
+from tests.realnodes.conftest import publish_with_a_corrupt_stage, publish_with_a_stage_that_does_not_load
 from localdev.waiting import wait_for
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "bernini-minimal.yaml"
 VERSIONS = ("1.0.0", "1.1.0")
+BROKEN = {"NewCluster": ("1.2.0-corrupt", publish_with_a_corrupt_stage),
+          "Incremental": ("1.2.0-crash", publish_with_a_stage_that_does_not_load)}
+DEADLINE_SECONDS = 60
 
 
 def uri(version: str) -> str:
@@ -183,6 +190,46 @@ def start_rows(label: str, start: dict[str, float]) -> list[tuple[str, str]]:
             (f"added worker, {label}: Ray container restarts before it joined", f"{start['restarts']}")]
 
 
+def give_back(core, custom, namespace: str, version: str) -> dict[str, float]:
+    """Patch a broken version with a 60 s deadline under load: seconds to the upgrade given back, from the deadline
+    to the new cluster and its pods gone, requests sent and failed, peak accelerator pods."""
+    active = helpers.deployment(custom, namespace)["status"]["rayService"]["activeCluster"]
+    steady = len(helpers.pods(core, namespace, helpers.ACCELERATED_WORKERS))
+    load, peak = helpers.Load(sender(core, custom, namespace)), helpers.PodPeak(core, custom, namespace)
+    load.start()
+    peak.start()
+    started = time.monotonic()
+    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {
+        "model": {"version": version, "artifactsUri": uri(version)},
+        "upgradeStrategy": {"deadlineSeconds": DEADLINE_SECONDS}}})
+    wait_for(lambda: helpers.deployment(custom, namespace)["status"].get("abandonedUpgrade"), "given back",
+             timeout=DEADLINE_SECONDS + 600, interval=0.5)
+    given_back = time.monotonic() - started
+
+    def only_the_serving_cluster():
+        clusters = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")["items"]
+        return [c["metadata"]["name"] for c in clusters] == [active] and all(
+            pod.metadata.labels.get("ray.io/cluster") == active
+            for pod in helpers.pods(core, namespace, "ray.io/is-ray-node=yes"))
+
+    wait_for(only_the_serving_cluster, "the new cluster and its pods gone", timeout=600, interval=0.5)
+    gone = time.monotonic() - started
+    results = load.stop()
+    asked, existing = peak.stop()
+    return {"given_back": given_back, "gone": gone, "sent": len(results),
+            "failed": sum(status != 200 for _, status, _ in results), "steady": steady, "asked": asked,
+            "existing": existing}
+
+
+def give_back_rows(label: str, figures: dict[str, float]) -> list[tuple[str, str]]:
+    return [(f"given back, {label}: patch -> given back (deadline {DEADLINE_SECONDS} s)",
+             f"{figures['given_back']:.1f} s"),
+            (f"given back, {label}: patch -> new cluster and its pods gone", f"{figures['gone']:.1f} s"),
+            (f"given back, {label}: requests sent / failed (goal 0)", f"{figures['sent']} / {figures['failed']}"),
+            (f"given back, {label}: peak accelerator pods asked / existing, over {figures['steady']} at rest",
+             f"{figures['asked']} / {figures['existing']}")]
+
+
 def store_and_operator(root: Path, cluster: LocalCluster):
     """The store on the node network with both versions published, the CRDs, and a running operator process."""
     s3 = LocalS3(root / "s3", root / "versitygw.log", tied_to_parent=True, host=nodenet.HOST_IP)
@@ -191,6 +238,8 @@ def store_and_operator(root: Path, cluster: LocalCluster):
                              aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key)
     for seed, version in enumerate(VERSIONS):
         publish_reference_model(s3_client, uri(version), version, root / f"compiled-{version}", seed=seed)
+    for version, publish_broken in BROKEN.values():
+        publish_broken(s3_client, version, root / f"compiled-{version}", uri=uri(version))
     cluster.kubectl("apply", "--server-side", "--field-manager=bench", "-f", str(EXAMPLE.parents[1] / "crds"))
     cluster.wait_established("crd/berninideployments.bernini.dev")
     operator = OperatorProcess(cluster.kubeconfig, s3.credentials_env, root / "operator.log")
@@ -224,19 +273,23 @@ def upgrades(cluster, core, custom, s3) -> list[tuple[str, str]]:
     rows = []
     deploy(cluster, core, custom, s3, "upgrade-newcluster")
     rows += upgrade_rows("NewCluster, one pod at rest", upgrade(core, custom, "upgrade-newcluster"))
+    rows += give_back_rows("NewCluster, artifacts fail their checksum",
+                           give_back(core, custom, "upgrade-newcluster", BROKEN["NewCluster"][0]))
     core.delete_namespace("upgrade-newcluster")
     wait_for(lambda: not core.list_namespaced_pod("upgrade-newcluster").items, "the namespace emptied", timeout=300)
     deploy(cluster, core, custom, s3, "upgrade-incremental", incremental=True)
     wait_for(lambda: len(helpers.pods(core, "upgrade-incremental", helpers.ACCELERATED_WORKERS)) == 2,
              "two workers at rest", timeout=300, interval=2)
     rows += upgrade_rows("Incremental, two pods at rest", upgrade(core, custom, "upgrade-incremental"))
+    rows += give_back_rows("Incremental, replicas raise on start",
+                           give_back(core, custom, "upgrade-incremental", BROKEN["Incremental"][0]))
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--upgrades-only", action="store_true",
-                        help="a warm cluster and the two upgrade strategies only (about 20 minutes)")
+                        help="a warm cluster and the upgrades only (about 30 minutes)")
     only_upgrades = parser.parse_args().upgrades_only
     root = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     rows = []

@@ -6,6 +6,7 @@ and Serve run inside the pods the operator's RayService produces.
 Package-scoped: the cluster goes down when the last real-node test ends, so no later test shares the two
 cores with five kubelets and their pods."""
 
+import hashlib
 import json
 import os
 import uuid
@@ -16,6 +17,8 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from bernini.artifacts.publish import publish
+from bernini.compile import compile_model
 from localdev import LocalCluster, nodenet
 from localdev.sizing import fit_to_local_nodes
 from localdev.stack import namespace_manifests, publish_reference_model
@@ -133,15 +136,29 @@ def _pod_report(cluster, namespace: str) -> str:
     return "\n".join(lines)
 
 
-def publish_with_a_corrupt_stage(s3_client, version: str, directory: Path, stage: str = "diffusion"):
+def publish_with_a_corrupt_stage(s3_client, version: str, directory: Path, stage: str = "diffusion",
+                                 uri: str = ""):
     """A version whose manifest is valid (the preflight passes) but one stage object's bytes are random:
     only the init container's checksum can find out. Returns that stage's artifact entry."""
-    uri = artifacts_uri(version)
+    uri = uri or artifacts_uri(version)
     manifest = publish_reference_model(s3_client, uri, version, directory, seed=2)
     artifact = next(artifact for artifact in manifest.stages.values() if artifact.stage == stage)
     bucket, prefix = uri.removeprefix("s3://").split("/", 1)
     s3_client.put_object(Bucket=bucket, Key=prefix + artifact.file, Body=os.urandom(artifact.size))
     return artifact
+
+
+def publish_with_a_stage_that_does_not_load(s3_client, version: str, directory: Path, stage: str = "diffusion",
+                                            uri: str = ""):
+    """A version whose every check passes (the manifest, and in the pod each file's SHA-256) but one stage file
+    is not a TorchScript archive: its Serve replicas raise as they start."""
+    manifest = compile_model(directory, version, "cpu", seed=3)
+    name, artifact = next((name, artifact) for name, artifact in manifest.stages.items() if artifact.stage == stage)
+    garbage = os.urandom(artifact.size)
+    (directory / artifact.file).write_bytes(garbage)
+    changed = artifact.model_copy(update={"sha256": hashlib.sha256(garbage).hexdigest()})
+    publish(s3_client, uri or artifacts_uri(version), directory,
+            manifest.model_copy(update={"stages": {**manifest.stages, name: changed}}))
 
 
 def small_spec(real_cluster, node_s3, version: str = VERSIONS[0]) -> dict:

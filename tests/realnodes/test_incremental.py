@@ -9,7 +9,7 @@ from bernini.api import GROUP, PLURAL, VERSION
 from localdev.nodelayer import GATEWAY_CLASS
 from localdev.waiting import wait_for
 from tests.realnodes import helpers
-from tests.realnodes.conftest import VERSIONS, artifacts_uri, small_spec
+from tests.realnodes.conftest import VERSIONS, artifacts_uri, publish_with_a_stage_that_does_not_load, small_spec
 from tests.realnodes.helpers import ACCELERATED_WORKERS
 
 pytestmark = pytest.mark.realnodes
@@ -95,3 +95,53 @@ def test_an_incremental_upgrade_stays_within_its_surge_budget_with_no_failed_req
     assert helpers.deployment(real_custom, namespace)["status"]["rayService"]["activeCluster"] == new_cluster
     wait_for(lambda: helpers.ready(real_custom, namespace) and helpers.deployment(real_custom, namespace)[
         "status"]["modelVersion"] == VERSIONS[1], "status.modelVersion to name the new version", timeout=120)
+
+
+def test_a_version_whose_replicas_crash_on_start_is_given_back_at_its_deadline_within_the_budget(
+        endpoint, real_core, real_custom, serving_namespace, node_s3_client, tmp_path):
+    """Incremental: every check passes, but the new version's Serve replicas raise as they load; past the
+    deadline KubeRay's own rollback takes the new cluster back and deletes it, while the old version serves."""
+    namespace, broken, deadline = serving_namespace, "1.2.0-crash", 90
+    publish_with_a_stage_that_does_not_load(node_s3_client, broken, tmp_path / "compiled")
+    before = helpers.deployment(real_custom, namespace)
+    serving_cluster, serving_spec = before["status"]["rayService"]["activeCluster"], before["spec"]
+    load = helpers.Load(lambda: helpers.post(endpoint, 120, "obj"))
+    peak = helpers.PodPeak(real_core, real_custom, namespace)
+    load.start()
+    peak.start()
+    started = time.monotonic()
+    real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {
+        "model": {"version": broken, "artifactsUri": artifacts_uri(broken)},
+        "upgradeStrategy": {"deadlineSeconds": deadline}}})
+
+    def clusters():
+        return [c["metadata"]["name"] for c in real_custom.list_namespaced_custom_object(
+            "ray.io", "v1", namespace, "rayclusters")["items"]]
+
+    try:
+        abandoned = wait_for(lambda: helpers.deployment(real_custom, namespace)["status"].get("abandonedUpgrade"),
+                             "the upgrade to be given back", timeout=deadline + 300, interval=1,
+                             explain=lambda: _upgrade_state(real_core, real_custom, namespace))
+        abandoned_seconds = time.monotonic() - started
+        wait_for(lambda: clusters() == [serving_cluster], "KubeRay to roll back and delete the new cluster",
+                 timeout=400, interval=2, explain=lambda: _upgrade_state(real_core, real_custom, namespace))
+        gone_seconds = time.monotonic() - started
+        time.sleep(5)
+    finally:
+        results = load.stop()
+        asked, existing = peak.stop()
+    print(f"\ngiven back (incremental): {abandoned_seconds:.1f}s after the patch (deadline {deadline}s), its "
+          f"cluster gone at {gone_seconds:.1f}s; {len(results)} requests, {len(load.failures)} failed; "
+          f"accelerator pods at most {asked} asked, {existing} existing (steady {STEADY_PODS})")
+    assert abandoned["modelVersion"] == broken and "Serve application" in abandoned["message"], abandoned
+    assert abandoned_seconds >= deadline
+    assert results and not load.failures, load.failures
+    assert {version for _, _, version in results} == {VERSIONS[1]}
+    assert asked <= STEADY_PODS + SURGE_PODS and existing <= STEADY_PODS + SURGE_PODS, (asked, existing)
+    body = helpers.deployment(real_custom, namespace)
+    assert body["status"]["modelVersion"] == VERSIONS[1]
+    assert helpers.condition(body, "Ready")["reason"] == "UpgradeAbandoned"
+    real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {
+        "model": serving_spec["model"], "upgradeStrategy": serving_spec["upgradeStrategy"]}})
+    wait_for(lambda: helpers.ready(real_custom, namespace), "Ready=True on the serving version", timeout=120)
+    assert clusters() == [serving_cluster]

@@ -19,7 +19,7 @@ from bernini.api import GROUP, PLURAL, VERSION
 from bernini.render import names
 from bernini.report import pull_summary
 from tests.realnodes import helpers
-from tests.realnodes.conftest import VERSIONS, artifacts_uri, small_spec
+from tests.realnodes.conftest import VERSIONS, artifacts_uri, publish_with_a_corrupt_stage, small_spec
 from localdev.waiting import wait_for
 from tests.realnodes.helpers import ACCELERATED_GROUP, ACCELERATED_WORKERS, CPU_GROUP, CPU_WORKERS
 
@@ -346,6 +346,72 @@ def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(served,
     print(f"\nupgrade: switch after {switch_seconds:.1f}s; {len(during)} requests during the switch, "
           f"{sum(s != 200 for s in during)} failed")
     assert during and not client.failures, client.failures
+
+
+def _rayclusters(real_custom, namespace) -> list[str]:
+    return [c["metadata"]["name"] for c in real_custom.list_namespaced_custom_object(
+        "ray.io", "v1", namespace, "rayclusters")["items"]]
+
+
+def test_a_version_whose_artifacts_fail_verification_is_given_back_at_its_deadline_with_its_pods(
+        served, real_cluster, real_core, real_custom, node_s3_client, tmp_path):
+    """NewCluster: the pending cluster's workers fail their checksum; past the deadline the RayService goes back
+    to the serving spec, KubeRay deletes the new cluster (and makes no other), and the old version serves on."""
+    namespace, broken, deadline = served.namespace, "1.2.0-corrupt", 90
+    publish_with_a_corrupt_stage(node_s3_client, broken, tmp_path / "compiled")
+    before = helpers.deployment(real_custom, namespace)
+    serving_cluster, serving_spec = before["status"]["rayService"]["activeCluster"], before["spec"]
+    assert before["status"]["modelVersion"] == VERSIONS[1]
+    load = helpers.Load(lambda: helpers.generate(real_core, namespace, timeout=120, file_format="obj"))
+    load.start()
+    started = time.monotonic()
+    real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {
+        "model": {"version": broken, "artifactsUri": artifacts_uri(broken)},
+        "upgradeStrategy": {"deadlineSeconds": deadline}}})
+    clusters_seen = set()
+
+    def given_back():
+        clusters_seen.update(_rayclusters(real_custom, namespace))
+        return helpers.deployment(real_custom, namespace)["status"].get("abandonedUpgrade")
+
+    try:
+        abandoned = wait_for(given_back, "the upgrade to be given back", timeout=deadline + 240, interval=1,
+                             explain=lambda: _where_things_stand(real_core, real_custom, namespace))
+        abandoned_seconds = time.monotonic() - started
+        [new_cluster] = clusters_seen - {serving_cluster}
+        wait_for(lambda: clusters_seen.update(_rayclusters(real_custom, namespace)) or
+                 _rayclusters(real_custom, namespace) == [serving_cluster] and
+                 not helpers.pods(real_core, namespace, f"ray.io/cluster={new_cluster}"),
+                 "KubeRay to delete the new cluster and its pods", timeout=300, interval=2,
+                 explain=lambda: _where_things_stand(real_core, real_custom, namespace))
+        gone_seconds = time.monotonic() - started
+        time.sleep(5)  # requests on the serving version after the new cluster is gone
+    finally:
+        results = load.stop()
+    print(f"\ngiven back: {abandoned_seconds:.1f}s after the patch (deadline {deadline}s), its cluster and pods "
+          f"gone at {gone_seconds:.1f}s; {len(results)} requests meanwhile, {len(load.failures)} failed")
+    assert clusters_seen == {serving_cluster, new_cluster}, f"KubeRay made another cluster: {clusters_seen}"
+    assert abandoned["modelVersion"] == broken and "InitContainerFailed" in abandoned["message"], abandoned
+    assert abandoned_seconds >= deadline
+    body = helpers.deployment(real_custom, namespace)
+    assert body["status"]["modelVersion"] == VERSIONS[1]
+    ready = helpers.condition(body, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "UpgradeAbandoned") and broken in ready["message"]
+    events = real_core.list_namespaced_event(namespace, field_selector="reason=UpgradeAbandoned").items
+    assert [event.type for event in events] == ["Warning"], events
+    rayservice = helpers.rayservice(real_custom, namespace)
+    assert rayservice["spec"]["upgradeStrategy"] == {"type": "NewCluster"}, "the recorded strategy is back"
+    assert "pendingServiceStatus" not in rayservice["status"] or not rayservice["status"][
+        "pendingServiceStatus"].get("rayClusterName")
+    report = _bernini_status(real_cluster, namespace)
+    assert f"upgrade to {broken} given back at" in report and f"(serving {VERSIONS[1]})" in report, report
+    assert results and not load.failures, load.failures
+    assert {version for _, _, version in results} == {VERSIONS[1]}
+    # Back to the serving version's spec: nothing to roll out, and Ready again.
+    real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {
+        "model": serving_spec["model"], "upgradeStrategy": serving_spec["upgradeStrategy"]}})
+    wait_for(lambda: helpers.ready(real_custom, namespace), "Ready=True on the serving version", timeout=120)
+    assert _rayclusters(real_custom, namespace) == [serving_cluster]
 
 
 def test_suspend_deletes_every_ray_pod_and_resume_serves_again(served, real_core, real_custom):

@@ -513,9 +513,10 @@ def kuberay_cluster(cluster: FakeCluster, name: str, inf2_pods: int, other_pods:
     labels = {**owner["metadata"]["labels"], ORIGINATED_FROM_CRD: "RayService", "ray.io/originated-from-cr-name": NAME}
     reference = {"apiVersion": "ray.io/v1", "kind": "RayService", "name": NAME, "uid": owner["metadata"]["uid"],
                  "controller": True}
+    spec = {**copy.deepcopy(owner["spec"]["rayClusterConfig"]), "workerGroupSpecs": groups}
     cluster.create({"apiVersion": "ray.io/v1", "kind": "RayCluster",
                     "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels, "ownerReferences": [reference]},
-                    "spec": {"workerGroupSpecs": groups}}, manager="kuberay")
+                    "spec": spec}, manager="kuberay")
 
 
 def running_cluster(cluster: FakeCluster, pending: bool = False) -> str:
@@ -842,8 +843,11 @@ def test_a_new_cluster_taking_traffic_or_within_its_deadline_or_with_nothing_on_
     monkeypatch.setattr("bernini.reconcile.controller.now", lambda: LATER)
     reconcile(controller, cluster)
     assert "abandonedUpgrade" not in status_of(cluster), "a cluster that serves a share is progressing"
-    settled(cluster, "first", "next")
-    cluster.edit("berninideployments", NAMESPACE, NAME, {"status": {"servingRayServiceSpec": "bm90IGEgc3BlYw=="}})
-    reconcile(controller, cluster)
-    assert "abandonedUpgrade" not in status_of(cluster), "nothing readable on record to go back to"
+    settled(cluster, "first", "next", trafficRoutedPercent=None)  # it lost its share again
+    for forged in ("bm90IGEgc3BlYw==", rollback.encode({**rayservice(cluster)["spec"], "rayClusterConfig": {
+            **rayservice(cluster)["spec"]["rayClusterConfig"], "rayVersion": "9.9.9"}})):
+        cluster.edit("berninideployments", NAMESPACE, NAME, {"status": {"servingRayServiceSpec": forged}})
+        reconcile(controller, cluster)
+        assert "abandonedUpgrade" not in status_of(cluster), "no record that matches what serves"
     assert rayservice(cluster)["spec"]["serveConfigV2"].count("1.1.0")
+    assert warned(cluster, "UpgradeNotGivenBack"), "said once per generation"

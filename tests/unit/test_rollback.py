@@ -4,9 +4,13 @@ import base64
 import json
 import zlib
 
+import yaml
+
 from bernini.api.kuberay import RayServiceStatus
 from bernini.api.reasons import Cause
+from bernini.domain.pipeline import APPLICATION_IMPORT_PATH
 from bernini.render import rollback
+from bernini.render.serve_config import REPLICA_ENV
 
 SPEC = {"upgradeStrategy": {"type": "NewCluster"}, "serveConfigV2": "applications: []\n",
         "rayClusterConfig": {"rayVersion": "2.52.0", "workerGroupSpecs": [{"groupName": "inf2-xlarge"}]}}
@@ -26,8 +30,9 @@ def test_a_record_that_is_not_ours_reads_as_none():
         assert rollback.decode(record) is None, record[:40]
 
 
-def rayservice(generation: int, observed: int | None, active: str, pending: str = "") -> dict:
-    status = {"activeServiceStatus": {"rayClusterName": active}, "pendingServiceStatus": {"rayClusterName": pending}}
+def rayservice(generation: int, observed: int | None, active: str, pending: str = "", upgrading: str = "False") -> dict:
+    status = {"activeServiceStatus": {"rayClusterName": active}, "pendingServiceStatus": {"rayClusterName": pending},
+              "conditions": [{"type": "UpgradeInProgress", "status": upgrading}]}
     if observed is not None:
         status["observedGeneration"] = observed
     return {"metadata": {"generation": generation}, "spec": SPEC, "status": status}
@@ -38,25 +43,46 @@ def test_a_rayservice_is_settled_only_once_kuberay_acted_on_its_generation_with_
     assert not rollback.settled(rayservice(3, 2, "a")), "KubeRay has not read the latest spec"
     assert not rollback.settled(rayservice(3, 3, "a", "b")), "an upgrade is under way"
     assert not rollback.settled(rayservice(3, 3, "")), "nothing serves yet"
+    assert not rollback.settled(rayservice(3, 3, "a", upgrading="True")), "KubeRay has not finished with it"
     assert not rollback.settled(rayservice(3, None, "a")) and not rollback.settled(None)
     assert not rollback.settled({"metadata": {"generation": 1}, "status": "garbage"})
 
 
-def test_a_newcluster_upgrade_goes_back_with_no_strategy_while_its_cluster_is_pending_and_an_incremental_as_it_was():
-    desired = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "b"}, "spec": {"other": 1}}
-    interim = rollback.rollback_rayservice(desired, SPEC, pending=True)
-    assert interim["metadata"] == desired["metadata"]
-    assert interim["spec"] == {**SPEC, "upgradeStrategy": {"type": "None"}}
+def test_the_rollback_is_our_metadata_the_recorded_spec_and_the_strategy_given():
+    metadata = {"name": "b", "namespace": "n"}
+    rayservice = rollback.rollback_rayservice(metadata, SPEC, {"type": "None"})
+    assert rayservice["metadata"] == metadata and rayservice["kind"] == "RayService"
+    assert rayservice["spec"] == {**SPEC, "upgradeStrategy": {"type": "None"}}
     assert SPEC["upgradeStrategy"] == {"type": "NewCluster"}, "the record itself is not changed"
-    assert rollback.rollback_rayservice(desired, SPEC, pending=False)["spec"] == SPEC
-    incremental = {**SPEC, "upgradeStrategy": {"type": "NewClusterWithIncrementalUpgrade"}}
-    assert rollback.rollback_rayservice(desired, incremental, pending=True)["spec"] == incremental
-    assert rollback.clears_by_hand(SPEC) and not rollback.clears_by_hand(incremental)
+
+
+def serve_config(**application) -> str:
+    return yaml.safe_dump({"applications": [{"name": "bernini", "import_path": APPLICATION_IMPORT_PATH,
+                                             "runtime_env": {"env_vars": REPLICA_ENV}, **application}]})
+
+
+def test_a_record_runs_only_if_the_serving_cluster_runs_it_and_it_serves_our_application_alone():
+    recorded = {**SPEC, "serveConfigV2": serve_config()}
+    cluster = {"spec": json.loads(json.dumps(SPEC["rayClusterConfig"]))}
+    assert rollback.runs(recorded, cluster)
+    # What the autoscaler, our bounds and Kueue-like controllers change on a running cluster is left out.
+    cluster["spec"]["workerGroupSpecs"][0].update(replicas=3, minReplicas=0, maxReplicas=9,
+                                                  scaleStrategy={"workersToDelete": ["w-1"]})
+    cluster["spec"]["workerGroupSpecs"][0]["template"] = {"spec": {"tolerations": [{"key": "k"}]}}
+    recorded["rayClusterConfig"]["workerGroupSpecs"][0]["template"] = {"spec": {}}
+    assert rollback.runs(recorded, cluster)
+    assert not rollback.runs({**recorded, "rayClusterConfig": {**SPEC["rayClusterConfig"], "rayVersion": "9"}}, cluster)
+    for foreign in (serve_config(import_path="evil:app"), serve_config(runtime_env={"pip": ["evil"]}),
+                    serve_config(runtime_env={"env_vars": {"LD_PRELOAD": "/x.so"}}), "applications: []", "{", ""):
+        assert not rollback.runs({**recorded, "serveConfigV2": foreign}, cluster), foreign
+    assert not rollback.runs(recorded, None) and not rollback.runs(recorded, {"spec": "x"})
 
 
 def test_the_deadline_runs_from_the_pending_clusters_first_sight():
     assert rollback.seconds_left("2026-12-05T10:00:00Z", 600, "2026-12-05T10:09:00Z") == 60
     assert rollback.seconds_left("2026-12-05T10:00:00Z", 600, "2026-12-05T10:10:30Z") == -30
+    assert rollback.parses("2026-12-05T10:00:00Z")
+    assert not any(map(rollback.parses, (None, "", "soon", "2026-12-05T10:00:00", 7)))
 
 
 def test_why_a_cluster_did_not_serve_is_its_pods_reason_else_what_serve_said():

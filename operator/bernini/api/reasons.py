@@ -217,6 +217,10 @@ PREWARM_NAME_CONFLICT = _reason("PrewarmNameConflict", Kind.FAILURE, (EVENT,),
 PREWARM_REFUSED = _reason("PrewarmRefused", Kind.FAILURE, (EVENT,),
                           "The API server refused the pre-warm DaemonSet; serving is not affected, and it is not "
                           "tried again until the spec changes.", "Fix what the message names.")
+UPGRADE_NOT_GIVEN_BACK = _reason("UpgradeNotGivenBack", Kind.FAILURE, (EVENT,),
+                                 "An upgrade passed its deadline, but status holds no record of the serving spec "
+                                 "that matches the serving RayCluster: nothing was rolled back.",
+                                 "Revert the spec by hand; the new cluster holds its accelerators until then.")
 STATUS_REFUSED = _reason("StatusRefused", Kind.FAILURE, (EVENT,),
                          "The API server refused the status patch; the previous status stays.",
                          "Usually an outdated CRD: apply crds/ again.", retried=True)

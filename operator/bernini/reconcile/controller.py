@@ -39,7 +39,7 @@ from bernini.render import names
 from bernini.render.bounds import bounds_patch
 from bernini.render.prewarm import prewarm_daemonset, prewarm_name
 from bernini.render import rollback
-from bernini.render.rayservice import render_rayservice
+from bernini.render.rayservice import rayservice_metadata, render_rayservice
 from bernini.render.upgrade import (Bounds, Budget, budget, counted_pods, incremental, pending_bounds,
                                     serving_bounds)
 
@@ -198,6 +198,10 @@ class Controller:
         # The RayService resourceVersion whose spec status.servingRayServiceSpec last recorded, so an idle
         # reconcile does not encode it again.
         self._recorded: dict[Key, str] = {}
+        # Per key, the (pending cluster, pendingSince) whose deadline a timer is set for, and the generation whose
+        # upgrade could not be given back (said once).
+        self._deadlines: dict[Key, tuple[str, str]] = {}
+        self._not_given_back: dict[Key, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         # Per key, the worker pods KubeRay wants in each RayCluster of its RayService, by instance type: what
         # status.cost counts. KubeRay's RayService status has one total per cluster, left stale when only it changes.
@@ -220,6 +224,8 @@ class Controller:
             self._bounds.pop(key, None)
             self._surge.pop(key, None)
             self._recorded.pop(key, None)
+            self._deadlines.pop(key, None)
+            self._not_given_back.pop(key, None)
             self.cluster_workers.pop(key, None)
             self._new.discard(key)
             self._last_event.pop(key, None)
@@ -402,9 +408,15 @@ class Controller:
         # An incremental upgrade's baseline (render/upgrade.py), carried while its pending cluster is the same.
         serving_pods = self._serving_pods(key, spec, before, current)
         abandoned = self._abandoned(key, body, spec, current, before)
-        record = self._record(key, observed, current, abandoned)
+        record = self._record(key, metadata["uid"], observed, current, abandoned)
         upgrade_budget = None
-        if preflight.ok:
+        if abandoned:
+            observed, blocked = self._give_back(key, metadata["uid"], spec, observed, record)
+            try:
+                capacity = plan(spec)
+            except DoesNotFit:
+                pass
+        elif preflight.ok:
             try:
                 capacity = plan(spec)
                 upgrade_budget = budget(spec, capacity, serving_pods or 0) if incremental(spec) else None
@@ -413,12 +425,7 @@ class Controller:
             except DoesNotFit as error:
                 blocked = Cause(error.reason, str(error))
             else:
-                recorded = rollback.decode(record) if abandoned else None
-                if recorded:
-                    desired = rollback.rollback_rayservice(desired, recorded, bool(before.pending_service_status.ray_cluster_name))
                 observed, blocked = self._converge(key, metadata["uid"], observed, desired)
-                if recorded and blocked is None:
-                    self._clear_pending(key, observed, recorded)
         rayservice = rayservice_status(observed)
         switched = rayservice.switched_cluster if rayservice else ""
         # The serving RayCluster, read at most once per reconcile (bounds and version both ask for it).
@@ -569,35 +576,61 @@ class Controller:
     def _abandoned(self, key: Key, body: dict[str, Any], spec: BerniniDeploymentSpec,
                    current: BerniniDeploymentStatus, rayservice: RayServiceStatus | None) -> AbandonedUpgrade | None:
         """The upgrade of this generation given back (render/rollback.py): as status recorded it, or now, when its
-        pending cluster does not serve by its deadline and the serving spec is on record. The decision is written
-        to status before anything is rolled back, so a failed write leaves nothing half done."""
+        pending cluster does not serve by its deadline and the record of the serving spec matches what serves.
+        The decision is written to status before anything is rolled back, so a failed write leaves nothing half
+        done."""
         generation = body["metadata"].get("generation", 0)
         given_back = current.abandoned_upgrade
         if given_back and given_back.generation == generation:
             return given_back
         pending = rayservice.pending_service_status.ray_cluster_name if rayservice else ""
+        since = current.ray_service.pending_since
         if (not pending or not rayservice.active_service_status.ray_cluster_name or rollback.serving_share(rayservice)
-                or current.ray_service.pending_cluster != pending or not current.ray_service.pending_since
-                or not rollback.decode(current.serving_ray_service_spec)):
+                or current.ray_service.pending_cluster != pending or not rollback.parses(since)):
             return None  # nothing to give back, or the deadline's start is not on record yet
         at = now()
-        left = rollback.seconds_left(current.ray_service.pending_since, spec.upgrade_strategy.deadline_seconds, at)
+        left = rollback.seconds_left(since, spec.upgrade_strategy.deadline_seconds, at)
         if left > 0:
-            if self._loop is not None:  # come back at the deadline, not at the next resync
+            if self._loop is not None and self._deadlines.get(key) != (pending, since):
+                self._deadlines[key] = (pending, since)  # come back at the deadline, not at the next resync
                 self._loop.call_soon_threadsafe(self.queue.add_after, key, left + 1)
             return None
-        why = rollback.why_not_serving(self._pod_trouble(key[0], spec, rayservice), rayservice)
+        live = self.kube.read_rayservice(*key)  # the cache may lag: KubeRay may have just switched
+        live_status = rayservice_status(live)
+        if (live is None or not _controlled_by(live, body["metadata"]["uid"])
+                or live_status.pending_service_status.ray_cluster_name != pending
+                or rollback.serving_share(live_status)):
+            return None
+        if not self._record_runs(key, live, current.serving_ray_service_spec):
+            if self._not_given_back.get(key) != generation:
+                self._not_given_back[key] = generation
+                message = (f"the upgrade to {spec.model.version} passed its {spec.upgrade_strategy.deadline_seconds}s "
+                           "deadline, but status holds no record of the serving spec that matches the serving "
+                           "RayCluster: revert the spec by hand")
+                _log(key).warning(message)
+                self.kube.post_event(body, "Warning", r.UPGRADE_NOT_GIVEN_BACK, message)
+            return None
+        why = rollback.why_not_serving(self._pod_trouble(key[0], spec, live_status), live_status)
         given_back = AbandonedUpgrade(generation=generation, model_version=spec.model.version, at=at,
                                       message=c.bounded(why, 4096))
         self.kube.patch_status(*key, {"abandonedUpgrade": given_back.model_dump(mode="json")})
         _log(key).warning("upgrade to %s given back at its deadline: %s", spec.model.version, why)
         return given_back
 
-    def _record(self, key: Key, observed: dict[str, Any] | None, current: BerniniDeploymentStatus,
+    def _record_runs(self, key: Key, rayservice: dict[str, Any], record: str) -> bool:
+        """Whether record reads and is what the RayService's active cluster (made by KubeRay for it) runs."""
+        recorded = rollback.decode(record)
+        active = rayservice_status(rayservice).active_service_status.ray_cluster_name
+        cluster = self.kube.read_raycluster(key[0], active) if recorded and active else None
+        return bool(cluster and _controlled_by(cluster, rayservice["metadata"]["uid"])
+                    and rollback.runs(recorded, cluster))
+
+    def _record(self, key: Key, uid: str, observed: dict[str, Any] | None, current: BerniniDeploymentStatus,
                 abandoned: AbandonedUpgrade | None) -> str:
-        """status.servingRayServiceSpec: the spec of a RayService KubeRay has settled on, else the one recorded.
-        Never while an upgrade is given back: its interim spec is not one to return to."""
-        if abandoned or not rollback.settled(observed):
+        """status.servingRayServiceSpec: the spec of our RayService once KubeRay has settled on it under a strategy
+        that rolls, else the one recorded. Never while an upgrade is given back: its interim spec runs nowhere."""
+        if (abandoned or not rollback.settled(observed) or not _controlled_by(observed, uid)
+                or rollback.strategy_type(observed) == rollback.NO_NEW_CLUSTER):
             return current.serving_ray_service_spec
         version = observed["metadata"].get("resourceVersion", "")
         if self._recorded.get(key) == version and current.serving_ray_service_spec:
@@ -608,13 +641,33 @@ class Controller:
         self._recorded[key] = version
         return encoded
 
-    def _clear_pending(self, key: Key, observed: dict[str, Any] | None, recorded: dict[str, Any]) -> None:
-        """A NewCluster upgrade given back: once our RayService asks KubeRay to prepare nothing new, its pending
-        cluster is cleared from KubeRay's status (render/rollback.py)."""
+    def _give_back(self, key: Key, uid: str, spec: BerniniDeploymentSpec, observed: dict[str, Any] | None,
+                   record: str) -> tuple[dict[str, Any] | None, Cause | None]:
+        """Hold the RayService at the recorded spec while this generation's upgrade is given back. NewCluster:
+        prepare nothing new (strategy None) until KubeRay has settled without the pending cluster, which is
+        cleared from its status; Incremental: the strategy in flight, so that KubeRay rolls back itself."""
+        recorded = rollback.decode(record)
+        if recorded is None or observed is None:
+            return observed, None  # nothing readable to go back to: what runs stays as it is
+        if spec.upgrade_strategy.type == "NewCluster":
+            strategy = {"type": "NewCluster"} if rollback.settled(observed) else {"type": rollback.NO_NEW_CLUSTER}
+        else:
+            strategy = observed["spec"].get("upgradeStrategy") or recorded.get("upgradeStrategy") or {}
+        desired = rollback.rollback_rayservice(rayservice_metadata(key[1], key[0], uid), recorded, strategy)
+        if not _in_sync(observed, desired) and not self._record_runs(key, observed, record):
+            _log(key).warning("the record of the serving spec no longer matches the serving RayCluster: not applied")
+            return observed, None
+        observed, blocked = self._converge(key, uid, observed, desired)
+        if blocked is None and spec.upgrade_strategy.type == "NewCluster":
+            self._clear_pending(key, observed)
+        return observed, blocked
+
+    def _clear_pending(self, key: Key, observed: dict[str, Any] | None) -> None:
+        """Once our RayService asks KubeRay to prepare nothing new, its pending cluster is cleared from KubeRay's
+        status (render/rollback.py)."""
         status = rayservice_status(observed)
         pending = status.pending_service_status.ray_cluster_name if status else ""
-        strategy = (observed or {}).get("spec", {}).get("upgradeStrategy") or {}
-        if not pending or not rollback.clears_by_hand(recorded) or strategy.get("type") != rollback.NO_NEW_CLUSTER:
+        if not pending or rollback.strategy_type(observed) != rollback.NO_NEW_CLUSTER:
             return
         try:
             self.kube.clear_pending_cluster(*key, observed["metadata"]["uid"], pending)

@@ -20,6 +20,7 @@ from bernini.domain.pipeline import APPLICATION_NAME, DEPLOYMENT_NAMES
 from bernini.reconcile import conditions as c
 from bernini.render import names
 from bernini.render.capacity import deployments
+from bernini.render.rollback import parses
 from bernini.render.upgrade import incremental
 
 
@@ -105,7 +106,8 @@ def _rayservice_summary(rayservice: RayServiceStatus | None, baseline_pods: int,
         return RayServiceObservation()
     pending = rayservice.pending_service_status.ray_cluster_name
     # The deadline runs from the first sight of this pending cluster, kept over restarts.
-    since = (current.pending_since or now) if pending and pending == current.pending_cluster else now if pending else None
+    kept = current.pending_since if pending == current.pending_cluster and parses(current.pending_since) else None
+    since = (kept or now) if pending else None
     ready, upgrading = rayservice.condition(kuberay.READY), rayservice.condition(kuberay.UPGRADE_IN_PROGRESS)
     return RayServiceObservation(
         ready=ready.status if ready and ready.status in ("True", "False") else "Unknown",

@@ -81,6 +81,11 @@ def _worker_groups(
     return groups
 
 
+def rayservice_metadata(name: str, namespace: str, uid: str) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": names.labels(name),
+            "ownerReferences": [owner_reference(name, uid)]}
+
+
 def render_rayservice(
     name: str,
     namespace: str,
@@ -100,12 +105,7 @@ def render_rayservice(
     rayservice = {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": names.labels(name),
-            "ownerReferences": [owner_reference(name, uid)],
-        },
+        "metadata": rayservice_metadata(name, namespace, uid),
         "spec": {
             "upgradeStrategy": upgrade_strategy(spec, chosen_budget),
             "serveConfigV2": serve_config_yaml(spec),

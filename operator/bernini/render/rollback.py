@@ -5,15 +5,17 @@ revert of a NewCluster upgrade is one more new cluster (KubeRay compares the goa
 So the operator records the RayService spec the serving cluster runs (status.servingRayServiceSpec) whenever
 KubeRay has settled on it, and past an upgrade's deadline goes back to exactly that spec:
 
-- Incremental: the recorded spec is applied as it is; KubeRay's own rollback moves traffic and capacity back
-  and removes the new cluster.
+- Incremental: the recorded spec is applied with the strategy in flight; KubeRay's own rollback moves traffic
+  and capacity back and removes the new cluster.
 - NewCluster: the recorded spec is applied with upgradeStrategy None, so KubeRay prepares nothing new, and the
   operator clears the RayService's pendingServiceStatus (guarded by the pending cluster's name). KubeRay then
-  sees the goal equal to the active cluster and deletes the pending one after its deletion delay. Only then does
-  the recorded strategy come back.
+  sees the goal equal to the active cluster and deletes the pending one after its deletion delay. Only once
+  KubeRay has settled on that (no upgrade in progress) does the strategy come back.
 
-The spec is kept byte for byte (as the API server returned it): KubeRay compares a hash of it with the one it
-stamped on the serving cluster, and a re-render by a newer operator could differ."""
+The spec is kept as the API server returned it: KubeRay compares a hash of it with the one it stamped on the
+serving cluster, and a re-render by a newer operator could differ. Whoever may write our status could write
+the record, so before it is applied it must match what already runs: its rayClusterConfig the serving
+RayCluster's spec (outside the fields KubeRay's hash leaves out), and its Serve config our application only."""
 
 import base64
 import datetime
@@ -21,8 +23,12 @@ import json
 import zlib
 from typing import Any
 
+import yaml
+
 from bernini.api.kuberay import RayServiceStatus
 from bernini.api.reasons import Cause
+from bernini.domain.pipeline import APPLICATION_IMPORT_PATH
+from bernini.render.serve_config import REPLICA_ENV
 
 NO_NEW_CLUSTER = "None"  # KubeRay's upgradeStrategy type that prepares no new cluster
 MAX_RECORD_CHARS = 128 << 10  # a rendered spec compresses to a few KiB; anything far larger was not ours
@@ -47,37 +53,108 @@ def decode(record: str) -> dict[str, Any] | None:
     return spec if isinstance(spec, dict) and isinstance(spec.get("rayClusterConfig"), dict) else None
 
 
+def _status(rayservice: dict[str, Any]) -> dict[str, Any]:
+    status = rayservice.get("status")
+    return status if isinstance(status, dict) else {}
+
+
+def strategy_type(rayservice: dict[str, Any] | None) -> str:
+    strategy = ((rayservice or {}).get("spec") or {}).get("upgradeStrategy")
+    return strategy.get("type", "") if isinstance(strategy, dict) else ""
+
+
 def settled(rayservice: dict[str, Any] | None) -> bool:
-    """KubeRay has acted on the RayService's current spec and prepares no other cluster: its active cluster runs
-    that spec (KubeRay sets the pending cluster's name in the same status write as observedGeneration)."""
+    """KubeRay has acted on the RayService's current spec, prepares no other cluster and has no upgrade in
+    progress. Under a strategy that rolls, its active cluster then runs that spec (KubeRay sets the pending
+    cluster's name in the same status write as observedGeneration); under None a changed spec runs nowhere."""
     if rayservice is None:
         return False
-    status = rayservice.get("status") if isinstance(rayservice.get("status"), dict) else {}
+    status = _status(rayservice)
     sides = [status.get(side) if isinstance(status.get(side), dict) else {}
              for side in ("activeServiceStatus", "pendingServiceStatus")]
+    conditions = status.get("conditions") if isinstance(status.get("conditions"), list) else []
+    upgrading = any(isinstance(c, dict) and c.get("type") == "UpgradeInProgress" and c.get("status") == "True"
+                    for c in conditions)
     return (status.get("observedGeneration") == rayservice["metadata"].get("generation")
-            and bool(sides[0].get("rayClusterName")) and not sides[1].get("rayClusterName"))
+            and bool(sides[0].get("rayClusterName")) and not sides[1].get("rayClusterName") and not upgrading)
 
 
-def rollback_rayservice(desired: dict[str, Any], recorded: dict[str, Any], pending: bool) -> dict[str, Any]:
-    """The RayService that gives an upgrade back: desired's metadata with the recorded spec; while a NewCluster
-    upgrade's cluster is still pending, with a strategy that prepares nothing new."""
-    spec = json.loads(json.dumps(recorded))
-    strategy = spec.get("upgradeStrategy") or {}
-    if pending and strategy.get("type", "NewCluster") == "NewCluster":
-        spec["upgradeStrategy"] = {"type": NO_NEW_CLUSTER}
-    return {**desired, "spec": spec}
+def rollback_rayservice(metadata: dict[str, Any], recorded: dict[str, Any], strategy: dict[str, Any]
+                        ) -> dict[str, Any]:
+    """The RayService that gives an upgrade back: our metadata, the recorded spec, the given strategy."""
+    return {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": metadata,
+            "spec": {**json.loads(json.dumps(recorded)), "upgradeStrategy": strategy}}
 
 
-def clears_by_hand(recorded: dict[str, Any]) -> bool:
-    """Whether the operator must clear KubeRay's pending cluster itself (NewCluster; see the module's notes)."""
-    return (recorded.get("upgradeStrategy") or {}).get("type", "NewCluster") == "NewCluster"
+_HASH_FREE_WORKER_FIELDS = ("replicas", "minReplicas", "maxReplicas")
+_HASH_FREE_POD_FIELDS = ("tolerations", "schedulingGates")
+
+
+def _hashed(cluster_spec: dict[str, Any]) -> dict[str, Any]:
+    """A RayCluster spec without what KubeRay's hash leaves out (the autoscaler's and our bounds' fields,
+    what Kueue-like controllers inject)."""
+    spec = json.loads(json.dumps(cluster_spec))
+    spec.pop("upgradeStrategy", None)
+    for group in [spec.get("headGroupSpec") or {}, *(spec.get("workerGroupSpecs") or [])]:
+        if not isinstance(group, dict):
+            continue
+        if group is not spec.get("headGroupSpec"):
+            for field in _HASH_FREE_WORKER_FIELDS:
+                group.pop(field, None)
+            scale = group.get("scaleStrategy")
+            if isinstance(scale, dict):
+                scale.pop("workersToDelete", None)
+                if not scale:
+                    group.pop("scaleStrategy")
+        pod = (group.get("template") or {}).get("spec")
+        if isinstance(pod, dict):
+            for field in _HASH_FREE_POD_FIELDS:
+                pod.pop(field, None)
+    return spec
+
+
+def runs(recorded: dict[str, Any], raycluster: dict[str, Any] | None) -> bool:
+    """Whether the record is what the serving RayCluster runs, and its Serve config is our application alone:
+    then giving an upgrade back applies nothing that does not run already."""
+    if not isinstance(raycluster, dict) or not isinstance(raycluster.get("spec"), dict):
+        return False
+    try:
+        config = yaml.safe_load(recorded.get("serveConfigV2") or "")
+    except yaml.YAMLError:
+        return False
+    applications = config.get("applications") if isinstance(config, dict) else None
+    ours = isinstance(applications, list) and applications and all(_our_application(a) for a in applications)
+    return bool(ours) and _hashed(recorded["rayClusterConfig"]) == _hashed(raycluster["spec"])
+
+
+def _our_application(application: Any) -> bool:
+    """Our import path, and of a runtime_env only the environment variables we set (no packages, no code)."""
+    if not isinstance(application, dict) or application.get("import_path") != APPLICATION_IMPORT_PATH:
+        return False
+    runtime_env = application.get("runtime_env") or {}
+    variables = runtime_env.get("env_vars") or {} if isinstance(runtime_env, dict) else None
+    return (isinstance(runtime_env, dict) and set(runtime_env) <= {"env_vars"} and isinstance(variables, dict)
+            and set(variables) <= set(REPLICA_ENV))
+
+
+def parses(timestamp: str | None) -> bool:
+    try:
+        _time(timestamp or "")
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def _time(timestamp: str) -> datetime.datetime:
+    parsed = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError(f"no time zone: {timestamp}")
+    return parsed
 
 
 def seconds_left(pending_since: str, deadline_seconds: int, now: str) -> float:
     """Seconds until an upgrade whose cluster appeared at pending_since passes its deadline (negative: past)."""
-    started, current = (datetime.datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (pending_since, now))
-    return deadline_seconds - (current - started).total_seconds()
+    return deadline_seconds - (_time(now) - _time(pending_since)).total_seconds()
 
 
 def serving_share(rayservice: RayServiceStatus) -> bool:
