@@ -22,6 +22,7 @@ from bernini.compile import compile_model
 from localdev import LocalCluster, nodenet
 from localdev.sizing import fit_to_local_nodes
 from localdev.stack import namespace_manifests, publish_reference_model
+from localdev.redis import LocalRedis
 from localdev.s3server import LocalS3
 from tests.conftest import running
 from tests.operator_process import OperatorProcess
@@ -65,6 +66,16 @@ def node_s3(real_cluster, tmp_path_factory) -> LocalS3:
     """versitygw on the node network's host address: pods (the init container) and the operator reach it."""
     root = tmp_path_factory.mktemp("node-s3")
     server = LocalS3(root / "data", root / "versitygw.log", tied_to_parent=True, host=nodenet.HOST_IP)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="package")
+def node_redis(real_cluster, tmp_path_factory) -> LocalRedis:
+    """redis-server on the node network's host address: GCS fault tolerance's store for the head pods."""
+    root = tmp_path_factory.mktemp("node-redis")
+    server = LocalRedis(root / "data", root / "redis.log", host=nodenet.HOST_IP, tied_to_parent=True)
     server.start()
     yield server
     server.stop()

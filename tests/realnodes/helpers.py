@@ -16,6 +16,7 @@ import yaml
 
 from bernini.api import GROUP, PLURAL, VERSION
 from bernini.api.kuberay import worker_pods
+from localdev.waiting import wait_for
 from tests.realnodes.conftest import REPO
 
 CHAIR = {"prompt": "a chair with four legs"}
@@ -213,3 +214,51 @@ def serve_replica_running_on(core, namespace: str, pod) -> bool:
     return applications is not None and any(
         replica.get("state") == "RUNNING" and replica.get("node_ip") == pod.status.pod_ip
         for replicas in find_key(applications, "replicas") for replica in replicas)
+
+
+def _workers(core, namespace: str) -> dict[str, tuple[str, int]]:
+    """Worker pod name -> (uid, restarts of all its containers)."""
+    return {pod.metadata.name: (pod.metadata.uid, sum(s.restart_count for s in pod.status.container_statuses or []))
+            for pod in pods(core, namespace, "ray.io/node-type=worker") if not pod.metadata.deletion_timestamp}
+
+
+def _head_ready(core, namespace: str, old_uid: str) -> bool:
+    return any(pod.metadata.uid != old_uid and any(c.type == "Ready" and c.status == "True"
+                                                   for c in pod.status.conditions or [])
+               for pod in pods(core, namespace, "ray.io/node-type=head"))
+
+
+def head_loss(core, custom, namespace: str, send: Callable[[], tuple[int, dict, bytes]],
+              after_seconds: float = 30) -> dict:
+    """Under steady load through send, delete the Ray head pod at once (no grace: a crash, a lost node) and
+    measure: requests sent and failed until after_seconds past the head's return, the worker pods that
+    restarted or were replaced, and seconds until a new head pod is Ready and until Serve on it reports the
+    application RUNNING (its controller recovered)."""
+    [head] = pods(core, namespace, "ray.io/node-type=head")
+    workers = _workers(core, namespace)
+    load = Load(send)
+    load.start()
+    time.sleep(5)
+    started = time.monotonic()
+    core.delete_namespaced_pod(head.metadata.name, namespace, grace_period_seconds=0)
+    wait_for(lambda: _head_ready(core, namespace, head.metadata.uid), "a new head pod Ready", timeout=600,
+             interval=0.5)
+    head_back = time.monotonic() - started
+    cluster = head.metadata.labels["ray.io/cluster"]
+
+    def serve_running() -> bool:
+        try:
+            applications = serve_applications(core, namespace, cluster)
+        except OSError:  # the new head's dashboard is not up yet
+            return False
+        apps = (applications or {}).get("applications") or {}
+        return bool(apps) and all(app.get("status") == "RUNNING" for app in apps.values())
+
+    wait_for(serve_running, "Serve's application RUNNING on the new head", timeout=600, interval=1)
+    serve_back = time.monotonic() - started
+    time.sleep(after_seconds)
+    results = load.stop()
+    after = _workers(core, namespace)
+    return {"sent": len(results), "failed": len(load.failures), "failures": load.failures[:5],
+            "restarted": sorted(name for name, state in workers.items() if after.get(name) != state),
+            "workers": len(workers), "head_back": head_back, "serve_back": serve_back}

@@ -278,3 +278,21 @@ def test_renderer_returns_fresh_objects():
     first, second = render(spec), render(spec)
     first["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["securityContext"]["runAsUser"] = 0
     assert second["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["securityContext"]["runAsUser"] == 1000
+
+
+def test_gcs_fault_tolerance_points_the_head_at_redis_with_the_password_from_its_secret_and_leaves_it_out_of_serving():
+    plain = render_rayservice("b", "n", "u", make_spec(), make_manifest(), "f" * 64)["spec"]
+    assert "gcsFaultToleranceOptions" not in plain["rayClusterConfig"] and "excludeHeadPodFromServeSvc" not in plain
+    spec = make_spec(gcsFaultTolerance={"redisAddress": "redis.ray-state.svc:6379",
+                                        "passwordSecret": {"name": "redis", "key": "password"}})
+    rendered = render_rayservice("b", "n", "u", spec, make_manifest(), "f" * 64)["spec"]
+    assert rendered["rayClusterConfig"]["gcsFaultToleranceOptions"] == {
+        "redisAddress": "redis.ray-state.svc:6379",
+        "redisPassword": {"valueFrom": {"secretKeyRef": {"name": "redis", "key": "password"}}}}
+    assert rendered["excludeHeadPodFromServeSvc"] is True
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254:6379", "redis", "redis:port", "Redis:6379", "a b:1"])
+def test_a_redis_address_that_is_not_host_and_port_or_is_link_local_is_refused(address):
+    with pytest.raises(ValueError):
+        make_spec(gcsFaultTolerance={"redisAddress": address, "passwordSecret": {"name": "r", "key": "p"}})

@@ -337,6 +337,46 @@ class Head(ApiModel):
         return _check_between(value, "pod memory")
 
 
+REDIS_ADDRESS = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*:[0-9]{1,5}$"
+_LINK_LOCAL_REDIS = r"^169[.]254[.]"
+
+
+class SecretKey(ApiModel):
+    """One key of a Secret in the BerniniDeployment's namespace."""
+
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+    """Name of the Secret."""
+
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
+    """Key in the Secret's data."""
+
+
+class GcsFaultTolerance(ApiModel):
+    """Ray's GCS fault tolerance: the head keeps the cluster's state in an external Redis, so when the head pod
+    is lost KubeRay starts a new one that finds it there. Worker pods and their Serve replicas keep running
+    meanwhile (they wait up to 600 s for the head), and the Serve Service leaves the head out, so no request
+    passes through it. Use a Redis of its own per deployment, or one that keeps each RayCluster apart (KubeRay
+    keys the state by the RayCluster's uid and deletes it when the cluster goes)."""
+
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [
+        _cel(f"!self.redisAddress.matches('{_LINK_LOCAL_REDIS}')",
+             "gcsFaultTolerance.redisAddress must not be a link-local address", ".redisAddress")]}}
+
+    redis_address: str = Field(pattern=REDIS_ADDRESS, max_length=259)
+    """host:port of the Redis server the head pod connects to."""
+
+    password_secret: SecretKey
+    """The Secret key holding Redis's password: the head pod reads it into REDIS_PASSWORD; it never appears in
+    the spec, the RayService or the status."""
+
+    @field_validator("redis_address")
+    @classmethod
+    def _not_link_local(cls, value: str) -> str:
+        if re.match(_LINK_LOCAL_REDIS, value):
+            raise ValueError("gcsFaultTolerance.redisAddress must not be a link-local address")
+        return value
+
+
 class WorkerPods(ApiModel):
     """Size of each accelerated worker pod (spec.cpuWorkers sizes the CPU group's). Unset: the instance's vCPUs
     less one and 80% of its memory, which leaves room for kubelet and the Neuron daemonsets; set both lower when
@@ -535,6 +575,9 @@ class BerniniDeploymentSpec(ApiModel):
     cpu_workers: CpuWorkers = CpuWorkers()
     autoscaling: Autoscaling = Autoscaling()
     upgrade_strategy: UpgradeStrategy = UpgradeStrategy()
+    gcs_fault_tolerance: GcsFaultTolerance | None = None
+    """Keep serving when the Ray head pod is lost (unset: losing the head restarts every worker, which then
+    pulls its artifacts and deploys Serve again)."""
 
     artifacts_cache: ArtifactsCache | None = None
     """Share downloaded artifacts between the worker pods of a node (unset: every worker pod pulls the whole set)."""

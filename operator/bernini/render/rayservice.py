@@ -132,6 +132,14 @@ def render_rayservice(
             },
         },
     }
+    fault_tolerance = spec.gcs_fault_tolerance
+    if fault_tolerance:
+        secret = fault_tolerance.password_secret
+        rayservice["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"] = {
+            "redisAddress": fault_tolerance.redis_address,
+            "redisPassword": {"valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}}}
+        # The head's proxy would be the one path through the head: the workers' proxies take every request.
+        rayservice["spec"]["excludeHeadPodFromServeSvc"] = True
     # The builders share constant sub-dicts; callers get their own. A JSON round trip copies it in a fifth of
     # deepcopy's time, and the object is JSON already.
     return json.loads(json.dumps(rayservice))
