@@ -4,13 +4,16 @@ One deployment on the real-node cluster (one CPU node, two inf2.xlarge-shaped no
 requests one after another through the Serve Service the whole time. Each fault is injected, healed where it
 heals by hand (a killed operator is started again, as its Deployment would), and the bench waits until the
 object is Ready=True at its generation and a request succeeds again. Per fault it prints requests sent / failed
-in that window, seconds from the injection to Ready again, operator restarts, and whether any object
-(BerniniDeployment, RayService, RayCluster) or stored artifact was lost or duplicated.
+in that window, seconds from the injection to Ready again, operator restarts, worker pods restarted or
+replaced, and whether any object (BerniniDeployment, RayService, RayCluster) or stored artifact was lost or
+duplicated. The head pod is killed twice: as the example runs it, then with spec.gcsFaultTolerance on a real
+Redis (set up before that fault, outside its window), so the two rows compare in one run.
 
 `python -m tests.bench.chaos FAULT...` runs only the named faults (function names below), in the order below.
 
-Goals: a control-plane fault (operator, API server, store) costs 0 failed requests and 0 lost objects. The
-local sizing has one worker with one replica per stage, so a worker's or the head's loss is reported as it is.
+Goals: a control-plane fault (operator, API server, store) costs 0 failed requests and 0 lost objects; the
+head's loss with GCS fault tolerance restarts no worker and fails no request. The local sizing has one worker
+with one replica per stage, so a worker's loss is reported as it is.
 """
 
 import json
@@ -28,7 +31,8 @@ from pathlib import Path
 from kubernetes import client, config
 
 from bernini.api import GROUP, PLURAL, VERSION
-from localdev import LocalCluster
+from localdev import LocalCluster, nodenet
+from localdev.redis import PASSWORD_KEY, PASSWORD_SECRET, LocalRedis
 from localdev.s3server import LocalS3
 from localdev.waiting import wait_for
 from tests.bench.e2e import VERSIONS, deploy, store_and_operator, uri
@@ -189,7 +193,26 @@ def kill_a_worker_pod(bench: Bench) -> str:
 
 
 def kill_the_head_pod(bench: Bench) -> str:
-    return _delete_and_await_replacement(bench, "ray.io/node-type=head")
+    started = time.monotonic()
+    how = _delete_and_await_replacement(bench, "ray.io/node-type=head")
+    return f"{how}, after {time.monotonic() - started:.1f} s"
+
+
+def kill_the_head_pod_with_gcs_fault_tolerance(bench: Bench) -> str:
+    return kill_the_head_pod(bench)
+
+
+def tolerate_head_loss(bench: Bench, root: Path) -> None:
+    """Before kill_the_head_pod_with_gcs_fault_tolerance: a real Redis, its password in a Secret, and the
+    deployment's spec.gcsFaultTolerance pointing at it (a NewCluster upgrade, awaited here)."""
+    redis = LocalRedis(root / "redis", root / "redis.log", host=nodenet.HOST_IP, tied_to_parent=True)
+    redis.start()
+    bench.core.create_namespaced_secret(NAMESPACE, redis.secret_manifest(NAMESPACE))
+    bench.custom.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "bernini", {"spec": {
+        "gcsFaultTolerance": {"redisAddress": redis.address,
+                              "passwordSecret": {"name": PASSWORD_SECRET, "key": PASSWORD_KEY}}}})
+    time.sleep(10)  # the operator's apply, and KubeRay's pending cluster
+    bench.ready_again(healed=time.monotonic(), timeout=900)
 
 
 def stop_a_kubelet(bench: Bench) -> str:
@@ -223,11 +246,13 @@ def _bytes(quantity: str) -> int:
 
 FAULTS = [kill_operator_mid_reconcile, kill_operator_mid_upgrade, restart_api_server, black_hole_the_store,
           kill_a_worker_pod, kill_the_head_pod, stop_a_kubelet, fill_the_artifact_volume,
-          black_hole_the_store_during_a_scale_up]  # last: it takes the second inf2 node the upgrade needs
+          black_hole_the_store_during_a_scale_up,  # it takes the second inf2 node the upgrade needs
+          kill_the_head_pod_with_gcs_fault_tolerance]  # last: its setup rolls the cluster
 
 
 def run_fault(bench: Bench, fault) -> dict:
     before = bench.inventory()
+    workers = helpers.workers(bench.core, NAMESPACE)
     restarts = bench.operator_restarts
     started = time.monotonic()
     how = fault(bench)
@@ -236,6 +261,7 @@ def run_fault(bench: Bench, fault) -> dict:
     time.sleep(5)  # a late failure still counts
     statuses = bench.load.since(started)
     after = bench.inventory()
+    now_running = helpers.workers(bench.core, NAMESPACE)
     lost = [key for key in ("deployment", "artifacts") if before[key] != after[key]]
     if before["rayservices"] != after["rayservices"]:
         lost.append("rayservice")
@@ -244,7 +270,8 @@ def run_fault(bench: Bench, fault) -> dict:
     return {"fault": fault.__name__.replace("_", " "), "how": how, "sent": len(statuses),
             "failed": sum(status != 200 for status in statuses), "ready_s": seconds,
             "failures": dict(Counter(str(status) for status in statuses if status != 200)),
-            "operator_restarts": bench.operator_restarts - restarts, "lost_or_duplicated": lost or "none"}
+            "operator_restarts": bench.operator_restarts - restarts, "lost_or_duplicated": lost or "none",
+            "workers_restarted": sum(now_running.get(name) != state for name, state in workers.items())}
 
 
 def main() -> None:
@@ -262,21 +289,24 @@ def main() -> None:
         chosen = [fault for fault in FAULTS if not sys.argv[1:] or fault.__name__ in sys.argv[1:]]
         for fault in chosen:
             try:
+                if fault is kill_the_head_pod_with_gcs_fault_tolerance:
+                    tolerate_head_loss(bench, root)
                 rows.append(run_fault(bench, fault))
             except Exception as error:  # noqa: BLE001  one fault that never heals must not hide the others
                 rows.append({"fault": fault.__name__.replace("_", " "), "how": f"did not recover: {error}"[:200],
                              "sent": 0, "failed": 0, "ready_s": float("nan"), "operator_restarts": 0,
-                             "lost_or_duplicated": "?"})
+                             "lost_or_duplicated": "?", "workers_restarted": "?"})
             print(json.dumps(rows[-1]), flush=True)
         bench.load.stopping.set()
     finally:
         operator.stop()
         s3.stop()
         cluster.down()
-    print(f"\n{'fault':<32} {'sent':>5} {'failed':>6} {'Ready again':>12} {'operator restarts':>18}  lost or duplicated")
+    print(f"\n{'fault':<44} {'sent':>5} {'failed':>6} {'Ready again':>12} {'operator restarts':>18} "
+          f"{'workers restarted':>18}  lost or duplicated")
     for row in rows:
-        print(f"{row['fault']:<32} {row['sent']:>5} {row['failed']:>6} {row['ready_s']:>10.1f} s "
-              f"{row['operator_restarts']:>18}  {row['lost_or_duplicated']}")
+        print(f"{row['fault']:<44} {row['sent']:>5} {row['failed']:>6} {row['ready_s']:>10.1f} s "
+              f"{row['operator_restarts']:>18} {row['workers_restarted']:>18}  {row['lost_or_duplicated']}")
     print("\n" + "\n".join(f"{row['fault']}: {row['how']}; failures {row.get('failures') or 'none'}" for row in rows))
 
 

@@ -216,7 +216,7 @@ def serve_replica_running_on(core, namespace: str, pod) -> bool:
         for replicas in find_key(applications, "replicas") for replica in replicas)
 
 
-def _workers(core, namespace: str) -> dict[str, tuple[str, int]]:
+def workers(core, namespace: str) -> dict[str, tuple[str, int]]:
     """Worker pod name -> (uid, restarts of all its containers)."""
     return {pod.metadata.name: (pod.metadata.uid, sum(s.restart_count for s in pod.status.container_statuses or []))
             for pod in pods(core, namespace, "ray.io/node-type=worker") if not pod.metadata.deletion_timestamp}
@@ -235,7 +235,7 @@ def head_loss(core, custom, namespace: str, send: Callable[[], tuple[int, dict, 
     restarted or were replaced, and seconds until a new head pod is Ready and until Serve on it reports the
     application RUNNING (its controller recovered)."""
     [head] = pods(core, namespace, "ray.io/node-type=head")
-    workers = _workers(core, namespace)
+    before = workers(core, namespace)
     load = Load(send)
     load.start()
     time.sleep(5)
@@ -258,7 +258,7 @@ def head_loss(core, custom, namespace: str, send: Callable[[], tuple[int, dict, 
     serve_back = time.monotonic() - started
     time.sleep(after_seconds)
     results = load.stop()
-    after = _workers(core, namespace)
+    after = workers(core, namespace)
     return {"sent": len(results), "failed": len(load.failures), "failures": load.failures[:5],
-            "restarted": sorted(name for name, state in workers.items() if after.get(name) != state),
-            "workers": len(workers), "head_back": head_back, "serve_back": serve_back}
+            "restarted": sorted(name for name, state in before.items() if after.get(name) != state),
+            "workers": len(before), "head_back": head_back, "serve_back": serve_back}
