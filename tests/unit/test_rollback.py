@@ -76,6 +76,10 @@ def test_a_record_runs_only_if_the_serving_cluster_runs_it_and_it_serves_our_app
                     serve_config(runtime_env={"env_vars": {"LD_PRELOAD": "/x.so"}}), "applications: []", "{", ""):
         assert not rollback.runs({**recorded, "serveConfigV2": foreign}, cluster), foreign
     assert not rollback.runs(recorded, None) and not rollback.runs(recorded, {"spec": "x"})
+    changed = {**recorded, "rayClusterConfig": {**SPEC["rayClusterConfig"], "rayVersion": "9"}}
+    assert rollback.mismatch(changed, cluster) == \
+        "the recorded spec differs from the serving RayCluster's at /rayVersion"
+    assert rollback.mismatch(None, cluster) == "status holds no readable record of the serving spec"
 
 
 def test_the_deadline_runs_from_the_pending_clusters_first_sight():

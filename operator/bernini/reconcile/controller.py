@@ -601,12 +601,12 @@ class Controller:
                 or live_status.pending_service_status.ray_cluster_name != pending
                 or rollback.serving_share(live_status)):
             return None
-        if not self._record_runs(key, live, current.serving_ray_service_spec):
+        mismatch = self._record_mismatch(key, live, current.serving_ray_service_spec)
+        if mismatch:
             if self._not_given_back.get(key) != generation:
                 self._not_given_back[key] = generation
                 message = (f"the upgrade to {spec.model.version} passed its {spec.upgrade_strategy.deadline_seconds}s "
-                           "deadline, but status holds no record of the serving spec that matches the serving "
-                           "RayCluster: revert the spec by hand")
+                           f"deadline but is not given back: {mismatch}; revert the spec by hand")
                 _log(key).warning(message)
                 self.kube.post_event(body, "Warning", r.UPGRADE_NOT_GIVEN_BACK, message)
             return None
@@ -617,13 +617,15 @@ class Controller:
         _log(key).warning("upgrade to %s given back at its deadline: %s", spec.model.version, why)
         return given_back
 
-    def _record_runs(self, key: Key, rayservice: dict[str, Any], record: str) -> bool:
-        """Whether record reads and is what the RayService's active cluster (made by KubeRay for it) runs."""
+    def _record_mismatch(self, key: Key, rayservice: dict[str, Any], record: str) -> str:
+        """Why record may not be applied (rollback.mismatch; "" when it may), the RayService's active cluster
+        read, and ours only if KubeRay made it for this RayService."""
         recorded = rollback.decode(record)
         active = rayservice_status(rayservice).active_service_status.ray_cluster_name
         cluster = self.kube.read_raycluster(key[0], active) if recorded and active else None
-        return bool(cluster and _controlled_by(cluster, rayservice["metadata"]["uid"])
-                    and rollback.runs(recorded, cluster))
+        if cluster and not _controlled_by(cluster, rayservice["metadata"]["uid"]):
+            return f"RayCluster {active} is not controlled by the RayService"
+        return rollback.mismatch(recorded, cluster)
 
     def _record(self, key: Key, uid: str, observed: dict[str, Any] | None, current: BerniniDeploymentStatus,
                 abandoned: AbandonedUpgrade | None) -> str:
@@ -654,8 +656,9 @@ class Controller:
         else:
             strategy = observed["spec"].get("upgradeStrategy") or recorded.get("upgradeStrategy") or {}
         desired = rollback.rollback_rayservice(rayservice_metadata(key[1], key[0], uid), recorded, strategy)
-        if not _in_sync(observed, desired) and not self._record_runs(key, observed, record):
-            _log(key).warning("the record of the serving spec no longer matches the serving RayCluster: not applied")
+        mismatch = "" if _in_sync(observed, desired) else self._record_mismatch(key, observed, record)
+        if mismatch:
+            _log(key).warning("the record of the serving spec is not applied: %s", mismatch)
             return observed, None
         observed, blocked = self._converge(key, uid, observed, desired)
         if blocked is None and spec.upgrade_strategy.type == "NewCluster":

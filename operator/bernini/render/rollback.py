@@ -113,18 +113,42 @@ def _hashed(cluster_spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def runs(recorded: dict[str, Any], raycluster: dict[str, Any] | None) -> bool:
-    """Whether the record is what the serving RayCluster runs, and its Serve config is our application alone:
-    then giving an upgrade back applies nothing that does not run already."""
+def mismatch(recorded: dict[str, Any] | None, raycluster: dict[str, Any] | None) -> str:
+    """Why the record may not be applied ("" when it may): it must be what the serving RayCluster runs, and its
+    Serve config our application alone; then giving an upgrade back applies nothing that does not run already."""
+    if recorded is None:
+        return "status holds no readable record of the serving spec"
     if not isinstance(raycluster, dict) or not isinstance(raycluster.get("spec"), dict):
-        return False
+        return "the serving RayCluster could not be read"
     try:
         config = yaml.safe_load(recorded.get("serveConfigV2") or "")
     except yaml.YAMLError:
-        return False
+        config = None
     applications = config.get("applications") if isinstance(config, dict) else None
-    ours = isinstance(applications, list) and applications and all(_our_application(a) for a in applications)
-    return bool(ours) and _hashed(recorded["rayClusterConfig"]) == _hashed(raycluster["spec"])
+    if not (isinstance(applications, list) and applications and all(_our_application(a) for a in applications)):
+        return "the recorded Serve config is not this operator's application alone"
+    differs = _first_difference(_hashed(recorded["rayClusterConfig"]), _hashed(raycluster["spec"]))
+    return f"the recorded spec differs from the serving RayCluster's at {differs}" if differs else ""
+
+
+def runs(recorded: dict[str, Any] | None, raycluster: dict[str, Any] | None) -> bool:
+    return not mismatch(recorded, raycluster)
+
+
+def _first_difference(recorded: Any, running: Any, path: str = "") -> str:
+    """The first path (JSON-pointer-like) where the two differ, "" when they do not."""
+    if isinstance(recorded, dict) and isinstance(running, dict):
+        for key in sorted(set(recorded) | set(running)):
+            if key not in recorded or key not in running:
+                return f"{path}/{key}"
+            found = _first_difference(recorded[key], running[key], f"{path}/{key}")
+            if found:
+                return found
+        return ""
+    if isinstance(recorded, list) and isinstance(running, list) and len(recorded) == len(running):
+        return next((found for i, (a, b) in enumerate(zip(recorded, running))
+                     if (found := _first_difference(a, b, f"{path}/{i}"))), "")
+    return "" if recorded == running else path or "/"
 
 
 def _our_application(application: Any) -> bool:
