@@ -80,6 +80,14 @@ def test_a_record_runs_only_if_the_serving_cluster_runs_it_and_it_serves_our_app
     assert rollback.mismatch(changed, cluster) == \
         "the recorded spec differs from the serving RayCluster's at /rayVersion"
     assert rollback.mismatch(None, cluster) == "status holds no readable record of the serving spec"
+    # KubeRay writes the RayCluster from its Go types: quantities in canonical form are the same spec.
+    sized = {"resources": {"limits": {"memory": "5120Mi", "cpu": "0.5"}}}
+    canonical = {"resources": {"limits": {"memory": "5Gi", "cpu": "500m"}}}
+    recorded["rayClusterConfig"]["workerGroupSpecs"][0]["template"] = {"spec": {"containers": [sized]}}
+    cluster["spec"]["workerGroupSpecs"][0]["template"] = {"spec": {"containers": [canonical]}}
+    assert rollback.runs(recorded, cluster)
+    canonical["resources"]["limits"]["memory"] = "6Gi"
+    assert "/containers/0/resources/limits/memory" in rollback.mismatch(recorded, cluster)
 
 
 def test_the_deadline_runs_from_the_pending_clusters_first_sight():

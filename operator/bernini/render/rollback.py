@@ -28,6 +28,7 @@ import yaml
 from bernini.api.kuberay import RayServiceStatus
 from bernini.api.reasons import Cause
 from bernini.domain.pipeline import APPLICATION_IMPORT_PATH
+from bernini.domain.quantity import parse_quantity
 from bernini.render.serve_config import REPLICA_ENV
 
 NO_NEW_CLUSTER = "None"  # KubeRay's upgradeStrategy type that prepares no new cluster
@@ -148,7 +149,18 @@ def _first_difference(recorded: Any, running: Any, path: str = "") -> str:
     if isinstance(recorded, list) and isinstance(running, list) and len(recorded) == len(running):
         return next((found for i, (a, b) in enumerate(zip(recorded, running))
                      if (found := _first_difference(a, b, f"{path}/{i}"))), "")
-    return "" if recorded == running else path or "/"
+    return "" if recorded == running or _same_quantity(recorded, running) else path or "/"
+
+
+def _same_quantity(recorded: Any, running: Any) -> bool:
+    """KubeRay builds the RayCluster from its Go types, which write a quantity in canonical form ("5Gi" for
+    "5120Mi", "500m" for "0.5"): the same amount is the same spec."""
+    if not isinstance(recorded, str) or not isinstance(running, str):
+        return False
+    try:
+        return parse_quantity(recorded) == parse_quantity(running)
+    except (ArithmeticError, ValueError):
+        return False
 
 
 def _our_application(application: Any) -> bool:
