@@ -174,14 +174,20 @@ def black_hole_the_store_during_a_scale_up(bench: Bench) -> str:
     return f"fused minReplicas 1 -> 2, then {STORE_OUTAGE_SECONDS} s of dropped packets"
 
 
+def _active_cluster(bench: Bench) -> str:
+    return helpers.deployment(bench.custom, NAMESPACE)["status"]["rayService"]["activeCluster"]
+
+
 def _delete_and_await_replacement(bench: Bench, selector: str) -> str:
-    """Delete the first pod the selector finds with no grace period; return once a pod of another name is ready
-    in its place, so that Ready again counts the replacement's start and not the seconds before anyone noticed."""
+    """Delete the first pod of the serving cluster the selector finds with no grace period; return once a pod of
+    another name is ready in its place, so that Ready again counts the replacement's start and not the seconds
+    before anyone noticed."""
+    selector = f"{selector},ray.io/cluster={_active_cluster(bench)}"
     victim = helpers.pods(bench.core, NAMESPACE, selector)[0].metadata.name
     bench.core.delete_namespaced_pod(victim, NAMESPACE, grace_period_seconds=0)
 
     def replaced():
-        return any(pod.metadata.name != victim and pod.status.phase == "Running"
+        return any(pod.metadata.name != victim and pod.status.phase == "Running" and not pod.metadata.deletion_timestamp
                    and all(c.ready for c in pod.status.container_statuses or [])
                    for pod in helpers.pods(bench.core, NAMESPACE, selector))
     wait_for(replaced, f"a pod ({selector}) in place of {victim}", timeout=600, interval=1)
@@ -192,10 +198,17 @@ def kill_a_worker_pod(bench: Bench) -> str:
     return _delete_and_await_replacement(bench, helpers.ACCELERATED_WORKERS)
 
 
+HEAD_LOSS_WATCH_SECONDS = 120  # past Ray's 60 s for a worker to reach a GCS that came back without its state
+
+
 def kill_the_head_pod(bench: Bench) -> str:
+    """The head of the serving cluster deleted with no grace period; the window stays open for
+    HEAD_LOSS_WATCH_SECONDS after its replacement is ready, so that workers that give up on the lost GCS count."""
     started = time.monotonic()
     how = _delete_and_await_replacement(bench, "ray.io/node-type=head")
-    return f"{how}, after {time.monotonic() - started:.1f} s"
+    replaced = time.monotonic() - started
+    time.sleep(HEAD_LOSS_WATCH_SECONDS)
+    return f"{how}, after {replaced:.1f} s; watched {HEAD_LOSS_WATCH_SECONDS} s more"
 
 
 def kill_the_head_pod_with_gcs_fault_tolerance(bench: Bench) -> str:
@@ -213,6 +226,10 @@ def tolerate_head_loss(bench: Bench, root: Path) -> None:
                               "passwordSecret": {"name": PASSWORD_SECRET, "key": PASSWORD_KEY}}}})
     time.sleep(10)  # the operator's apply, and KubeRay's pending cluster
     bench.ready_again(healed=time.monotonic(), timeout=900)
+    active = _active_cluster(bench)
+    wait_for(lambda: all(pod.metadata.labels.get("ray.io/cluster") == active
+                         for pod in helpers.pods(bench.core, NAMESPACE, "ray.io/is-ray-node=yes")),
+             "only the fault-tolerant cluster's pods", timeout=600, interval=2)
 
 
 def stop_a_kubelet(bench: Bench) -> str:

@@ -229,9 +229,10 @@ def _head_ready(core, namespace: str, old_uid: str) -> bool:
 
 
 def head_loss(core, custom, namespace: str, send: Callable[[], tuple[int, dict, bytes]],
-              after_seconds: float = 30) -> dict:
+              after_seconds: float = 70) -> dict:
     """Under steady load through send, delete the Ray head pod at once (no grace: a crash, a lost node) and
-    measure: requests sent and failed until after_seconds past the head's return, the worker pods that
+    measure: requests sent and failed until after_seconds past the head's return (past the 60 s after which a
+    worker without GCS fault tolerance gives up on the lost GCS), the worker pods that
     restarted or were replaced, and seconds until a new head pod is Ready and until Serve on it reports the
     application RUNNING (its controller recovered)."""
     [head] = pods(core, namespace, "ray.io/node-type=head")
