@@ -8,8 +8,8 @@ it) on a node without the artifact cache and with a warm one; and an upgrade und
 (NewCluster, Incremental): patch -> all traffic on the new cluster, requests sent / failed (goal 0), and the
 peak accelerator worker pods over those at rest; then, with each strategy, an upgrade to a broken version
 (NewCluster: an artifact fails its checksum in the pod; Incremental: the Serve replicas raise as they start)
-given back at its 60 s deadline: patch -> given back, deadline -> the new cluster and its pods gone,
-requests sent / failed. `--upgrades-only` runs the upgrades on a warm cluster. One run each (each takes
+given back at its 60 s deadline: patch -> given back, patch -> the new cluster and its pods gone,
+requests sent / failed, peak accelerator pods. `--upgrades-only` runs the upgrades on a warm cluster. One run each (each takes
 minutes).
 """
 
@@ -191,8 +191,8 @@ def start_rows(label: str, start: dict[str, float]) -> list[tuple[str, str]]:
 
 
 def give_back(core, custom, namespace: str, version: str) -> dict[str, float]:
-    """Patch a broken version with a 60 s deadline under load: seconds to the upgrade given back, from the deadline
-    to the new cluster and its pods gone, requests sent and failed, peak accelerator pods."""
+    """Patch a broken version with a 60 s deadline under load: seconds from the patch to the upgrade given back
+    and to the new cluster and its pods gone, requests sent and failed, peak accelerator pods."""
     active = helpers.deployment(custom, namespace)["status"]["rayService"]["activeCluster"]
     steady = len(helpers.pods(core, namespace, helpers.ACCELERATED_WORKERS))
     load, peak = helpers.Load(sender(core, custom, namespace)), helpers.PodPeak(core, custom, namespace)

@@ -231,11 +231,12 @@ def _head_ready(core, namespace: str, old_uid: str) -> bool:
 def head_loss(core, custom, namespace: str, send: Callable[[], tuple[int, dict, bytes]],
               after_seconds: float = 70) -> dict:
     """Under steady load through send, delete the Ray head pod at once (no grace: a crash, a lost node) and
-    measure: requests sent and failed until after_seconds past the head's return (past the 60 s after which a
-    worker without GCS fault tolerance gives up on the lost GCS), the worker pods that
+    measure: requests sent and failed until after_seconds past Serve's recovery on the new head (past the 60 s
+    after which a worker without GCS fault tolerance gives up on the lost GCS), the worker pods that
     restarted or were replaced, and seconds until a new head pod is Ready and until Serve on it reports the
     application RUNNING (its controller recovered)."""
-    [head] = pods(core, namespace, "ray.io/node-type=head")
+    active = deployment(custom, namespace)["status"]["rayService"]["activeCluster"]
+    [head] = pods(core, namespace, f"ray.io/node-type=head,ray.io/cluster={active}")
     before = workers(core, namespace)
     load = Load(send)
     load.start()
@@ -250,7 +251,7 @@ def head_loss(core, custom, namespace: str, send: Callable[[], tuple[int, dict, 
     def serve_running() -> bool:
         try:
             applications = serve_applications(core, namespace, cluster)
-        except OSError:  # the new head's dashboard is not up yet
+        except (OSError, http.client.HTTPException):  # the new head's dashboard is not up yet
             return False
         apps = (applications or {}).get("applications") or {}
         return bool(apps) and all(app.get("status") == "RUNNING" for app in apps.values())

@@ -851,3 +851,18 @@ def test_a_new_cluster_taking_traffic_or_within_its_deadline_or_with_nothing_on_
         assert "abandonedUpgrade" not in status_of(cluster), "no record that matches what serves"
     assert rayservice(cluster)["spec"]["serveConfigV2"].count("1.1.0")
     assert warned(cluster, "UpgradeNotGivenBack"), "said once per generation"
+
+
+def test_a_pending_cluster_kuberay_replaced_just_before_the_clear_is_not_cleared(cluster, store, monkeypatch):
+    controller, _ = upgrade_started(cluster, store, deployment())
+    monkeypatch.setattr("bernini.reconcile.controller.now", lambda: LATER)
+    clear = controller.kube.clear_pending_cluster
+
+    def kuberay_first(*args):  # between our apply of the interim spec and the clear
+        settled(cluster, "first", "another")
+        clear(*args)
+
+    monkeypatch.setattr(controller.kube, "clear_pending_cluster", kuberay_first)
+    assert reconcile(controller, cluster) is None
+    assert rayservice(cluster)["status"]["pendingServiceStatus"]["rayClusterName"] == "another"
+    assert status_of(cluster)["abandonedUpgrade"]["modelVersion"] == "1.1.0"

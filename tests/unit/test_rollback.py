@@ -48,11 +48,15 @@ def test_a_rayservice_is_settled_only_once_kuberay_acted_on_its_generation_with_
     assert not rollback.settled({"metadata": {"generation": 1}, "status": "garbage"})
 
 
-def test_the_rollback_is_our_metadata_the_recorded_spec_and_the_strategy_given():
+def test_the_rollback_takes_only_the_checked_fields_from_the_record_and_the_rest_from_the_live_spec():
     metadata = {"name": "b", "namespace": "n"}
-    rayservice = rollback.rollback_rayservice(metadata, SPEC, {"type": "None"})
+    forged = {**SPEC, "serveService": {"spec": {"type": "LoadBalancer"}}, "excludeHeadPodFromServeSvc": False}
+    live = {"upgradeStrategy": {"type": "NewCluster"}, "serveConfigV2": "new", "rayClusterConfig": {"new": 1},
+            "excludeHeadPodFromServeSvc": True}
+    rayservice = rollback.rollback_rayservice(metadata, forged, live, {"type": "None"})
     assert rayservice["metadata"] == metadata and rayservice["kind"] == "RayService"
-    assert rayservice["spec"] == {**SPEC, "upgradeStrategy": {"type": "None"}}
+    assert rayservice["spec"] == {"upgradeStrategy": {"type": "None"}, "serveConfigV2": SPEC["serveConfigV2"],
+                                  "rayClusterConfig": SPEC["rayClusterConfig"], "excludeHeadPodFromServeSvc": True}
     assert SPEC["upgradeStrategy"] == {"type": "NewCluster"}, "the record itself is not changed"
 
 
@@ -72,8 +76,14 @@ def test_a_record_runs_only_if_the_serving_cluster_runs_it_and_it_serves_our_app
     recorded["rayClusterConfig"]["workerGroupSpecs"][0]["template"] = {"spec": {}}
     assert rollback.runs(recorded, cluster)
     assert not rollback.runs({**recorded, "rayClusterConfig": {**SPEC["rayClusterConfig"], "rayVersion": "9"}}, cluster)
+    one_of_ours = dict(REPLICA_ENV.items())
+    one_of_ours[next(iter(one_of_ours))] = "1"
     for foreign in (serve_config(import_path="evil:app"), serve_config(runtime_env={"pip": ["evil"]}),
-                    serve_config(runtime_env={"env_vars": {"LD_PRELOAD": "/x.so"}}), "applications: []", "{", ""):
+                    serve_config(runtime_env={"env_vars": {"LD_PRELOAD": "/x.so"}}),
+                    serve_config(runtime_env={"env_vars": one_of_ours}),
+                    serve_config(deployments=[{"name": "Fused", "ray_actor_options": {"runtime_env": {"pip": ["x"]}}}]),
+                    serve_config(args={"artifacts_dir": "/etc"}), serve_config(working_dir="s3://x/y.zip"),
+                    "applications: []", "{", "", 7):
         assert not rollback.runs({**recorded, "serveConfigV2": foreign}, cluster), foreign
     assert not rollback.runs(recorded, None) and not rollback.runs(recorded, {"spec": "x"})
     changed = {**recorded, "rayClusterConfig": {**SPEC["rayClusterConfig"], "rayVersion": "9"}}
@@ -88,6 +98,11 @@ def test_a_record_runs_only_if_the_serving_cluster_runs_it_and_it_serves_our_app
     assert rollback.runs(recorded, cluster)
     canonical["resources"]["limits"]["memory"] = "6Gi"
     assert "/containers/0/resources/limits/memory" in rollback.mismatch(recorded, cluster)
+    canonical["resources"]["limits"]["memory"] = "5Gi"
+    sized["env"], canonical["env"] = [{"name": "N", "value": "1000m"}], [{"name": "N", "value": "1"}]
+    assert "/env/0/value" in rollback.mismatch(recorded, cluster), "only a resource or a size is a quantity"
+    broken = {**recorded, "rayClusterConfig": {"workerGroupSpecs": 5, "headGroupSpec": {"template": "x"}}}
+    assert rollback.mismatch(broken, cluster) == "the recorded spec does not read as a RayCluster's"
 
 
 def test_the_deadline_runs_from_the_pending_clusters_first_sight():

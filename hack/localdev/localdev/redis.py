@@ -1,6 +1,7 @@
 """A real Redis on the node network's host address, password protected: the external store of Ray's GCS fault
 tolerance for the real-node cluster's head pods (Debian's redis-server, which `make node-packages` installs)."""
 
+import os
 import secrets
 import shutil
 import socket
@@ -35,10 +36,10 @@ class LocalRedis:
             raise ClusterError("redis-server is missing: `make node-packages` installs it (Debian redis-server)")
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = self.port or processes.free_port()
-        config = self.root / "redis.conf"  # the password in a file of ours, never on the command line
-        config.write_text(f"bind {self.host}\nport {self.port}\nrequirepass {self.password}\ndir {self.root}\n"
+        config = self.root / "redis.conf"  # the password in a file only we read, never on the command line
+        with open(os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as written:
+            written.write(f"bind {self.host}\nport {self.port}\nrequirepass {self.password}\ndir {self.root}\n"
                           "save \"\"\nappendonly no\nprotected-mode yes\n")
-        config.chmod(0o600)
         self.pid = processes.start([self.executable, str(config)], self.log_file, tied_to_parent=self.tied_to_parent)
         wait_for(self._answers, f"redis-server on {self.address}", timeout, interval=0.05, failure=ClusterError,
                  explain=lambda: f"see {self.log_file}")

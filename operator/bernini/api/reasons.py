@@ -184,7 +184,7 @@ RAYSERVICE_API_MISSING = _reason("RayServiceAPIMissing", Kind.FAILURE, _RENDERED
                                  retried=True)
 UPGRADE_ABANDONED = _reason("UpgradeAbandoned", Kind.FAILURE, _RENDERED,
                             "The new version's cluster did not serve within spec.upgradeStrategy.deadlineSeconds: "
-                            "the RayService went back to the version that serves, and KubeRay deleted the new "
+                            "the RayService went back to the version that serves, and KubeRay deletes the new "
                             "cluster and its pods.",
                             "Fix what the message names (the pods' or Serve's reason); any change of the spec "
                             "starts a new upgrade.")

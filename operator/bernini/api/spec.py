@@ -354,9 +354,9 @@ class SecretKey(ApiModel):
 class GcsFaultTolerance(ApiModel):
     """Ray's GCS fault tolerance: the head keeps the cluster's state in an external Redis, so when the head pod
     is lost KubeRay starts a new one that finds it there. Worker pods and their Serve replicas keep running
-    meanwhile (they wait up to 600 s for the head), and the Serve Service leaves the head out, so no request
-    passes through it. Use a Redis of its own per deployment, or one that keeps each RayCluster apart (KubeRay
-    keys the state by the RayCluster's uid and deletes it when the cluster goes)."""
+    meanwhile, and the Serve Service leaves the head out, so no request passes through it. KubeRay keys each
+    RayCluster's state by its uid; share a Redis only within a team's namespace: whoever reaches it reads every
+    cluster's state there."""
 
     model_config = {"json_schema_extra": {"x-kubernetes-validations": [
         _cel(f"!self.redisAddress.matches('{_LINK_LOCAL_REDIS}')",
@@ -510,10 +510,10 @@ class UpgradeStrategy(ApiModel):
     """Settings of the Incremental type."""
 
     deadline_seconds: int = Field(1800, ge=60, le=86400)
-    """Seconds a new cluster has, from when KubeRay creates it, to serve (NewCluster: to be switched to;
-    Incremental: to take its first share of traffic). Past it the operator gives the upgrade back: the RayService
-    returns to the spec the serving cluster runs, KubeRay deletes the new cluster and its pods, and Ready turns
-    False with reason UpgradeAbandoned and the failing pods' reasons. The next change of the spec tries again."""
+    """Seconds a new cluster has, from when the operator first sees it (status.rayService.pendingSince), to serve
+    (NewCluster: to be switched to; Incremental: to take its first share of traffic). Past it the operator gives the upgrade back: the RayService
+    returns to the spec the serving cluster runs, KubeRay then deletes the new cluster and its pods, and Ready
+    turns False with reason UpgradeAbandoned and the failing pods' reasons. The next change of the spec tries again."""
 
     @model_validator(mode="after")
     def _incremental_settings(self) -> "UpgradeStrategy":
@@ -576,8 +576,8 @@ class BerniniDeploymentSpec(ApiModel):
     autoscaling: Autoscaling = Autoscaling()
     upgrade_strategy: UpgradeStrategy = UpgradeStrategy()
     gcs_fault_tolerance: GcsFaultTolerance | None = None
-    """Keep serving when the Ray head pod is lost (unset: losing the head restarts every worker, which then
-    pulls its artifacts and deploys Serve again)."""
+    """Keep serving when the Ray head pod is lost (unset: losing the head restarts every worker and Serve
+    deploys its replicas again)."""
 
     artifacts_cache: ArtifactsCache | None = None
     """Share downloaded artifacts between the worker pods of a node (unset: every worker pod pulls the whole set)."""

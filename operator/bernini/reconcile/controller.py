@@ -655,7 +655,8 @@ class Controller:
             strategy = {"type": "NewCluster"} if rollback.settled(observed) else {"type": rollback.NO_NEW_CLUSTER}
         else:
             strategy = observed["spec"].get("upgradeStrategy") or recorded.get("upgradeStrategy") or {}
-        desired = rollback.rollback_rayservice(rayservice_metadata(key[1], key[0], uid), recorded, strategy)
+        desired = rollback.rollback_rayservice(rayservice_metadata(key[1], key[0], uid), recorded, observed["spec"],
+                                               strategy)
         mismatch = "" if _in_sync(observed, desired) else self._record_mismatch(key, observed, record)
         if mismatch:
             _log(key).warning("the record of the serving spec is not applied: %s", mismatch)

@@ -27,7 +27,7 @@ import yaml
 
 from bernini.api.kuberay import RayServiceStatus
 from bernini.api.reasons import Cause
-from bernini.domain.pipeline import APPLICATION_IMPORT_PATH
+from bernini.domain.pipeline import APPLICATION_IMPORT_PATH, ARTIFACTS_MOUNT_PATH
 from bernini.domain.quantity import parse_quantity
 from bernini.render.serve_config import REPLICA_ENV
 
@@ -49,7 +49,7 @@ def decode(record: str) -> dict[str, Any] | None:
         decompressor = zlib.decompressobj()
         raw = decompressor.decompress(base64.b64decode(record, validate=True), 4 * MAX_RECORD_CHARS)
         spec = json.loads(raw) if not decompressor.unconsumed_tail else None
-    except (ValueError, zlib.error):
+    except (ValueError, zlib.error, RecursionError):
         return None
     return spec if isinstance(spec, dict) and isinstance(spec.get("rayClusterConfig"), dict) else None
 
@@ -80,11 +80,17 @@ def settled(rayservice: dict[str, Any] | None) -> bool:
             and bool(sides[0].get("rayClusterName")) and not sides[1].get("rayClusterName") and not upgrading)
 
 
-def rollback_rayservice(metadata: dict[str, Any], recorded: dict[str, Any], strategy: dict[str, Any]
-                        ) -> dict[str, Any]:
-    """The RayService that gives an upgrade back: our metadata, the recorded spec, the given strategy."""
+RECORDED_FIELDS = ("rayClusterConfig", "serveConfigV2")  # what the hash and the running Serve config hold
+
+
+def rollback_rayservice(metadata: dict[str, Any], recorded: dict[str, Any], live: dict[str, Any],
+                        strategy: dict[str, Any]) -> dict[str, Any]:
+    """The RayService that gives an upgrade back: our metadata, the recorded cluster and Serve config (the two
+    fields checked against what runs), the live spec's other fields, the given strategy."""
+    spec = {**json.loads(json.dumps(live)), **{field: json.loads(json.dumps(recorded[field]))
+                                              for field in RECORDED_FIELDS if field in recorded}}
     return {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": metadata,
-            "spec": {**json.loads(json.dumps(recorded)), "upgradeStrategy": strategy}}
+            "spec": {**spec, "upgradeStrategy": strategy}}
 
 
 _HASH_FREE_WORKER_FIELDS = ("replicas", "minReplicas", "maxReplicas")
@@ -122,13 +128,17 @@ def mismatch(recorded: dict[str, Any] | None, raycluster: dict[str, Any] | None)
     if not isinstance(raycluster, dict) or not isinstance(raycluster.get("spec"), dict):
         return "the serving RayCluster could not be read"
     try:
-        config = yaml.safe_load(recorded.get("serveConfigV2") or "")
-    except yaml.YAMLError:
+        config = yaml.safe_load(recorded["serveConfigV2"])
+    except (yaml.YAMLError, AttributeError, TypeError, KeyError, RecursionError):
         config = None
     applications = config.get("applications") if isinstance(config, dict) else None
-    if not (isinstance(applications, list) and applications and all(_our_application(a) for a in applications)):
+    if not (set(config or {}) <= {"http_options", "applications"} and isinstance(applications, list) and applications
+            and all(_our_application(a) for a in applications)):
         return "the recorded Serve config is not this operator's application alone"
-    differs = _first_difference(_hashed(recorded["rayClusterConfig"]), _hashed(raycluster["spec"]))
+    try:
+        differs = _first_difference(_hashed(recorded["rayClusterConfig"]), _hashed(raycluster["spec"]))
+    except (AttributeError, TypeError, RecursionError):
+        return "the recorded spec does not read as a RayCluster's"
     return f"the recorded spec differs from the serving RayCluster's at {differs}" if differs else ""
 
 
@@ -149,13 +159,14 @@ def _first_difference(recorded: Any, running: Any, path: str = "") -> str:
     if isinstance(recorded, list) and isinstance(running, list) and len(recorded) == len(running):
         return next((found for i, (a, b) in enumerate(zip(recorded, running))
                      if (found := _first_difference(a, b, f"{path}/{i}"))), "")
-    return "" if recorded == running or _same_quantity(recorded, running) else path or "/"
+    return "" if recorded == running or _same_quantity(recorded, running, path) else path or "/"
 
 
-def _same_quantity(recorded: Any, running: Any) -> bool:
+def _same_quantity(recorded: Any, running: Any, path: str) -> bool:
     """KubeRay builds the RayCluster from its Go types, which write a quantity in canonical form ("5Gi" for
-    "5120Mi", "500m" for "0.5"): the same amount is the same spec."""
-    if not isinstance(recorded, str) or not isinstance(running, str):
+    "5120Mi", "500m" for "0.5"): the same amount of a resource or a volume's size is the same spec."""
+    if not isinstance(recorded, str) or not isinstance(running, str) or not (
+            "/resources/" in path or path.endswith("/sizeLimit")):
         return False
     try:
         return parse_quantity(recorded) == parse_quantity(running)
@@ -163,14 +174,25 @@ def _same_quantity(recorded: Any, running: Any) -> bool:
         return False
 
 
+_APPLICATION_FIELDS = {"name", "route_prefix", "import_path", "runtime_env", "args", "deployments"}
+_APPLICATION_ARGS = {"artifacts_dir", "model_name", "model_version", "layout"}
+
+
 def _our_application(application: Any) -> bool:
-    """Our import path, and of a runtime_env only the environment variables we set (no packages, no code)."""
-    if not isinstance(application, dict) or application.get("import_path") != APPLICATION_IMPORT_PATH:
+    """Our import path and artifacts directory; of a runtime_env only our environment variables with our values,
+    none in any deployment (no packages, no code, no other files)."""
+    if not isinstance(application, dict) or not set(application) <= _APPLICATION_FIELDS \
+            or application.get("import_path") != APPLICATION_IMPORT_PATH:
         return False
-    runtime_env = application.get("runtime_env") or {}
-    variables = runtime_env.get("env_vars") or {} if isinstance(runtime_env, dict) else None
-    return (isinstance(runtime_env, dict) and set(runtime_env) <= {"env_vars"} and isinstance(variables, dict)
-            and set(variables) <= set(REPLICA_ENV))
+    runtime_env, args = application.get("runtime_env") or {}, application.get("args") or {}
+    variables = runtime_env.get("env_vars") if isinstance(runtime_env, dict) else None
+    deployments = application.get("deployments") or []
+    return (isinstance(runtime_env, dict) and set(runtime_env) <= {"env_vars"} and isinstance(variables or {}, dict)
+            and all(REPLICA_ENV.get(name) == value for name, value in (variables or {}).items())
+            and isinstance(args, dict) and set(args) <= _APPLICATION_ARGS
+            and args.get("artifacts_dir", ARTIFACTS_MOUNT_PATH) == ARTIFACTS_MOUNT_PATH
+            and isinstance(deployments, list) and all(
+                isinstance(d, dict) and "runtime_env" not in (d.get("ray_actor_options") or {}) for d in deployments))
 
 
 def parses(timestamp: str | None) -> bool:
