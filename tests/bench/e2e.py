@@ -194,6 +194,15 @@ def give_back(core, custom, namespace: str, version: str) -> dict[str, float]:
     """Patch a broken version with a 60 s deadline under load: seconds from the patch to the upgrade given back
     and to the new cluster and its pods gone, requests sent and failed, peak accelerator pods."""
     active = helpers.deployment(custom, namespace)["status"]["rayService"]["activeCluster"]
+
+    def only_the_serving_cluster():
+        clusters = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")["items"]
+        return [c["metadata"]["name"] for c in clusters] == [active] and all(
+            pod.metadata.labels.get("ray.io/cluster") == active
+            for pod in helpers.pods(core, namespace, "ray.io/is-ray-node=yes"))
+
+    # The upgrade before leaves its old cluster for KubeRay's deletion delay: at rest is without it.
+    wait_for(only_the_serving_cluster, "the previous cluster gone", timeout=600, interval=0.5)
     steady = len(helpers.pods(core, namespace, helpers.ACCELERATED_WORKERS))
     load, peak = helpers.Load(sender(core, custom, namespace)), helpers.PodPeak(core, custom, namespace)
     load.start()
@@ -205,13 +214,6 @@ def give_back(core, custom, namespace: str, version: str) -> dict[str, float]:
     wait_for(lambda: helpers.deployment(custom, namespace)["status"].get("abandonedUpgrade"), "given back",
              timeout=DEADLINE_SECONDS + 600, interval=0.5)
     given_back = time.monotonic() - started
-
-    def only_the_serving_cluster():
-        clusters = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")["items"]
-        return [c["metadata"]["name"] for c in clusters] == [active] and all(
-            pod.metadata.labels.get("ray.io/cluster") == active
-            for pod in helpers.pods(core, namespace, "ray.io/is-ray-node=yes"))
-
     wait_for(only_the_serving_cluster, "the new cluster and its pods gone", timeout=600, interval=0.5)
     gone = time.monotonic() - started
     results = load.stop()
