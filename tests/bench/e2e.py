@@ -196,8 +196,7 @@ def give_back(core, custom, namespace: str, version: str) -> dict[str, float]:
     active = helpers.deployment(custom, namespace)["status"]["rayService"]["activeCluster"]
 
     def only_the_serving_cluster():
-        clusters = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")["items"]
-        return [c["metadata"]["name"] for c in clusters] == [active] and all(
+        return helpers.raycluster_names(custom, namespace) == [active] and all(
             pod.metadata.labels.get("ray.io/cluster") == active
             for pod in helpers.pods(core, namespace, "ray.io/is-ray-node=yes"))
 
@@ -208,9 +207,7 @@ def give_back(core, custom, namespace: str, version: str) -> dict[str, float]:
     load.start()
     peak.start()
     started = time.monotonic()
-    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {
-        "model": {"version": version, "artifactsUri": uri(version)},
-        "upgradeStrategy": {"deadlineSeconds": DEADLINE_SECONDS}}})
+    helpers.patch_version_with_deadline(custom, namespace, version, uri(version), DEADLINE_SECONDS)
     wait_for(lambda: helpers.deployment(custom, namespace)["status"].get("abandonedUpgrade"), "given back",
              timeout=DEADLINE_SECONDS + 600, interval=0.5)
     given_back = time.monotonic() - started

@@ -170,6 +170,18 @@ def pods(core, namespace: str, selector: str) -> list:
     return core.list_namespaced_pod(namespace, label_selector=selector).items
 
 
+def raycluster_names(custom, namespace: str) -> list[str]:
+    return [c["metadata"]["name"] for c in custom.list_namespaced_custom_object(
+        "ray.io", "v1", namespace, "rayclusters")["items"]]
+
+
+def patch_version_with_deadline(custom, namespace: str, version: str, artifacts_uri: str, deadline: int) -> None:
+    """The deployment's model changed to version, its upgrade given deadline seconds to serve."""
+    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {
+        "model": {"version": version, "artifactsUri": artifacts_uri},
+        "upgradeStrategy": {"deadlineSeconds": deadline}}})
+
+
 def find_key(tree, key: str) -> list:
     """Every value stored under key anywhere in a JSON document (Ray's APIs nest their results)."""
     if isinstance(tree, dict):

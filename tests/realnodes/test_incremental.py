@@ -111,20 +111,14 @@ def test_a_version_whose_replicas_crash_on_start_is_given_back_at_its_deadline_w
     load.start()
     peak.start()
     started = time.monotonic()
-    real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {
-        "model": {"version": broken, "artifactsUri": artifacts_uri(broken)},
-        "upgradeStrategy": {"deadlineSeconds": deadline}}})
-
-    def clusters():
-        return [c["metadata"]["name"] for c in real_custom.list_namespaced_custom_object(
-            "ray.io", "v1", namespace, "rayclusters")["items"]]
+    helpers.patch_version_with_deadline(real_custom, namespace, broken, artifacts_uri(broken), deadline)
 
     try:
         abandoned = wait_for(lambda: helpers.deployment(real_custom, namespace)["status"].get("abandonedUpgrade"),
                              "the upgrade to be given back", timeout=deadline + 300, interval=1,
                              explain=lambda: _upgrade_state(real_core, real_custom, namespace))
         abandoned_seconds = time.monotonic() - started
-        wait_for(lambda: clusters() == [serving_cluster], "KubeRay to roll back and delete the new cluster",
+        wait_for(lambda: helpers.raycluster_names(real_custom, namespace) == [serving_cluster], "KubeRay to roll back and delete the new cluster",
                  timeout=400, interval=2, explain=lambda: _upgrade_state(real_core, real_custom, namespace))
         gone_seconds = time.monotonic() - started
         time.sleep(5)
@@ -145,4 +139,4 @@ def test_a_version_whose_replicas_crash_on_start_is_given_back_at_its_deadline_w
     real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {
         "model": serving_spec["model"], "upgradeStrategy": serving_spec["upgradeStrategy"]}})
     wait_for(lambda: helpers.ready(real_custom, namespace), "Ready=True on the serving version", timeout=120)
-    assert clusters() == [serving_cluster]
+    assert helpers.raycluster_names(real_custom, namespace) == [serving_cluster]

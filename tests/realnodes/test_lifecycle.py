@@ -348,11 +348,6 @@ def test_a_new_version_rolls_out_on_a_new_cluster_with_no_failed_request(served,
     assert during and not client.failures, client.failures
 
 
-def _rayclusters(real_custom, namespace) -> list[str]:
-    return [c["metadata"]["name"] for c in real_custom.list_namespaced_custom_object(
-        "ray.io", "v1", namespace, "rayclusters")["items"]]
-
-
 def test_a_version_whose_artifacts_fail_verification_is_given_back_at_its_deadline_with_its_pods(
         served, real_cluster, real_core, real_custom, node_s3_client, tmp_path):
     """NewCluster: the pending cluster's workers fail their checksum; past the deadline the RayService goes back
@@ -365,13 +360,11 @@ def test_a_version_whose_artifacts_fail_verification_is_given_back_at_its_deadli
     load = helpers.Load(lambda: helpers.generate(real_core, namespace, timeout=120, file_format="obj"))
     load.start()
     started = time.monotonic()
-    real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {
-        "model": {"version": broken, "artifactsUri": artifacts_uri(broken)},
-        "upgradeStrategy": {"deadlineSeconds": deadline}}})
+    helpers.patch_version_with_deadline(real_custom, namespace, broken, artifacts_uri(broken), deadline)
     clusters_seen = set()
 
     def given_back():
-        clusters_seen.update(_rayclusters(real_custom, namespace))
+        clusters_seen.update(helpers.raycluster_names(real_custom, namespace))
         return helpers.deployment(real_custom, namespace)["status"].get("abandonedUpgrade")
 
     try:
@@ -379,8 +372,8 @@ def test_a_version_whose_artifacts_fail_verification_is_given_back_at_its_deadli
                              explain=lambda: _where_things_stand(real_core, real_custom, namespace))
         abandoned_seconds = time.monotonic() - started
         [new_cluster] = clusters_seen - {serving_cluster}
-        wait_for(lambda: clusters_seen.update(_rayclusters(real_custom, namespace)) or
-                 _rayclusters(real_custom, namespace) == [serving_cluster] and
+        wait_for(lambda: clusters_seen.update(helpers.raycluster_names(real_custom, namespace)) or
+                 helpers.raycluster_names(real_custom, namespace) == [serving_cluster] and
                  not helpers.pods(real_core, namespace, f"ray.io/cluster={new_cluster}"),
                  "KubeRay to delete the new cluster and its pods", timeout=300, interval=2,
                  explain=lambda: _where_things_stand(real_core, real_custom, namespace))
@@ -411,7 +404,7 @@ def test_a_version_whose_artifacts_fail_verification_is_given_back_at_its_deadli
     real_custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "bernini", {"spec": {
         "model": serving_spec["model"], "upgradeStrategy": serving_spec["upgradeStrategy"]}})
     wait_for(lambda: helpers.ready(real_custom, namespace), "Ready=True on the serving version", timeout=120)
-    assert _rayclusters(real_custom, namespace) == [serving_cluster]
+    assert helpers.raycluster_names(real_custom, namespace) == [serving_cluster]
 
 
 def test_suspend_deletes_every_ray_pod_and_resume_serves_again(served, real_core, real_custom):
