@@ -9,12 +9,13 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml hack/localdev/pyproj
 
 CRD_FILES := crds/bernini.dev_berninideployments.yaml charts/bernini-operator/crds/bernini.dev_berninideployments.yaml
 
-.PHONY: help venv controlplane gateway argocd promtool node-packages images cluster-up cluster-down demo demo-gitops test crds docs bench-reconcile bench-pull bench-serve bench-autoscale bench-cost bench-e2e bench-chaos gpu-wheels check-gpu
+.PHONY: help venv weights controlplane gateway argocd promtool node-packages images cluster-up cluster-down demo demo-gitops test crds docs bench-reconcile bench-pull bench-serve bench-autoscale bench-cost bench-e2e bench-chaos gpu-wheels check-gpu
 
 help:
 	@echo "make demo          run the operator's main job on a local control plane"
 	@echo "make demo-gitops   the same, shipped by a real Argo CD from local git repositories (watch it sync)"
 	@echo "make test          run the whole test suite (builds what it needs)"
+	@echo "make weights       train/cache the reference model and print how well it draws each class"
 	@echo "make controlplane  build/cache etcd, kube-*, kubectl, KWOK, KubeRay operator, helm"
 	@echo "make gateway       build/cache Traefik and the Gateway API CRDs (incremental upgrades on the real nodes)"
 	@echo "make argocd        build/cache Argo CD (controller, repo-server) for the GitOps tests"
@@ -34,6 +35,9 @@ $(VENV_STAMP): pyproject.toml hack/localdev/pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(VENV_STAMP)
+
+weights: venv
+	@$(BERNINI) train
 
 controlplane:
 	@bash hack/controlplane/build.sh
@@ -59,7 +63,7 @@ cluster-up: venv controlplane
 cluster-down: venv
 	@$(DEV) cluster down
 
-demo: venv controlplane images
+demo: venv weights controlplane images
 	@$(DEV) demo
 
 demo-gitops: venv controlplane argocd images
@@ -71,7 +75,7 @@ crds: venv
 docs: venv
 	@$(PY) hack/gendocs.py
 
-test: venv controlplane argocd promtool images
+test: venv weights controlplane argocd promtool images
 	$(PY) -m pytest
 
 bench-reconcile: venv controlplane

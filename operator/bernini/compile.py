@@ -70,11 +70,13 @@ def _sha256(path: Path) -> str:
 
 
 def compile_model(out: Path, version: str, target: str, name: str = "bernini", seed: int = 0,
-                  log=print) -> Manifest:
+                  weights: dict | None = None, log=print) -> Manifest:
+    """weights: trained state dicts (bernini.model.weights.trained()); None draws random ones from `seed`, which
+    is all a test of the plumbing needs."""
     check_target_available(target)
     out.mkdir(parents=True, exist_ok=True)
     artifacts = {}
-    for stage in reference_stages(seed):
+    for stage in reference_stages(seed, weights):
         traced = trace(stage, target, out / "neuron-workdir")
         path = out / f"{stage.artifact}.pt"
         torch.jit.save(traced, str(path))

@@ -19,6 +19,7 @@ from kubernetes import client, config
 
 from bernini.artifacts.publish import publish
 from bernini.compile import compile_model
+from bernini.model import weights
 from localdev import LocalCluster, nodenet
 from localdev.sizing import fit_to_local_nodes
 from localdev.stack import namespace_manifests, publish_reference_model
@@ -89,11 +90,13 @@ def node_s3_client(node_s3):
 
 @pytest.fixture(scope="package")
 def published_versions(node_s3_client, tmp_path_factory) -> dict[str, Path]:
-    """The reference model compiled for cpu twice (two versions, different weights) and published."""
+    """The reference model compiled for cpu twice and published: the first version with the trained weights, the
+    one users start from; the second with random ones, so the upgrade changes every artifact."""
     compiled = {}
     for seed, version in enumerate(VERSIONS):
         directory = tmp_path_factory.mktemp(f"compiled-{version}")
-        publish_reference_model(node_s3_client, artifacts_uri(version), version, directory, seed=seed)
+        publish_reference_model(node_s3_client, artifacts_uri(version), version, directory, seed=seed,
+                                weights=weights.trained() if version == VERSIONS[0] else None)
         compiled[version] = directory
     return compiled
 

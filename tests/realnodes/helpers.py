@@ -111,10 +111,11 @@ class PodPeak(threading.Thread):
         return self.asked, self.existing
 
 
-def post(endpoint: str, timeout: float, file_format: str) -> tuple[int, dict, bytes]:
-    """POST a prompt to a Serve endpoint (scheme, host and port)."""
-    request = urllib.request.Request(f"{endpoint}/?format={file_format}", data=json.dumps(CHAIR).encode(),
-                                     method="POST", headers={"Content-Type": "application/json"})
+def post(endpoint: str, timeout: float, file_format: str, body: bytes = json.dumps(CHAIR).encode(),
+         content_type: str = "application/json") -> tuple[int, dict, bytes]:
+    """POST a request (by default a prompt) to a Serve endpoint (scheme, host and port)."""
+    request = urllib.request.Request(f"{endpoint}/?format={file_format}", data=body, method="POST",
+                                     headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from bernini.api import GROUP, PLURAL, VERSION
+from bernini.model import weights
 from bernini.render import names
 from bernini.report import pull_summary
 from tests.realnodes import helpers
@@ -161,6 +162,29 @@ def _set_look_back(real_custom, real_core, namespace: str, raycluster: str, seco
                                                {"spec": {"autoscaling": {"lookBackPeriodSeconds": seconds}}})
     wait_for(lambda: _live_look_back(real_core, namespace, raycluster) == seconds,
              f"Serve on {raycluster} to run a {seconds:g} s window", timeout=180, interval=2)
+
+
+def test_every_class_is_drawn_as_asked_through_the_serve_service(served, real_core):
+    """The trained model behind real pods: each class from a prompt, a sketch and a scan, judged on the mesh Serve
+    returns (its occupancy read back), against the threshold the in-process test uses."""
+    import io
+
+    import trimesh
+
+    from bernini.model import dataset, quality
+
+    templates = weights.trained()["templates"].numpy()
+    endpoint = f"http://{helpers.cluster_ip(real_core, served.namespace, 'bernini-serve-svc')}:8000"
+    rows = []
+    for label in dataset.CLASSES:
+        for kind, content_type, body in quality.request_bodies(label):
+            status, headers, mesh = helpers.post(endpoint, 120, "glb", body, content_type)
+            assert status == 200, (label, kind, status, mesh[:300])
+            assert headers["x-bernini-model-version"] == VERSIONS[0]
+            occupancy = quality.mesh_occupancy(trimesh.load(io.BytesIO(mesh), file_type="glb", force="mesh"))
+            rows.append(quality.judge(label, kind, occupancy, templates))
+    print("\n" + quality.table(rows))
+    assert not [row for row in rows if row.problem], quality.table(rows)
 
 
 def test_a_serve_only_change_reaches_the_running_cluster_in_place(served, real_core, real_custom):

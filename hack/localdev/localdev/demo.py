@@ -1,10 +1,11 @@
 """`make demo`: the operator's main job on the embedded local cluster, with real pods.
 
 Starts (or reuses) the real-node cluster (control plane, three kubelet nodes, KubeRay as a pod), an S3 server
-on the node network and the operator; compiles the reference model (cpu target) and publishes it; applies
-examples/bernini-minimal.yaml fitted to this machine; waits until the BerniniDeployment is Ready (the init
-container pulled and verified the artifacts, Ray workers joined, KubeRay deployed the Serve app); then asks
-the cluster's own Serve Service for a mesh. Any step that does not happen fails the demo with the reason.
+on the node network and the operator; trains the reference model once (cached), compiles it (cpu target) and
+publishes it; applies examples/bernini-minimal.yaml fitted to this machine; waits until the BerniniDeployment is
+Ready (the init container pulled and verified the artifacts, Ray workers joined, KubeRay deployed the Serve app);
+then asks the cluster's own Serve Service for a mesh, and for a few prompts whose previews it lays side by side,
+each with how closely it matches its class. Any step that does not happen fails the demo with the reason.
 The cluster keeps running until `make cluster-down`.
 """
 
@@ -20,6 +21,8 @@ import yaml
 
 from bernini.artifacts.manifest import MANIFEST_FILE
 from bernini.artifacts.store import S3Location
+from bernini.model import quality
+from bernini.model.weights import trained
 from bernini.preview import render_png
 from localdev import LocalCluster, nodenet, processes
 from localdev.cluster import REPO_ROOT
@@ -40,6 +43,8 @@ def artifacts_uri(version: str) -> str:
 
 
 ARTIFACTS_URI = artifacts_uri(VERSION)
+DEMO_PROMPTS = ("chair", "table", "mug", "lamp", "sofa")
+PREVIEW_SIZE = 256
 READY_TIMEOUT = 900
 
 
@@ -96,7 +101,8 @@ def _ensure_operator(cluster: LocalCluster, s3: LocalS3) -> None:
     say(f"operator started (pid {pid}), log {cluster.log_dir / 'operator.log'}")
 
 
-def publish_artifacts(cluster: LocalCluster, s3: LocalS3, version: str = VERSION, seed: int = 0) -> None:
+def publish_artifacts(cluster: LocalCluster, s3: LocalS3, version: str = VERSION, seed: int = 0,
+                      weights: dict | None = None) -> None:
     client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
                           aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key)
     uri = artifacts_uri(version)
@@ -107,7 +113,7 @@ def publish_artifacts(cluster: LocalCluster, s3: LocalS3, version: str = VERSION
     except client.exceptions.ClientError:
         pass
     manifest = publish_reference_model(client, uri, version, cluster.state_dir / f"compiled-{version}", seed=seed,
-                                       log=lambda line: say(f"compile: {line}"))
+                                       weights=weights, log=lambda line: say(f"compile: {line}"))
     say(f"published {len(manifest.stages)} compiled graphs (cpu target) + manifest.json to {uri}")
 
 
@@ -170,13 +176,52 @@ def request_mesh(cluster: LocalCluster, namespace: str = NAMESPACE) -> None:
     say("per-stage timings: " + ", ".join(f"{stage} {seconds * 1000:.0f} ms" for stage, seconds in timings.items()))
 
 
+def _post(address: str, body: bytes, content_type: str, file_format: str) -> bytes:
+    request = urllib.request.Request(f"http://{address}:8000/?format={file_format}", data=body, method="POST",
+                                     headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return response.read()
+    except OSError as error:
+        raise DemoFailed(f"the Serve Service at {address}:8000 did not return a mesh: {error}") from error
+
+
+def draw_prompts(cluster: LocalCluster) -> None:
+    """A few prompts through the Serve Service, each judged against its class's template; their previews side
+    by side in one picture."""
+    import io
+
+    import trimesh
+    from PIL import Image, ImageDraw
+
+    address = _get(cluster, "service", "bernini-serve-svc")["spec"]["clusterIP"]
+    templates = trained()["templates"].numpy()
+    previews = []
+    for label in DEMO_PROMPTS:
+        body = json.dumps({"prompt": f"a {label}"}).encode()
+        mesh = _post(address, body, "application/json", "glb")
+        judged = quality.judge(label, "text", quality.mesh_occupancy(trimesh.load(io.BytesIO(mesh), file_type="glb",
+                                                                                   force="mesh")), templates)
+        say(f'"a {label}": IoU {judged.scores[label]:.2f} with the {label} template '
+            f"(threshold {quality.THRESHOLD}); {judged.problem or 'drawn as asked'}")
+        image = Image.open(io.BytesIO(render_png(mesh, "glb", size=PREVIEW_SIZE)))
+        ImageDraw.Draw(image).text((12, 10), f'"a {label}"  IoU {judged.scores[label]:.2f}', fill=(40, 40, 40))
+        previews.append(image)
+    sheet = Image.new("RGB", (PREVIEW_SIZE * len(previews), PREVIEW_SIZE))
+    for index, image in enumerate(previews):
+        sheet.paste(image, (index * PREVIEW_SIZE, 0))
+    output = cluster.log_dir.parent / "bernini-prompts.png"
+    sheet.save(output)
+    say(f"previews side by side: {output}")
+
+
 def run(root: Path) -> int:
     cluster = ensure_cluster(root)
     s3 = ensure_s3(cluster)
     cluster.kubectl("apply", "--server-side", "--field-manager=bernini-demo", "-f", str(CRDS))
     cluster.wait_established("crd/berninideployments.bernini.dev")
     _ensure_operator(cluster, s3)
-    publish_artifacts(cluster, s3)
+    publish_artifacts(cluster, s3, weights=trained(log=lambda line: say(f"train: {line}")))
     cluster.kubectl("apply", "--server-side", "--field-manager=bernini-demo", "-f", "-",
                     input=json.dumps({"apiVersion": "v1", "kind": "List", "items": namespace_manifests("default", s3)}))
     body = fit_to_local_nodes(yaml.safe_load(EXAMPLE.read_text()), cluster.node_layer.images["SERVING_IMAGE"],
@@ -196,5 +241,6 @@ def run(root: Path) -> int:
     pulled = cluster.kubectl("logs", "-n", "default", worker["metadata"]["name"], "-c", "pull-artifacts").strip()
     say(f"init container on {worker['spec']['nodeName']}: {pulled.splitlines()[-1]}")
     request_mesh(cluster)
+    draw_prompts(cluster)
     say(f"the cluster keeps running; KUBECONFIG={cluster.kubeconfig}; stop it with `make cluster-down`")
     return 0

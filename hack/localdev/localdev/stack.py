@@ -39,11 +39,13 @@ def platform_repository(deployment: dict) -> list[dict]:
     return [yaml.safe_load(SERVING_ACCOUNT.read_text()), deployment]
 
 
-def publish_reference_model(s3_client, uri: str, version: str, directory: Path, seed: int = 0, log=lambda _: None):
-    """The reference model compiled for cpu (torch.jit.trace) and published to uri, manifest last."""
+def publish_reference_model(s3_client, uri: str, version: str, directory: Path, seed: int = 0,
+                            weights: dict | None = None, log=lambda _: None):
+    """The reference model compiled for cpu (torch.jit.trace) and published to uri, manifest last: trained
+    `weights`, or random ones drawn from `seed`."""
     bucket = uri.removeprefix("s3://").split("/", 1)[0]
     if bucket not in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}:
         s3_client.create_bucket(Bucket=bucket)
-    manifest = compile_model(directory, version, "cpu", seed=seed, log=log)
+    manifest = compile_model(directory, version, "cpu", seed=seed, weights=weights, log=log)
     publish(s3_client, uri, directory, manifest)
     return manifest

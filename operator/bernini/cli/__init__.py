@@ -7,7 +7,7 @@ import sys
 # One module per command: `add_to(commands)` declares its arguments and handler, and each imports its heavy
 # dependencies inside the handler. A command line naming a command imports that command's module alone, so the
 # init container's `artifacts pull` starts without the others' imports.
-COMMANDS = ("operator", "artifacts", "compile", "status", "generate", "crds")  # the order `bernini --help` lists them
+COMMANDS = ("operator", "artifacts", "compile", "train", "status", "generate", "crds")  # the order `bernini --help` lists them
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -13,7 +13,10 @@ def add_to(commands: argparse._SubParsersAction) -> None:
     compile_parser.add_argument("--out", type=Path, required=True, help="local directory for the artifact set")
     compile_parser.add_argument("--target", choices=TARGETS,
                                 help="default: inf2 when torch-neuronx imports, else cpu; cuda traces on this host's GPU")
-    compile_parser.add_argument("--seed", type=int, default=0, help="reference model weights seed")
+    compile_parser.add_argument("--weights", choices=("trained", "random"), default="trained",
+                                help="trained: the reference model trained here, cached (`bernini train` trains it "
+                                     "when missing, in minutes); random: drawn from --seed, for plumbing tests")
+    compile_parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     compile_parser.add_argument("--upload", metavar="S3_URI", help="publish the set to this prefix")
     compile_parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
     compile_parser.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL_S3"))
@@ -24,7 +27,12 @@ def run(args: argparse.Namespace) -> int:
     from bernini.compile import compile_model, neuron_available
 
     target = args.target or ("inf2" if neuron_available() else "cpu")
-    manifest = compile_model(args.out, args.version, target, seed=args.seed)
+    state = None
+    if args.weights == "trained":
+        from bernini.model.weights import trained
+
+        state = trained()
+    manifest = compile_model(args.out, args.version, target, seed=args.seed, weights=state)
     print(f"compiled {len(manifest.stages)} graphs for {target} into {args.out} ({manifest.total_bytes / 2**20:.1f} MiB)")
     if args.upload:
         from bernini.artifacts.publish import publish

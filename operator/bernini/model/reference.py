@@ -1,4 +1,5 @@
-"""The reference model's compiled stages with their example inputs, built from a fixed seed."""
+"""The reference model's compiled stages with their example inputs: trained weights, or random ones from a seed
+for tests that exercise only the plumbing."""
 
 from dataclasses import dataclass
 
@@ -23,7 +24,8 @@ class CompiledStage:
     neuron_cores: int = 1
 
 
-def reference_stages(seed: int = 0) -> list[CompiledStage]:
+def reference_stages(seed: int = 0, weights: dict | None = None) -> list[CompiledStage]:
+    """weights: the state dicts by artifact that bernini.model.weights.trained() returns; None draws them."""
     torch.manual_seed(seed)
     guided = torch.zeros(GUIDANCE_BATCH, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE, LATENT_SIZE)
     stages = [
@@ -42,4 +44,7 @@ def reference_stages(seed: int = 0) -> list[CompiledStage]:
         latent = torch.zeros(batch, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE, LATENT_SIZE)
         stages.append(CompiledStage("decoder" if batch == 1 else f"decoder-b{batch}", "decoder", decoder,
                                     (("latent", latent),)))
+    if weights is not None:
+        for stage in stages:
+            stage.module.load_state_dict(weights[stage.stage if stage.stage != "encoder" else stage.artifact])
     return stages

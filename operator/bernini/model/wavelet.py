@@ -47,10 +47,12 @@ class WaveletDecoder(nn.Module):
         self.register_buffer("kernel", _synthesis_kernel())
         # The mean shape's level-2 approximation: the residual predicted by the network sits on top of it.
         self.register_buffer("mean_shape", sphere_sdf(SDF_SIZE)[None, None])
+        # How far the residual's coefficients may reach (level 2, level 1): a trained model sets them.
+        self.register_buffer("reach", torch.tensor([0.1, 0.05]))
 
     def coefficients(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.lift(latent)
-        return torch.tanh(self.level2(h)) * 0.1, torch.tanh(self.level1(h)) * 0.05
+        return torch.tanh(self.level2(h)) * self.reach[0], torch.tanh(self.level1(h)) * self.reach[1]
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:  # (1, 4, 12, 12, 12) -> (1, 1, 64, 64, 64)
         level2, level1_details = self.coefficients(latent)

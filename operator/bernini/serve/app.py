@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bernini.domain.pipeline import FUSED
+from bernini.model.diffusion import GUIDANCE, STEPS
 from bernini.model.shapes import DECODER_BATCHES, MODALITIES
 from bernini.serve import stages
 
@@ -172,8 +173,8 @@ class BerniniIngress:
             file_format = request.query_params.get("format", "glb")
             if file_format not in stages.MESH_TYPES:
                 raise stages.InputError(f"format must be one of {sorted(stages.MESH_TYPES)}")
-            steps = _number(request.query_params, "steps", 8, int, 1, 50)
-            guidance = _number(request.query_params, "guidance", 3.0, float, 0.0, 20.0)
+            steps = _number(request.query_params, "steps", STEPS, int, 1, 50)
+            guidance = _number(request.query_params, "guidance", GUIDANCE, float, 0.0, 20.0)
             seed = _number(request.query_params, "seed", 0, int, 0, 2**31 - 1)
             modality, tensor = await self._parse(request)
         except _TooLarge as error:

@@ -1,0 +1,77 @@
+"""The trained reference model draws what it is asked for, judged by IoU against each class's template, on graphs
+traced from its weights and run as Serve's replicas run them; a mis-wired stage fails the same judgement."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from bernini.model import dataset, quality, weights
+from bernini.model.training import Plan, train
+from bernini.model.wavelet import SUBBANDS
+
+
+@pytest.fixture(scope="module")
+def trained_state() -> dict:
+    # `make test` trains first (make weights); run alone, this trains here, in minutes, once per code change.
+    return weights.trained()
+
+
+def test_every_class_is_drawn_as_asked_from_a_prompt_a_sketch_and_a_scan(trained_state):
+    rows = quality.check(trained_state)
+    print("\n" + quality.table(rows))
+    assert len(rows) == len(dataset.CLASSES) * 3
+    assert not [row for row in rows if row.problem], quality.table(rows)
+
+
+def test_a_decoder_that_swaps_two_wavelet_bands_draws_the_wrong_shapes(trained_state):
+    kernel = trained_state["decoder"]["kernel"]
+    first, second = SUBBANDS.index("aad"), SUBBANDS.index("daa")
+    swapped = kernel.clone()
+    swapped[[first, second]] = kernel[[second, first]]
+    miswired = {**trained_state, "decoder": {**trained_state["decoder"], "kernel": swapped}}
+    rows = quality.check(miswired)
+    print("\n" + quality.table(rows))
+    assert sum(1 for row in rows if row.problem) >= len(rows) // 2, quality.table(rows)
+
+
+def test_the_threshold_separates_the_classes_own_shapes_from_the_others():
+    """What THRESHOLD rests on, measured on shapes neither the templates nor training saw."""
+    class_templates = quality.templates()
+    sdfs, labels = dataset.dataset(per_class=6, seed=23)
+    own, other = [], []
+    for sdf, label in zip(sdfs, labels):
+        scores = quality.scores(quality.occupancy(sdf), class_templates)
+        own.append(scores[dataset.CLASSES[label]])
+        other.append(max(score for name, score in scores.items() if name != dataset.CLASSES[label]))
+    print(f"\nown template: median {np.median(own):.2f}, lowest {min(own):.2f}; best other: highest {max(other):.2f}")
+    assert np.median(own) > quality.THRESHOLD > max(other)
+
+
+def test_a_mesh_is_read_back_as_the_occupancy_of_its_sdf():
+    """The Serve path judges the served mesh, the in-process path the SDF: both must read the same cells."""
+    from bernini.model.triangulation import triangulate
+
+    sdf = dataset.sample_sdf("chair", np.random.default_rng(3))
+    assert quality.iou(quality.mesh_occupancy(triangulate(sdf)), quality.occupancy(sdf)) > 0.95
+
+
+def test_training_is_reproducible_from_its_seed():
+    tiny = dict(per_class=1, decoder_steps=2, decoder_batch=2, denoiser_steps=2, denoiser_batch=2, encoder_steps=2,
+                encoder_batch=2, text_steps=2)
+    first, second = train(Plan(**tiny), log=lambda _: None), train(Plan(**tiny), log=lambda _: None)
+    for stage in ("decoder", "diffusion", "encoder-image", "encoder-pointcloud", "encoder-text"):
+        for name, tensor in first[stage].items():
+            assert torch.equal(tensor, second[stage][name]), f"{stage}.{name}"
+
+
+def test_the_weights_cache_is_keyed_by_the_model_code(tmp_path, monkeypatch):
+    package = tmp_path / "model"
+    shutil.copytree(weights.MODEL_PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(weights, "MODEL_PACKAGE", package)
+    before = weights.code_key()
+    (package / "dataset.py").write_text((package / "dataset.py").read_text().replace("0.2", "0.25"))
+    assert weights.code_key() != before
+    monkeypatch.setenv("BERNINI_CACHE", str(tmp_path / "cache"))
+    assert weights.weights_file().parent == tmp_path / "cache" / f"weights-{weights.code_key()}"
