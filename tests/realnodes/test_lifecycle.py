@@ -16,7 +16,6 @@ import pytest
 import yaml
 
 from bernini.api import GROUP, PLURAL, VERSION
-from bernini.model import weights
 from bernini.render import names
 from bernini.report import pull_summary
 from tests.realnodes import helpers
@@ -173,7 +172,7 @@ def test_every_class_is_drawn_as_asked_through_the_serve_service(served, real_co
 
     from bernini.model import dataset, quality
 
-    templates = weights.trained()["templates"].numpy()
+    templates = quality.templates()
     endpoint = f"http://{helpers.cluster_ip(real_core, served.namespace, 'bernini-serve-svc')}:8000"
     rows = []
     for label in dataset.CLASSES:

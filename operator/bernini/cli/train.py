@@ -11,14 +11,18 @@ def add_to(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bernini.model import quality, weights
 
-    print(f"reference weights: {weights.weights_file()}")
+    path = weights.weights_file()
+    cached = path.exists()
     state = weights.trained()
-    print("training took " + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in state["timings"].items())
-          + f" (this run: {'trained' if state['timings'] else 'cached'})")
+    timings = ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in state["timings"].items())
+    print(f"reference weights: {path} ({'cached; ' if cached else ''}training took {timings})")
     rows = quality.check(state)
-    print(quality.table(rows))
+    print(quality.table(rows, quality.class_shapes(quality.templates())))
+    print(f"IoU own: the generated mesh against its class's template; class shapes: the median of the data set's "
+          f"own unseen shapes of that class. A mesh is its class when its own template is the nearest by "
+          f"{quality.MARGIN} and at least {quality.FLOOR} close.")
     failed = [row for row in rows if row.problem]
     if failed:
-        print(f"{len(failed)} of {len(rows)} generations are not their class (threshold {quality.THRESHOLD})")
+        print(f"{len(failed)} of {len(rows)} generations are not their class")
         return 1
     return 0

@@ -49,11 +49,11 @@ def legs(p: np.ndarray, width: float, depth: float, top: float, bottom: float, t
 
 
 def chair(p, rng):
-    width, depth, seat = rng.uniform(0.55, 0.75), rng.uniform(0.55, 0.75), rng.uniform(-0.15, 0.05)
-    back_top = rng.uniform(0.65, 0.9)
-    parts = [box(p, (0, seat, 0), (width / 2, 0.09, depth / 2)),
-             legs(p, width, depth, seat, -0.9, rng.uniform(0.15, 0.18)),
-             box(p, (0, (seat + back_top) / 2, -depth / 2 + 0.09), (width / 2, (back_top - seat) / 2, 0.09))]
+    width, depth, seat = rng.uniform(0.65, 0.75), rng.uniform(0.65, 0.75), rng.uniform(-0.1, 0.0)
+    back_top = rng.uniform(0.75, 0.9)
+    parts = [box(p, (0, seat, 0), (width / 2, 0.1, depth / 2)),
+             legs(p, width, depth, seat, -0.9, rng.uniform(0.17, 0.2)),
+             box(p, (0, (seat + back_top) / 2, -depth / 2 + 0.1), (width / 2, (back_top - seat) / 2, 0.1))]
     return np.minimum.reduce(parts)
 
 
@@ -91,12 +91,12 @@ def sofa(p, rng):
 
 
 def sphere(p, rng):
-    return np.linalg.norm(p, axis=-1) - rng.uniform(0.5, 0.65)
+    return np.linalg.norm(p, axis=-1) - rng.uniform(0.6, 0.7)
 
 
 def cube(p, rng):
-    half = rng.uniform(0.7, 0.8)
-    return box(p, (0, 0, 0), (half,) * 3, rng.uniform(0.0, 0.08))
+    half = rng.uniform(0.75, 0.85)
+    return box(p, (0, 0, 0), (half,) * 3, rng.uniform(0.0, 0.06))
 
 
 MAKERS = {"chair": chair, "table": table, "mug": mug, "lamp": lamp, "sofa": sofa, "sphere": sphere, "cube": cube}

@@ -30,9 +30,9 @@ class Plan:
     per_class: int = 48
     decoder_steps: int = 300
     decoder_batch: int = 8
-    denoiser_steps: int = 700
+    denoiser_steps: int = 900
     denoiser_batch: int = 16
-    encoder_steps: int = 400
+    encoder_steps: int = 800
     encoder_batch: int = 16
     text_steps: int = 1500  # a prompt's class word moves between templates: the text tower needs longer
     seed: int = 0

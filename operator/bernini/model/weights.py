@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 
 MODEL_PACKAGE = Path(__file__).parent
+# The modules whose code decides the weights; quality.py judges them and is not among them.
+TRAINING_CODE = ("shapes.py", "dataset.py", "encoders.py", "diffusion.py", "wavelet.py", "training.py")
 
 
 def cache_root() -> Path:
@@ -15,10 +17,10 @@ def cache_root() -> Path:
 
 
 def code_key() -> str:
-    """A digest of every module of the model package: changing any of them retrains."""
+    """A digest of the training code: changing any of it retrains."""
     digest = hashlib.sha256()
-    for source in sorted(MODEL_PACKAGE.glob("*.py")):
-        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    for name in TRAINING_CODE:
+        digest.update(name.encode() + b"\0" + (MODEL_PACKAGE / name).read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
 
@@ -32,16 +34,14 @@ def load(path: Path) -> dict:
 
 
 def trained(log=print) -> dict:
-    """The trained state (state dicts by artifact, the class templates, the training timings), training first
+    """The trained state (state dicts by stage or encoder artifact, and the training's timings), training first
     when this code has none cached yet."""
     path = weights_file()
     if not path.exists():
-        from bernini.model import quality
         from bernini.model.training import train
 
         log(f"no trained reference weights for this code in {path.parent}: training (minutes, once)")
         state = train(log=log)
-        state["templates"] = torch.as_tensor(quality.templates())
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
             torch.save(state, handle)
