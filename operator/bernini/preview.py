@@ -7,21 +7,16 @@ import numpy as np
 import trimesh
 from PIL import Image, ImageDraw
 
+from bernini.model.dataset import view
+
 BACKGROUND = (245, 245, 242)
 SURFACE = np.array([96, 130, 180])
 LIGHT = np.array([0.35, 0.55, 1.0]) / np.linalg.norm([0.35, 0.55, 1.0])
 
 
-def _view(yaw: float = np.radians(35), pitch: float = np.radians(-25)) -> np.ndarray:
-    cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
-    turn = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    tilt = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
-    return tilt @ turn
-
-
 def render_png(mesh_data: bytes, file_format: str, size: int = 512) -> bytes:
     mesh = trimesh.load(io.BytesIO(mesh_data), file_type=file_format, force="mesh")
-    rotation = _view()
+    rotation = view()
     vertices = (mesh.vertices - mesh.bounds.mean(axis=0)) @ rotation.T
     normals = mesh.face_normals @ rotation.T
     facing = normals[:, 2] > 0  # the camera looks down -z: faces turned away are hidden

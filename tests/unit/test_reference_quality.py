@@ -18,27 +18,31 @@ def trained_state() -> dict:
     return weights.trained()
 
 
-def test_every_class_is_drawn_as_asked_from_a_prompt_a_sketch_and_a_scan(trained_state):
-    rows = quality.check(trained_state)
+@pytest.fixture(scope="module")
+def class_templates() -> np.ndarray:
+    return quality.templates()
+
+
+def test_every_class_is_drawn_as_asked_from_a_prompt_a_sketch_and_a_scan(trained_state, class_templates):
+    rows = quality.check(trained_state, class_templates)
     print("\n" + quality.table(rows))
     assert len(rows) == len(dataset.CLASSES) * 3
     assert not [row for row in rows if row.problem], quality.table(rows)
 
 
-def test_a_decoder_that_swaps_two_wavelet_bands_draws_the_wrong_shapes(trained_state):
+def test_a_decoder_that_swaps_two_wavelet_bands_draws_the_wrong_shapes(trained_state, class_templates):
     kernel = trained_state["decoder"]["kernel"]
     first, second = SUBBANDS.index("aad"), SUBBANDS.index("daa")
     swapped = kernel.clone()
     swapped[[first, second]] = kernel[[second, first]]
     miswired = {**trained_state, "decoder": {**trained_state["decoder"], "kernel": swapped}}
-    rows = quality.check(miswired)
+    rows = quality.check(miswired, class_templates)
     print("\n" + quality.table(rows))
     assert sum(1 for row in rows if row.problem) >= len(rows) // 2, quality.table(rows)
 
 
-def test_the_data_sets_own_shapes_pass_the_check_by_a_wide_margin():
+def test_the_data_sets_own_shapes_pass_the_check_by_a_wide_margin(class_templates):
     """What FLOOR and MARGIN rest on, measured on shapes neither the templates nor training saw."""
-    class_templates = quality.templates()
     sdfs, labels = dataset.dataset(per_class=6, seed=23)
     margins = []
     for sdf, label in zip(sdfs, labels):
@@ -51,12 +55,35 @@ def test_the_data_sets_own_shapes_pass_the_check_by_a_wide_margin():
     assert min(medians.values()) > 2 * quality.FLOOR and min(margins) > 4 * quality.MARGIN
 
 
-def test_a_mesh_is_read_back_as_the_occupancy_of_its_sdf():
-    """The Serve path judges the served mesh, the in-process path the SDF: both must read the same cells."""
+@pytest.mark.parametrize("label", dataset.CLASSES)
+def test_a_served_mesh_is_read_back_as_the_occupancy_of_its_sdf(label):
+    """The Serve path judges the GLB it is sent, the in-process path the SDF: both must read the same cells."""
+    import io
+
+    import trimesh
+
+    from bernini.serve.stages import mesh_bytes
+
+    sdf = dataset.sample_sdf(label, np.random.default_rng(3))
+    glb, _ = mesh_bytes(sdf, "glb")
+    served = trimesh.load(io.BytesIO(glb), file_type="glb", force="mesh")
+    assert quality.iou(quality.mesh_occupancy(served), quality.occupancy(sdf)) > 0.99
+
+
+def test_a_shape_cut_by_the_grids_edge_is_closed_and_read_back():
     from bernini.model.triangulation import triangulate
 
-    sdf = dataset.sample_sdf("chair", np.random.default_rng(3))
-    assert quality.iou(quality.mesh_occupancy(triangulate(sdf)), quality.occupancy(sdf)) > 0.95
+    sdf = dataset.box(dataset.grid(), (0, 0, 0), (1.2, 0.5, 0.5))  # wider than the grid
+    mesh = triangulate(sdf)
+    assert mesh.is_watertight
+    assert quality.iou(quality.mesh_occupancy(mesh), quality.occupancy(sdf)) > 0.99
+    assert not quality.mesh_occupancy(trimesh_with_no_faces()).any()
+
+
+def trimesh_with_no_faces():
+    import trimesh
+
+    return trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=np.int64))
 
 
 def test_training_is_reproducible_from_its_seed():
@@ -79,3 +106,18 @@ def test_the_weights_cache_is_keyed_by_the_model_code(tmp_path, monkeypatch):
     assert weights.code_key() != before
     monkeypatch.setenv("BERNINI_CACHE", str(tmp_path / "cache"))
     assert weights.weights_file().parent == tmp_path / "cache" / f"weights-{weights.code_key()}"
+
+
+@pytest.mark.parametrize("prompt, label", [("a coffee mug", "mug"), ("a couch", "sofa"), ("a desk lamp", "lamp"),
+                                           ("a round ball", "sphere")])
+def test_a_synonym_names_its_class(trained_state, class_templates, prompt, label):
+    from bernini.model.diffusion import ddim_sample
+    from bernini.model.encoders import tokenize
+    from bernini.model.reference import reference_stages
+
+    modules = {stage.artifact: stage.module for stage in reference_stages(weights=trained_state)}
+    with torch.no_grad():
+        latent = ddim_sample(modules["diffusion"], modules["encoder-text"](tokenize(prompt)))
+        sdf = modules["decoder"](latent)[0, 0].numpy()
+    judged = quality.judge(label, "text", quality.occupancy(sdf), class_templates)
+    assert judged.problem is None, (prompt, judged)

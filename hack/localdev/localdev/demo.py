@@ -202,9 +202,9 @@ def draw_prompts(cluster: LocalCluster) -> None:
         mesh = _post(address, body, "application/json", "glb")
         judged = quality.judge(label, "text", quality.mesh_occupancy(trimesh.load(io.BytesIO(mesh), file_type="glb",
                                                                                    force="mesh")), templates)
-        nearest_other = max((name for name in judged.scores if name != label), key=judged.scores.get)
+        other = quality.nearest_other(label, judged.scores)
         say(f'"a {label}": IoU {judged.scores[label]:.2f} with the {label} template, '
-            f"{judged.scores[nearest_other]:.2f} with the nearest other ({nearest_other}); "
+            f"{judged.scores[other]:.2f} with the nearest other ({other}); "
             f"{judged.problem or 'drawn as asked'}")
         image = Image.open(io.BytesIO(render_png(mesh, "glb", size=PREVIEW_SIZE)))
         ImageDraw.Draw(image).text((12, 10), f'"a {label}"  IoU {judged.scores[label]:.2f}', fill=(40, 40, 40))

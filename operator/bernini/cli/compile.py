@@ -26,6 +26,8 @@ def add_to(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bernini.compile import compile_model, neuron_available
 
+    if args.seed and args.weights != "random":
+        raise SystemExit("--seed draws random weights: add --weights random")
     target = args.target or ("inf2" if neuron_available() else "cpu")
     state = None
     if args.weights == "trained":

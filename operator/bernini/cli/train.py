@@ -16,8 +16,9 @@ def run(args: argparse.Namespace) -> int:
     state = weights.trained()
     timings = ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in state["timings"].items())
     print(f"reference weights: {path} ({'cached; ' if cached else ''}training took {timings})")
-    rows = quality.check(state)
-    print(quality.table(rows, quality.class_shapes(quality.templates())))
+    templates = quality.templates()
+    rows = quality.check(state, templates)
+    print(quality.table(rows, quality.class_shapes(templates)))
     print(f"IoU own: the generated mesh against its class's template; class shapes: the median of the data set's "
           f"own unseen shapes of that class. A mesh is its class when its own template is the nearest by "
           f"{quality.MARGIN} and at least {quality.FLOOR} close.")

@@ -51,16 +51,16 @@ def legs(p: np.ndarray, width: float, depth: float, top: float, bottom: float, t
 def chair(p, rng):
     width, depth, seat = rng.uniform(0.65, 0.75), rng.uniform(0.65, 0.75), rng.uniform(-0.1, 0.0)
     back_top = rng.uniform(0.75, 0.9)
-    parts = [box(p, (0, seat, 0), (width / 2, 0.1, depth / 2)),
-             legs(p, width, depth, seat, -0.9, rng.uniform(0.17, 0.2)),
-             box(p, (0, (seat + back_top) / 2, -depth / 2 + 0.1), (width / 2, (back_top - seat) / 2, 0.1))]
+    parts = [box(p, (0, seat, 0), (width / 2, 0.15, depth / 2)),
+             legs(p, width, depth, seat, -0.9, rng.uniform(0.2, 0.23)),
+             box(p, (0, (seat + back_top) / 2, -depth / 2 + 0.13), (width / 2, (back_top - seat) / 2, 0.13))]
     return np.minimum.reduce(parts)
 
 
 def table(p, rng):
     width, depth, top = rng.uniform(1.5, 1.8), rng.uniform(0.9, 1.2), rng.uniform(0.2, 0.3)
-    return np.minimum(box(p, (0, top, 0), (width / 2, 0.09, depth / 2)),
-                      legs(p, width, depth, top, -0.6, rng.uniform(0.16, 0.19)))
+    return np.minimum(box(p, (0, top, 0), (width / 2, 0.13, depth / 2)),
+                      legs(p, width, depth, top, -0.6, rng.uniform(0.2, 0.23)))
 
 
 def mug(p, rng):
@@ -75,7 +75,7 @@ def mug(p, rng):
 def lamp(p, rng):
     shade_radius, shade_bottom = rng.uniform(0.4, 0.5), rng.uniform(0.2, 0.35)
     base = cylinder(p, (0, -0.85, 0), rng.uniform(0.3, 0.4), 0.06)
-    pole = cylinder(p, (0, (shade_bottom - 0.85) / 2, 0), 0.09, (shade_bottom + 0.85) / 2)
+    pole = cylinder(p, (0, (shade_bottom - 0.85) / 2, 0), 0.12, (shade_bottom + 0.85) / 2)
     shade_half = (0.85 - shade_bottom) / 2
     shade = cylinder(p, (0, shade_bottom + shade_half, 0), shade_radius, shade_half)
     return np.minimum.reduce([base, pole, shade])
@@ -138,8 +138,8 @@ def surface_points(sdf: np.ndarray, count: int, rng: np.random.Generator) -> np.
     return (chosen * voxel - 1 + rng.uniform(-voxel / 2, voxel / 2, (count, 3))).astype(np.float32)
 
 
-def _view(yaw: float = np.radians(35), pitch: float = np.radians(-25)) -> np.ndarray:
-    """The preview's three-quarter camera (bernini.preview): world to view rotation, looking down -z."""
+def view(yaw: float = np.radians(35), pitch: float = np.radians(-25)) -> np.ndarray:
+    """The three-quarter camera of the sketches and of bernini.preview: world to view rotation, looking down -z."""
     cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
     return np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
 
@@ -153,7 +153,7 @@ def sketch(sdfs, image_size: int = 224, depth_samples: int = 96):
     axis = torch.linspace(-1.3, 1.3, image_size)
     depth = torch.linspace(1.3, -1.3, depth_samples)  # near to far
     w, v, u = torch.meshgrid(depth, -axis, axis, indexing="ij")  # image rows run top (y up) to bottom
-    world = torch.stack([u, v, w], dim=-1) @ torch.tensor(_view(), dtype=torch.float32)  # view -> world
+    world = torch.stack([u, v, w], dim=-1) @ torch.tensor(view(), dtype=torch.float32)  # view -> world
     # grid_sample's last dimension indexes (W, H, D) = the SDF's (z, y, x).
     grid = world.flip(-1)[None].expand(len(sdfs), -1, -1, -1, -1)
     inside = torch.nn.functional.grid_sample(sdfs[:, None], grid, align_corners=True, padding_mode="border")[:, 0] < 0

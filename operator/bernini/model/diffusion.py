@@ -11,9 +11,9 @@ TRAIN_STEPS = 1000
 STEPS, GUIDANCE = 8, 3.0  # what a request that names neither gets
 
 
-def alphas_cumprod(train_steps: int = TRAIN_STEPS) -> torch.Tensor:
+def alphas_cumprod() -> torch.Tensor:
     """The DDPM schedule both training and the sampler read: how much signal is left at each timestep."""
-    return torch.cumprod(1 - torch.linspace(1e-4, 0.02, train_steps), dim=0)
+    return torch.cumprod(1 - torch.linspace(1e-4, 0.02, TRAIN_STEPS), dim=0)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = CONDITION_DIM) -> torch.Tensor:
@@ -64,15 +64,15 @@ class Denoiser(nn.Module):
         return (latent - alpha.sqrt() * clean) / (1 - alpha).sqrt()
 
 
-def ddim_sample(denoise, condition: torch.Tensor, steps: int = STEPS, guidance: float = GUIDANCE, seed: int = 0,
-                train_steps: int = TRAIN_STEPS) -> torch.Tensor:
+def ddim_sample(denoise, condition: torch.Tensor, steps: int = STEPS, guidance: float = GUIDANCE,
+                seed: int = 0) -> torch.Tensor:
     """Deterministic DDIM over `steps` timesteps; each step runs the compiled denoiser once on a batch of
     two (conditional, unconditional) and mixes them with the guidance scale."""
     device = condition.device
     generator = torch.Generator().manual_seed(seed)  # drawn on the CPU: every device samples the same noise
     latent = torch.randn(1, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE, LATENT_SIZE, generator=generator).to(device)
-    alphas = alphas_cumprod(train_steps).tolist()
-    timesteps = torch.linspace(train_steps - 1, 0, steps).long().tolist()
+    alphas = alphas_cumprod().tolist()
+    timesteps = torch.linspace(TRAIN_STEPS - 1, 0, steps).long().tolist()
     guided = torch.cat([condition, torch.zeros_like(condition)])  # the null condition
     for index, t in enumerate(timesteps):
         both = denoise(latent.repeat(2, 1, 1, 1, 1), torch.full((2,), float(t), device=device), guided)

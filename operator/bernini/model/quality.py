@@ -1,7 +1,8 @@
 """Does a generated shape look like the class it was asked for? IoU of occupancy against each class's template.
 
 Occupancy is read on a 32^3 grid of cells, a cell full when any of its SDF grid points is inside, so a chair leg
-one voxel off still counts. A class's template holds the cells full in at least half of its training shapes.
+one voxel off still counts. A class's template holds the cells full in at least half of its shapes in a sample of
+the data set drawn from another seed than training's.
 """
 
 import io
@@ -19,7 +20,7 @@ CELL = 2  # SDF grid points per cell side
 # threshold cannot separate the classes: the mug's and the sphere's templates overlap at 0.43, while the model's
 # chairs reach their template at 0.33-0.43 (its thin legs and back blur), measured on 2026-12-05. The data set's
 # own unseen shapes reach their template at a median of 0.66 or more and beat every other class by 0.22 or more.
-FLOOR = 0.3
+FLOOR = 0.25
 MARGIN = 0.05
 
 
@@ -33,32 +34,33 @@ def mesh_occupancy(mesh, size: int = SDF_SIZE) -> np.ndarray:
     """The occupancy of a closed mesh as served (coordinates in [-1, 1]), read back on the SDF grid points: a ray
     up each grid column, a point inside when an odd number of faces lie above it."""
     step = 2 / (size - 1)
-    # Rays a hair off the grid lines: marching cubes puts vertices exactly on them, where a ray would count twice.
-    x0, z0 = -1 + 1e-4 * step, -1 + 1.7e-4 * step
+    inside = np.zeros((size * size, size), dtype=bool)
     triangles = np.asarray(mesh.triangles, dtype=np.float64)
-    xs, zs = triangles[:, :, 0], triangles[:, :, 2]
-    first_i, last_i = np.ceil((xs.min(1) - x0) / step), np.floor((xs.max(1) - x0) / step)
-    first_k, last_k = np.ceil((zs.min(1) - z0) / step), np.floor((zs.max(1) - z0) / step)
-    columns, heights = [], []
-    for di in range(int(max(0, (last_i - first_i).max())) + 1):
-        for dk in range(int(max(0, (last_k - first_k).max())) + 1):
-            i, k = first_i + di, first_k + dk
-            px, pz = x0 + i * step, z0 + k * step
-            (ax, az), (bx, bz), (cx, cz) = (triangles[:, n, [0, 2]].T for n in range(3))
-            area = (bx - ax) * (cz - az) - (cx - ax) * (bz - az)
-            u = ((bx - px) * (cz - pz) - (cx - px) * (bz - pz)) / np.where(area == 0, np.inf, area)
-            v = ((cx - px) * (az - pz) - (ax - px) * (cz - pz)) / np.where(area == 0, np.inf, area)
-            w = 1 - u - v
-            hit = (i <= last_i) & (k <= last_k) & (area != 0) & (u >= 0) & (v >= 0) & (w >= 0)
-            height = u * triangles[:, 0, 1] + v * triangles[:, 1, 1] + w * triangles[:, 2, 1]
-            columns.append((i[hit] * size + k[hit]).astype(np.int64))
-            heights.append(height[hit])
-    columns, heights = np.concatenate(columns), np.concatenate(heights)
-    ys = np.linspace(-1, 1, size)
-    above = np.zeros((size * size, size), dtype=np.int64)
-    np.add.at(above, columns, heights[:, None] > ys[None, :])
-    inside = (above % 2 == 1).reshape(size, size, size).transpose(0, 2, 1)  # (x, z, y) -> (x, y, z)
-    return occupancy(np.where(inside, -1.0, 1.0))
+    if len(triangles):
+        # Rays a hair off the grid lines: marching cubes puts vertices exactly on them, where a ray would count twice.
+        x0, z0 = -1 + 1e-4 * step, -1 + 1.7e-4 * step
+        (ax, az), (bx, bz), (cx, cz) = (triangles[:, n][:, [0, 2]].T for n in range(3))
+        area = (bx - ax) * (cz - az) - (cx - ax) * (bz - az)
+        area = np.where(area == 0, np.inf, area)  # seen edge-on: never hit
+        first_i, last_i = np.ceil((triangles[:, :, 0].min(1) - x0) / step), np.floor((triangles[:, :, 0].max(1) - x0) / step)
+        first_k, last_k = np.ceil((triangles[:, :, 2].min(1) - z0) / step), np.floor((triangles[:, :, 2].max(1) - z0) / step)
+        columns, heights = [], []
+        for di in range(int(max(0, (last_i - first_i).max())) + 1):
+            for dk in range(int(max(0, (last_k - first_k).max())) + 1):
+                i, k = first_i + di, first_k + dk
+                px, pz = x0 + i * step, z0 + k * step
+                u = ((bx - px) * (cz - pz) - (cx - px) * (bz - pz)) / area
+                v = ((cx - px) * (az - pz) - (ax - px) * (cz - pz)) / area
+                w = 1 - u - v
+                hit = ((i <= last_i) & (k <= last_k) & (i >= 0) & (i < size) & (k >= 0) & (k < size)
+                       & (u >= 0) & (v >= 0) & (w >= 0))
+                columns.append((i[hit] * size + k[hit]).astype(np.int64))
+                heights.append((u * triangles[:, 0, 1] + v * triangles[:, 1, 1] + w * triangles[:, 2, 1])[hit])
+        above = np.zeros((size * size, size), dtype=np.int64)
+        np.add.at(above, np.concatenate(columns), np.concatenate(heights)[:, None] > np.linspace(-1, 1, size)[None, :])
+        inside = above % 2 == 1
+    # (x, z, y) -> (x, y, z), the SDF's order
+    return occupancy(np.where(inside.reshape(size, size, size).transpose(0, 2, 1), -1.0, 1.0))
 
 
 def templates(per_class: int = 24, seed: int = 1) -> np.ndarray:
@@ -77,14 +79,18 @@ def scores(cells: np.ndarray, class_templates: np.ndarray) -> dict[str, float]:
     return {name: iou(cells, template) for name, template in zip(dataset.CLASSES, class_templates)}
 
 
+def nearest_other(asked: str, class_scores: dict[str, float]) -> str:
+    return max((name for name in class_scores if name != asked), key=class_scores.get)
+
+
 def verdict(asked: str, class_scores: dict[str, float]) -> str | None:
     """None when the shape is its class; otherwise what is wrong with it."""
     own = class_scores[asked]
-    nearest_other = max((name for name in class_scores if name != asked), key=class_scores.get)
+    other = nearest_other(asked, class_scores)
     if own < FLOOR:
         return f"IoU with the {asked} template is {own:.2f}, below {FLOOR}"
-    if own < class_scores[nearest_other] + MARGIN:
-        return f"the {nearest_other} template is as near ({class_scores[nearest_other]:.2f} against {own:.2f})"
+    if own < class_scores[other] + MARGIN:
+        return f"the {other} template is as near ({class_scores[other]:.2f} against {own:.2f})"
     return None
 
 
@@ -116,7 +122,7 @@ def judge(asked: str, kind: str, cells: np.ndarray, class_templates: np.ndarray)
     return Generation(asked, kind, class_scores, verdict(asked, class_scores))
 
 
-def check(state: dict, seed: int = 0) -> list[Generation]:
+def check(state: dict, class_templates: np.ndarray, seed: int = 0) -> list[Generation]:
     """Every class through every input kind, on graphs traced from the trained weights and run as the Serve
     replicas run them (bernini.serve.stages), at the Serve defaults."""
     import torch
@@ -127,9 +133,9 @@ def check(state: dict, seed: int = 0) -> list[Generation]:
     graphs = {}
     with torch.no_grad():
         for stage in reference_stages(weights=state):
-            graphs[stage.artifact] = stages.StageGraph(
-                torch.jit.trace(stage.module, tuple(tensor for _, tensor in stage.inputs)), "cpu")
-    class_templates = templates()
+            if stage.stage != "decoder" or stage.artifact == "decoder":  # one decoder graph: batch 1
+                graphs[stage.artifact] = stages.StageGraph(
+                    torch.jit.trace(stage.module, tuple(tensor for _, tensor in stage.inputs)), "cpu")
     rows = []
     for label in dataset.CLASSES:
         for kind, content_type, body in request_bodies(label):
@@ -155,7 +161,7 @@ def class_shapes(class_templates: np.ndarray, per_class: int = 6, seed: int = 23
 def table(rows: list[Generation], peers: dict[str, float] | None = None) -> str:
     lines = [f"{'asked':8} {'input':11} {'IoU own':>8} {'class shapes':>13} {'best other':>18}  verdict"]
     for row in rows:
-        other = max((name for name in row.scores if name != row.asked), key=row.scores.get)
+        other = nearest_other(row.asked, row.scores)
         peer = f"{peers[row.asked]:.2f}" if peers else "-"
         lines.append(f"{row.asked:8} {row.kind:11} {row.scores[row.asked]:8.2f} {peer:>13} "
                      f"{other + f' {row.scores[other]:.2f}':>18}  {row.problem or 'ok'}")

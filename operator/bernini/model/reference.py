@@ -46,5 +46,7 @@ def reference_stages(seed: int = 0, weights: dict | None = None) -> list[Compile
                                     (("latent", latent),)))
     if weights is not None:
         for stage in stages:
-            stage.module.load_state_dict(weights[stage.stage if stage.stage != "encoder" else stage.artifact])
+            if stage.stage != "decoder":
+                stage.module.load_state_dict(weights[stage.artifact])
+        decoder.load_state_dict(weights["decoder"])  # one module behind every batch bucket
     return stages

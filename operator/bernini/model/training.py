@@ -1,4 +1,4 @@
-"""Training the reference model on the procedural data set, on the CPU or a CUDA device.
+"""Training the reference model on the procedural data set, on the CPU.
 
 Three phases, each small enough for a 2-core machine: the wavelet decoder learns to draw shapes from latents (with a
 training-only shape encoder that makes those latents), the denoiser learns the latents of each class, and each
@@ -7,7 +7,7 @@ so the denoiser never needs the encoders while it trains.
 """
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,7 +36,6 @@ class Plan:
     encoder_batch: int = 16
     text_steps: int = 1500  # a prompt's class word moves between templates: the text tower needs longer
     seed: int = 0
-    timings: dict = field(default_factory=dict)
 
 
 class ShapeEncoder(nn.Module):
@@ -159,15 +158,16 @@ def train_encoders(sdfs: np.ndarray, labels: np.ndarray, embeddings: torch.Tenso
 
 
 def train(plan: Plan | None = None, log=print) -> dict:
-    """Everything the reference model learns, as state dicts by artifact stage, plus the plan's timings."""
+    """Everything the reference model learns, as state dicts by artifact (the decoder's under "decoder"), plus how
+    long each phase took."""
     plan = plan or Plan()
     torch.manual_seed(plan.seed)
     generator = torch.Generator().manual_seed(plan.seed)
-    started = time.perf_counter()
+    started, timings = time.perf_counter(), {}
 
     def phase(name):
         nonlocal started
-        plan.timings[name] = round(time.perf_counter() - started, 1)
+        timings[name] = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
 
     sdf_array, labels = dataset.dataset(plan.per_class, plan.seed)
@@ -182,4 +182,4 @@ def train(plan: Plan | None = None, log=print) -> dict:
     encoders = train_encoders(sdf_array, labels, embeddings, plan, generator, log)
     phase("encoders")
     return {"decoder": decoder.state_dict(), "diffusion": denoiser.state_dict(),
-            **{name: encoder.state_dict() for name, encoder in encoders.items()}, "timings": dict(plan.timings)}
+            **{name: encoder.state_dict() for name, encoder in encoders.items()}, "timings": timings}

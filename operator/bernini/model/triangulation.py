@@ -7,8 +7,10 @@ from skimage import measure
 
 def triangulate(sdf: np.ndarray, level: float = 0.0) -> trimesh.Trimesh:
     size = sdf.shape[0]
-    # Ray hands numpy arrays over zero-copy and read-only; skimage needs a writable buffer.
-    sdf = np.array(sdf, dtype=np.float32, copy=True)
+    spacing = 2 / (size - 1)
+    # One layer of outside around the grid, so a shape that reaches the grid's edge still closes. np.pad also copies:
+    # Ray hands numpy arrays over zero-copy and read-only, and skimage needs a writable buffer.
+    sdf = np.pad(np.asarray(sdf, dtype=np.float32), 1, constant_values=level + spacing)
     # skimage's default winding gives outward normals (positive volume) for an SDF that is negative inside.
-    vertices, faces, _, _ = measure.marching_cubes(sdf, level=level, spacing=(2 / (size - 1),) * 3)
-    return trimesh.Trimesh(vertices=vertices - 1.0, faces=faces, process=True)
+    vertices, faces, _, _ = measure.marching_cubes(sdf, level=level, spacing=(spacing,) * 3)
+    return trimesh.Trimesh(vertices=vertices - 1.0 - spacing, faces=faces, process=True)

@@ -45,7 +45,8 @@ class WaveletDecoder(nn.Module):
         self.level2 = nn.Conv3d(width, 8, 3, padding=1)
         self.level1 = nn.Sequential(nn.Upsample(scale_factor=2, mode="trilinear"), nn.Conv3d(width, 7, 3, padding=1))
         self.register_buffer("kernel", _synthesis_kernel())
-        # The mean shape's level-2 approximation: the residual predicted by the network sits on top of it.
+        # The mean shape, which the residual the network predicts sits on: a sphere until training puts the data
+        # set's mean SDF there.
         self.register_buffer("mean_shape", sphere_sdf(SDF_SIZE)[None, None])
         # How far the residual's coefficients may reach (level 2, level 1): a trained model sets them.
         self.register_buffer("reach", torch.tensor([0.1, 0.05]))

@@ -29,21 +29,31 @@ def weights_file() -> Path:
 
 
 def load(path: Path) -> dict:
-    # weights_only: a cache file is data, never code to unpickle.
+    # weights_only: a cache file is data, never code to unpickle (safe from torch 2.6; the model extra pins newer).
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def trained(log=print) -> dict:
     """The trained state (state dicts by stage or encoder artifact, and the training's timings), training first
-    when this code has none cached yet."""
+    when this code has none cached yet or the cached file does not load."""
     path = weights_file()
-    if not path.exists():
-        from bernini.model.training import train
+    if path.exists():
+        try:
+            return load(path)
+        except Exception as error:  # a truncated or foreign file: train again rather than fail forever
+            log(f"{path} does not load ({type(error).__name__}): training again")
+    from bernini.model.training import train
 
-        log(f"no trained reference weights for this code in {path.parent}: training (minutes, once)")
-        state = train(log=log)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+    log(f"no trained reference weights for this code in {path.parent}: training (minutes, once)")
+    state = train(log=log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+        try:
             torch.save(state, handle)
-        Path(handle.name).rename(path)  # atomic: a run killed mid-save leaves no half file under the real name
-    return load(path)
+            handle.flush()
+            os.fsync(handle.fileno())
+        except BaseException:
+            os.unlink(handle.name)
+            raise
+    os.replace(handle.name, path)  # atomic: a reader sees the old name missing or the whole file
+    return state
