@@ -88,10 +88,12 @@ def trimesh_with_no_faces():
     return trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=np.int64))
 
 
+TINY = dict(per_class=1, decoder_steps=2, decoder_batch=2, denoiser_steps=2, denoiser_batch=2, encoder_steps=2,
+            encoder_batch=2, text_steps=2)
+
+
 def test_training_is_reproducible_from_its_seed():
-    tiny = dict(per_class=1, decoder_steps=2, decoder_batch=2, denoiser_steps=2, denoiser_batch=2, encoder_steps=2,
-                encoder_batch=2, text_steps=2)
-    first, second = train(Plan(**tiny), log=lambda _: None), train(Plan(**tiny), log=lambda _: None)
+    first, second = train(Plan(**TINY), log=lambda _: None), train(Plan(**TINY), log=lambda _: None)
     for stage in ("decoder", "diffusion", "encoder-image", "encoder-pointcloud", "encoder-text"):
         for name, tensor in first[stage].items():
             assert torch.equal(tensor, second[stage][name]), f"{stage}.{name}"
@@ -123,3 +125,23 @@ def test_a_synonym_names_its_class(trained_state, class_templates, prompt, label
         sdf = modules["decoder"](latent)[0, 0].numpy()
     judged = quality.judge(label, "text", quality.occupancy(sdf), class_templates)
     assert judged.problem is None, (prompt, judged)
+
+
+def test_compile_trains_when_nothing_is_cached_then_compiles_the_cached_weights(tmp_path, monkeypatch, capsys):
+    import json
+
+    from bernini.cli import main
+    from bernini.model import training
+
+    monkeypatch.setenv("BERNINI_CACHE", str(tmp_path / "cache"))
+    trainings = []
+    monkeypatch.setattr(training, "train", lambda log: trainings.append(1) or train(Plan(**TINY), log=log))
+    for out in ("first", "second"):
+        assert main(["compile", "--version", "1.0.0", "--out", str(tmp_path / out), "--target", "cpu"]) == 0
+    assert trainings == [1] and weights.weights_file().is_relative_to(tmp_path / "cache")
+    # The second compile loaded what the first trained (the archives' bytes differ: TorchScript numbers its classes).
+    for artifact in json.loads((tmp_path / "first" / "manifest.json").read_text())["stages"]:
+        first, second = (torch.jit.load(str(tmp_path / out / f"{artifact}.pt")).state_dict() for out in ("first", "second"))
+        assert all(torch.equal(first[name], second[name]) for name in first), artifact
+    with pytest.raises(SystemExit, match="--weights random"):
+        main(["compile", "--version", "1.0.0", "--out", str(tmp_path / "third"), "--seed", "3"])
