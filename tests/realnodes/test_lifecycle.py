@@ -166,10 +166,6 @@ def _set_look_back(real_custom, real_core, namespace: str, raycluster: str, seco
 def test_every_class_is_drawn_as_asked_through_the_serve_service(served, real_core):
     """The trained model behind real pods: each class from a prompt, a sketch and a scan, judged on the mesh Serve
     returns (its occupancy read back), against the threshold the in-process test uses."""
-    import io
-
-    import trimesh
-
     from bernini.model import dataset, quality
 
     templates = quality.templates()
@@ -180,8 +176,7 @@ def test_every_class_is_drawn_as_asked_through_the_serve_service(served, real_co
             status, headers, mesh = helpers.post(endpoint, 120, "glb", body, content_type)
             assert status == 200, (label, kind, status, mesh[:300])
             assert headers["x-bernini-model-version"] == VERSIONS[0]
-            occupancy = quality.mesh_occupancy(trimesh.load(io.BytesIO(mesh), file_type="glb", force="mesh"))
-            rows.append(quality.judge(label, kind, occupancy, templates))
+            rows.append(quality.judge_mesh(label, kind, mesh, "glb", templates))
     print("\n" + quality.table(rows))
     assert not [row for row in rows if row.problem], quality.table(rows)
 

@@ -191,7 +191,6 @@ def draw_prompts(cluster: LocalCluster) -> None:
     by side in one picture."""
     import io
 
-    import trimesh
     from PIL import Image, ImageDraw
 
     address = _get(cluster, "service", "bernini-serve-svc")["spec"]["clusterIP"]
@@ -200,8 +199,7 @@ def draw_prompts(cluster: LocalCluster) -> None:
     for label in DEMO_PROMPTS:
         body = json.dumps({"prompt": f"a {label}"}).encode()
         mesh = _post(address, body, "application/json", "glb")
-        judged = quality.judge(label, "text", quality.mesh_occupancy(trimesh.load(io.BytesIO(mesh), file_type="glb",
-                                                                                   force="mesh")), templates)
+        judged = quality.judge_mesh(label, "text", mesh, "glb", templates)
         other = quality.nearest_other(label, judged.scores)
         say(f'"a {label}": IoU {judged.scores[label]:.2f} with the {label} template, '
             f"{judged.scores[other]:.2f} with the nearest other ({other}); "

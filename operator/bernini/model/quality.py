@@ -25,10 +25,14 @@ FLOOR = 0.4
 MARGIN = 0.05
 
 
+def _cells(inside: np.ndarray) -> np.ndarray:
+    """(n, n, n) inside-or-not grid points -> (n/CELL,)*3 cells holding some of the inside."""
+    cells = inside.shape[0] // CELL
+    return inside.reshape(cells, CELL, cells, CELL, cells, CELL).any(axis=(1, 3, 5))
+
+
 def occupancy(sdf: np.ndarray) -> np.ndarray:
-    """(n, n, n) SDF -> (n/CELL,)*3 cells holding some of the inside."""
-    cells = sdf.shape[0] // CELL
-    return (np.asarray(sdf) < 0).reshape(cells, CELL, cells, CELL, cells, CELL).any(axis=(1, 3, 5))
+    return _cells(np.asarray(sdf) < 0)
 
 
 def mesh_occupancy(mesh, size: int = SDF_SIZE) -> np.ndarray:
@@ -60,8 +64,7 @@ def mesh_occupancy(mesh, size: int = SDF_SIZE) -> np.ndarray:
         above = np.zeros((size * size, size), dtype=np.int64)
         np.add.at(above, np.concatenate(columns), np.concatenate(heights)[:, None] > np.linspace(-1, 1, size)[None, :])
         inside = above % 2 == 1
-    # (x, z, y) -> (x, y, z), the SDF's order
-    return occupancy(np.where(inside.reshape(size, size, size).transpose(0, 2, 1), -1.0, 1.0))
+    return _cells(inside.reshape(size, size, size).transpose(0, 2, 1))  # (x, z, y) -> (x, y, z), the SDF's order
 
 
 def templates(per_class: int = 24, seed: int = 1) -> np.ndarray:
@@ -121,6 +124,14 @@ def request_bodies(label: str, seed: int = 11) -> list[tuple[str, str, bytes]]:
 def judge(asked: str, kind: str, cells: np.ndarray, class_templates: np.ndarray) -> Generation:
     class_scores = scores(cells, class_templates)
     return Generation(asked, kind, class_scores, verdict(asked, class_scores))
+
+
+def judge_mesh(asked: str, kind: str, data: bytes, file_format: str, class_templates: np.ndarray) -> Generation:
+    """judge() of a mesh file as Serve answers it."""
+    import trimesh
+
+    return judge(asked, kind, mesh_occupancy(trimesh.load(io.BytesIO(data), file_type=file_format, force="mesh")),
+                 class_templates)
 
 
 def check(state: dict, class_templates: np.ndarray, seed: int = 0) -> list[Generation]:

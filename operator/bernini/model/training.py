@@ -61,9 +61,20 @@ def class_embeddings(seed: int = 0) -> torch.Tensor:
     return basis.T * CONDITION_DIM**0.5
 
 
-def _batches(count: int, batch: int, steps: int, generator: torch.Generator):
-    for _ in range(steps):
-        yield torch.randint(0, count, (batch,), generator=generator)
+def _fit(parameters, lr: float, steps: int, count: int, batch: int, generator: torch.Generator, loss_of, name: str,
+         log, every: int = 100) -> None:
+    """Adam with a one-cycle schedule over `steps` random batches of indices into `count` samples;
+    loss_of(index) -> the batch's loss."""
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
+    for step in range(steps):
+        loss = loss_of(torch.randint(0, count, (batch,), generator=generator))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % every == 0 or step == steps - 1:
+            log(f"{name} step {step}: loss {loss.item():.4f}")
 
 
 def train_decoder(sdfs: torch.Tensor, plan: Plan, generator: torch.Generator, log) -> tuple[WaveletDecoder, ShapeEncoder]:
@@ -71,21 +82,17 @@ def train_decoder(sdfs: torch.Tensor, plan: Plan, generator: torch.Generator, lo
     decoder.mean_shape.copy_(sdfs.mean(dim=0)[None, None])
     # A residual of up to twice the truncation, in orthonormal Haar units (x8 at level 2, x2.8 at level 1).
     decoder.reach.copy_(torch.tensor([16 * dataset.TRUNCATION, 6 * dataset.TRUNCATION]))
-    optimizer = torch.optim.Adam([*decoder.parameters(), *encoder.parameters()], lr=2e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=plan.decoder_steps)
-    for step, index in enumerate(_batches(len(sdfs), plan.decoder_batch, plan.decoder_steps, generator)):
+
+    def loss_of(index):
         target = sdfs[index][:, None]
         latent = encoder(target)
         # Noise on the latent keeps the decoder calm about the denoiser's small errors.
         drawn = decoder(latent + 0.2 * torch.randn(latent.shape, generator=generator))
         near = 1 + 4 * (target.abs() < 0.05)  # the surface is what the mesh shows
-        loss = (near * (drawn - target).abs()).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % 50 == 0 or step == plan.decoder_steps - 1:
-            log(f"decoder step {step}: loss {loss.item():.4f}")
+        return (near * (drawn - target).abs()).mean()
+
+    _fit([*decoder.parameters(), *encoder.parameters()], 2e-3, plan.decoder_steps, len(sdfs), plan.decoder_batch,
+         generator, loss_of, "decoder", log, every=50)
     encoder.eval()
     return decoder.eval(), encoder
 
@@ -99,9 +106,8 @@ def train_denoiser(latents: torch.Tensor, labels: torch.Tensor, embeddings: torc
                    generator: torch.Generator, log) -> Denoiser:
     denoiser = Denoiser()
     alphas = alphas_cumprod()
-    optimizer = torch.optim.Adam(denoiser.parameters(), lr=1e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=plan.denoiser_steps)
-    for step, index in enumerate(_batches(len(latents), plan.denoiser_batch, plan.denoiser_steps, generator)):
+
+    def loss_of(index):
         clean = latents[index]
         t = torch.randint(0, len(alphas), (len(index),), generator=generator)
         alpha = alphas[t][:, None, None, None, None]
@@ -109,30 +115,19 @@ def train_denoiser(latents: torch.Tensor, labels: torch.Tensor, embeddings: torc
         # The encoders land near, not on, their class's embedding.
         condition = embeddings[labels[index]] + 0.3 * torch.randn(len(index), CONDITION_DIM, generator=generator)
         keep = torch.rand(len(index), 1, generator=generator) >= UNCONDITIONAL_SHARE
-        loss = (denoiser.clean_latent(noisy, t.float(), condition * keep) - clean).square().mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % 100 == 0 or step == plan.denoiser_steps - 1:
-            log(f"denoiser step {step}: loss {loss.item():.4f}")
+        return (denoiser.clean_latent(noisy, t.float(), condition * keep) - clean).square().mean()
+
+    _fit(denoiser.parameters(), 1e-3, plan.denoiser_steps, len(latents), plan.denoiser_batch, generator, loss_of,
+         "denoiser", log)
     return denoiser.eval()
 
 
 def _train_encoder(encoder: nn.Module, inputs, labels: torch.Tensor, embeddings: torch.Tensor, steps: int,
                    plan: Plan, generator: torch.Generator, name: str, log) -> nn.Module:
     """inputs(index) -> the encoder's input for those samples."""
-    optimizer = torch.optim.Adam(encoder.parameters(), lr=3e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
     encoder.train()
-    for step, index in enumerate(_batches(len(labels), plan.encoder_batch, steps, generator)):
-        loss = (encoder(inputs(index)) - embeddings[labels[index]]).square().mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % 100 == 0 or step == steps - 1:
-            log(f"{name} encoder step {step}: loss {loss.item():.4f}")
+    _fit(encoder.parameters(), 3e-3, steps, len(labels), plan.encoder_batch, generator,
+         lambda index: (encoder(inputs(index)) - embeddings[labels[index]]).square().mean(), f"{name} encoder", log)
     return encoder.eval()
 
 
