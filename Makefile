@@ -9,7 +9,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml hack/localdev/pyproj
 
 CRD_FILES := crds/bernini.dev_berninideployments.yaml charts/bernini-operator/crds/bernini.dev_berninideployments.yaml
 
-.PHONY: help venv weights controlplane gateway argocd promtool node-packages images cluster-up cluster-down demo demo-gitops test crds docs bench-reconcile bench-pull bench-serve bench-autoscale bench-cost bench-e2e bench-chaos gpu-wheels check-gpu
+.PHONY: help venv weights controlplane gateway argocd promtool monitoring node-packages images cluster-up cluster-down demo demo-gitops test crds docs bench-reconcile bench-pull bench-serve bench-autoscale bench-cost bench-e2e bench-chaos gpu-wheels check-gpu
 
 help:
 	@echo "make demo          run the operator's main job on a local control plane"
@@ -20,6 +20,7 @@ help:
 	@echo "make gateway       build/cache Traefik and the Gateway API CRDs (incremental upgrades on the real nodes)"
 	@echo "make argocd        build/cache Argo CD (controller, repo-server) for the GitOps tests"
 	@echo "make promtool      build/cache promtool for the PrometheusRule tests"
+	@echo "make monitoring    build/cache Prometheus and the Prometheus Operator (make demo MONITORING=1, the tests)"
 	@echo "make images        build/cache the serving, pause and KubeRay images for the real nodes"
 	@echo "make cluster-up    start the local control plane (kubeconfig: .local/kubeconfig)"
 	@echo "make cluster-down  stop it"
@@ -51,6 +52,9 @@ argocd:
 promtool:
 	@bash hack/promtool/build.sh
 
+monitoring:
+	@bash hack/monitoring/build.sh
+
 node-packages:
 	@bash hack/install-node-packages.sh
 
@@ -63,8 +67,9 @@ cluster-up: venv controlplane
 cluster-down: venv
 	@$(DEV) cluster down
 
-demo: venv weights controlplane images
-	@$(DEV) demo
+# MONITORING=1: the operator from its chart, watched by a Prometheus Operator and a Prometheus it manages.
+demo: venv weights controlplane $(if $(MONITORING),monitoring) images
+	@$(DEV) demo $(if $(MONITORING),--monitoring)
 
 demo-gitops: venv controlplane argocd images
 	@$(DEV) demo-gitops
@@ -75,7 +80,7 @@ crds: venv
 docs: venv
 	@$(PY) hack/gendocs.py
 
-test: venv weights controlplane argocd promtool images
+test: venv weights controlplane argocd promtool monitoring images
 	$(PY) -m pytest
 
 bench-reconcile: venv controlplane

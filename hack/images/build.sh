@@ -91,27 +91,39 @@ if [ ! -f "$pause_tar" ]; then
   mv "$pause_tar.tmp" "$pause_tar"
 fi
 
-# A static Go binary alone in an image, run as 65532. Args: binary, image name; prints the reference and archive.
+# A static Go binary alone in an image, run as 65532. Args: binary, image name, its path in the image (the
+# entrypoint; default /<binary's name>); prints the reference and archive.
 static_go_image() {
-  local bin ref tar work
-  bin=$(readlink -f "$repo/.local/bin/$1")
-  [ -x "$bin" ] || { echo "images: $repo/.local/bin/$1 is missing: run make controlplane gateway first" >&2; exit 1; }
-  ref=bernini.local/$2:$(digest "$bin")
-  tar=$cache/$2-$(digest "$bin").tar
+  local bin ref tar work path=${3:-/$(basename "$1")}
+  bin=$(readlink -f "$1")
+  [ -x "$bin" ] || { echo "images: $1 is missing: run make controlplane gateway (and monitoring) first" >&2; exit 1; }
+  ref=bernini.local/$2:$(echo "$path" | cat "$bin" - | sha256sum | cut -c1-16)
+  tar=$cache/$2-${ref##*:}.tar
   if [ ! -f "$tar" ]; then
     step "packing the $2 image"
     work=$(mktemp -d)
-    mkdir -p "$work/root/tmp" && chmod 1777 "$work/root/tmp"
-    cp "$bin" "$work/root/$1"
+    mkdir -p "$work/root/tmp" "$work/root$(dirname "$path")" && chmod 1777 "$work/root/tmp"
+    cp "$bin" "$work/root$path"
     tar -C "$work/root" --numeric-owner -cf "$work/layer.tar" .
-    archive "$tar.tmp" "$ref" --entrypoint "/$1" --user 65532:65532 "$work/layer.tar" >&2
+    archive "$tar.tmp" "$ref" --entrypoint "$path" --user 65532:65532 "$work/layer.tar" >&2
     rm -rf "$work"
     mv "$tar.tmp" "$tar"
   fi
   echo "$ref $tar"
 }
-kuberay=$(static_go_image ray-operator kuberay-operator) && kuberay_ref=${kuberay% *} kuberay_tar=${kuberay#* }
-traefik=$(static_go_image traefik traefik) && traefik_ref=${traefik% *} traefik_tar=${traefik#* }
+kuberay=$(static_go_image "$repo/.local/bin/ray-operator" kuberay-operator) && kuberay_ref=${kuberay% *} kuberay_tar=${kuberay#* }
+traefik=$(static_go_image "$repo/.local/bin/traefik" traefik) && traefik_ref=${traefik% *} traefik_tar=${traefik#* }
+# The monitoring stack, once `make monitoring` built it: Prometheus keeps its data at /prometheus, and the
+# Prometheus Operator names /bin/prometheus-config-reloader as the reloader's command.
+monitoring=$repo/.local/monitoring/bin
+if [ -d "$monitoring" ]; then
+  for image in prometheus:prometheus prometheus-operator:operator prometheus-config-reloader:prometheus-config-reloader; do
+    built=$(static_go_image "$monitoring/${image#*:}" "${image%%:*}" "/bin/${image#*:}")
+    key=$(echo "${image%%:*}" | tr a-z- A-Z_)
+    echo "${key}_IMAGE=${built% *}"
+    echo "${key}_ARCHIVE=${built#* }"
+  done
+fi
 
 # Older serving archives and app layers are 5 GiB each and never used again: keep the current ones only.
 for stale in "$cache"/serving-*.tar "$cache"/serving-app-*; do

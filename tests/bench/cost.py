@@ -66,6 +66,11 @@ class Sampler(threading.Thread):
                 {name: statistics.mean(sample.get(name, 0) for sample in self.nodes) for name in sorted(types)})
 
 
+def hours_per_million(predictions_per_second: float) -> float:
+    """Hours the deployment takes for a million predictions at this throughput."""
+    return 1e6 / (predictions_per_second * 3600)
+
+
 def deploy(cluster: LocalCluster, core, custom, s3, layout: str) -> str:
     namespace = f"cost-{layout}"
     body = prepared_namespace(cluster, core, s3, namespace)
@@ -94,7 +99,7 @@ def sweep(core, custom, namespace: str, requests_per_client: int) -> dict[int, d
         sampler.start()
         latencies, throughput = measure(call, max(8, requests_per_client * concurrency), concurrency)
         dollars, nodes = sampler.stop()
-        per_million_hours = 1e6 / (throughput * 3600)  # hours the deployment takes for a million predictions
+        per_million_hours = hours_per_million(throughput)
         rows[concurrency] = {
             "p50": statistics.median(latencies), "p95": percentile(latencies, 0.95), "throughput": throughput,
             "dollars_per_million": dollars * per_million_hours,

@@ -10,6 +10,7 @@ CHART = Path(__file__).parents[2] / "charts" / "bernini-operator"
 DASHBOARD = CHART / "dashboards" / "bernini.json"
 _NAME = re.compile(r"\b((?:ray_serve_|bernini_|bernini:)[A-Za-z0-9_:]*)")
 _LABEL_MATCHER = re.compile(r"\{[^}]*\}")
+_LABEL_VALUES = re.compile(r"label_values\((.+), *(\w+)\)")
 
 
 def prometheus_rule(*values: str) -> dict:
@@ -29,6 +30,16 @@ def recorded_names() -> set[str]:
 
 def dashboard_queries() -> list[str]:
     return [target["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"] for target in panel["targets"]]
+
+
+def dashboard_variables() -> dict[str, tuple[str, str]]:
+    """Each query variable of the dashboard as (label, series selector): Grafana's label_values(selector, label)."""
+    variables = {}
+    for variable in json.loads(DASHBOARD.read_text())["templating"]["list"]:
+        if variable["type"] == "query":
+            selector, label = _LABEL_VALUES.fullmatch(variable["definition"]).groups()
+            variables[variable["name"]] = (label, selector)
+    return variables
 
 
 def queried_names() -> set[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+import torch
 import yaml
 from kubernetes import client, config
 
@@ -172,6 +173,25 @@ def publish_with_a_stage_that_does_not_load(s3_client, version: str, directory: 
     (directory / artifact.file).write_bytes(garbage)
     changed = artifact.model_copy(update={"sha256": hashlib.sha256(garbage).hexdigest()})
     publish(s3_client, uri or artifacts_uri(version), directory,
+            manifest.model_copy(update={"stages": {**manifest.stages, name: changed}}))
+
+
+class _Raises(torch.nn.Module):
+    """A denoiser that loads like any graph and raises on every call."""
+
+    def forward(self, latent: torch.Tensor, timestep: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("this stage raises on every call (a test's fault)")
+
+
+def publish_with_a_stage_that_raises(s3_client, version: str, directory: Path, stage: str = "diffusion"):
+    """A version whose every check passes and whose replicas start, but whose stage raises on every request:
+    the Serve app answers 500."""
+    manifest = compile_model(directory, version, "cpu", seed=4)
+    name, artifact = next((name, artifact) for name, artifact in manifest.stages.items() if artifact.stage == stage)
+    torch.jit.save(torch.jit.script(_Raises()), str(directory / artifact.file))
+    data = (directory / artifact.file).read_bytes()
+    changed = artifact.model_copy(update={"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+    publish(s3_client, artifacts_uri(version), directory,
             manifest.model_copy(update={"stages": {**manifest.stages, name: changed}}))
 
 

@@ -27,7 +27,7 @@ def _cluster_down(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from localdev.demo import run
 
-    return run(args.root)
+    return run(args.root, monitoring=args.monitoring)
 
 
 def _demo_gitops(args: argparse.Namespace) -> int:
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="real kubelet nodes running containers instead of KWOK's fake nodes (root)")
     demo = commands.add_parser("demo", help="run the product's main job on the local control plane")
     demo.add_argument("--root", type=Path, default=LOCAL_ROOT)
+    demo.add_argument("--monitoring", action="store_true",
+                      help="run the operator from its chart, watched by a Prometheus Operator and a Prometheus "
+                           "(`make monitoring` builds them), and print the cost per million predictions it computes")
     demo.set_defaults(handler=_demo)
     gitops = commands.add_parser("demo-gitops", help="the demo shipped by a real Argo CD from local git repositories")
     gitops.add_argument("--root", type=Path, default=LOCAL_ROOT)

@@ -357,14 +357,16 @@ class LocalCluster:
         self.kubeconfig.chmod(0o600)
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
-        result = subprocess.run(
-            [self.binary("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
-            input=input,
-            capture_output=True,
-            text=True,
-        )
+        return self._client("kubectl", *args, input=input)
+
+    def helm(self, *args: str) -> str:
+        return self._client("helm", *args)
+
+    def _client(self, tool: str, *args: str, input: str | None = None) -> str:
+        result = subprocess.run([self.binary(tool), f"--kubeconfig={self.kubeconfig}", *args], input=input,
+                                capture_output=True, text=True)
         if result.returncode != 0:
-            raise ClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+            raise ClusterError(f"{tool} {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
 
     def wait_established(self, *crds: str, timeout: float = 60) -> None:

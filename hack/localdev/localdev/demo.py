@@ -5,7 +5,9 @@ on the node network and the operator; trains the reference model once (cached), 
 publishes it; applies examples/bernini-minimal.yaml fitted to this machine; waits until the BerniniDeployment is
 Ready (the init container pulled and verified the artifacts, Ray workers joined, KubeRay deployed the Serve app);
 then asks the cluster's own Serve Service for a mesh, and for a few prompts whose previews it lays side by side,
-each with how closely it matches its class. Any step that does not happen fails the demo with the reason.
+each with how closely it matches its class. With --monitoring (make demo MONITORING=1) the operator runs from
+its chart under a Prometheus Operator's Prometheus, and the demo ends with the cost per million predictions that
+the chart's recording rules compute. Any step that does not happen fails the demo with the reason.
 The cluster keeps running until `make cluster-down`.
 """
 
@@ -26,6 +28,8 @@ from bernini.model.weights import trained
 from bernini.preview import render_png
 from localdev import LocalCluster, nodenet, processes
 from localdev.cluster import REPO_ROOT
+from localdev.monitoring import NAMESPACE as MONITORING_NAMESPACE
+from localdev.monitoring import OPERATOR_NAMESPACE, LocalMonitoring
 from localdev.s3server import LocalS3
 from localdev.sizing import fit_to_local_nodes
 from localdev.stack import namespace_manifests, publish_reference_model
@@ -46,6 +50,7 @@ ARTIFACTS_URI = artifacts_uri(VERSION)
 DEMO_PROMPTS = ("chair", "table", "mug", "lamp", "sofa")
 PREVIEW_SIZE = 256
 READY_TIMEOUT = 900
+COST_WINDOW, COST_SECONDS = "1m", 75  # the prompts outlast the rules' window
 
 
 class DemoFailed(SystemExit):
@@ -99,6 +104,42 @@ def _ensure_operator(cluster: LocalCluster, s3: LocalS3) -> None:
     )
     record.write_text(str(pid))
     say(f"operator started (pid {pid}), log {cluster.log_dir / 'operator.log'}")
+
+
+def _operator_from_its_chart(cluster: LocalCluster, s3: LocalS3) -> LocalMonitoring:
+    """The operator as its chart runs it, with the chart's monitors and rules handed to a Prometheus Operator's
+    Prometheus (instead of the operator process)."""
+    record = cluster.state_dir / "operator.pid"
+    if record.exists():
+        cluster.stop_processes({int(record.read_text()): sys.executable})
+        record.unlink()
+    stack = LocalMonitoring(cluster)
+    stack.install()
+    stack.install_operator_chart(s3, window=COST_WINDOW)
+    say(f"Prometheus Operator and Prometheus in namespace {MONITORING_NAMESPACE}; the operator runs from its chart "
+        f"(helm release bernini in {OPERATOR_NAMESPACE}), its rates over {COST_WINDOW}")
+    return stack
+
+
+def print_prometheus_cost(cluster: LocalCluster, stack: LocalMonitoring) -> None:
+    """Prompts back to back for a window, then what the chart's recording rules make of it."""
+    address = _get(cluster, "service", "bernini-serve-svc")["spec"]["clusterIP"]
+    say(f"prompts back to back for {COST_SECONDS}s, so that Prometheus sees a rate")
+    deadline, sent = time.monotonic() + COST_SECONDS, 0
+    while time.monotonic() < deadline:
+        _post(address, json.dumps({"prompt": f"a {DEMO_PROMPTS[sent % len(DEMO_PROMPTS)]}"}).encode(), "application/json", "obj")
+        sent += 1
+    selector = f'{{namespace="{NAMESPACE}", name="bernini"}}'
+
+    def value(record: str) -> float | None:
+        series = stack.query(record + selector)
+        return float(series[0]["value"][1]) if series else None
+
+    per_million = wait_for(lambda: value("bernini:dollars_per_million_predictions"),
+                           "bernini:dollars_per_million_predictions in Prometheus", 60, interval=2, failure=DemoFailed)
+    say(f"Prometheus: ${per_million:,.0f} per million predictions (bernini:dollars_per_million_predictions: "
+        f"${value('bernini:cost_dollars_per_hour'):.4f}/h of workers over "
+        f"{value('bernini:predictions_per_hour'):,.0f} predictions/hour; {sent} prompts sent, one client)")
 
 
 def publish_artifacts(cluster: LocalCluster, s3: LocalS3, version: str = VERSION, seed: int = 0,
@@ -215,12 +256,14 @@ def draw_prompts(cluster: LocalCluster) -> None:
     say(f"previews side by side: {output}")
 
 
-def run(root: Path) -> int:
+def run(root: Path, monitoring: bool = False) -> int:
     cluster = ensure_cluster(root)
     s3 = ensure_s3(cluster)
     cluster.kubectl("apply", "--server-side", "--field-manager=bernini-demo", "-f", str(CRDS))
     cluster.wait_established("crd/berninideployments.bernini.dev")
-    _ensure_operator(cluster, s3)
+    stack = _operator_from_its_chart(cluster, s3) if monitoring else None
+    if not stack:
+        _ensure_operator(cluster, s3)
     publish_artifacts(cluster, s3, weights=trained(log=lambda line: say(f"train: {line}")))
     cluster.kubectl("apply", "--server-side", "--field-manager=bernini-demo", "-f", "-",
                     input=json.dumps({"apiVersion": "v1", "kind": "List", "items": namespace_manifests("default", s3)}))
@@ -242,5 +285,7 @@ def run(root: Path) -> int:
     say(f"init container on {worker['spec']['nodeName']}: {pulled.splitlines()[-1]}")
     request_mesh(cluster)
     draw_prompts(cluster)
+    if stack:
+        print_prometheus_cost(cluster, stack)
     say(f"the cluster keeps running; KUBECONFIG={cluster.kubeconfig}; stop it with `make cluster-down`")
     return 0
