@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from bernini.reconcile.metrics import FromStatus
 from localdev.cluster import DEFAULT_BIN_DIR
-from tests.delivery.monitoring import dashboard_queries, prometheus_rule, queried_names, recorded_names
+from tests.delivery.monitoring import CHART, dashboard_queries, prometheus_rule, queried_names, recorded_names
+from tests.delivery.test_chart import run
 
 RULE_TESTS = Path(__file__).parent / "prometheus" / "rules_test.yaml"
 
@@ -34,6 +35,24 @@ def test_the_prometheus_rules_pass_promtool_check_and_their_unit_tests(tmp_path)
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(
         {"groups": prometheus_rule("metrics.prometheusRule.latencyP95Ms=60000")["spec"]["groups"]}))
     assert _promtool("test", "rules", "rules_test.yaml", cwd=tmp_path).returncode != 0
+
+
+def test_the_rules_window_and_alert_durations_are_values(tmp_path):
+    groups = prometheus_rule("metrics.prometheusRule.window=90s", "metrics.prometheusRule.notReadyFor=30s",
+                             "metrics.prometheusRule.errorsFor=1h30m", "metrics.prometheusRule.slowFor=0s")["spec"]["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    windowed = [rule["expr"] for rule in rules if "rate(" in rule["expr"]]
+    assert windowed and all("[90s]" in expr and "[5m]" not in expr for expr in windowed), windowed
+    assert {rule["alert"]: rule["for"] for rule in rules if "alert" in rule} == {
+        "BerniniNotReady": "30s", "BerniniErrors": "1h30m", "BerniniSlow": "0s"}
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    checked = _promtool("check", "rules", "rules.yaml", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # The values schema refuses what Prometheus would refuse only once the rule is loaded.
+    for bad in ("window=5", "window=0m", "notReadyFor=ten", "errorsFor=-1m"):
+        refused = run("helm", "template", "bernini", str(CHART), "--set", "metrics.prometheusRule.enabled=true",
+                      "--set", f"metrics.prometheusRule.{bad}", check=False)
+        assert refused.returncode != 0 and "values don't meet the specifications of the schema" in refused.stderr, bad
 
 
 def _operator_names() -> set[str]:

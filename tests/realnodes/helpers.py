@@ -58,12 +58,12 @@ def generate(core, namespace: str, timeout: float = 180, file_format: str = "glb
 
 
 class Load(threading.Thread):
-    """Sends requests back to back until stopped; records (time, status, model version) of each, and what a
-    failed one said. send() returns generate()'s (status, headers, body)."""
+    """Sends requests back to back (`pause` seconds apart) until stopped; records (time, status, model version)
+    of each, and what a failed one said. send() returns generate()'s (status, headers, body)."""
 
-    def __init__(self, send: Callable[[], tuple[int, dict, bytes]]):
+    def __init__(self, send: Callable[[], tuple[int, dict, bytes]], pause: float = 0.0):
         super().__init__(daemon=True)
-        self.send = send
+        self.send, self.pause = send, pause
         self.results: list[tuple[float, int, str]] = []
         self.failures: list[str] = []
         self.stopping = threading.Event()
@@ -80,6 +80,7 @@ class Load(threading.Thread):
                 status = -1
                 self.failures.append(f"{type(error).__name__}: {error}")
             self.results.append((time.monotonic(), status, version))
+            self.stopping.wait(self.pause)
 
     def stop(self) -> list[tuple[float, int, str]]:
         self.stopping.set()

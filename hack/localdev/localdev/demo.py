@@ -29,7 +29,7 @@ from bernini.preview import render_png
 from localdev import LocalCluster, nodenet, processes
 from localdev.cluster import REPO_ROOT
 from localdev.monitoring import NAMESPACE as MONITORING_NAMESPACE
-from localdev.monitoring import OPERATOR_NAMESPACE, LocalMonitoring
+from localdev.monitoring import OPERATOR_NAMESPACE, RELEASE, LocalMonitoring
 from localdev.s3server import LocalS3
 from localdev.sizing import fit_to_local_nodes
 from localdev.stack import namespace_manifests, publish_reference_model
@@ -92,6 +92,8 @@ def ensure_s3(cluster: LocalCluster) -> LocalS3:
 
 
 def _ensure_operator(cluster: LocalCluster, s3: LocalS3) -> None:
+    # The release `make demo MONITORING=1` installed would be a second operator beside this process.
+    cluster.helm("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--ignore-not-found", "--wait")
     record = cluster.state_dir / "operator.pid"
     if record.exists():
         if processes.is_running(int(record.read_text()), sys.executable):

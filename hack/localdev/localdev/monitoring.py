@@ -13,7 +13,6 @@ from pathlib import Path
 import yaml
 
 from localdev.cluster import REPO_ROOT
-from localdev.nodelayer import RESTRICTED_CONTAINER
 from localdev.s3server import LocalS3
 from localdev.sizing import fit_operator_chart
 from localdev.stack import destination_namespaces
@@ -21,12 +20,11 @@ from localdev.waiting import wait_for
 
 NAMESPACE = "monitoring"
 PROMETHEUS = "k8s"  # the Prometheus object; its pod is prometheus-k8s-0
-PROMETHEUS_VERSION = "v3.16.0"  # what hack/monitoring/build.sh builds (Go module v0.316.0)
 SELECTED = {"release": "kube-prometheus-stack"}
-BUNDLE = REPO_ROOT / ".local" / "monitoring" / "bundle.yaml"
+BUILT = REPO_ROOT / ".local" / "monitoring"  # hack/monitoring/build.sh's cache
 CHART = REPO_ROOT / "charts" / "bernini-operator"
 OPERATOR_NAMESPACE, RELEASE = "bernini-system", "bernini"
-# Short enough that a test sees a rule change and an alert move within seconds, not minutes.
+# Scrapes and rule evaluations: short, so that a test sees a series or an alert move within seconds of it.
 INTERVAL = "5s"
 
 
@@ -47,6 +45,7 @@ def operator_manifests(bundle: str, operator_image: str, reloader_image: str) ->
             container, = doc["spec"]["template"]["spec"]["containers"]
             container["image"] = operator_image
             container["args"] = [f"--prometheus-config-reloader={reloader_image}"]
+            container["resources"]["requests"]["cpu"] = "10m"
     return "\n---\n".join(crds), names, rest
 
 
@@ -58,7 +57,7 @@ def chart_metrics(**rule) -> dict:
             "prometheusRule": {"enabled": True, "labels": SELECTED, **rule}}
 
 
-def prometheus_manifests(image: str) -> list[dict]:
+def prometheus_manifests(image: str, version: str) -> list[dict]:
     """A Prometheus as kube-prometheus-stack makes it: its ServiceAccount may read pods, Services and endpoints
     everywhere (service discovery), and it selects monitors and rules by SELECTED in every namespace."""
     account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "prometheus", "namespace": NAMESPACE}}
@@ -74,14 +73,14 @@ def prometheus_manifests(image: str) -> list[dict]:
         "apiVersion": "monitoring.coreos.com/v1", "kind": "Prometheus",
         "metadata": {"name": PROMETHEUS, "namespace": NAMESPACE},
         "spec": {
-            "image": image, "version": PROMETHEUS_VERSION, "replicas": 1, "serviceAccountName": "prometheus",
+            "image": image, "version": version, "replicas": 1, "serviceAccountName": "prometheus",
             "scrapeInterval": INTERVAL, "evaluationInterval": INTERVAL,
             **{f"{kind}Selector": {"matchLabels": SELECTED} for kind in ("serviceMonitor", "podMonitor", "rule")},
             **{f"{kind}NamespaceSelector": everywhere for kind in ("serviceMonitor", "podMonitor", "rule")},
-            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+            # Small requests: on two cores' worth of CPU nodes, an upgrade's second CPU worker must still fit.
+            "resources": {"requests": {"cpu": "10m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
             "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "fsGroup": 65534,
                                 "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{"name": "prometheus", "securityContext": RESTRICTED_CONTAINER}],
         },
     }
     return [account, role, binding, prometheus]
@@ -93,18 +92,22 @@ class LocalMonitoring:
     def __init__(self, cluster):
         self.cluster = cluster
         images = cluster.node_layer.images
-        if "PROMETHEUS_IMAGE" not in images or not BUNDLE.exists():
+        if "PROMETHEUS_IMAGE" not in images or not (BUILT / "bundle.yaml").exists():
             raise RuntimeError("the monitoring stack is not built: run `make monitoring`, then `make images`")
         self.images = images
 
     def install(self, timeout: float = 300) -> None:
-        crds, names, rest = operator_manifests(BUNDLE.read_text(), self.images["PROMETHEUS_OPERATOR_IMAGE"],
+        crds, names, rest = operator_manifests((BUILT / "bundle.yaml").read_text(),
+                                               self.images["PROMETHEUS_OPERATOR_IMAGE"],
                                                self.images["PROMETHEUS_CONFIG_RELOADER_IMAGE"])
-        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+        # Every pod of the stack meets the restricted profile, as the product's own pods do.
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+        version = (BUILT / "prometheus-version").read_text().strip()
         # Server-side: the CRDs are larger than the last-applied annotation may be.
         self.cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=crds)
         self.cluster.wait_established(*(f"crd/{name}" for name in names))
-        self._apply([namespace, *rest, *prometheus_manifests(self.images["PROMETHEUS_IMAGE"])])
+        self._apply([namespace, *rest, *prometheus_manifests(self.images["PROMETHEUS_IMAGE"], version)])
         wait_for(self._ready, f"Prometheus {NAMESPACE}/{PROMETHEUS} Ready", timeout=timeout, interval=2,
                  explain=lambda: self.cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide"))
 
@@ -121,13 +124,17 @@ class LocalMonitoring:
 
     def uninstall(self) -> None:
         """The chart and the stack (their CRDs stay, as CRDs do)."""
-        self.cluster.helm("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--wait", "--timeout", "2m")
-        self.cluster.kubectl("delete", "namespace", OPERATOR_NAMESPACE, NAMESPACE, "--timeout=180s")
-        self.cluster.kubectl("delete", "clusterrole,clusterrolebinding", "bernini-prometheus", "prometheus-operator")
+        self.uninstall_operator_chart()
+        self.cluster.kubectl("delete", "namespace", OPERATOR_NAMESPACE, NAMESPACE, "--ignore-not-found", "--timeout=180s")
+        self.cluster.kubectl("delete", "clusterrole,clusterrolebinding", "bernini-prometheus", "prometheus-operator",
+                             "--ignore-not-found")
 
-    def _apply(self, documents: list[dict], *flags: str) -> None:
-        self.cluster.kubectl("apply", *flags, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                                          "items": documents}))
+    def uninstall_operator_chart(self) -> None:
+        self.cluster.helm("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--ignore-not-found", "--wait",
+                          "--timeout", "2m")
+
+    def _apply(self, documents: list[dict]) -> None:
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": documents}))
 
     def _pod(self) -> dict | None:
         pods = json.loads(self.cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "json",
