@@ -27,11 +27,11 @@ from tests.realnodes.conftest import (VERSIONS, artifacts_uri, publish_with_a_co
 
 pytestmark = pytest.mark.realnodes
 
+FOR_SECONDS = 30
 # A p95 threshold every answer passes: BerniniSlow fires under any load, its fault, until the threshold is raised.
 FAST = {"window": "1m", "notReadyFor": f"{FOR_SECONDS}s", "errorsFor": f"{FOR_SECONDS}s", "slowFor": f"{FOR_SECONDS}s",
         "latencyP95Ms": 1}
 HEALED_LATENCY_MS = 600000
-FOR_SECONDS = 30
 LOAD_SECONDS, AVERAGED_SECONDS = 150, 60  # the rules' window, then a minute of its evaluations, all under load
 NAME = "bernini"
 
