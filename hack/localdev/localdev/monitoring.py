@@ -30,8 +30,9 @@ INTERVAL = "5s"
 
 def operator_manifests(bundle: str, operator_image: str, reloader_image: str) -> tuple[str, list[str], list[dict]]:
     """The Prometheus Operator's bundle as (its CRDs' YAML, their names, the rest): in NAMESPACE, on the local
-    images. Without the kubelet Service it keeps for scraping kubelets (nothing here reads them). The CRDs stay
-    text: PyYAML reads YAML 1.1, where a bare `=` in their enums is a tag it cannot construct."""
+    images, without the flags that make it keep a kubelet Service (nothing here scrapes kubelets), and with a
+    small CPU request (see prometheus_manifests). The CRDs stay text: PyYAML reads YAML 1.1, where a bare `=` in
+    their enums is a tag it cannot construct."""
     texts = [text for text in re.split(r"^---$", bundle, flags=re.MULTILINE) if text.strip()]
     crds = [text for text in texts if re.search(r"^kind: CustomResourceDefinition$", text, flags=re.MULTILINE)]
     names = [re.search(r"^  name: (\S+)$", text, flags=re.MULTILINE).group(1) for text in crds]
