@@ -70,11 +70,14 @@ def tree(request, real_cluster, real_core, node_s3, published_versions, tmp_path
 
 
 def _remove(real_cluster, real_core, argocd):
-    """Argo CD stops first (it would re-create what is deleted); the model goes while its operator runs."""
+    """Argo CD stops first (it would re-create what is deleted); the model goes while its operator runs. The
+    chart's cluster-scoped RBAC goes too: namespaces do not hold it, and a later install of the chart (helm, in
+    test_monitoring) refuses to adopt objects another release made."""
     argocd.down()
     real_cluster.kubectl("delete", "applications.argoproj.io", "-n", "argocd", "--all", "--wait=false")
     real_cluster.kubectl("delete", "namespace", MODELS, "--timeout=180s")
     real_cluster.kubectl("delete", "namespace", OPERATOR_NAMESPACE, "--timeout=120s")
+    real_cluster.kubectl("delete", "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/name=bernini-operator")
 
 
 def test_the_tree_syncs_in_order_and_turns_healthy_with_the_operator_running_from_its_chart(tree, real_core, real_custom):
