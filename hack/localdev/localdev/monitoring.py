@@ -3,6 +3,7 @@ Helm chart wires them: the Prometheus picks up ServiceMonitors, PodMonitors and 
 namespace that carry the label `release: kube-prometheus-stack`. Built by `make monitoring`
 (hack/monitoring/build.sh: the operator's bundle, and the three binaries the images are made of)."""
 
+import functools
 import json
 import re
 import tempfile
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from localdev.argocd import OPERATOR_NAMESPACE
 from localdev.cluster import REPO_ROOT
 from localdev.s3server import LocalS3
 from localdev.sizing import fit_operator_chart
@@ -23,7 +25,7 @@ PROMETHEUS = "k8s"  # the Prometheus object; its pod is prometheus-k8s-0
 SELECTED = {"release": "kube-prometheus-stack"}
 BUILT = REPO_ROOT / ".local" / "monitoring"  # hack/monitoring/build.sh's cache
 CHART = REPO_ROOT / "charts" / "bernini-operator"
-OPERATOR_NAMESPACE, RELEASE = "bernini-system", "bernini"
+RELEASE = "bernini"
 # Scrapes and rule evaluations: short, so that a test sees a series or an alert move within seconds of it.
 INTERVAL = "5s"
 
@@ -153,8 +155,9 @@ class LocalMonitoring:
         return bool(pod and pod["status"].get("podIP") and all(
             status["ready"] for status in pod["status"].get("containerStatuses", [{"ready": False}])))
 
-    @property
+    @functools.cached_property
     def url(self) -> str:
+        """Read once: the StatefulSet's pod keeps its IP while the stack runs."""
         return f"http://{self._pod()['status']['podIP']}:9090"
 
     def api(self, path: str, **params: str) -> dict | list:
